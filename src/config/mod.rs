@@ -1,0 +1,240 @@
+//! Configuration: `config.yaml` plus its `include:` tree, merged, interpolated and
+//! validated into an immutable [`Config`]. Nothing downstream re-validates: a
+//! `Config` that exists is a config the daemon can run.
+//!
+//! Owns: directory discovery, include resolution, merge rules, `${VAR}` and `.env`
+//! interpolation, defaults, unknown-key warnings, and errors that name the file,
+//! the dotted key path and (where YAML gives it) the line and column.
+//! Must not: touch the database or spawn anything.
+
+pub mod duration;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The validated, merged configuration of one instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config directory (the directory holding the root `config.yaml`).
+    pub dir: PathBuf,
+    /// Every file that contributed, in load order, with the BLAKE3 hash of its raw bytes.
+    pub files: Vec<LoadedFile>,
+    /// `service:` settings.
+    pub service: Service,
+    /// Plugin roots, absolute, duplicates removed, in scan order.
+    pub plugin_roots: Vec<PathBuf>,
+    /// `state:` settings.
+    pub state: State,
+    /// `api:` settings.
+    pub api: Api,
+    /// `plugins:` instances by name (including aliases declared with `uses:`).
+    pub plugins: BTreeMap<String, PluginConf>,
+    /// Sections owned by later capabilities (`routes`, `pipelines`, `webhooks`,
+    /// `tokens`, relay files), kept merged but uninterpreted.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One file that contributed to the config.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// `blake3:<hex>` of the raw bytes, before interpolation.
+    pub hash: String,
+}
+
+/// `service:` settings with every default applied.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Instance name (default `ductile`).
+    pub name: String,
+    /// Scheduler heartbeat (default 60s).
+    pub tick_interval: Duration,
+    /// Log filter (default `info`).
+    pub log_level: String,
+    /// Default dedupe window (default 24h).
+    pub dedupe_ttl: Duration,
+    /// Age after which `job_log` rows are pruned (default 30d).
+    pub job_log_retention: Duration,
+    /// Age after which terminal `job_queue` rows are pruned (default 24h, at least `dedupe_ttl`).
+    pub job_queue_retention: Duration,
+    /// Worker pool size (default `max(1, CPU-1)`).
+    pub max_workers: usize,
+    /// Integrity and config findings are fatal (default false).
+    pub strict_mode: bool,
+    /// Whether symlinks are allowed in plugin paths (default false).
+    pub allow_symlinks: bool,
+    /// Extra environment variable names passed through to plugins.
+    pub plugin_env_passthrough: Vec<String>,
+    /// How long shutdown waits for in-flight jobs (default 30s).
+    pub shutdown_timeout: Duration,
+}
+
+/// `state:` settings.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Absolute path of the SQLite database (default `<config dir>/ductile.db`).
+    pub path: PathBuf,
+    /// `PRAGMA synchronous` level.
+    pub synchronous: Synchronous,
+}
+
+/// SQLite durability level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL` (default; safe in WAL against process crashes).
+    Normal,
+    /// `synchronous=FULL` (also safe against power loss).
+    Full,
+}
+
+/// `api:` settings.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// Whether the HTTP API is served (default false).
+    pub enabled: bool,
+    /// Listen address (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// Everything else under `api:`, for the HTTP capability.
+    pub extra: serde_json::Value,
+}
+
+/// One plugin instance under `plugins:`.
+#[derive(Debug, Clone)]
+pub struct PluginConf {
+    /// The instance name (the key under `plugins:`).
+    pub name: String,
+    /// The base plugin this instance aliases (`uses:`), if any.
+    pub uses: Option<String>,
+    /// Whether the instance is enabled (default true).
+    pub enabled: bool,
+    /// Explicit per-plugin concurrency cap, if set.
+    pub parallelism: Option<usize>,
+    /// Per-command timeouts.
+    pub timeouts: Timeouts,
+    /// Retry policy.
+    pub retry: Retry,
+    /// Circuit breaker policy for scheduled polls.
+    pub circuit_breaker: Breaker,
+    /// Scheduler poll guard (default 1).
+    pub max_outstanding_polls: u32,
+    /// Emit lifecycle hook signals (default false).
+    pub notify_on_complete: bool,
+    /// Schedules, in declaration order.
+    pub schedules: Vec<ScheduleConf>,
+    /// The plugin's own config object, interpolated; sent as `config` in requests.
+    pub config: serde_json::Value,
+}
+
+/// Per-command timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `poll` (default 60s).
+    pub poll: Duration,
+    /// `handle` (default 120s).
+    pub handle: Duration,
+    /// `health` (default 10s).
+    pub health: Duration,
+    /// `init` (default 30s).
+    pub init: Duration,
+    /// Other named commands; those not listed use `default`.
+    pub other: BTreeMap<String, Duration>,
+    /// Timeout for commands without their own entry (plugin-level `timeout:`, else 60s).
+    pub default: Duration,
+}
+
+impl Timeouts {
+    /// The timeout for `command`.
+    pub fn for_command(&self, command: &str) -> Duration {
+        match command {
+            "poll" => self.poll,
+            "handle" => self.handle,
+            "health" => self.health,
+            "init" => self.init,
+            other => self.other.get(other).copied().unwrap_or(self.default),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            poll: Duration::from_secs(60),
+            handle: Duration::from_secs(120),
+            health: Duration::from_secs(10),
+            init: Duration::from_secs(30),
+            other: BTreeMap::new(),
+            default: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Total attempts including the first (default 4).
+    pub max_attempts: u32,
+    /// Backoff base (default 30s): delay = base·2^(attempt-1) + random(0, base).
+    pub backoff_base: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            max_attempts: 4,
+            backoff_base: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Circuit breaker policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breaker {
+    /// Consecutive failures that open the circuit (default 3).
+    pub threshold: u32,
+    /// Cooldown before a half-open probe (default 30m).
+    pub reset_after: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Breaker {
+        Breaker {
+            threshold: 3,
+            reset_after: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// One entry under `plugins.<name>.schedules`, as written (the scheduler compiles it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleConf {
+    /// Schedule id, unique within the plugin (default `default`).
+    pub id: String,
+    /// Command to enqueue (default `poll`).
+    pub command: String,
+    /// Payload for the enqueued job (default `{}`).
+    pub payload: serde_json::Value,
+    /// `every:` interval text (`5m`, `hourly`, `daily`, ...).
+    pub every: Option<String>,
+    /// `cron:` 5-field expression.
+    pub cron: Option<String>,
+    /// `at:` RFC 3339 one-shot.
+    pub at: Option<String>,
+    /// `after:` one-shot delay from service start.
+    pub after: Option<String>,
+    /// `jitter:` duration text.
+    pub jitter: Option<String>,
+    /// `only_between:` window such as `08:00-22:00`.
+    pub only_between: Option<String>,
+    /// `timezone:` IANA name (default UTC).
+    pub timezone: Option<String>,
+    /// `not_on:` weekday names or numbers, as written.
+    pub not_on: Vec<String>,
+    /// `catch_up:` skip | run_once | run_all (default skip).
+    pub catch_up: Option<String>,
+    /// `if_running:` skip | queue | cancel (default skip).
+    pub if_running: Option<String>,
+    /// Where the entry was declared, for messages (`plugins.echo.schedules[0]` in `file`).
+    pub origin: String,
+}

@@ -1,0 +1,20 @@
+//! ductile: a self-hosted automation runtime.
+//!
+//! Crate map, in reading order (see `docs/ARCHITECTURE.md`):
+//! - [`config`]: `config.yaml` + includes → an immutable, validated `Config`.
+//! - [`plugin`]: manifests, discovery and trust, protocol v2, the process runner.
+//! - [`store`]: the SQLite ledger: schema, queue and job state machine, facts, breakers.
+//! - [`scheduler`]: schedule expressions, windows, time zones; the heartbeat thread.
+//! - [`dispatch`]: who runs next; the worker pool.
+//! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
+//! - [`clock`], [`log`], [`lock`]: time source, JSON log lines, the instance lock.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod lock;
+pub mod log;
+pub mod plugin;
+pub mod scheduler;
+pub mod store;
