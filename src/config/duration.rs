@@ -19,7 +19,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration `{text}`: expected a number before `{rest}`"));
+            return Err(format!(
+                "invalid duration `{text}`: expected a number before `{rest}`"
+            ));
         }
         let number: f64 = rest[..digits]
             .parse()
@@ -84,7 +86,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, secs: f64) {
-        assert_eq!(parse(input).unwrap(), Duration::from_secs_f64(secs), "{input}");
+        assert_eq!(
+            parse(input).unwrap(),
+            Duration::from_secs_f64(secs),
+            "{input}"
+        );
     }
 
     #[test]

@@ -1,1 +1,1 @@
-//! placeholder
+//! Dispatch: who runs next, and the execution of one claimed job.

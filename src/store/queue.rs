@@ -1,0 +1,1270 @@
+//! The job queue and the job state machine. This file is the only writer of
+//! `job_queue`, `job_transitions`, `job_attempts`, `job_log` and `job_stopwatch`;
+//! every status change goes through [`transition`], which checks legality and
+//! records the change, inside the caller's transaction.
+//!
+//! A job's life is three transactions: enqueue, claim, complete. Crash recovery
+//! turns `running` orphans back into `queued` (or `dead`).
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::Value;
+
+use super::{StoreError, facts};
+use crate::clock::format_ts;
+
+/// A job's status; the spec's six states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Waiting in the queue (possibly for a retry time).
+    Queued,
+    /// Claimed by a worker; a plugin process is (or was, before a crash) running.
+    Running,
+    /// Terminal: the plugin answered ok.
+    Succeeded,
+    /// The plugin failed; terminal unless a retry follows.
+    Failed,
+    /// The plugin exceeded its deadline; terminal unless a retry follows.
+    TimedOut,
+    /// Terminal: retries exhausted, cancelled, or its plugin was removed.
+    Dead,
+}
+
+impl JobStatus {
+    /// The ledger's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    /// Parses the ledger's spelling.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "timed_out" => JobStatus::TimedOut,
+            "dead" => JobStatus::Dead,
+            _ => return None,
+        })
+    }
+
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::TimedOut,
+        JobStatus::Dead,
+    ];
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state machine: queued → running → succeeded | failed | timed_out | dead;
+/// failed/timed_out → queued (retry) or dead; running → queued (crash recovery);
+/// queued → dead (cancelled, plugin removed).
+pub fn legal(from: JobStatus, to: JobStatus) -> bool {
+    use JobStatus::*;
+    matches!(
+        (from, to),
+        (Queued, Running)
+            | (Queued, Dead)
+            | (Running, Succeeded)
+            | (Running, Failed)
+            | (Running, TimedOut)
+            | (Running, Dead)
+            | (Running, Queued)
+            | (Failed, Queued)
+            | (Failed, Dead)
+            | (TimedOut, Queued)
+            | (TimedOut, Dead)
+    )
+}
+
+/// Who produced a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmittedBy {
+    /// The scheduler heartbeat.
+    Scheduler,
+    /// The webhook listener.
+    Webhook,
+    /// The router (a plugin event).
+    Route,
+    /// `ductile run`.
+    Cli,
+    /// The HTTP API.
+    Api,
+}
+
+impl SubmittedBy {
+    /// The ledger's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubmittedBy::Scheduler => "scheduler",
+            SubmittedBy::Webhook => "webhook",
+            SubmittedBy::Route => "route",
+            SubmittedBy::Cli => "cli",
+            SubmittedBy::Api => "api",
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Plugin instance name.
+    pub plugin: String,
+    /// Command name.
+    pub command: String,
+    /// The event envelope delivered to the plugin, or `Value::Null`.
+    pub payload: Value,
+    /// Producer.
+    pub submitted_by: SubmittedBy,
+    /// Total attempts allowed.
+    pub max_attempts: u32,
+    /// Optional dedupe key.
+    pub dedupe_key: Option<String>,
+    /// Per-enqueue dedupe window; when set, in-flight duplicates are refused too.
+    pub dedupe_ttl: Option<Duration>,
+    /// Producing job, for routed jobs.
+    pub parent_job_id: Option<String>,
+    /// Core-assigned id of the event that produced this job.
+    pub source_event_id: Option<String>,
+    /// Baggage row for this job.
+    pub event_context_id: Option<String>,
+}
+
+impl NewJob {
+    /// A plain job with no dedupe or lineage.
+    pub fn new(
+        plugin: &str,
+        command: &str,
+        payload: Value,
+        submitted_by: SubmittedBy,
+        max_attempts: u32,
+    ) -> NewJob {
+        NewJob {
+            plugin: plugin.to_string(),
+            command: command.to_string(),
+            payload,
+            submitted_by,
+            max_attempts,
+            dedupe_key: None,
+            dedupe_ttl: None,
+            parent_job_id: None,
+            source_event_id: None,
+            event_context_id: None,
+        }
+    }
+}
+
+/// What enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new job row.
+    Created(String),
+    /// Dropped as a duplicate of this existing job.
+    Deduplicated(String),
+}
+
+/// A job a worker owns after a claim.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: String,
+    /// Plugin instance name.
+    pub plugin: String,
+    /// Command.
+    pub command: String,
+    /// Event envelope or null.
+    pub payload: Value,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Allowed attempts.
+    pub max_attempts: u32,
+    /// Producer, as stored.
+    pub submitted_by: String,
+    /// Dedupe key.
+    pub dedupe_key: Option<String>,
+    /// Creation time, as stored.
+    pub created_at: String,
+    /// Parent job.
+    pub parent_job_id: Option<String>,
+    /// Source event.
+    pub source_event_id: Option<String>,
+    /// Baggage row.
+    pub event_context_id: Option<String>,
+}
+
+/// Begins the immediate transaction every write uses (waits for the write lock
+/// up front instead of failing on a read-to-write upgrade).
+pub fn begin(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::sqlite("begin transaction", e))
+}
+
+/// Enqueues `job` in its own transaction.
+pub fn enqueue(
+    conn: &mut Connection,
+    job: &NewJob,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Enqueued, StoreError> {
+    let tx = begin(conn)?;
+    let out = enqueue_in(&tx, job, default_ttl, now)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit enqueue", e))?;
+    Ok(out)
+}
+
+/// Enqueues `job` inside an open transaction, applying the dedupe rules of
+/// spec §3.6: with a per-enqueue TTL, a queued/running job with the same key
+/// blocks; any succeeded job with the same key inside the window blocks.
+pub fn enqueue_in(
+    tx: &Transaction<'_>,
+    job: &NewJob,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Enqueued, StoreError> {
+    if let Some(key) = &job.dedupe_key {
+        if job.dedupe_ttl.is_some() {
+            let inflight: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM job_queue WHERE dedupe_key = ?1 AND status IN ('queued','running') ORDER BY rowid LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+                .map_err(|e| StoreError::sqlite("check in-flight duplicates", e))?;
+            if let Some(existing) = inflight {
+                log::info!(plugin = job.plugin.as_str(), dedupe_key = key.as_str(), existing_job_id = existing.as_str(); "dedupe: dropped enqueue, an identical job is in flight");
+                return Ok(Enqueued::Deduplicated(existing));
+            }
+        }
+        let ttl = job.dedupe_ttl.unwrap_or(default_ttl);
+        let cutoff =
+            format_ts(now - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX));
+        let recent: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM job_queue WHERE dedupe_key = ?1 AND status = 'succeeded' AND completed_at >= ?2 ORDER BY completed_at DESC LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![key, cutoff], |r| r.get(0)).optional())
+            .map_err(|e| StoreError::sqlite("check recent duplicates", e))?;
+        if let Some(existing) = recent {
+            log::info!(plugin = job.plugin.as_str(), dedupe_key = key.as_str(), existing_job_id = existing.as_str(); "dedupe: dropped enqueue, an identical job succeeded within the window");
+            return Ok(Enqueued::Deduplicated(existing));
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let ts = format_ts(now);
+    let payload = if job.payload.is_null() {
+        None
+    } else {
+        Some(job.payload.to_string())
+    };
+    tx.prepare_cached(
+        "INSERT INTO job_queue (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, dedupe_key, created_at, parent_job_id, source_event_id, event_context_id)
+         VALUES (?1, ?2, ?3, ?4, 'queued', 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            job.plugin,
+            job.command,
+            payload,
+            job.max_attempts.max(1),
+            job.submitted_by.as_str(),
+            job.dedupe_key,
+            ts,
+            job.parent_job_id,
+            job.source_event_id,
+            job.event_context_id,
+        ])
+    })
+    .map_err(|e| StoreError::sqlite(format!("enqueue {} {}", job.plugin, job.command), e))?;
+    record_transition(tx, &id, None, JobStatus::Queued, 1, "enqueued", &ts)?;
+    Ok(Enqueued::Created(id))
+}
+
+/// Moves job `id` from `from` to `to` (checked against [`legal`]) and records it.
+pub fn transition(
+    tx: &Transaction<'_>,
+    id: &str,
+    from: JobStatus,
+    to: JobStatus,
+    attempt: u32,
+    reason: &str,
+    ts: &str,
+) -> Result<(), StoreError> {
+    if !legal(from, to) {
+        return Err(StoreError::IllegalTransition {
+            job_id: id.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+    }
+    record_transition(tx, id, Some(from), to, attempt, reason, ts)
+}
+
+fn record_transition(
+    tx: &Transaction<'_>,
+    id: &str,
+    from: Option<JobStatus>,
+    to: JobStatus,
+    attempt: u32,
+    reason: &str,
+    ts: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO job_transitions (job_id, from_status, to_status, attempt, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![id, from.map(JobStatus::as_str), to.as_str(), attempt, reason, ts]))
+    .map_err(|e| StoreError::sqlite(format!("record transition of job {id}"), e))?;
+    Ok(())
+}
+
+const CLAIM_COLUMNS: &str = "id, plugin, command, payload, attempt, max_attempts, submitted_by, dedupe_key, created_at, parent_job_id, source_event_id, event_context_id";
+
+fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedJob> {
+    let payload: Option<String> = r.get(3)?;
+    Ok(ClaimedJob {
+        id: r.get(0)?,
+        plugin: r.get(1)?,
+        command: r.get(2)?,
+        payload: payload
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or(Value::Null),
+        attempt: r.get(4)?,
+        max_attempts: r.get(5)?,
+        submitted_by: r.get(6)?,
+        dedupe_key: r.get(7)?,
+        created_at: r.get(8)?,
+        parent_job_id: r.get(9)?,
+        source_event_id: r.get(10)?,
+        event_context_id: r.get(11)?,
+    })
+}
+
+/// Claims the oldest eligible job: queued, retry time passed, its plugin below its
+/// parallelism cap (`cap(plugin)`), and no running job with the same dedupe key on
+/// the same plugin+command. Returns `None` when nothing is eligible.
+pub fn claim_next(
+    conn: &mut Connection,
+    cap: &dyn Fn(&str) -> usize,
+    now: DateTime<Utc>,
+) -> Result<Option<ClaimedJob>, StoreError> {
+    let tx = begin(conn)?;
+    let ts = format_ts(now);
+    let mut full: Vec<String> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT plugin, COUNT(*) FROM job_queue WHERE status = 'running' GROUP BY plugin",
+            )
+            .map_err(|e| StoreError::sqlite("count running jobs", e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| StoreError::sqlite("count running jobs", e))?;
+        for row in rows {
+            let (plugin, n) = row.map_err(|e| StoreError::sqlite("count running jobs", e))?;
+            if n as usize >= cap(&plugin) {
+                full.push(plugin);
+            }
+        }
+    }
+    let full_json = serde_json::to_string(&full).unwrap_or_else(|_| "[]".to_string());
+    let job = tx
+        .prepare_cached(&format!(
+            "SELECT {CLAIM_COLUMNS} FROM job_queue q
+             WHERE q.status = 'queued'
+               AND (q.next_retry_at IS NULL OR q.next_retry_at <= ?1)
+               AND q.plugin NOT IN (SELECT value FROM json_each(?2))
+               AND (q.dedupe_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM job_queue r
+                    WHERE r.dedupe_key = q.dedupe_key AND r.status = 'running'
+                      AND r.plugin = q.plugin AND r.command = q.command))
+             ORDER BY q.rowid LIMIT 1"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![ts, full_json], claimed_from_row)
+                .optional()
+        })
+        .map_err(|e| StoreError::sqlite("select next job", e))?;
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    mark_running(&tx, &job, &ts)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit claim", e))?;
+    Ok(Some(job))
+}
+
+/// Claims one specific queued job (a one-shot running its own job); `None` if it
+/// is no longer queued.
+pub fn claim_job(
+    conn: &mut Connection,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ClaimedJob>, StoreError> {
+    let tx = begin(conn)?;
+    let ts = format_ts(now);
+    let job = tx
+        .prepare_cached(&format!(
+            "SELECT {CLAIM_COLUMNS} FROM job_queue WHERE id = ?1 AND status = 'queued'"
+        ))
+        .and_then(|mut s| s.query_row([id], claimed_from_row).optional())
+        .map_err(|e| StoreError::sqlite(format!("claim job {id}"), e))?;
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    mark_running(&tx, &job, &ts)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit claim", e))?;
+    Ok(Some(job))
+}
+
+fn mark_running(tx: &Transaction<'_>, job: &ClaimedJob, ts: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE job_queue SET status = 'running', started_at = ?2, next_retry_at = NULL WHERE id = ?1 AND status = 'queued'")
+        .and_then(|mut s| s.execute(params![job.id, ts]))
+        .map_err(|e| StoreError::sqlite(format!("claim job {}", job.id), e))?;
+    transition(
+        tx,
+        &job.id,
+        JobStatus::Queued,
+        JobStatus::Running,
+        job.attempt,
+        "claimed",
+        ts,
+    )?;
+    tx.prepare_cached("INSERT INTO job_attempts (job_id, attempt, status, started_at) VALUES (?1, ?2, 'running', ?3)")
+        .and_then(|mut s| s.execute(params![job.id, job.attempt, ts]))
+        .map_err(|e| StoreError::sqlite(format!("record attempt of job {}", job.id), e))?;
+    Ok(())
+}
+
+/// How a finished attempt ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The job succeeded.
+    Succeeded,
+    /// The attempt failed with `status` (failed or timed_out) and will run again at `at`.
+    Retry {
+        /// failed or timed_out.
+        status: JobStatus,
+        /// When the next attempt becomes eligible.
+        at: DateTime<Utc>,
+    },
+    /// The job ends with this terminal status (failed or timed_out): no retry applies.
+    Terminal(JobStatus),
+    /// The attempt failed with `status` and the retry budget is spent: the job dies.
+    Exhausted(JobStatus),
+}
+
+/// What one attempt left behind, for `job_log` and `job_attempts`.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRecord {
+    /// The decoded protocol response as JSON text, when there was one.
+    pub result: Option<String>,
+    /// Raw stdout, kept only when it was not a valid response (diagnostics).
+    pub stdout: Option<String>,
+    /// Captured stderr (already capped).
+    pub stderr: String,
+    /// Process id of the plugin.
+    pub pid: Option<u32>,
+    /// Exit code, if it exited normally.
+    pub exit_code: Option<i32>,
+}
+
+/// The supervisor's timing record for one attempt (spec: stopwatch).
+#[derive(Debug, Clone)]
+pub struct Stopwatch {
+    /// Wall-clock entry, ns since the epoch.
+    pub enter_wall_ns: i64,
+    /// Wall-clock exit, ns since the epoch.
+    pub exit_wall_ns: i64,
+    /// Monotonic spawn duration.
+    pub dur_ns: i64,
+    /// Dispatcher work between request build and spawn.
+    pub runtime_pre_ns: i64,
+    /// Dispatcher work between spawn return and record write.
+    pub runtime_post_ns: i64,
+    /// ok | err | timeout | capture_error.
+    pub status: &'static str,
+    /// Plugin sub-spans (already capped), if any.
+    pub subs: Vec<Value>,
+}
+
+/// Everything the completion transaction writes.
+#[derive(Debug, Clone)]
+pub struct Completion<'a> {
+    /// The job as claimed.
+    pub job: &'a ClaimedJob,
+    /// How it ends.
+    pub decision: Decision,
+    /// Error text for failed attempts.
+    pub last_error: Option<String>,
+    /// The attempt's output.
+    pub record: AttemptRecord,
+    /// Durable state produced by a successful attempt.
+    pub state: Option<facts::StateWrite>,
+    /// Jobs produced by routing the attempt's events.
+    pub children: Vec<NewJob>,
+    /// Timing.
+    pub stopwatch: Option<Stopwatch>,
+}
+
+/// The status a finished job row ends in, and the ids of children created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// Status now in `job_queue` (queued when a retry was scheduled).
+    pub status: JobStatus,
+    /// Children created (deduplicated children are not listed).
+    pub children: Vec<String>,
+}
+
+/// Records a finished attempt in one transaction: the job's new status (or its
+/// retry), its transitions, a `job_log` row for this attempt (every attempt, not
+/// only the last), the attempt row, state/facts, routed children and the
+/// stopwatch record. Either all of it happens or none of it does.
+pub fn complete(
+    conn: &mut Connection,
+    c: &Completion<'_>,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Completed, StoreError> {
+    let tx = begin(conn)?;
+    let out = complete_in(&tx, c, default_ttl, now)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
+    Ok(out)
+}
+
+fn complete_in(
+    tx: &Transaction<'_>,
+    c: &Completion<'_>,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Completed, StoreError> {
+    let job = c.job;
+    let ts = format_ts(now);
+    let current: Option<String> = tx
+        .prepare_cached("SELECT status FROM job_queue WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&job.id], |r| r.get(0)).optional())
+        .map_err(|e| StoreError::sqlite(format!("read job {}", job.id), e))?;
+    let current = current.ok_or_else(|| StoreError::NotFound {
+        what: "job",
+        id: job.id.clone(),
+    })?;
+    if current != "running" {
+        return Err(StoreError::IllegalTransition {
+            job_id: job.id.clone(),
+            from: current,
+            to: "completed".to_string(),
+        });
+    }
+    let (attempt_status, final_status) = match &c.decision {
+        Decision::Succeeded => (JobStatus::Succeeded, JobStatus::Succeeded),
+        Decision::Retry { status, .. } => (*status, JobStatus::Queued),
+        Decision::Terminal(s) => (*s, *s),
+        Decision::Exhausted(s) => (*s, JobStatus::Dead),
+    };
+    let reason = c.last_error.as_deref().unwrap_or("completed");
+    match &c.decision {
+        Decision::Succeeded
+        | Decision::Terminal(JobStatus::Failed | JobStatus::TimedOut | JobStatus::Dead) => {
+            transition(
+                tx,
+                &job.id,
+                JobStatus::Running,
+                final_status,
+                job.attempt,
+                reason,
+                &ts,
+            )?;
+            tx.prepare_cached("UPDATE job_queue SET status = ?2, completed_at = ?3, last_error = ?4 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![job.id, final_status.as_str(), ts, c.last_error]))
+                .map_err(|e| StoreError::sqlite(format!("complete job {}", job.id), e))?;
+        }
+        Decision::Exhausted(failed_as) => {
+            // Record the attempt's own failure, then the death it leads to.
+            transition(
+                tx,
+                &job.id,
+                JobStatus::Running,
+                *failed_as,
+                job.attempt,
+                reason,
+                &ts,
+            )?;
+            let why = format!("max attempts ({}) exhausted: {reason}", job.max_attempts);
+            transition(
+                tx,
+                &job.id,
+                *failed_as,
+                JobStatus::Dead,
+                job.attempt,
+                &why,
+                &ts,
+            )?;
+            tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![job.id, ts, c.last_error]))
+                .map_err(|e| StoreError::sqlite(format!("complete job {}", job.id), e))?;
+        }
+        Decision::Terminal(other) => {
+            return Err(StoreError::IllegalTransition {
+                job_id: job.id.clone(),
+                from: "running".to_string(),
+                to: other.to_string(),
+            });
+        }
+        Decision::Retry { status, at } => {
+            transition(
+                tx,
+                &job.id,
+                JobStatus::Running,
+                *status,
+                job.attempt,
+                reason,
+                &ts,
+            )?;
+            let at_ts = format_ts(*at);
+            transition(
+                tx,
+                &job.id,
+                *status,
+                JobStatus::Queued,
+                job.attempt + 1,
+                &format!("retry scheduled at {at_ts}"),
+                &ts,
+            )?;
+            tx.prepare_cached(
+                "UPDATE job_queue SET status = 'queued', attempt = attempt + 1, next_retry_at = ?2, last_error = ?3, started_at = NULL WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![job.id, at_ts, c.last_error]))
+            .map_err(|e| StoreError::sqlite(format!("schedule retry of job {}", job.id), e))?;
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE job_attempts SET status = ?3, completed_at = ?4, pid = ?5, exit_code = ?6, error = ?7 WHERE job_id = ?1 AND attempt = ?2 AND completed_at IS NULL",
+    )
+    .and_then(|mut s| {
+        s.execute(params![job.id, job.attempt, attempt_status.as_str(), ts, c.record.pid, c.record.exit_code, c.last_error])
+    })
+    .map_err(|e| StoreError::sqlite(format!("record attempt of job {}", job.id), e))?;
+    let log_status = if final_status == JobStatus::Dead {
+        JobStatus::Dead
+    } else {
+        attempt_status
+    };
+    tx.prepare_cached(
+        "INSERT INTO job_log (id, job_id, plugin, command, status, result, attempt, submitted_by, created_at, completed_at, last_error, stderr, stdout, parent_job_id, source_event_id, event_context_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            uuid::Uuid::new_v4().to_string(),
+            job.id,
+            job.plugin,
+            job.command,
+            log_status.as_str(),
+            c.record.result,
+            job.attempt,
+            job.submitted_by,
+            job.created_at,
+            ts,
+            c.last_error,
+            c.record.stderr,
+            c.record.stdout,
+            job.parent_job_id,
+            job.source_event_id,
+            job.event_context_id,
+        ])
+    })
+    .map_err(|e| StoreError::sqlite(format!("write job_log for job {}", job.id), e))?;
+    if let Some(state) = &c.state {
+        facts::apply(tx, &job.plugin, &job.id, &job.command, state, &ts)?;
+    }
+    if let Some(sw) = &c.stopwatch {
+        let subs = if sw.subs.is_empty() {
+            None
+        } else {
+            Some(Value::Array(sw.subs.clone()).to_string())
+        };
+        tx.prepare_cached(
+            "INSERT INTO job_stopwatch (job_id, plugin, command, attempt, enter_wall_ns, exit_wall_ns, dur_ns, runtime_pre_ns, runtime_post_ns, status, subs_json, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                job.id,
+                job.plugin,
+                job.command,
+                job.attempt,
+                sw.enter_wall_ns,
+                sw.exit_wall_ns,
+                sw.dur_ns,
+                sw.runtime_pre_ns,
+                sw.runtime_post_ns,
+                sw.status,
+                subs,
+                ts
+            ])
+        })
+        .map_err(|e| StoreError::sqlite(format!("write stopwatch for job {}", job.id), e))?;
+    }
+    let mut children = Vec::new();
+    for child in &c.children {
+        if let Enqueued::Created(id) = enqueue_in(tx, child, default_ttl, now)? {
+            children.push(id);
+        }
+    }
+    Ok(Completed {
+        status: final_status,
+        children,
+    })
+}
+
+/// A job that was `running` when the previous process died, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Job id.
+    pub id: String,
+    /// Plugin.
+    pub plugin: String,
+    /// Its new attempt number.
+    pub attempt: u32,
+    /// queued or dead.
+    pub status: JobStatus,
+}
+
+/// Crash recovery: every `running` row is an orphan; it goes back to `queued` with
+/// attempt+1, or to `dead` when that would exceed `max_attempts`. One transaction.
+pub fn recover_orphans(
+    conn: &mut Connection,
+    now: DateTime<Utc>,
+) -> Result<Vec<Recovered>, StoreError> {
+    let tx = begin(conn)?;
+    let ts = format_ts(now);
+    let orphans: Vec<(String, String, u32, u32)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, plugin, attempt, max_attempts FROM job_queue WHERE status = 'running' ORDER BY rowid")
+            .map_err(|e| StoreError::sqlite("find orphans", e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| StoreError::sqlite("find orphans", e))?;
+        rows
+    };
+    let mut out = Vec::new();
+    for (id, plugin, attempt, max) in orphans {
+        let next = attempt + 1;
+        tx.prepare_cached(
+            "UPDATE job_attempts SET status = 'dead', completed_at = ?3, error = 'orphaned: ductile stopped while the attempt was running' WHERE job_id = ?1 AND attempt = ?2 AND completed_at IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![id, attempt, ts]))
+        .map_err(|e| StoreError::sqlite(format!("close orphaned attempt of job {id}"), e))?;
+        let status = if next > max {
+            transition(
+                &tx,
+                &id,
+                JobStatus::Running,
+                JobStatus::Dead,
+                attempt,
+                &format!("orphaned by a crash; max attempts ({max}) exhausted"),
+                &ts,
+            )?;
+            tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, ts, format!("orphaned by a crash on attempt {attempt}; max attempts ({max}) exhausted")]))
+                .map_err(|e| StoreError::sqlite(format!("recover job {id}"), e))?;
+            JobStatus::Dead
+        } else {
+            transition(
+                &tx,
+                &id,
+                JobStatus::Running,
+                JobStatus::Queued,
+                next,
+                "orphaned by a crash; requeued",
+                &ts,
+            )?;
+            tx.prepare_cached(
+                "UPDATE job_queue SET status = 'queued', attempt = ?2, started_at = NULL, next_retry_at = NULL, last_error = 'orphaned by a crash; requeued' WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, next]))
+            .map_err(|e| StoreError::sqlite(format!("recover job {id}"), e))?;
+            JobStatus::Queued
+        };
+        out.push(Recovered {
+            id,
+            plugin,
+            attempt: next,
+            status,
+        });
+    }
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit recovery", e))?;
+    Ok(out)
+}
+
+/// Marks queued jobs dead (cancelled, or their plugin was removed). Returns the ids.
+pub fn kill_queued(
+    tx: &Transaction<'_>,
+    where_plugin: &str,
+    command: Option<&str>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let ts = format_ts(now);
+    let ids: Vec<(String, u32)> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, attempt FROM job_queue WHERE plugin = ?1 AND (?2 IS NULL OR command = ?2) AND status = 'queued' ORDER BY rowid",
+            )
+            .map_err(|e| StoreError::sqlite("find queued jobs", e))?;
+        let rows = stmt
+            .query_map(params![where_plugin, command], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| StoreError::sqlite("find queued jobs", e))?;
+        rows
+    };
+    for (id, attempt) in &ids {
+        transition(
+            tx,
+            id,
+            JobStatus::Queued,
+            JobStatus::Dead,
+            *attempt,
+            reason,
+            &ts,
+        )?;
+        tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, ts, reason]))
+            .map_err(|e| StoreError::sqlite(format!("cancel job {id}"), e))?;
+    }
+    Ok(ids.into_iter().map(|(id, _)| id).collect())
+}
+
+/// A job row as stored, for inspection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRow {
+    /// Job id.
+    pub id: String,
+    /// Plugin instance.
+    pub plugin: String,
+    /// Command.
+    pub command: String,
+    /// Status.
+    pub status: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Allowed attempts.
+    pub max_attempts: u32,
+    /// Producer.
+    pub submitted_by: String,
+    /// Dedupe key.
+    pub dedupe_key: Option<String>,
+    /// Created.
+    pub created_at: String,
+    /// Started.
+    pub started_at: Option<String>,
+    /// Completed.
+    pub completed_at: Option<String>,
+    /// Next retry.
+    pub next_retry_at: Option<String>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Parent job.
+    pub parent_job_id: Option<String>,
+    /// Source event.
+    pub source_event_id: Option<String>,
+    /// Baggage row.
+    pub event_context_id: Option<String>,
+}
+
+/// Reads one job row.
+pub fn find(conn: &Connection, id: &str) -> Result<Option<JobRow>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, plugin, command, status, attempt, max_attempts, submitted_by, dedupe_key, created_at, started_at, completed_at, next_retry_at, last_error, parent_job_id, source_event_id, event_context_id FROM job_queue WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([id], |r| {
+            Ok(JobRow {
+                id: r.get(0)?,
+                plugin: r.get(1)?,
+                command: r.get(2)?,
+                status: r.get(3)?,
+                attempt: r.get(4)?,
+                max_attempts: r.get(5)?,
+                submitted_by: r.get(6)?,
+                dedupe_key: r.get(7)?,
+                created_at: r.get(8)?,
+                started_at: r.get(9)?,
+                completed_at: r.get(10)?,
+                next_retry_at: r.get(11)?,
+                last_error: r.get(12)?,
+                parent_job_id: r.get(13)?,
+                source_event_id: r.get(14)?,
+                event_context_id: r.get(15)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(|e| StoreError::sqlite(format!("read job {id}"), e))
+}
+
+/// The latest `job_log` row of a job: (status, result JSON, stderr, last_error).
+pub fn latest_log(
+    conn: &Connection,
+    job_id: &str,
+) -> Result<Option<(String, Option<String>, Option<String>, Option<String>)>, StoreError> {
+    conn.prepare_cached("SELECT status, result, stderr, last_error FROM job_log WHERE job_id = ?1 ORDER BY attempt DESC, rowid DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
+        .map_err(|e| StoreError::sqlite(format!("read log of job {job_id}"), e))
+}
+
+/// Queue depth by status.
+pub fn depth_by_status(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, COUNT(*) FROM job_queue GROUP BY status")
+        .map_err(|e| StoreError::sqlite("count jobs", e))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StoreError::sqlite("count jobs", e))?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::parse_ts;
+    use crate::config::Synchronous;
+    use crate::store::testing::TempDir;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_ts(s).unwrap()
+    }
+
+    fn db(tag: &str) -> (TempDir, Connection) {
+        let tmp = TempDir::new(tag);
+        let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
+        (tmp, conn)
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn job(plugin: &str) -> NewJob {
+        NewJob::new(plugin, "poll", Value::Null, SubmittedBy::Cli, 3)
+    }
+
+    fn created(e: Enqueued) -> String {
+        match e {
+            Enqueued::Created(id) => id,
+            other => panic!("expected a new job, got {other:?}"),
+        }
+    }
+
+    fn statuses(conn: &Connection, id: &str) -> Vec<String> {
+        let mut s = conn
+            .prepare("SELECT COALESCE(from_status,'-') || '>' || to_status FROM job_transitions WHERE job_id = ?1 ORDER BY id")
+            .unwrap();
+        s.query_map([id], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn done(job: &ClaimedJob, decision: Decision) -> Completion<'_> {
+        Completion {
+            job,
+            decision,
+            last_error: None,
+            record: AttemptRecord::default(),
+            state: None,
+            children: vec![],
+            stopwatch: None,
+        }
+    }
+
+    #[test]
+    fn state_machine_allows_only_the_spec_edges() {
+        use JobStatus::*;
+        assert!(legal(Queued, Running));
+        assert!(legal(Running, Succeeded));
+        assert!(legal(Failed, Queued));
+        assert!(legal(TimedOut, Dead));
+        assert!(!legal(Succeeded, Queued));
+        assert!(!legal(Queued, Succeeded));
+        assert!(!legal(Dead, Queued));
+        assert!(!legal(Running, Running));
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn claim_is_fifo_and_respects_parallelism() {
+        let (_tmp, mut conn) = db("fifo");
+        let now = t("2026-01-01T00:00:00Z");
+        let a1 = created(enqueue(&mut conn, &job("a"), DAY, now).unwrap());
+        let a2 = created(enqueue(&mut conn, &job("a"), DAY, now).unwrap());
+        let b1 = created(enqueue(&mut conn, &job("b"), DAY, now).unwrap());
+        let cap1 = |_: &str| 1usize;
+        assert_eq!(claim_next(&mut conn, &cap1, now).unwrap().unwrap().id, a1);
+        // a is at its cap of 1, so b1 is next even though a2 is older.
+        assert_eq!(claim_next(&mut conn, &cap1, now).unwrap().unwrap().id, b1);
+        assert!(claim_next(&mut conn, &cap1, now).unwrap().is_none());
+        let cap2 = |_: &str| 2usize;
+        assert_eq!(claim_next(&mut conn, &cap2, now).unwrap().unwrap().id, a2);
+        assert_eq!(statuses(&conn, &a1), vec!["->queued", "queued>running"]);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM job_attempts WHERE status='running'"
+            ),
+            3
+        );
+    }
+
+    #[test]
+    fn same_dedupe_key_same_target_waits_but_other_targets_run() {
+        let (_tmp, mut conn) = db("dedupe-run");
+        let now = t("2026-01-01T00:00:00Z");
+        let keyed = |plugin: &str, command: &str| NewJob {
+            dedupe_key: Some("k".into()),
+            command: command.into(),
+            ..job(plugin)
+        };
+        let first = created(enqueue(&mut conn, &keyed("a", "handle"), DAY, now).unwrap());
+        let twin = created(enqueue(&mut conn, &keyed("a", "handle"), DAY, now).unwrap());
+        let other = created(enqueue(&mut conn, &keyed("b", "handle"), DAY, now).unwrap());
+        let cap = |_: &str| 10usize;
+        assert_eq!(claim_next(&mut conn, &cap, now).unwrap().unwrap().id, first);
+        assert_eq!(claim_next(&mut conn, &cap, now).unwrap().unwrap().id, other);
+        assert!(
+            claim_next(&mut conn, &cap, now).unwrap().is_none(),
+            "twin waits for first"
+        );
+        let first_job = ClaimedJob {
+            id: first.clone(),
+            ..claim_placeholder(&first)
+        };
+        complete(&mut conn, &done(&first_job, Decision::Succeeded), DAY, now).unwrap();
+        assert_eq!(claim_next(&mut conn, &cap, now).unwrap().unwrap().id, twin);
+    }
+
+    fn claim_placeholder(id: &str) -> ClaimedJob {
+        ClaimedJob {
+            id: id.to_string(),
+            plugin: "a".into(),
+            command: "handle".into(),
+            payload: Value::Null,
+            attempt: 1,
+            max_attempts: 3,
+            submitted_by: "cli".into(),
+            dedupe_key: None,
+            created_at: "2026-01-01T00:00:00.000000Z".into(),
+            parent_job_id: None,
+            source_event_id: None,
+            event_context_id: None,
+        }
+    }
+
+    #[test]
+    fn dedupe_drops_recent_successes_and_inflight_only_with_override() {
+        let (_tmp, mut conn) = db("dedupe");
+        let now = t("2026-01-01T00:00:00Z");
+        let keyed = NewJob {
+            dedupe_key: Some("k1".into()),
+            ..job("a")
+        };
+        let first = created(enqueue(&mut conn, &keyed, DAY, now).unwrap());
+        // Without a per-enqueue TTL, an in-flight twin is allowed (only successes block).
+        let twin = created(enqueue(&mut conn, &keyed, DAY, now).unwrap());
+        // With a TTL override, in-flight twins are refused.
+        let scoped = NewJob {
+            dedupe_ttl: Some(Duration::from_secs(60)),
+            ..keyed.clone()
+        };
+        assert_eq!(
+            enqueue(&mut conn, &scoped, DAY, now).unwrap(),
+            Enqueued::Deduplicated(first.clone())
+        );
+        let cap = |_: &str| 10usize;
+        let c = claim_next(&mut conn, &cap, now).unwrap().unwrap();
+        complete(&mut conn, &done(&c, Decision::Succeeded), DAY, now).unwrap();
+        let c2 = claim_next(&mut conn, &cap, now).unwrap().unwrap();
+        assert_eq!(c2.id, twin);
+        complete(&mut conn, &done(&c2, Decision::Succeeded), DAY, now).unwrap();
+        let later = now + chrono::Duration::hours(1);
+        assert!(matches!(
+            enqueue(&mut conn, &keyed, DAY, later).unwrap(),
+            Enqueued::Deduplicated(_)
+        ));
+        // Outside the override window a new job is created.
+        assert!(matches!(
+            enqueue(&mut conn, &scoped, DAY, later).unwrap(),
+            Enqueued::Created(_)
+        ));
+        // Outside the default window too.
+        let much_later = now + chrono::Duration::hours(25);
+        assert!(matches!(
+            enqueue(&mut conn, &keyed, DAY, much_later).unwrap(),
+            Enqueued::Created(_)
+        ));
+    }
+
+    #[test]
+    fn retry_requeues_with_a_time_and_logs_every_attempt() {
+        let (_tmp, mut conn) = db("retry");
+        let now = t("2026-01-01T00:00:00Z");
+        let id = created(enqueue(&mut conn, &job("a"), DAY, now).unwrap());
+        let cap = |_: &str| 1usize;
+        let c = claim_next(&mut conn, &cap, now).unwrap().unwrap();
+        let at = now + chrono::Duration::seconds(30);
+        let mut comp = done(
+            &c,
+            Decision::Retry {
+                status: JobStatus::Failed,
+                at,
+            },
+        );
+        comp.last_error = Some("boom".into());
+        comp.record.stderr = "first attempt stderr".into();
+        let out = complete(&mut conn, &comp, DAY, now).unwrap();
+        assert_eq!(out.status, JobStatus::Queued);
+        assert!(
+            claim_next(&mut conn, &cap, now).unwrap().is_none(),
+            "not before next_retry_at"
+        );
+        let c2 = claim_next(&mut conn, &cap, at).unwrap().unwrap();
+        assert_eq!(c2.attempt, 2);
+        let mut comp2 = done(&c2, Decision::Exhausted(JobStatus::Failed));
+        comp2.last_error = Some("boom again".into());
+        complete(&mut conn, &comp2, DAY, at).unwrap();
+        let row = find(&conn, &id).unwrap().unwrap();
+        assert_eq!(row.status, "dead");
+        assert_eq!(row.last_error.as_deref(), Some("boom again"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM job_log"), 2);
+        let stderr: String = conn
+            .query_row("SELECT stderr FROM job_log WHERE attempt = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stderr, "first attempt stderr");
+        assert_eq!(
+            statuses(&conn, &id),
+            vec![
+                "->queued",
+                "queued>running",
+                "running>failed",
+                "failed>queued",
+                "queued>running",
+                "running>failed",
+                "failed>dead"
+            ]
+        );
+    }
+
+    #[test]
+    fn completing_a_job_twice_is_refused() {
+        let (_tmp, mut conn) = db("twice");
+        let now = t("2026-01-01T00:00:00Z");
+        enqueue(&mut conn, &job("a"), DAY, now).unwrap();
+        let c = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
+        complete(&mut conn, &done(&c, Decision::Succeeded), DAY, now).unwrap();
+        let err = complete(&mut conn, &done(&c, Decision::Succeeded), DAY, now).unwrap_err();
+        assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM job_log"),
+            1,
+            "the failed txn wrote nothing"
+        );
+    }
+
+    #[test]
+    fn orphans_are_requeued_or_killed() {
+        let (_tmp, mut conn) = db("orphans");
+        let now = t("2026-01-01T00:00:00Z");
+        let a = created(enqueue(&mut conn, &job("a"), DAY, now).unwrap());
+        let b = created(
+            enqueue(
+                &mut conn,
+                &NewJob {
+                    max_attempts: 1,
+                    ..job("b")
+                },
+                DAY,
+                now,
+            )
+            .unwrap(),
+        );
+        claim_next(&mut conn, &|_| 5, now).unwrap().unwrap();
+        claim_next(&mut conn, &|_| 5, now).unwrap().unwrap();
+        let rec = recover_orphans(&mut conn, now).unwrap();
+        assert_eq!(rec.len(), 2);
+        let ra = find(&conn, &a).unwrap().unwrap();
+        assert_eq!((ra.status.as_str(), ra.attempt), ("queued", 2));
+        let rb = find(&conn, &b).unwrap().unwrap();
+        assert_eq!(rb.status, "dead");
+        assert!(
+            rb.last_error
+                .unwrap()
+                .contains("max attempts (1) exhausted")
+        );
+        assert!(recover_orphans(&mut conn, now).unwrap().is_empty());
+    }
+
+    #[test]
+    fn children_are_created_in_the_same_transaction() {
+        let (_tmp, mut conn) = db("children");
+        let now = t("2026-01-01T00:00:00Z");
+        enqueue(&mut conn, &job("a"), DAY, now).unwrap();
+        let c = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
+        let mut comp = done(&c, Decision::Succeeded);
+        comp.children = vec![NewJob {
+            parent_job_id: Some(c.id.clone()),
+            ..job("b")
+        }];
+        let out = complete(&mut conn, &comp, DAY, now).unwrap();
+        assert_eq!(out.children.len(), 1);
+        let child = find(&conn, &out.children[0]).unwrap().unwrap();
+        assert_eq!(child.parent_job_id.as_deref(), Some(c.id.as_str()));
+    }
+
+    #[test]
+    fn kill_queued_marks_dead_with_reason() {
+        let (_tmp, mut conn) = db("kill");
+        let now = t("2026-01-01T00:00:00Z");
+        let a = created(enqueue(&mut conn, &job("gone"), DAY, now).unwrap());
+        let tx = begin(&mut conn).unwrap();
+        let ids = kill_queued(&tx, "gone", None, "plugin removed by reload", now).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(ids, vec![a.clone()]);
+        let row = find(&conn, &a).unwrap().unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.last_error.as_deref()),
+            ("dead", Some("plugin removed by reload"))
+        );
+    }
+}
