@@ -16,5 +16,6 @@ pub mod dispatch;
 pub mod lock;
 pub mod log;
 pub mod plugin;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;

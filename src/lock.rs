@@ -118,6 +118,28 @@ pub fn holder(path: &Path) -> Option<u32> {
     }
 }
 
+/// Sends `signal` to the live holder of the lock at `path`; returns its PID, or
+/// `None` when no process holds the lock.
+pub fn signal_holder(path: &Path, signal: libc::c_int) -> std::io::Result<Option<u32>> {
+    let Some(pid) = holder(path) else {
+        return Ok(None);
+    };
+    send_signal(pid, signal)?;
+    Ok(Some(pid))
+}
+
+#[allow(unsafe_code)]
+fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn read_pid(path: &Path) -> Option<u32> {
     let mut s = String::new();
     File::open(path).ok()?.read_to_string(&mut s).ok()?;

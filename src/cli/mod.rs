@@ -1,1 +1,417 @@
-//! The command line.
+//! The command line: strict `ductile <noun> <verb>`, parsed with lexopt into a
+//! verb from one table (which also drives help and suggestions), then dispatched
+//! to one file per noun. Errors decide the exit code: 0 ok, 1 failure, 2 usage,
+//! 78 configuration error.
+
+pub mod config;
+pub mod output;
+pub mod plugin;
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::lock::LockError;
+use crate::store::StoreError;
+
+/// A failed command; its variant decides the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The command line itself is wrong (exit 2).
+    Usage(String),
+    /// The configuration is wrong (exit 78).
+    Config(String),
+    /// The command ran and failed (exit 1).
+    Failed(String),
+    /// Exit with this code after the command printed its own result.
+    Exit(i32),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Config(_) => 78,
+            CliError::Failed(_) => 1,
+            CliError::Exit(code) => *code,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Config(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::Exit(code) => write!(f, "exit {code}"),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> CliError {
+        CliError::Config(e.to_string())
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> CliError {
+        match e {
+            StoreError::Schema { .. } => CliError::Config(e.to_string()),
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<LockError> for CliError {
+    fn from(e: LockError) -> CliError {
+        CliError::Failed(e.to_string())
+    }
+}
+
+/// One verb of the command table.
+#[derive(Debug)]
+pub struct Verb {
+    /// Words after `ductile`, e.g. `["plugin", "list"]`.
+    pub path: &'static [&'static str],
+    /// Positional arguments, for help (`<plugin> [command]`).
+    pub args: &'static str,
+    /// One-line description.
+    pub about: &'static str,
+    /// Verb-specific flags (global ones are always accepted).
+    pub flags: &'static [&'static str],
+    /// Minimum and maximum positional arguments.
+    pub positionals: (usize, usize),
+}
+
+/// Every verb ductile knows.
+pub const VERBS: &[Verb] = &[
+    Verb {
+        path: &["run"],
+        args: "<plugin> [command]",
+        about: "run one plugin command now, through the queue and the ledger",
+        flags: &["payload", "payload-file"],
+        positionals: (1, 2),
+    },
+    Verb {
+        path: &["version"],
+        args: "",
+        about: "print the version",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["plugin", "list"],
+        args: "",
+        about: "list discovered plugins and why any were skipped",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["plugin", "run"],
+        args: "<plugin> [command]",
+        about: "same as `ductile run`",
+        flags: &["payload", "payload-file"],
+        positionals: (1, 2),
+    },
+    Verb {
+        path: &["config", "check"],
+        args: "",
+        about: "validate the configuration and plugins without running anything",
+        flags: &[],
+        positionals: (0, 0),
+    },
+];
+
+/// Flags every verb accepts.
+const GLOBAL_FLAGS: &[&str] = &["config", "json", "verbose", "dry-run", "help"];
+/// Flags that take a value.
+const VALUE_FLAGS: &[&str] = &["config", "payload", "payload-file"];
+
+/// A parsed command line.
+#[derive(Debug, Default)]
+pub struct Args {
+    /// `--config PATH`.
+    pub config: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
+    /// `-v` / `--verbose`.
+    pub verbose: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `-h` / `--help`.
+    pub help: bool,
+    /// Words that are not flags.
+    pub words: Vec<String>,
+    /// Verb-specific flags and their values.
+    pub flags: BTreeMap<String, String>,
+}
+
+impl Args {
+    /// The value of a verb flag.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags.get(name).map(String::as_str)
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn run(argv: Vec<OsString>) -> i32 {
+    let json_requested = argv.iter().any(|a| a == "--json");
+    let result = parse(argv).and_then(|args| {
+        let verbose = args.verbose;
+        crate::log::init(crate::log::Target::Stderr, if verbose { "debug" } else { "warn" });
+        dispatch(args)
+    });
+    match result {
+        Ok(()) => 0,
+        Err(CliError::Exit(code)) => code,
+        Err(e) => {
+            output::error(&e.to_string(), e.exit_code(), json_requested);
+            e.exit_code()
+        }
+    }
+}
+
+/// Parses argv (without the program name handling: the first element is skipped).
+pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
+    use lexopt::Arg::{Long, Short, Value};
+    let mut parser = lexopt::Parser::from_iter(argv);
+    let mut args = Args::default();
+    let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
+    while let Some(arg) = parser.next().map_err(usage)? {
+        match arg {
+            Short('h') | Long("help") => args.help = true,
+            Short('v') | Long("verbose") => args.verbose = true,
+            Long("json") => args.json = true,
+            Long("dry-run") => args.dry_run = true,
+            Long("config") => args.config = Some(PathBuf::from(parser.value().map_err(usage)?)),
+            Long(name) if VALUE_FLAGS.contains(&name) => {
+                let name = name.to_string();
+                let value = parser.value().map_err(usage)?.to_string_lossy().into_owned();
+                args.flags.insert(name, value);
+            }
+            Long(name) => {
+                let all: Vec<&str> = VERBS.iter().flat_map(|v| v.flags.iter().copied()).chain(GLOBAL_FLAGS.iter().copied()).collect();
+                return Err(CliError::Usage(with_hint(format!("unknown flag `--{name}`"), closest(name, &all).map(|c| format!("--{c}")))));
+            }
+            Short(c) => return Err(CliError::Usage(format!("unknown flag `-{c}` (see `ductile help`)"))),
+            Value(v) => args.words.push(v.to_string_lossy().into_owned()),
+        }
+    }
+    Ok(args)
+}
+
+/// Resolves the verb and runs it.
+fn dispatch(mut args: Args) -> Result<(), CliError> {
+    if args.words.first().map(String::as_str) == Some("help") {
+        args.words.remove(0);
+        args.help = true;
+    }
+    if args.words.is_empty() {
+        output::text(&help(&[]));
+        return if args.help { Ok(()) } else { Err(CliError::Exit(2)) };
+    }
+    let verb = find_verb(&args.words)?;
+    if args.help {
+        output::text(&help(verb.path));
+        return Ok(());
+    }
+    let positionals: Vec<String> = args.words[verb.path.len()..].to_vec();
+    let (min, max) = verb.positionals;
+    let usage_line = format!("usage: ductile {} {}", verb.path.join(" "), verb.args).trim_end().to_string();
+    if positionals.len() < min {
+        return Err(CliError::Usage(format!("`ductile {}` needs {}; {usage_line}", verb.path.join(" "), verb.args)));
+    }
+    if positionals.len() > max {
+        return Err(CliError::Usage(format!("unexpected argument `{}`; {usage_line}", positionals[max])));
+    }
+    for name in args.flags.keys() {
+        if !verb.flags.contains(&name.as_str()) {
+            return Err(CliError::Usage(with_hint(
+                format!("`--{name}` is not a flag of `ductile {}`", verb.path.join(" ")),
+                closest(name, verb.flags).map(|c| format!("--{c}")),
+            )));
+        }
+    }
+    match verb.path {
+        ["run"] | ["plugin", "run"] => run::run(&args, &positionals),
+        ["version"] => version(&args),
+        ["plugin", "list"] => plugin::list(&args),
+        ["config", "check"] => config::check(&args),
+        _ => Err(CliError::Failed(format!("verb `{}` has no handler", verb.path.join(" ")))),
+    }
+}
+
+/// Finds the verb named by the leading words, or explains what is wrong.
+fn find_verb(words: &[String]) -> Result<&'static Verb, CliError> {
+    let first = words[0].as_str();
+    if let Some(v) = VERBS.iter().find(|v| v.path.len() == 1 && v.path[0] == first) {
+        return Ok(v);
+    }
+    let nouns: Vec<&str> = noun_list();
+    if !nouns.contains(&first) {
+        return Err(CliError::Usage(with_hint(format!("unknown command `{first}`"), closest(first, &nouns).map(str::to_string))));
+    }
+    let verbs: Vec<&str> = VERBS.iter().filter(|v| v.path.len() == 2 && v.path[0] == first).map(|v| v.path[1]).collect();
+    let Some(second) = words.get(1) else {
+        return Err(CliError::Usage(format!("`ductile {first}` needs a verb: {}", verbs.join(", "))));
+    };
+    VERBS
+        .iter()
+        .find(|v| v.path.len() == 2 && v.path[0] == first && v.path[1] == second)
+        .ok_or_else(|| {
+            CliError::Usage(with_hint(
+                format!("unknown verb `{second}` for `ductile {first}`"),
+                closest(second, &verbs).map(|c| format!("{first} {c}")),
+            ))
+        })
+}
+
+fn noun_list() -> Vec<&'static str> {
+    let mut nouns: Vec<&str> = VERBS.iter().map(|v| v.path[0]).collect();
+    nouns.dedup();
+    nouns
+}
+
+fn with_hint(message: String, hint: Option<String>) -> String {
+    match hint {
+        Some(h) => format!("{message}; did you mean `{h}`?"),
+        None => format!("{message} (see `ductile help`)"),
+    }
+}
+
+/// Help text for a prefix of the command table (`[]` = everything).
+pub fn help(prefix: &[&str]) -> String {
+    let mut out = String::new();
+    if prefix.is_empty() {
+        out.push_str("ductile: a self-hosted automation runtime\n\nusage: ductile <noun> <verb> [args] [flags]\n\ncommands:\n");
+    }
+    for v in VERBS.iter().filter(|v| v.path.starts_with(prefix) || prefix.starts_with(v.path)) {
+        let name = format!("{} {}", v.path.join(" "), v.args);
+        out.push_str(&format!("  ductile {:<34} {}\n", name.trim_end(), v.about));
+        if !prefix.is_empty() && !v.flags.is_empty() {
+            for f in v.flags {
+                let value = if VALUE_FLAGS.contains(f) { " <value>" } else { "" };
+                out.push_str(&format!("      --{f}{value}\n"));
+            }
+        }
+    }
+    out.push_str(
+        "\nglobal flags:\n  --config <path>   config file or directory (default: $DUCTILE_CONFIG_DIR, ~/.config/ductile, /etc/ductile)\n  --json            machine-readable output\n  -v, --verbose     debug logging on stderr\n  --dry-run         show what a mutation would do, change nothing\n  -h, --help        this help\n\nexit codes: 0 ok, 1 failure, 2 usage error, 78 configuration error\n",
+    );
+    out
+}
+
+fn version(args: &Args) -> Result<(), CliError> {
+    let v = env!("CARGO_PKG_VERSION");
+    if args.json {
+        output::json(&serde_json::json!({ "name": "ductile", "version": v, "protocol": crate::plugin::protocol::PROTOCOL_VERSION }));
+    } else {
+        output::text(&format!("ductile {v} (plugin protocol {})", crate::plugin::protocol::PROTOCOL_VERSION));
+    }
+    Ok(())
+}
+
+/// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) + 1)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Resolves the root config file from `--config` or the discovery order.
+pub fn config_root(args: &Args) -> Result<PathBuf, CliError> {
+    Ok(crate::config::resolve_root(args.config.as_deref())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<OsString> {
+        std::iter::once("ductile").chain(s.split_whitespace()).map(OsString::from).collect()
+    }
+
+    fn usage_error(s: &str) -> String {
+        let args = parse(argv(s));
+        match args.and_then(|a| {
+            let v = find_verb(&a.words)?;
+            let _ = v;
+            dispatch_check(a)
+        }) {
+            Err(CliError::Usage(m)) => m,
+            other => panic!("expected a usage error for `{s}`, got {other:?}"),
+        }
+    }
+
+    /// dispatch() minus the handlers: only the checks.
+    fn dispatch_check(args: Args) -> Result<(), CliError> {
+        let verb = find_verb(&args.words)?;
+        for name in args.flags.keys() {
+            if !verb.flags.contains(&name.as_str()) {
+                return Err(CliError::Usage(with_hint(
+                    format!("`--{name}` is not a flag of `ductile {}`", verb.path.join(" ")),
+                    closest(name, verb.flags).map(|c| format!("--{c}")),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn globals_parse_anywhere() {
+        let a = parse(argv("run --json echo poll --config /x -v --payload {}")).unwrap();
+        assert!(a.json && a.verbose);
+        assert_eq!(a.config, Some(PathBuf::from("/x")));
+        assert_eq!(a.words, vec!["run", "echo", "poll"]);
+        assert_eq!(a.flag("payload"), Some("{}"));
+    }
+
+    #[test]
+    fn typos_get_the_closest_verb() {
+        assert_eq!(usage_error("plugn list"), "unknown command `plugn`; did you mean `plugin`?");
+        assert_eq!(usage_error("plugin lst"), "unknown verb `lst` for `ductile plugin`; did you mean `plugin list`?");
+        assert_eq!(usage_error("run echo --paylod x"), "unknown flag `--paylod`; did you mean `--payload`?");
+        assert_eq!(usage_error("plugin list --payload x"), "`--payload` is not a flag of `ductile plugin list`");
+        assert_eq!(usage_error("zzzzzz"), "unknown command `zzzzzz` (see `ductile help`)");
+    }
+
+    #[test]
+    fn help_lists_every_verb() {
+        let h = help(&[]);
+        for v in VERBS {
+            assert!(h.contains(&format!("ductile {}", v.path.join(" "))), "{}", v.path.join(" "));
+        }
+        assert!(help(&["plugin"]).contains("plugin list"));
+        assert!(!help(&["plugin"]).contains("config check"));
+    }
+
+    #[test]
+    fn edit_distance_is_levenshtein() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(closest("stauts", &["status", "start"]), Some("status"));
+        assert_eq!(closest("xyz", &["status"]), None);
+    }
+}

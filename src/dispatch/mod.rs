@@ -1,1 +1,257 @@
-//! Dispatch: who runs next, and the execution of one claimed job.
+//! Dispatch: the execution of one claimed job (shared by the daemon's workers and
+//! `ductile run`, so a one-shot is recorded exactly like a daemon job), and the
+//! worker pool that decides who runs next.
+//!
+//! Invariant: no database work happens while a plugin process runs; a job's
+//! outcome is written in one completion transaction.
+
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::clock::{Clock, random_below};
+use crate::plugin::Plugin;
+use crate::plugin::protocol::{self, Request, Response};
+use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
+use crate::runtime::Runtime;
+use crate::store::facts::{self, MAX_STATE_BYTES, StateWrite};
+use crate::store::queue::{self, AttemptRecord, ClaimedJob, Completion, Decision, JobStatus, Stopwatch};
+use crate::store::StoreError;
+
+/// Grace between SIGTERM and SIGKILL for a plugin past its deadline.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The reason a shutdown gives when it abandons a running job.
+pub const SHUTDOWN_REASON: &str = "shutdown";
+
+/// What became of a claimed job.
+#[derive(Debug)]
+pub enum Executed {
+    /// The outcome was recorded.
+    Recorded {
+        /// The job's status now (queued when a retry was scheduled).
+        status: JobStatus,
+        /// Error text for failures.
+        last_error: Option<String>,
+        /// The decoded response, when the plugin gave one.
+        response: Option<Value>,
+        /// Captured stderr.
+        stderr: String,
+        /// Time spent in the plugin process.
+        plugin_time: Duration,
+        /// The plugin's exit code, when it exited normally.
+        exit_code: Option<i32>,
+    },
+    /// Shutdown killed the plugin; the job stays `running` for crash recovery.
+    Abandoned,
+}
+
+/// Runs `job` to completion and records its outcome.
+pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cancel: &CancelToken, clock: &dyn Clock) -> Result<Executed, StoreError> {
+    let pre_start = Instant::now();
+    let Some(plugin) = rt.registry.get(&job.plugin).cloned() else {
+        let msg = format!("plugin `{}` is not loaded (removed, disabled or failed to load)", job.plugin);
+        return record_without_run(conn, rt, job, Decision::Terminal(JobStatus::Dead), msg, clock);
+    };
+    if plugin.manifest.command(&job.command).is_none() {
+        let msg = format!("plugin `{}` has no command `{}`", job.plugin, job.command);
+        return record_without_run(conn, rt, job, Decision::Terminal(JobStatus::Failed), msg, clock);
+    }
+    let state = facts::read_state(conn, &job.plugin)?;
+    let context = crate::store::context::accumulated(conn, job.event_context_id.as_deref())?;
+    let timeout = plugin.conf.timeouts.for_command(&job.command);
+    let now = clock.now();
+    let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let event = if job.payload.is_null() { None } else { Some(&job.payload) };
+    let request = Request {
+        protocol: protocol::PROTOCOL_VERSION,
+        job_id: &job.id,
+        command: &job.command,
+        config: &plugin.conf.config,
+        state: &state,
+        context: &context,
+        event,
+        deadline_at: crate::clock::format_ts(deadline),
+    };
+    let request_bytes = serde_json::to_vec(&request).unwrap_or_default();
+    let inv = Invocation {
+        entrypoint: &plugin.entrypoint,
+        env_passthrough: &rt.config.service.plugin_env_passthrough,
+        request: &request_bytes,
+        limits: Limits {
+            timeout,
+            grace: KILL_GRACE,
+            ..Limits::default()
+        },
+        max_subs: plugin.manifest.stopwatch_max_subs,
+    };
+    let runtime_pre = pre_start.elapsed();
+    log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
+    let outcome = spawn::run(&inv, cancel);
+    let post_start = Instant::now();
+    if let OutcomeKind::Cancelled(reason) = &outcome.kind {
+        if reason == SHUTDOWN_REASON {
+            log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "shutdown killed the plugin; the job stays running and is recovered at the next start");
+            return Ok(Executed::Abandoned);
+        }
+    }
+    if !outcome.stderr.is_empty() {
+        log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(), stderr_truncated = outcome.stderr_truncated; "plugin stderr: {}", outcome.stderr.trim_end());
+    }
+    let now = clock.now();
+    let (decision, last_error, state_write) = decide(conn, &plugin, job, &outcome, now)?;
+    let response = match &outcome.kind {
+        OutcomeKind::Succeeded(_) | OutcomeKind::Failed(_) | OutcomeKind::ConfigError { response: Some(_), .. } => {
+            serde_json::from_slice::<Value>(&outcome.stdout).ok()
+        }
+        _ => None,
+    };
+    let record = AttemptRecord {
+        result: response.as_ref().map(Value::to_string),
+        stdout: if response.is_none() && !outcome.stdout.is_empty() {
+            Some(String::from_utf8_lossy(&outcome.stdout).into_owned())
+        } else {
+            None
+        },
+        stderr: outcome.stderr.clone(),
+        pid: outcome.pid,
+        exit_code: outcome.exit_code,
+    };
+    let subs = match &outcome.kind {
+        OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => r.stopwatch_subs.clone(),
+        _ => Vec::new(),
+    };
+    if let OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) = &outcome.kind {
+        if r.subs_dropped > 0 {
+            log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "dropped {} stopwatch sub-spans over the cap of {}", r.subs_dropped, plugin.manifest.stopwatch_max_subs);
+        }
+    }
+    let mut stopwatch = Stopwatch {
+        enter_wall_ns: wall_ns(outcome.started_at),
+        exit_wall_ns: wall_ns(outcome.finished_at),
+        dur_ns: outcome.duration.as_nanos().min(i64::MAX as u128) as i64,
+        runtime_pre_ns: runtime_pre.as_nanos() as i64,
+        runtime_post_ns: 0,
+        status: stopwatch_status(&outcome.kind),
+        subs,
+    };
+    stopwatch.runtime_post_ns = post_start.elapsed().as_nanos() as i64;
+    let completion = Completion {
+        job,
+        decision,
+        last_error: last_error.clone(),
+        record,
+        state: state_write,
+        children: Vec::new(),
+        stopwatch: Some(stopwatch),
+    };
+    let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
+    log_outcome(job, done.status, last_error.as_deref(), &completion.decision);
+    Ok(Executed::Recorded {
+        status: done.status,
+        last_error,
+        response,
+        stderr: outcome.stderr,
+        plugin_time: outcome.duration,
+        exit_code: outcome.exit_code,
+    })
+}
+
+/// Maps a process outcome to the job's decision, its error text and its state write.
+fn decide(conn: &Connection, plugin: &Plugin, job: &ClaimedJob, outcome: &Outcome, now: DateTime<Utc>) -> Result<(Decision, Option<String>, Option<StateWrite>), StoreError> {
+    let retry = &plugin.conf.retry;
+    let fail = |status: JobStatus, retryable: bool, msg: String| {
+        let d = retry::after_failure(status, retryable, job.attempt, job.max_attempts, retry.backoff_base, now, random_below);
+        (d, Some(msg), None)
+    };
+    Ok(match &outcome.kind {
+        OutcomeKind::Succeeded(resp) => match state_write(conn, plugin, job, resp)? {
+            Ok(write) => (Decision::Succeeded, None, write),
+            Err(msg) => fail(JobStatus::Failed, false, msg),
+        },
+        OutcomeKind::TimedOut => fail(JobStatus::TimedOut, true, outcome.error_message().unwrap_or_else(|| "timed out".into())),
+        OutcomeKind::Cancelled(reason) => (Decision::Terminal(JobStatus::Dead), Some(format!("cancelled: {reason}")), None),
+        _ => fail(
+            JobStatus::Failed,
+            outcome.retryable(),
+            outcome.error_message().unwrap_or_else(|| "plugin failed".into()),
+        ),
+    })
+}
+
+/// Turns a successful response's `state_updates` into a state write, enforcing the
+/// 1 MiB cap; `Err` carries the job's error text.
+fn state_write(conn: &Connection, plugin: &Plugin, job: &ClaimedJob, resp: &Response) -> Result<Result<Option<StateWrite>, String>, StoreError> {
+    let Some(updates) = &resp.state_updates else {
+        return Ok(Ok(None));
+    };
+    if let Some(rule) = plugin.manifest.fact_rule(&job.command) {
+        let size = Value::Object(updates.clone()).to_string().len();
+        if size > MAX_STATE_BYTES {
+            return Ok(Err(too_big(size)));
+        }
+        return Ok(Ok(Some(StateWrite::Fact {
+            fact_type: rule.fact_type.clone(),
+            snapshot: updates.clone(),
+        })));
+    }
+    let size = facts::merged_size(conn, &job.plugin, updates)?;
+    if size > MAX_STATE_BYTES {
+        return Ok(Err(too_big(size)));
+    }
+    Ok(Ok(Some(StateWrite::Merge(updates.clone()))))
+}
+
+fn too_big(size: usize) -> String {
+    format!("state_updates rejected: plugin_state would be {size} bytes, over the 1 MiB limit")
+}
+
+/// Records a job that could not even be started (its plugin is gone or lacks the command).
+fn record_without_run(conn: &mut Connection, rt: &Runtime, job: &ClaimedJob, decision: Decision, msg: String, clock: &dyn Clock) -> Result<Executed, StoreError> {
+    let now = clock.now();
+    let completion = Completion {
+        job,
+        decision,
+        last_error: Some(msg.clone()),
+        record: AttemptRecord::default(),
+        state: None,
+        children: Vec::new(),
+        stopwatch: None,
+    };
+    let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
+    log_outcome(job, done.status, Some(&msg), &completion.decision);
+    Ok(Executed::Recorded {
+        status: done.status,
+        last_error: Some(msg),
+        response: None,
+        stderr: String::new(),
+        plugin_time: Duration::ZERO,
+        exit_code: None,
+    })
+}
+
+fn log_outcome(job: &ClaimedJob, status: JobStatus, err: Option<&str>, decision: &Decision) {
+    let (plugin, id) = (job.plugin.as_str(), job.id.as_str());
+    match decision {
+        Decision::Succeeded => log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job succeeded ({})", job.command),
+        Decision::Retry { at, .. } => log::warn!(plugin = plugin, job_id = id, attempt = job.attempt; "attempt {} failed, retry at {}: {}", job.attempt, crate::clock::format_ts(*at), err.unwrap_or("")),
+        _ => log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job {status}: {}", err.unwrap_or("")),
+    }
+}
+
+fn stopwatch_status(kind: &OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Succeeded(_) => "ok",
+        OutcomeKind::TimedOut => "timeout",
+        _ => "err",
+    }
+}
+
+fn wall_ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(0)
+}

@@ -6,8 +6,11 @@
 //! plugin facts and state, breakers, schedule entries, the stopwatch ledger.
 //! Must not: spawn processes or know about HTTP.
 
+pub mod breakers;
+pub mod context;
 pub mod facts;
 pub mod queue;
+pub mod schedules;
 pub mod schema;
 
 use std::fmt;

@@ -1,0 +1,56 @@
+//! The runtime snapshot: a validated [`Config`] plus the plugin [`Registry`] built
+//! from it. Immutable; the daemon swaps a whole new `Arc<Runtime>` on reload and
+//! every job keeps the snapshot it was claimed with.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, Config, ConfigError};
+use crate::plugin::Registry;
+
+/// Config + plugins, loaded together.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The root config file this snapshot came from.
+    pub root: PathBuf,
+    /// The validated config.
+    pub config: Config,
+    /// Loaded plugins.
+    pub registry: Registry,
+    /// Non-fatal findings from loading (unknown keys, skipped plugins).
+    pub warnings: Vec<String>,
+}
+
+impl Runtime {
+    /// Loads the config rooted at `root` and discovers its plugins.
+    pub fn load(root: &Path) -> Result<Runtime, ConfigError> {
+        let loaded = config::load(root)?;
+        let registry = Registry::load(&loaded.config);
+        let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        warnings.extend(registry.warnings().iter().cloned());
+        for s in registry.skipped() {
+            warnings.push(format!("plugin `{}` skipped ({}): {}", s.name, s.path.display(), s.reason));
+        }
+        Ok(Runtime {
+            root: root.to_path_buf(),
+            config: loaded.config,
+            registry,
+            warnings,
+        })
+    }
+
+    /// The concurrency cap of a plugin: its explicit `parallelism`, else 1 when
+    /// the manifest says `concurrency_safe: false`, else the worker count.
+    pub fn parallelism(&self, plugin: &str) -> usize {
+        let workers = self.config.service.max_workers.max(1);
+        match self.registry.get(plugin) {
+            Some(p) => match p.conf.parallelism {
+                Some(n) => n.clamp(1, workers),
+                None if !p.manifest.concurrency_safe => 1,
+                None => workers,
+            },
+            // Unknown plugins still get claimed so the worker can fail them
+            // loudly instead of leaving them queued forever.
+            None => 1,
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Circuit breakers per (plugin, command) for scheduler-originated polls: the
+//! current row in `circuit_breakers` and an append-only history in
+//! `circuit_breaker_transitions`. closed → open after `threshold` consecutive
+//! failures; open → half_open once `reset_after` has passed (one probe);
+//! half_open → closed on success, → open on failure; any → closed on manual reset.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::clock::{format_ts, parse_ts};
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Polls flow.
+    Closed,
+    /// Polls are refused until the cooldown passes.
+    Open,
+    /// One probe poll is allowed.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The ledger's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    fn parse(s: &str) -> BreakerState {
+        match s {
+            "open" => BreakerState::Open,
+            "half_open" => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+}
+
+/// The current row of a breaker.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Breaker {
+    /// Plugin.
+    pub plugin: String,
+    /// Command.
+    pub command: String,
+    /// closed | open | half_open.
+    pub state: String,
+    /// Consecutive failures.
+    pub failure_count: u32,
+    /// When it last opened.
+    pub opened_at: Option<String>,
+    /// Last failure time.
+    pub last_failure_at: Option<String>,
+    /// Latest scheduler poll job processed.
+    pub last_job_id: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// Whether the scheduler may enqueue a poll now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed: go ahead.
+    Allow,
+    /// The cooldown passed: this poll is the half-open probe.
+    Probe,
+    /// Open (or a probe is already out): skip this poll.
+    Deny,
+}
+
+/// Reads a breaker row.
+pub fn find(conn: &Connection, plugin: &str, command: &str) -> Result<Option<Breaker>, StoreError> {
+    conn.prepare_cached(
+        "SELECT plugin, command, state, failure_count, opened_at, last_failure_at, last_job_id, updated_at FROM circuit_breakers WHERE plugin = ?1 AND command = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![plugin, command], |r| {
+            Ok(Breaker {
+                plugin: r.get(0)?,
+                command: r.get(1)?,
+                state: r.get(2)?,
+                failure_count: r.get(3)?,
+                opened_at: r.get(4)?,
+                last_failure_at: r.get(5)?,
+                last_job_id: r.get(6)?,
+                updated_at: r.get(7)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(|e| StoreError::sqlite(format!("read breaker {plugin}/{command}"), e))
+}
+
+/// Every breaker of a plugin.
+pub fn for_plugin(conn: &Connection, plugin: &str) -> Result<Vec<Breaker>, StoreError> {
+    let mut out = Vec::new();
+    let commands: Vec<String> = conn
+        .prepare("SELECT command FROM circuit_breakers WHERE plugin = ?1 ORDER BY command")
+        .and_then(|mut s| s.query_map([plugin], |r| r.get(0)).and_then(|rows| rows.collect()))
+        .map_err(|e| StoreError::sqlite("list breakers", e))?;
+    for c in commands {
+        if let Some(b) = find(conn, plugin, &c)? {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Every breaker that is not closed.
+pub fn not_closed(conn: &Connection) -> Result<Vec<Breaker>, StoreError> {
+    let keys: Vec<(String, String)> = conn
+        .prepare("SELECT plugin, command FROM circuit_breakers WHERE state != 'closed' ORDER BY plugin, command")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).and_then(|rows| rows.collect()))
+        .map_err(|e| StoreError::sqlite("list open breakers", e))?;
+    let mut out = Vec::new();
+    for (p, c) in keys {
+        if let Some(b) = find(conn, &p, &c)? {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Decides whether a scheduled poll may go out; moves open → half_open when the
+/// cooldown has passed (recording the transition).
+pub fn admit(conn: &Connection, plugin: &str, command: &str, reset_after: Duration, now: DateTime<Utc>) -> Result<Admission, StoreError> {
+    let Some(b) = find(conn, plugin, command)? else {
+        return Ok(Admission::Allow);
+    };
+    match BreakerState::parse(&b.state) {
+        BreakerState::Closed => Ok(Admission::Allow),
+        BreakerState::HalfOpen => Ok(Admission::Deny),
+        BreakerState::Open => {
+            let opened = b.opened_at.as_deref().and_then(parse_ts).unwrap_or(now);
+            let cooled = now >= opened + chrono::Duration::from_std(reset_after).unwrap_or(chrono::Duration::MAX);
+            if !cooled {
+                return Ok(Admission::Deny);
+            }
+            let ts = format_ts(now);
+            set(conn, &b, BreakerState::HalfOpen, b.failure_count, b.opened_at.as_deref(), b.last_failure_at.as_deref(), b.last_job_id.as_deref(), &ts)?;
+            transition(conn, plugin, command, Some(BreakerState::Open), BreakerState::HalfOpen, b.failure_count, "cooldown_elapsed", None, &ts)?;
+            Ok(Admission::Probe)
+        }
+    }
+}
+
+/// Records the terminal outcome of a scheduler poll (call inside the completion
+/// transaction so the count and the job's status change together).
+pub fn record(conn: &Connection, plugin: &str, command: &str, job_id: &str, succeeded: bool, threshold: u32, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let ts = format_ts(now);
+    let current = find(conn, plugin, command)?;
+    let (state, count) = current
+        .as_ref()
+        .map(|b| (BreakerState::parse(&b.state), b.failure_count))
+        .unwrap_or((BreakerState::Closed, 0));
+    let base = current.clone().unwrap_or(Breaker {
+        plugin: plugin.to_string(),
+        command: command.to_string(),
+        state: "closed".into(),
+        failure_count: 0,
+        opened_at: None,
+        last_failure_at: None,
+        last_job_id: None,
+        updated_at: ts.clone(),
+    });
+    if succeeded {
+        set(conn, &base, BreakerState::Closed, 0, None, base.last_failure_at.as_deref(), Some(job_id), &ts)?;
+        if state != BreakerState::Closed {
+            transition(conn, plugin, command, Some(state), BreakerState::Closed, 0, "success", Some(job_id), &ts)?;
+        }
+        return Ok(());
+    }
+    let count = count + 1;
+    let opens = state == BreakerState::HalfOpen || (state == BreakerState::Closed && count >= threshold.max(1));
+    if opens {
+        set(conn, &base, BreakerState::Open, count, Some(&ts), Some(&ts), Some(job_id), &ts)?;
+        transition(conn, plugin, command, Some(state), BreakerState::Open, count, "failure_threshold", Some(job_id), &ts)?;
+    } else {
+        set(conn, &base, state, count, base.opened_at.as_deref(), Some(&ts), Some(job_id), &ts)?;
+    }
+    Ok(())
+}
+
+/// Manual reset to closed. Returns false when there was no breaker row.
+pub fn reset(conn: &Connection, plugin: &str, command: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let Some(b) = find(conn, plugin, command)? else {
+        return Ok(false);
+    };
+    let ts = format_ts(now);
+    set(conn, &b, BreakerState::Closed, 0, None, b.last_failure_at.as_deref(), b.last_job_id.as_deref(), &ts)?;
+    transition(conn, plugin, command, Some(BreakerState::parse(&b.state)), BreakerState::Closed, 0, "manual_reset", None, &ts)?;
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn set(conn: &Connection, b: &Breaker, state: BreakerState, count: u32, opened_at: Option<&str>, last_failure_at: Option<&str>, last_job_id: Option<&str>, ts: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO circuit_breakers (plugin, command, state, failure_count, opened_at, last_failure_at, last_job_id, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(plugin, command) DO UPDATE SET state = excluded.state, failure_count = excluded.failure_count,
+           opened_at = excluded.opened_at, last_failure_at = excluded.last_failure_at, last_job_id = excluded.last_job_id, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![b.plugin, b.command, state.as_str(), count, opened_at, last_failure_at, last_job_id, ts]))
+    .map_err(|e| StoreError::sqlite(format!("write breaker {}/{}", b.plugin, b.command), e))?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transition(conn: &Connection, plugin: &str, command: &str, from: Option<BreakerState>, to: BreakerState, count: u32, reason: &str, job_id: Option<&str>, ts: &str) -> Result<(), StoreError> {
+    log::info!(plugin = plugin; "circuit breaker {command}: {} -> {} ({reason})", from.map(BreakerState::as_str).unwrap_or("none"), to.as_str());
+    conn.prepare_cached(
+        "INSERT INTO circuit_breaker_transitions (id, plugin, command, from_state, to_state, failure_count, reason, job_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| s.execute(params![uuid::Uuid::new_v4().to_string(), plugin, command, from.map(BreakerState::as_str), to.as_str(), count, reason, job_id, ts]))
+    .map_err(|e| StoreError::sqlite(format!("record breaker transition {plugin}/{command}"), e))?;
+    Ok(())
+}
+
+/// One history row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Transition {
+    /// Previous state.
+    pub from_state: Option<String>,
+    /// New state.
+    pub to_state: String,
+    /// Failures at the time.
+    pub failure_count: u32,
+    /// failure_threshold | success | cooldown_elapsed | manual_reset.
+    pub reason: String,
+    /// The job involved.
+    pub job_id: Option<String>,
+    /// When.
+    pub created_at: String,
+}
+
+/// The newest `limit` transitions of a plugin's breakers, newest first.
+pub fn history(conn: &Connection, plugin: &str, limit: usize) -> Result<Vec<(String, Transition)>, StoreError> {
+    conn.prepare(
+        "SELECT command, from_state, to_state, failure_count, reason, job_id, created_at FROM circuit_breaker_transitions WHERE plugin = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![plugin, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                Transition {
+                    from_state: r.get(1)?,
+                    to_state: r.get(2)?,
+                    failure_count: r.get(3)?,
+                    reason: r.get(4)?,
+                    job_id: r.get(5)?,
+                    created_at: r.get(6)?,
+                },
+            ))
+        })
+        .and_then(|rows| rows.collect())
+    })
+    .map_err(|e| StoreError::sqlite("read breaker history", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::parse_ts;
+    use crate::config::Synchronous;
+    use crate::store::testing::TempDir;
+
+    #[test]
+    fn breaker_walks_closed_open_half_open_closed() {
+        let tmp = TempDir::new("breaker");
+        let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
+        let t0 = parse_ts("2026-01-01T00:00:00Z").unwrap();
+        let cool = Duration::from_secs(1800);
+        assert_eq!(admit(&conn, "p", "poll", cool, t0).unwrap(), Admission::Allow);
+        for i in 0..3 {
+            record(&conn, "p", "poll", &format!("j{i}"), false, 3, t0).unwrap();
+        }
+        assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "open");
+        assert_eq!(admit(&conn, "p", "poll", cool, t0 + chrono::Duration::minutes(29)).unwrap(), Admission::Deny);
+        let t1 = t0 + chrono::Duration::minutes(30);
+        assert_eq!(admit(&conn, "p", "poll", cool, t1).unwrap(), Admission::Probe);
+        assert_eq!(admit(&conn, "p", "poll", cool, t1).unwrap(), Admission::Deny, "one probe at a time");
+        record(&conn, "p", "poll", "probe1", false, 3, t1).unwrap();
+        assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "open", "failed probe reopens");
+        let t2 = t1 + chrono::Duration::minutes(30);
+        assert_eq!(admit(&conn, "p", "poll", cool, t2).unwrap(), Admission::Probe);
+        record(&conn, "p", "poll", "probe2", true, 3, t2).unwrap();
+        let b = find(&conn, "p", "poll").unwrap().unwrap();
+        assert_eq!((b.state.as_str(), b.failure_count), ("closed", 0));
+        let reasons: Vec<String> = history(&conn, "p", 10).unwrap().into_iter().rev().map(|(_, t)| format!("{}>{}:{}", t.from_state.unwrap_or_default(), t.to_state, t.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "closed>open:failure_threshold",
+                "open>half_open:cooldown_elapsed",
+                "half_open>open:failure_threshold",
+                "open>half_open:cooldown_elapsed",
+                "half_open>closed:success"
+            ]
+        );
+    }
+
+    #[test]
+    fn success_resets_the_count_and_manual_reset_closes() {
+        let tmp = TempDir::new("breaker2");
+        let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
+        let t0 = parse_ts("2026-01-01T00:00:00Z").unwrap();
+        record(&conn, "p", "poll", "a", false, 3, t0).unwrap();
+        record(&conn, "p", "poll", "b", false, 3, t0).unwrap();
+        record(&conn, "p", "poll", "c", true, 3, t0).unwrap();
+        record(&conn, "p", "poll", "d", false, 3, t0).unwrap();
+        assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "closed");
+        record(&conn, "p", "poll", "e", false, 2, t0).unwrap();
+        assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "open");
+        assert!(reset(&conn, "p", "poll", t0).unwrap());
+        assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "closed");
+        assert!(!reset(&conn, "q", "poll", t0).unwrap());
+    }
+}
