@@ -54,3 +54,25 @@ impl Runtime {
         }
     }
 }
+
+/// The current runtime, swapped atomically on reload. Locked only to clone or
+/// replace the `Arc`.
+#[derive(Debug)]
+pub struct RuntimeCell(std::sync::Mutex<std::sync::Arc<Runtime>>);
+
+impl RuntimeCell {
+    /// A cell holding `rt`.
+    pub fn new(rt: std::sync::Arc<Runtime>) -> RuntimeCell {
+        RuntimeCell(std::sync::Mutex::new(rt))
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> std::sync::Arc<Runtime> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the snapshot; returns the previous one.
+    pub fn swap(&self, rt: std::sync::Arc<Runtime>) -> std::sync::Arc<Runtime> {
+        std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), rt)
+    }
+}

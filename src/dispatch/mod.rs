@@ -5,6 +5,7 @@
 //! Invariant: no database work happens while a plugin process runs; a job's
 //! outcome is written in one completion transaction.
 
+pub mod pool;
 pub mod retry;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::plugin::protocol::{self, Request, Response};
 use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
 use crate::runtime::Runtime;
 use crate::store::facts::{self, MAX_STATE_BYTES, StateWrite};
-use crate::store::queue::{self, AttemptRecord, ClaimedJob, Completion, Decision, JobStatus, Stopwatch};
+use crate::store::queue::{self, AttemptRecord, ClaimedJob, Completion, Decision, Effect, JobStatus, Stopwatch, SubmittedBy};
 use crate::store::StoreError;
 
 /// Grace between SIGTERM and SIGKILL for a plugin past its deadline.
@@ -67,7 +68,10 @@ pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cance
     let timeout = plugin.conf.timeouts.for_command(&job.command);
     let now = clock.now();
     let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
-    let event = if job.payload.is_null() { None } else { Some(&job.payload) };
+    // `event` is for handle; other commands see it only when their job carries a
+    // non-empty payload (a schedule's or a trigger's), so poll plugins can read it.
+    let carries_payload = job.payload.get("payload").is_some_and(|p| !p.is_null() && p.as_object().is_none_or(|m| !m.is_empty()));
+    let event = if !job.payload.is_null() && (job.command == "handle" || carries_payload) { Some(&job.payload) } else { None };
     let request = Request {
         protocol: protocol::PROTOCOL_VERSION,
         job_id: &job.id,
@@ -149,6 +153,7 @@ pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cance
         state: state_write,
         children: Vec::new(),
         stopwatch: Some(stopwatch),
+        effects: effects(job, &plugin),
     };
     let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
     log_outcome(job, done.status, last_error.as_deref(), &completion.decision);
@@ -222,6 +227,7 @@ fn record_without_run(conn: &mut Connection, rt: &Runtime, job: &ClaimedJob, dec
         state: None,
         children: Vec::new(),
         stopwatch: None,
+        effects: Vec::new(),
     };
     let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
     log_outcome(job, done.status, Some(&msg), &completion.decision);
@@ -242,6 +248,27 @@ fn log_outcome(job: &ClaimedJob, status: JobStatus, err: Option<&str>, decision:
         Decision::Retry { at, .. } => log::warn!(plugin = plugin, job_id = id, attempt = job.attempt; "attempt {} failed, retry at {}: {}", job.attempt, crate::clock::format_ts(*at), err.unwrap_or("")),
         _ => log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job {status}: {}", err.unwrap_or("")),
     }
+}
+
+/// The side ledgers this job's outcome feeds.
+fn effects(job: &ClaimedJob, plugin: &Plugin) -> Vec<Effect> {
+    let mut out = Vec::new();
+    if job.submitted_by == SubmittedBy::Scheduler.as_str() {
+        if job.command == "poll" {
+            out.push(Effect::Breaker {
+                threshold: plugin.conf.circuit_breaker.threshold,
+            });
+        }
+        if let Some(id) = job.payload.get("schedule_id").and_then(Value::as_str) {
+            out.push(Effect::Schedule {
+                schedule_id: id.to_string(),
+            });
+        }
+    }
+    if job.command == "init" && job.submitted_by == SubmittedBy::System.as_str() {
+        out.push(Effect::Init);
+    }
+    out
 }
 
 fn stopwatch_status(kind: &OutcomeKind) -> &'static str {

@@ -9,7 +9,9 @@
 pub mod breakers;
 pub mod context;
 pub mod facts;
+pub mod health;
 pub mod queue;
+pub mod retention;
 pub mod schedules;
 pub mod schema;
 

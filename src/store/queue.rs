@@ -110,6 +110,8 @@ pub enum SubmittedBy {
     Cli,
     /// The HTTP API.
     Api,
+    /// The core itself (plugin `init` runs).
+    System,
 }
 
 impl SubmittedBy {
@@ -121,6 +123,7 @@ impl SubmittedBy {
             SubmittedBy::Route => "route",
             SubmittedBy::Cli => "cli",
             SubmittedBy::Api => "api",
+            SubmittedBy::System => "system",
         }
     }
 }
@@ -525,6 +528,25 @@ pub struct Completion<'a> {
     pub children: Vec<NewJob>,
     /// Timing.
     pub stopwatch: Option<Stopwatch>,
+    /// Other ledgers the outcome updates in the same transaction.
+    pub effects: Vec<Effect>,
+}
+
+/// A side ledger a job's terminal outcome updates atomically with the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A scheduler poll: count towards its circuit breaker.
+    Breaker {
+        /// Consecutive failures that open it.
+        threshold: u32,
+    },
+    /// A scheduled job: record success on its schedule entry.
+    Schedule {
+        /// The schedule id.
+        schedule_id: String,
+    },
+    /// A plugin `init` run: its result is the plugin's health.
+    Init,
 }
 
 /// The status a finished job row ends in, and the ids of children created.
@@ -725,6 +747,22 @@ fn complete_in(
             ])
         })
         .map_err(|e| StoreError::sqlite(format!("write stopwatch for job {}", job.id), e))?;
+    }
+    let terminal = !matches!(c.decision, Decision::Retry { .. });
+    let succeeded = c.decision == Decision::Succeeded;
+    for effect in &c.effects {
+        match effect {
+            Effect::Breaker { threshold } if terminal => {
+                super::breakers::record(tx, &job.plugin, &job.command, &job.id, succeeded, *threshold, now)?;
+            }
+            Effect::Schedule { schedule_id } if succeeded => {
+                super::schedules::succeeded(tx, &job.plugin, schedule_id, &job.id, now)?;
+            }
+            Effect::Init if terminal => {
+                super::health::record_init(tx, &job.plugin, &job.id, succeeded, c.last_error.as_deref(), now)?;
+            }
+            _ => {}
+        }
     }
     let mut children = Vec::new();
     for child in &c.children {
@@ -1003,6 +1041,7 @@ mod tests {
             state: None,
             children: vec![],
             stopwatch: None,
+            effects: vec![],
         }
     }
 

@@ -178,6 +178,15 @@ CREATE TABLE job_stopwatch (
 CREATE INDEX idx_job_stopwatch_job ON job_stopwatch(job_id);
 CREATE INDEX idx_job_stopwatch_plugin ON job_stopwatch(plugin, created_at);
 
+CREATE TABLE plugin_health (
+    plugin      TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending','healthy','unhealthy')),
+    last_error  TEXT,
+    job_id      TEXT,
+    updated_at  TEXT NOT NULL
+);
+
 CREATE TABLE config_snapshots (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     config_hash TEXT NOT NULL,

@@ -1,0 +1,256 @@
+//! The worker pool: one dispatcher thread that claims eligible jobs from the
+//! queue only when a worker is idle, and a fixed set of worker threads that run
+//! them. The dispatcher sleeps on channels — woken by new work (`wake`), by a
+//! finished job (`done`) or by the next retry time — and never polls.
+//!
+//! Shutdown: dropping the stop sender ends the dispatcher, which drops the job
+//! sender; workers finish their current job and exit when the channel closes.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{Executed, execute};
+use crate::clock::{Clock, parse_ts};
+use crate::config::Synchronous;
+use crate::plugin::spawn::CancelToken;
+use crate::runtime::{Runtime, RuntimeCell};
+use crate::store::queue::{self, ClaimedJob};
+use crate::store::{self, StoreError};
+
+/// Cancel tokens of the jobs running right now, by job id: the scheduler's
+/// `if_running: cancel` and shutdown reach running process groups through it.
+#[derive(Debug, Default)]
+pub struct RunningJobs(Mutex<HashMap<String, Arc<CancelToken>>>);
+
+impl RunningJobs {
+    fn insert(&self, id: &str, token: Arc<CancelToken>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), token);
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// Cancels job `id` if it is running here; returns whether it was.
+    pub fn cancel(&self, id: &str, reason: &str) -> bool {
+        let token = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        match token {
+            Some(t) => {
+                t.cancel(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every running job.
+    pub fn cancel_all(&self, reason: &str) -> usize {
+        let tokens: Vec<Arc<CancelToken>> = self.0.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for t in &tokens {
+            t.cancel(reason);
+        }
+        tokens.len()
+    }
+
+    /// How many jobs are running.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no job is running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A claimed job and the runtime snapshot it runs with.
+struct Work {
+    job: ClaimedJob,
+    runtime: Arc<Runtime>,
+}
+
+/// What the pool needs to run.
+pub struct PoolConfig {
+    /// The ledger.
+    pub db: PathBuf,
+    /// Its durability level.
+    pub synchronous: Synchronous,
+    /// Number of workers.
+    pub workers: usize,
+    /// The current runtime (swapped on reload).
+    pub runtime: Arc<RuntimeCell>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Running jobs' cancel tokens.
+    pub running: Arc<RunningJobs>,
+    /// Wakes the dispatcher (new work).
+    pub wake_rx: Receiver<()>,
+    /// Tells the daemon the ledger failed and it must stop.
+    pub fatal_tx: Sender<String>,
+}
+
+/// The running pool's threads.
+pub struct Pool {
+    // Field order is drop order: the stop sender goes first so the dispatcher
+    // exits and closes the job channel before anyone joins the workers.
+    stop_tx: Option<Sender<()>>,
+    dispatcher: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    exited_rx: Receiver<()>,
+}
+
+impl Pool {
+    /// Opens connections and starts the dispatcher and workers.
+    pub fn start(cfg: PoolConfig) -> Result<Pool, StoreError> {
+        let workers = cfg.workers.max(1);
+        let (job_tx, job_rx) = bounded::<Work>(workers);
+        let (done_tx, done_rx) = unbounded::<()>();
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let (exited_tx, exited_rx) = unbounded::<()>();
+        let mut handles = Vec::new();
+        for n in 0..workers {
+            let conn = store::open(&cfg.db, cfg.synchronous)?;
+            let rx = job_rx.clone();
+            let done = done_tx.clone();
+            let exited = exited_tx.clone();
+            let clock = cfg.clock.clone();
+            let running = cfg.running.clone();
+            let fatal = cfg.fatal_tx.clone();
+            let h = thread::Builder::new()
+                .name(format!("worker-{n}"))
+                .spawn(move || {
+                    worker(conn, rx, done, clock, running, fatal);
+                    let _ = exited.send(());
+                })
+                .map_err(|e| StoreError::Io { path: "worker thread".into(), op: "spawn", source: e })?;
+            handles.push(h);
+        }
+        let conn = store::open(&cfg.db, cfg.synchronous)?;
+        let dispatcher = thread::Builder::new()
+            .name("dispatch".into())
+            .spawn(move || dispatcher(conn, cfg, workers, job_tx, done_rx, stop_rx))
+            .map_err(|e| StoreError::Io { path: "dispatch thread".into(), op: "spawn", source: e })?;
+        Ok(Pool {
+            stop_tx: Some(stop_tx),
+            dispatcher: Some(dispatcher),
+            workers: handles,
+            exited_rx,
+        })
+    }
+
+    /// Stops claiming new jobs; running ones continue.
+    pub fn stop_claiming(&mut self) {
+        self.stop_tx.take();
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+    }
+
+    /// Waits until every worker has exited or `timeout` passes; true when all exited.
+    pub fn wait_idle(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut exited = self.workers.iter().filter(|h| h.is_finished()).count();
+        while exited < self.workers.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.exited_rx.recv_timeout(left).is_err() {
+                return false;
+            }
+            exited += 1;
+        }
+        true
+    }
+
+    /// Joins every worker (call after they were told to finish).
+    pub fn join(mut self) {
+        self.stop_claiming();
+        for h in self.workers.drain(..) {
+            if h.join().is_err() {
+                log::error!("a worker thread panicked outside a job; this is a bug");
+            }
+        }
+    }
+}
+
+fn dispatcher(mut conn: Connection, cfg: PoolConfig, workers: usize, job_tx: Sender<Work>, done_rx: Receiver<()>, stop_rx: Receiver<()>) {
+    let mut idle = workers;
+    loop {
+        while idle > 0 {
+            let rt = cfg.runtime.current();
+            let cap = |plugin: &str| rt.parallelism(plugin);
+            match queue::claim_next(&mut conn, &cap, cfg.clock.now()) {
+                Ok(Some(job)) => {
+                    log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "claimed");
+                    if job_tx.send(Work { job, runtime: rt }).is_err() {
+                        return;
+                    }
+                    idle -= 1;
+                }
+                Ok(None) => break,
+                Err(e) if e.is_busy() => {
+                    log::warn!("claim deferred: {e}");
+                    break;
+                }
+                Err(e) => {
+                    let _ = cfg.fatal_tx.send(format!("dispatcher cannot claim jobs: {e}"));
+                    return;
+                }
+            }
+        }
+        let timeout = next_retry_in(&conn, cfg.clock.as_ref());
+        select! {
+            recv(stop_rx) -> _ => return,
+            recv(cfg.wake_rx) -> _ => {}
+            recv(done_rx) -> _ => idle += 1,
+            default(timeout) => {}
+        }
+        // Coalesce whatever else already arrived.
+        while done_rx.try_recv().is_ok() {
+            idle += 1;
+        }
+        while cfg.wake_rx.try_recv().is_ok() {}
+    }
+}
+
+/// Time until the earliest pending retry (capped at an hour; idle otherwise).
+fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Duration {
+    const IDLE: Duration = Duration::from_secs(3600);
+    let next: Option<String> = conn
+        .prepare_cached("SELECT MIN(next_retry_at) FROM job_queue WHERE status = 'queued' AND next_retry_at IS NOT NULL")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .ok()
+        .flatten()
+        .flatten();
+    match next.as_deref().and_then(parse_ts) {
+        Some(at) => (at - clock.now()).to_std().unwrap_or(Duration::ZERO).min(IDLE) + Duration::from_millis(1),
+        None => IDLE,
+    }
+}
+
+fn worker(mut conn: Connection, rx: Receiver<Work>, done: Sender<()>, clock: Arc<dyn Clock>, running: Arc<RunningJobs>, fatal: Sender<String>) {
+    for work in rx {
+        let token = Arc::new(CancelToken::new());
+        running.insert(&work.job.id, token.clone());
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&mut conn, &work.runtime, &work.job, &token, clock.as_ref())));
+        running.remove(&work.job.id);
+        match result {
+            Ok(Ok(Executed::Recorded { .. } | Executed::Abandoned)) => {}
+            Ok(Err(e)) => {
+                log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "cannot record the job's outcome: {e}");
+                let _ = fatal.send(format!("ledger write failed: {e}"));
+            }
+            Err(_) => {
+                log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "worker panicked while running the job; this is a bug (the job is recovered at the next start)");
+            }
+        }
+        if done.send(()).is_err() {
+            return;
+        }
+    }
+}
