@@ -1,0 +1,1320 @@
+//! Schedule definitions compiled from `ScheduleConf`, and the pure time logic
+//! of when they are due: `every`, `cron`, `at` and `after` triggers, catch-up
+//! enumeration, jitter, and the gate of `only_between` / `not_on` / `timezone`.
+//!
+//! Owns: validation of one schedule entry into a [`Schedule`], `next_after`,
+//! `due_between`, and the definition fingerprint.
+//! Must not: read the clock (every function takes instants), sleep, spawn
+//! threads, or touch the database; the heartbeat thread in `scheduler` does that.
+//!
+//! # The one DST rule
+//!
+//! Cron fields, `only_between` windows and `not_on` days are read on the wall
+//! clock of the schedule's `timezone` (UTC when unset). A wall time is turned
+//! into an instant by one rule, shared by cron and windows
+//! ([`crate::scheduler::window::resolve_local`]):
+//! - a wall time that does not exist (spring-forward gap) happens once, at the
+//!   first valid instant after the gap: Australia/Sydney 2026-10-04 02:30 fires
+//!   at 03:00 local (2026-10-03T16:00Z); several cron times inside one gap
+//!   collapse into that single instant;
+//! - a wall time that occurs twice (fall-back overlap) happens once, at its
+//!   FIRST occurrence (the earlier UTC instant); the repeat is not fired again.
+//!
+//! A window is the real-time span from its resolved start to its resolved end,
+//! so it opens once a day; a day is the span between two resolved midnights.
+//! `every` intervals are plain elapsed time and ignore DST.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+
+use crate::clock::{format_ts, parse_ts};
+use crate::config::ScheduleConf;
+use crate::config::duration;
+use crate::scheduler::cron::CronExpr;
+use crate::scheduler::window::{self, Gate, Window};
+
+/// A validated schedule entry, ready for the heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Plugin instance the schedule belongs to.
+    pub plugin: String,
+    /// Schedule id, unique within the plugin.
+    pub id: String,
+    /// Command to enqueue.
+    pub command: String,
+    /// Payload of the enqueued job.
+    pub payload: serde_json::Value,
+    /// What makes the schedule due.
+    pub trigger: Trigger,
+    /// Total jitter span; each run moves by up to half of it either way.
+    pub jitter: Duration,
+    /// `only_between`, if set.
+    pub window: Option<Window>,
+    /// Zone for cron, window and weekday evaluation.
+    pub tz: Tz,
+    /// Days never to fire on, index 0 = Sunday.
+    pub not_on: [bool; 7],
+    /// What to do about runs missed while the daemon was down.
+    pub catch_up: CatchUp,
+    /// What to do when the previous run is still in flight.
+    pub if_running: IfRunning,
+    /// First 16 hex chars of the BLAKE3 hash of the normalized definition.
+    pub fingerprint: String,
+}
+
+/// What makes a schedule due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Repeats every interval after the previous run.
+    Every(Duration),
+    /// A 5-field cron expression in the schedule's zone.
+    Cron(CronExpr),
+    /// Once, at an instant.
+    At(DateTime<Utc>),
+    /// Once, this long after the service started.
+    After(Duration),
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Every(d) => write!(f, "every {}", duration::format(*d)),
+            Trigger::Cron(expr) => write!(f, "cron {expr}"),
+            Trigger::At(t) => write!(f, "at {}", format_ts(*t)),
+            Trigger::After(d) => write!(f, "after {}", duration::format(*d)),
+        }
+    }
+}
+
+/// Policy for runs missed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Ignore missed runs (default).
+    Skip,
+    /// One run if any were missed.
+    RunOnce,
+    /// One run per missed occurrence, bounded.
+    RunAll,
+}
+
+impl CatchUp {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Skip => "skip",
+            CatchUp::RunOnce => "run_once",
+            CatchUp::RunAll => "run_all",
+        }
+    }
+}
+
+/// Policy when the previous run is still queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfRunning {
+    /// Do not enqueue (default).
+    Skip,
+    /// Enqueue anyway.
+    Queue,
+    /// Cancel the outstanding run, then enqueue.
+    Cancel,
+}
+
+impl IfRunning {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfRunning::Skip => "skip",
+            IfRunning::Queue => "queue",
+            IfRunning::Cancel => "cancel",
+        }
+    }
+}
+
+/// A schedule entry that cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleError {
+    /// Where the entry was declared (`plugins.echo.schedules[0]`).
+    pub origin: String,
+    /// What is wrong, one line.
+    pub message: String,
+}
+
+impl fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+impl std::error::Error for ScheduleError {}
+
+/// The shortest `every` interval accepted.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far past `after` a cron schedule is searched before it counts as never due.
+const CRON_HORIZON_DAYS: i64 = 8 * 366;
+
+/// Validates one schedule entry of `plugin` into a [`Schedule`].
+pub fn compile(plugin: &str, conf: &ScheduleConf) -> Result<Schedule, ScheduleError> {
+    let id = non_empty_or(&conf.id, "default");
+    let origin = if conf.origin.is_empty() {
+        format!("plugins.{plugin}.schedules.{id}")
+    } else {
+        conf.origin.clone()
+    };
+    let fail = |message: String| ScheduleError {
+        origin: origin.clone(),
+        message,
+    };
+
+    let trigger = compile_trigger(conf).map_err(fail)?;
+    let jitter = match &conf.jitter {
+        Some(text) => duration::parse(text).map_err(|e| fail(format!("jitter: {e}")))?,
+        None => Duration::ZERO,
+    };
+    let window = match &conf.only_between {
+        Some(text) => Some(
+            Window::parse(text)
+                .map_err(|e| fail(format!("invalid only_between `{}`: {e}", text.trim())))?,
+        ),
+        None => None,
+    };
+    let tz = match &conf.timezone {
+        Some(text) => window::parse_timezone(text).map_err(fail)?,
+        None => Tz::UTC,
+    };
+    let mut not_on = [false; 7];
+    for day in &conf.not_on {
+        let index = window::parse_weekday(day).map_err(|e| fail(format!("not_on: {e}")))?;
+        not_on[index] = true;
+    }
+    if not_on.iter().all(|&off| off) {
+        return Err(fail(
+            "not_on excludes every day of the week, so the schedule would never run".to_string(),
+        ));
+    }
+    let catch_up = match conf.catch_up.as_deref().map(str::trim) {
+        None | Some("skip") => CatchUp::Skip,
+        Some("run_once") => CatchUp::RunOnce,
+        Some("run_all") => CatchUp::RunAll,
+        Some(other) => {
+            return Err(fail(format!(
+                "invalid catch_up `{other}`: expected skip, run_once or run_all"
+            )));
+        }
+    };
+    let if_running = match conf.if_running.as_deref().map(str::trim) {
+        None | Some("skip") => IfRunning::Skip,
+        Some("queue") => IfRunning::Queue,
+        Some("cancel") => IfRunning::Cancel,
+        Some(other) => {
+            return Err(fail(format!(
+                "invalid if_running `{other}`: expected skip, queue or cancel"
+            )));
+        }
+    };
+    let payload = match &conf.payload {
+        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+        other => other.clone(),
+    };
+
+    let mut schedule = Schedule {
+        plugin: plugin.to_string(),
+        id: id.to_string(),
+        command: non_empty_or(&conf.command, "poll").to_string(),
+        payload,
+        trigger,
+        jitter,
+        window,
+        tz,
+        not_on,
+        catch_up,
+        if_running,
+        fingerprint: String::new(),
+    };
+    schedule.fingerprint = fingerprint(&schedule);
+    Ok(schedule)
+}
+
+fn non_empty_or<'a>(text: &'a str, default: &'a str) -> &'a str {
+    if text.trim().is_empty() {
+        default
+    } else {
+        text.trim()
+    }
+}
+
+/// Exactly one of `every`, `cron`, `at`, `after`, parsed.
+fn compile_trigger(conf: &ScheduleConf) -> Result<Trigger, String> {
+    let set: Vec<&str> = [
+        ("every", &conf.every),
+        ("cron", &conf.cron),
+        ("at", &conf.at),
+        ("after", &conf.after),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(name, _)| name)
+    .collect();
+    if set.len() > 1 {
+        return Err(format!(
+            "several triggers ({}): set exactly one of every, cron, at or after",
+            set.join(", ")
+        ));
+    }
+    if let Some(text) = &conf.every {
+        let interval = match text.trim().to_ascii_lowercase().as_str() {
+            "hourly" => Duration::from_secs(3600),
+            "daily" => Duration::from_secs(86_400),
+            "weekly" => Duration::from_secs(7 * 86_400),
+            "monthly" => Duration::from_secs(30 * 86_400),
+            _ => duration::parse(text).map_err(|e| format!("every: {e}"))?,
+        };
+        if interval < MIN_INTERVAL {
+            return Err(format!(
+                "every `{}` is shorter than the 1s minimum",
+                text.trim()
+            ));
+        }
+        return Ok(Trigger::Every(interval));
+    }
+    if let Some(text) = &conf.cron {
+        return CronExpr::parse(text)
+            .map(Trigger::Cron)
+            .map_err(|e| format!("invalid cron expression `{}`: {e}", text.trim()));
+    }
+    if let Some(text) = &conf.at {
+        return parse_ts(text.trim()).map(Trigger::At).ok_or_else(|| {
+            format!(
+                "invalid at `{}`: expected an RFC 3339 timestamp such as 2026-03-15T14:00:00Z",
+                text.trim()
+            )
+        });
+    }
+    if let Some(text) = &conf.after {
+        return duration::parse(text)
+            .map(Trigger::After)
+            .map_err(|e| format!("after: {e}"));
+    }
+    Err("no trigger: set exactly one of every, cron, at or after".to_string())
+}
+
+/// BLAKE3 of a canonical text of everything that defines the schedule, so that
+/// equivalent spellings (`hourly`/`1h`, `@daily`/`0 0 * * *`, `7`/`sunday`)
+/// hash alike and any real change does not.
+fn fingerprint(s: &Schedule) -> String {
+    let trigger = match &s.trigger {
+        Trigger::Every(d) => format!("every {}", d.as_nanos()),
+        Trigger::Cron(expr) => format!("cron {}", expr.canonical()),
+        Trigger::At(t) => format!("at {}", format_ts(*t)),
+        Trigger::After(d) => format!("after {}", d.as_nanos()),
+    };
+    let mut payload = String::new();
+    canonical_json(&s.payload, &mut payload);
+    let not_on: String = s
+        .not_on
+        .iter()
+        .map(|&off| if off { '1' } else { '0' })
+        .collect();
+    let text = format!(
+        "v1\nplugin {}\nid {}\ncommand {}\npayload {payload}\n{trigger}\njitter {}\nwindow {}\ntz {}\nnot_on {not_on}\ncatch_up {}\nif_running {}\n",
+        s.plugin,
+        s.id,
+        s.command,
+        s.jitter.as_nanos(),
+        s.window.map_or_else(|| "-".to_string(), |w| w.to_string()),
+        s.tz.name(),
+        s.catch_up.as_str(),
+        s.if_running.as_str(),
+    );
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// JSON with object keys sorted, independent of how serde_json orders maps.
+fn canonical_json(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                out.push(':');
+                if let Some(value) = map.get(key) {
+                    canonical_json(value, out);
+                }
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+impl Schedule {
+    fn gate(&self) -> Gate<'_> {
+        Gate {
+            tz: self.tz,
+            window: self.window.as_ref(),
+            not_on: &self.not_on,
+        }
+    }
+
+    /// The first instant strictly after `after` at which this schedule is due.
+    ///
+    /// Honours window, `not_on` and timezone: an `every` or one-shot instant the
+    /// gate refuses moves to the next permitted instant, a refused cron time is
+    /// skipped. `started_at` anchors `after:` one-shots. None when a one-shot is
+    /// already at or before `after`, or a cron finds nothing within eight years.
+    pub fn next_after(
+        &self,
+        after: DateTime<Utc>,
+        started_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match &self.trigger {
+            Trigger::Every(interval) => {
+                let t = after.checked_add_signed(TimeDelta::from_std(*interval).ok()?)?;
+                self.gate().first_permitted_from(t)
+            }
+            Trigger::Cron(expr) => self.next_cron(expr, after),
+            Trigger::At(_) | Trigger::After(_) => {
+                let due = self.one_shot_due(started_at)?;
+                (due > after).then_some(due)
+            }
+        }
+    }
+
+    /// Due instants in (from, to], in order, at most the first `cap`.
+    ///
+    /// Used for catch-up of `every` and `cron` schedules: `every` yields
+    /// `from + k·interval` for k = 1, 2, … and drops occurrences the gate refuses.
+    pub fn due_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        started_at: DateTime<Utc>,
+        cap: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut due = Vec::new();
+        if cap == 0 || to <= from {
+            return due;
+        }
+        match &self.trigger {
+            Trigger::Every(interval) => self.every_between(*interval, from, to, cap, &mut due),
+            Trigger::Cron(expr) => {
+                let mut cursor = from;
+                while due.len() < cap {
+                    match self.next_cron(expr, cursor) {
+                        Some(t) if t <= to => {
+                            due.push(t);
+                            cursor = t;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Trigger::At(_) | Trigger::After(_) => {
+                if let Some(t) = self.one_shot_due(started_at) {
+                    if from < t && t <= to {
+                        due.push(t);
+                    }
+                }
+            }
+        }
+        due
+    }
+
+    /// Whether an instant passes `only_between` and `not_on`, read in the schedule's timezone.
+    pub fn permits(&self, t: DateTime<Utc>) -> bool {
+        self.gate().permits(t)
+    }
+
+    /// `t` shifted by a random offset in [-jitter/2, +jitter/2]; identity when jitter is zero.
+    ///
+    /// Pass `crate::clock::random_below`; tests pass a fake.
+    pub fn jittered(
+        &self,
+        t: DateTime<Utc>,
+        random_below: impl FnOnce(u64) -> u64,
+    ) -> DateTime<Utc> {
+        window::jittered(t, self.jitter, random_below)
+    }
+
+    /// Whether this is a one-shot (`at`/`after`) that becomes `exhausted` after firing.
+    pub fn is_one_shot(&self) -> bool {
+        matches!(self.trigger, Trigger::At(_) | Trigger::After(_))
+    }
+
+    /// When a one-shot fires: its instant, or the first permitted instant after it.
+    fn one_shot_due(&self, started_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let instant = match &self.trigger {
+            Trigger::At(t) => *t,
+            Trigger::After(d) => started_at.checked_add_signed(TimeDelta::from_std(*d).ok()?)?,
+            Trigger::Every(_) | Trigger::Cron(_) => return None,
+        };
+        self.gate().first_permitted_from(instant)
+    }
+
+    /// The first permitted cron instant after `after`. A cron time the gate
+    /// refuses is skipped, not delayed; the search jumps to the next permitted
+    /// span instead of walking every refused match.
+    fn next_cron(&self, expr: &CronExpr, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let gate = self.gate();
+        let horizon = after.checked_add_signed(TimeDelta::days(CRON_HORIZON_DAYS))?;
+        let mut cursor = after;
+        loop {
+            let t = cron_instant_after(expr, self.tz, cursor)?;
+            if t > horizon {
+                return None;
+            }
+            if gate.permits(t) {
+                return Some(t);
+            }
+            let open = gate.first_permitted_from(t)?;
+            cursor = open.checked_sub_signed(TimeDelta::nanoseconds(1))?;
+        }
+    }
+
+    /// Occurrences `from + k·interval` in (from, to] that the gate permits.
+    fn every_between(
+        &self,
+        interval: Duration,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        cap: usize,
+        due: &mut Vec<DateTime<Utc>>,
+    ) {
+        let step = i128::try_from(interval.as_nanos()).unwrap_or(i128::MAX);
+        if step == 0 {
+            return;
+        }
+        let gate = self.gate();
+        let mut k: i128 = 1;
+        while due.len() < cap {
+            let Some(t) = k
+                .checked_mul(step)
+                .and_then(delta_from_nanos)
+                .and_then(|d| from.checked_add_signed(d))
+            else {
+                break;
+            };
+            if t > to {
+                break;
+            }
+            if gate.permits(t) {
+                due.push(t);
+                k += 1;
+                continue;
+            }
+            // Jump to the first occurrence at or after the next permitted instant
+            // rather than testing each refused occurrence.
+            let Some(open) = gate.first_permitted_from(t) else {
+                break;
+            };
+            if open > to {
+                break;
+            }
+            let offset = nanos_between(from, open);
+            k = ((offset + step - 1) / step).max(k + 1);
+        }
+    }
+}
+
+/// The first instant after `after` at which a cron minute happens under the DST rule.
+fn cron_instant_after(expr: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut local = after.with_timezone(&tz).naive_local();
+    // Only minutes of a repeated fall-back hour resolve to or before `after`
+    // (they already fired at their first occurrence); at most an hour of them.
+    loop {
+        local = expr.next_after_local(local)?;
+        let t = window::resolve_local(tz, local)?;
+        if t > after {
+            return Some(t);
+        }
+    }
+}
+
+fn nanos_between(a: DateTime<Utc>, b: DateTime<Utc>) -> i128 {
+    let d = b - a;
+    i128::from(d.num_seconds()) * 1_000_000_000 + i128::from(d.subsec_nanos())
+}
+
+fn delta_from_nanos(n: i128) -> Option<TimeDelta> {
+    let secs = i64::try_from(n.div_euclid(1_000_000_000)).ok()?;
+    let nanos = u32::try_from(n.rem_euclid(1_000_000_000)).ok()?;
+    TimeDelta::new(secs, nanos)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        parse_ts(s).unwrap()
+    }
+
+    fn conf() -> ScheduleConf {
+        ScheduleConf {
+            id: "default".to_string(),
+            command: "poll".to_string(),
+            payload: serde_json::json!({}),
+            origin: "plugins.echo.schedules[0]".to_string(),
+            ..ScheduleConf::default()
+        }
+    }
+
+    fn every(text: &str) -> ScheduleConf {
+        ScheduleConf {
+            every: Some(text.to_string()),
+            ..conf()
+        }
+    }
+
+    fn cron(text: &str) -> ScheduleConf {
+        ScheduleConf {
+            cron: Some(text.to_string()),
+            ..conf()
+        }
+    }
+
+    fn build(c: &ScheduleConf) -> Schedule {
+        compile("echo", c).unwrap()
+    }
+
+    fn fmt_all(ts: &[DateTime<Utc>]) -> Vec<String> {
+        ts.iter()
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .collect()
+    }
+
+    /// `next_after` from `after` (started at `after` too) is `expected`.
+    fn check_next(c: &ScheduleConf, after: &str, expected: Option<&str>) {
+        let s = build(c);
+        let t = utc(after);
+        assert_eq!(s.next_after(t, t), expected.map(utc), "{c:?} after {after}");
+    }
+
+    /// `due_between(from, to]` with a generous cap is exactly `expected`.
+    fn check_due(c: &ScheduleConf, from: &str, to: &str, expected: &[&str]) {
+        let s = build(c);
+        let got = s.due_between(utc(from), utc(to), utc(from), 1000);
+        assert_eq!(fmt_all(&got), expected, "{c:?} in ({from}, {to}]");
+    }
+
+    fn check_err(c: &ScheduleConf, message: &str) {
+        assert_eq!(compile("echo", c).unwrap_err().to_string(), message);
+    }
+
+    #[test]
+    fn defaults() {
+        let s = compile(
+            "echo",
+            &ScheduleConf {
+                every: Some("5m".to_string()),
+                payload: serde_json::Value::Null,
+                ..ScheduleConf::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.plugin, "echo");
+        assert_eq!(s.id, "default");
+        assert_eq!(s.command, "poll");
+        assert_eq!(s.payload, serde_json::json!({}));
+        assert_eq!(s.trigger, Trigger::Every(Duration::from_secs(300)));
+        assert_eq!(s.jitter, Duration::ZERO);
+        assert_eq!(s.window, None);
+        assert_eq!(s.tz, Tz::UTC);
+        assert_eq!(s.not_on, [false; 7]);
+        assert_eq!(s.catch_up, CatchUp::Skip);
+        assert_eq!(s.if_running, IfRunning::Skip);
+        assert!(!s.is_one_shot());
+    }
+
+    #[test]
+    fn every_aliases_and_durations() {
+        let check = |text: &str, secs: u64| {
+            assert_eq!(
+                build(&every(text)).trigger,
+                Trigger::Every(Duration::from_secs(secs)),
+                "{text}"
+            );
+        };
+        check("hourly", 3600);
+        check("Daily", 86_400);
+        check("weekly", 7 * 86_400);
+        check("monthly", 30 * 86_400);
+        check("5m", 300);
+        check("15m", 900);
+        check("30m", 1800);
+        check("2h", 7200);
+        check("1s", 1);
+        check("1h30m", 5400);
+    }
+
+    #[test]
+    fn every_next_after_adds_the_interval() {
+        check_next(
+            &every("5m"),
+            "2026-03-02T10:00:00Z",
+            Some("2026-03-02T10:05:00Z"),
+        );
+        check_next(
+            &every("hourly"),
+            "2026-03-02T23:30:00Z",
+            Some("2026-03-03T00:30:00Z"),
+        );
+        check_next(
+            &every("2s"),
+            "2026-03-02T10:00:00Z",
+            Some("2026-03-02T10:00:02Z"),
+        );
+    }
+
+    #[test]
+    fn every_with_a_window_crossing_midnight() {
+        let c = ScheduleConf {
+            only_between: Some("22:00-06:00".to_string()),
+            ..every("1h")
+        };
+        // Inside the window: plain interval, across midnight.
+        check_next(&c, "2026-03-02T23:30:00Z", Some("2026-03-03T00:30:00Z"));
+        check_next(&c, "2026-03-03T04:30:00Z", Some("2026-03-03T05:30:00Z"));
+        // Leaving the window: wait for tonight's 22:00.
+        check_next(&c, "2026-03-03T05:30:00Z", Some("2026-03-03T22:00:00Z"));
+        check_due(
+            &c,
+            "2026-03-02T20:00:00Z",
+            "2026-03-03T08:00:00Z",
+            &[
+                "2026-03-02T22:00:00Z",
+                "2026-03-02T23:00:00Z",
+                "2026-03-03T00:00:00Z",
+                "2026-03-03T01:00:00Z",
+                "2026-03-03T02:00:00Z",
+                "2026-03-03T03:00:00Z",
+                "2026-03-03T04:00:00Z",
+                "2026-03-03T05:00:00Z",
+            ],
+        );
+    }
+
+    #[test]
+    fn every_with_a_window_in_a_timezone() {
+        let c = ScheduleConf {
+            only_between: Some("08:00-18:00".to_string()),
+            timezone: Some("Australia/Sydney".to_string()),
+            ..every("4h")
+        };
+        // 2026-03-02 Sydney is UTC+11: 18:00 local is 07:00Z.
+        check_next(&c, "2026-03-02T04:00:00Z", Some("2026-03-02T21:00:00Z"));
+        check_next(&c, "2026-03-01T21:00:00Z", Some("2026-03-02T01:00:00Z"));
+    }
+
+    #[test]
+    fn not_on_skips_the_weekend() {
+        let c = ScheduleConf {
+            not_on: vec!["saturday".to_string(), "0".to_string()],
+            ..every("daily")
+        };
+        // Friday 2026-03-06 10:00 → Saturday and Sunday refused → Monday 00:00.
+        check_next(&c, "2026-03-06T10:00:00Z", Some("2026-03-09T00:00:00Z"));
+        check_due(
+            &c,
+            "2026-03-05T10:00:00Z",
+            "2026-03-11T10:00:00Z",
+            &[
+                "2026-03-06T10:00:00Z",
+                "2026-03-09T10:00:00Z",
+                "2026-03-10T10:00:00Z",
+                "2026-03-11T10:00:00Z",
+            ],
+        );
+        let with_names = ScheduleConf {
+            not_on: vec!["Sat".to_string(), "SUNDAY".to_string()],
+            ..every("daily")
+        };
+        assert_eq!(build(&c).not_on, build(&with_names).not_on);
+        let seven = ScheduleConf {
+            not_on: vec!["6".to_string(), "7".to_string()],
+            ..every("daily")
+        };
+        assert_eq!(
+            build(&seven).not_on,
+            [true, false, false, false, false, false, true]
+        );
+    }
+
+    #[test]
+    fn every_due_between_enumerates_the_grid() {
+        check_due(
+            &every("15m"),
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T11:00:00Z",
+            &[
+                "2026-03-02T10:15:00Z",
+                "2026-03-02T10:30:00Z",
+                "2026-03-02T10:45:00Z",
+                "2026-03-02T11:00:00Z",
+            ],
+        );
+        check_due(
+            &every("15m"),
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:14:59Z",
+            &[],
+        );
+        check_due(
+            &every("15m"),
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:00:00Z",
+            &[],
+        );
+        // Refused occurrences are not due, even when the window opens between them.
+        let c = ScheduleConf {
+            only_between: Some("10:20-10:50".to_string()),
+            ..every("15m")
+        };
+        check_due(
+            &c,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T12:00:00Z",
+            &["2026-03-02T10:30:00Z", "2026-03-02T10:45:00Z"],
+        );
+    }
+
+    #[test]
+    fn due_between_stops_at_the_cap() {
+        let s = build(&every("1m"));
+        let from = utc("2026-03-02T00:00:00Z");
+        let to = utc("2026-03-09T00:00:00Z");
+        let due = s.due_between(from, to, from, 100);
+        assert_eq!(due.len(), 100);
+        assert_eq!(due[0], utc("2026-03-02T00:01:00Z"));
+        assert_eq!(due[99], utc("2026-03-02T01:40:00Z"));
+        assert!(s.due_between(from, to, from, 0).is_empty());
+        let s = build(&cron("*/5 * * * *"));
+        let due = s.due_between(from, to, from, 3);
+        assert_eq!(
+            fmt_all(&due),
+            [
+                "2026-03-02T00:05:00Z",
+                "2026-03-02T00:10:00Z",
+                "2026-03-02T00:15:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn long_gaps_jump_instead_of_walking() {
+        // Ten years of one-second occurrences, open ten minutes a week.
+        let c = ScheduleConf {
+            only_between: Some("09:00-09:10".to_string()),
+            not_on: ["sun", "mon", "tue", "wed", "thu", "fri"]
+                .map(str::to_string)
+                .to_vec(),
+            ..every("1s")
+        };
+        let s = build(&c);
+        let from = utc("2016-01-01T00:00:00Z");
+        let to = utc("2026-01-01T00:00:00Z");
+        let due = s.due_between(from, to, from, 3);
+        assert_eq!(
+            fmt_all(&due),
+            [
+                "2016-01-02T09:00:00Z",
+                "2016-01-02T09:00:01Z",
+                "2016-01-02T09:00:02Z"
+            ]
+        );
+        // A cron that the window always refuses ends within the horizon.
+        let c = ScheduleConf {
+            only_between: Some("08:00-18:00".to_string()),
+            ..cron("* 3 * * *")
+        };
+        check_next(&c, "2026-03-02T00:00:00Z", None);
+    }
+
+    #[test]
+    fn cron_in_a_timezone() {
+        let c = ScheduleConf {
+            timezone: Some("Australia/Sydney".to_string()),
+            ..cron("0 9 * * 1-5")
+        };
+        // After Friday 09:00 AEDT: Monday and Tuesday 09:00 AEDT (UTC+11).
+        check_due(
+            &c,
+            "2026-03-05T23:00:00Z",
+            "2026-03-09T23:00:00Z",
+            &["2026-03-08T22:00:00Z", "2026-03-09T22:00:00Z"],
+        );
+        check_next(&c, "2026-03-05T21:00:00Z", Some("2026-03-05T22:00:00Z"));
+        check_next(&c, "2026-03-05T22:00:00Z", Some("2026-03-08T22:00:00Z"));
+        // Without a zone the same expression is read in UTC.
+        check_next(
+            &cron("0 9 * * 1-5"),
+            "2026-03-05T22:00:00Z",
+            Some("2026-03-06T09:00:00Z"),
+        );
+    }
+
+    #[test]
+    fn cron_fields_through_schedules() {
+        check_next(
+            &cron("0 12 * * 7"),
+            "2026-03-02T00:00:00Z",
+            Some("2026-03-08T12:00:00Z"),
+        );
+        check_next(
+            &cron("0 0 13 * fri"),
+            "2026-03-07T00:00:00Z",
+            Some("2026-03-13T00:00:00Z"),
+        );
+        check_next(
+            &cron("@monthly"),
+            "2026-03-02T00:00:00Z",
+            Some("2026-04-01T00:00:00Z"),
+        );
+        check_next(
+            &cron("0 0 29 feb *"),
+            "2026-03-02T00:00:00Z",
+            Some("2028-02-29T00:00:00Z"),
+        );
+        check_next(&cron("0 0 30 2 *"), "2026-03-02T00:00:00Z", None);
+    }
+
+    #[test]
+    fn cron_refused_by_the_gate_is_skipped() {
+        let c = ScheduleConf {
+            only_between: Some("08:00-18:00".to_string()),
+            not_on: vec!["sat".to_string(), "sun".to_string()],
+            ..cron("0 */4 * * *")
+        };
+        check_due(
+            &c,
+            "2026-03-06T00:00:00Z",
+            "2026-03-09T13:00:00Z",
+            &[
+                "2026-03-06T08:00:00Z",
+                "2026-03-06T12:00:00Z",
+                "2026-03-06T16:00:00Z",
+                "2026-03-09T08:00:00Z",
+                "2026-03-09T12:00:00Z",
+            ],
+        );
+        check_next(&c, "2026-03-06T16:00:00Z", Some("2026-03-09T08:00:00Z"));
+        // Feb 29 on a Sunday: skipped matches in 2028 are jumped over, not walked.
+        let c = ScheduleConf {
+            not_on: ["mon", "tue", "wed", "thu", "fri", "sat"]
+                .map(str::to_string)
+                .to_vec(),
+            ..cron("0 0 29 2 *")
+        };
+        check_next(&c, "2026-03-02T00:00:00Z", Some("2032-02-29T00:00:00Z"));
+    }
+
+    /// Cron instants of `expr` in `zone` due in (from, to].
+    fn due_on_local_day(expr: &str, zone: &str, from: &str, to: &str) -> Vec<String> {
+        let c = ScheduleConf {
+            timezone: Some(zone.to_string()),
+            ..cron(expr)
+        };
+        let s = build(&c);
+        fmt_all(&s.due_between(utc(from), utc(to), utc(from), 1000))
+    }
+
+    #[test]
+    fn dst_sydney_gap_fires_once_after_the_gap() {
+        // 2026-10-04 local day in Sydney: 2026-10-03T14:00Z to 2026-10-04T13:00Z.
+        let due = due_on_local_day(
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-10-03T13:59:59Z",
+            "2026-10-04T12:59:59Z",
+        );
+        assert_eq!(due, ["2026-10-03T16:00:00Z"]);
+        // The days around it keep 02:30 at its usual offset.
+        let due = due_on_local_day(
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-10-02T00:00:00Z",
+            "2026-10-06T00:00:00Z",
+        );
+        assert_eq!(
+            due,
+            [
+                "2026-10-02T16:30:00Z",
+                "2026-10-03T16:00:00Z",
+                "2026-10-04T15:30:00Z",
+                "2026-10-05T15:30:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn dst_sydney_overlap_fires_once_at_the_first_occurrence() {
+        // 2026-04-05: 03:00 AEDT falls back to 02:00 AEST; 02:30 happens twice.
+        let due = due_on_local_day(
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-04-04T12:59:59Z",
+            "2026-04-05T13:59:59Z",
+        );
+        assert_eq!(due, ["2026-04-04T15:30:00Z"]);
+    }
+
+    #[test]
+    fn dst_new_york_gap_fires_once_after_the_gap() {
+        // 2026-03-08: 02:00 EST springs to 03:00 EDT.
+        let due = due_on_local_day(
+            "30 2 * * *",
+            "America/New_York",
+            "2026-03-08T04:59:59Z",
+            "2026-03-09T03:59:59Z",
+        );
+        assert_eq!(due, ["2026-03-08T07:00:00Z"]);
+    }
+
+    #[test]
+    fn dst_new_york_overlap_fires_once_at_the_first_occurrence() {
+        // 2026-11-01: 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
+        let due = due_on_local_day(
+            "30 2 * * *",
+            "America/New_York",
+            "2026-11-01T03:59:59Z",
+            "2026-11-02T04:59:59Z",
+        );
+        assert_eq!(due, ["2026-11-01T07:30:00Z"]);
+        let due = due_on_local_day(
+            "30 1 * * *",
+            "America/New_York",
+            "2026-11-01T03:59:59Z",
+            "2026-11-02T04:59:59Z",
+        );
+        assert_eq!(due, ["2026-11-01T05:30:00Z"]);
+        // next_after from inside the repeated hour does not fire the repeat.
+        let c = ScheduleConf {
+            timezone: Some("America/New_York".to_string()),
+            ..cron("30 1 * * *")
+        };
+        check_next(&c, "2026-11-01T06:00:00Z", Some("2026-11-02T06:30:00Z"));
+    }
+
+    #[test]
+    fn dst_quarter_hours_across_both_transitions() {
+        let count = |zone: &str, from: &str, to: &str| {
+            due_on_local_day("*/15 * * * *", zone, from, to).len()
+        };
+        // A 23-hour day: the four gap times collapse into 03:00.
+        assert_eq!(
+            count(
+                "America/New_York",
+                "2026-03-08T04:59:59Z",
+                "2026-03-09T03:59:59Z"
+            ),
+            92
+        );
+        // A 25-hour day: the repeated hour fires once.
+        assert_eq!(
+            count(
+                "America/New_York",
+                "2026-11-01T03:59:59Z",
+                "2026-11-02T04:59:59Z"
+            ),
+            96
+        );
+        assert_eq!(
+            count(
+                "Australia/Sydney",
+                "2026-10-03T13:59:59Z",
+                "2026-10-04T12:59:59Z"
+            ),
+            92
+        );
+        assert_eq!(
+            count(
+                "Australia/Sydney",
+                "2026-04-04T12:59:59Z",
+                "2026-04-05T13:59:59Z"
+            ),
+            96
+        );
+    }
+
+    #[test]
+    fn at_is_a_one_shot() {
+        let c = ScheduleConf {
+            at: Some("2026-03-15T14:00:00Z".to_string()),
+            ..conf()
+        };
+        let s = build(&c);
+        assert!(s.is_one_shot());
+        check_next(&c, "2026-03-15T13:59:59Z", Some("2026-03-15T14:00:00Z"));
+        check_next(&c, "2026-03-15T14:00:00Z", None);
+        check_next(&c, "2026-04-01T00:00:00Z", None);
+        check_due(
+            &c,
+            "2026-03-15T00:00:00Z",
+            "2026-03-16T00:00:00Z",
+            &["2026-03-15T14:00:00Z"],
+        );
+        check_due(&c, "2026-03-15T14:00:00Z", "2026-03-16T00:00:00Z", &[]);
+        let offset = ScheduleConf {
+            at: Some("2026-03-16T01:00:00+11:00".to_string()),
+            ..conf()
+        };
+        assert_eq!(build(&offset).trigger, s.trigger);
+    }
+
+    #[test]
+    fn after_counts_from_service_start() {
+        let c = ScheduleConf {
+            after: Some("10m".to_string()),
+            ..conf()
+        };
+        let s = build(&c);
+        assert!(s.is_one_shot());
+        let clock = ManualClock::new(utc("2026-03-02T10:00:00Z"));
+        let started = clock.now();
+        assert_eq!(
+            s.next_after(started, started),
+            Some(utc("2026-03-02T10:10:00Z"))
+        );
+        clock.advance(Duration::from_secs(9 * 60));
+        assert_eq!(
+            s.next_after(clock.now(), started),
+            Some(utc("2026-03-02T10:10:00Z"))
+        );
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(s.next_after(clock.now(), started), None);
+        assert_eq!(
+            fmt_all(&s.due_between(started, utc("2026-03-02T11:00:00Z"), started, 10)),
+            ["2026-03-02T10:10:00Z"]
+        );
+    }
+
+    #[test]
+    fn one_shot_in_a_closed_window_waits_for_it() {
+        let c = ScheduleConf {
+            at: Some("2026-03-02T20:00:00Z".to_string()),
+            only_between: Some("08:00-18:00".to_string()),
+            ..conf()
+        };
+        check_next(&c, "2026-03-02T00:00:00Z", Some("2026-03-03T08:00:00Z"));
+    }
+
+    #[test]
+    fn permits_and_jitter_through_the_schedule() {
+        let c = ScheduleConf {
+            jitter: Some("30s".to_string()),
+            only_between: Some("08:00-18:00".to_string()),
+            timezone: Some("America/New_York".to_string()),
+            ..every("5m")
+        };
+        let s = build(&c);
+        assert!(s.permits(utc("2026-03-02T13:00:00Z")));
+        assert!(!s.permits(utc("2026-03-02T12:59:00Z")));
+        let t = utc("2026-03-02T13:00:00Z");
+        assert_eq!(s.jittered(t, |_| 0), utc("2026-03-02T12:59:45Z"));
+        assert_eq!(s.jittered(t, |n| n - 1), utc("2026-03-02T13:00:15Z"));
+        let plain = build(&every("5m"));
+        assert_eq!(plain.jittered(t, |_| 7), t);
+    }
+
+    #[test]
+    fn catch_up_and_if_running_values() {
+        let check = |catch_up: &str, if_running: &str, expected: (CatchUp, IfRunning)| {
+            let c = ScheduleConf {
+                catch_up: Some(catch_up.to_string()),
+                if_running: Some(if_running.to_string()),
+                ..every("5m")
+            };
+            let s = build(&c);
+            assert_eq!((s.catch_up, s.if_running), expected);
+        };
+        check("skip", "skip", (CatchUp::Skip, IfRunning::Skip));
+        check("run_once", "queue", (CatchUp::RunOnce, IfRunning::Queue));
+        check("run_all", "cancel", (CatchUp::RunAll, IfRunning::Cancel));
+        assert_eq!(CatchUp::RunOnce.as_str(), "run_once");
+        assert_eq!(IfRunning::Cancel.as_str(), "cancel");
+    }
+
+    #[test]
+    fn fingerprints() {
+        let fp = |c: &ScheduleConf| build(c).fingerprint;
+        let base = cron("0 9 * * 1-5");
+        assert_eq!(fp(&base), fp(&base.clone()));
+        assert_eq!(fp(&base).len(), 16);
+        assert!(fp(&base).bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(fp(&base), fp(&cron("0 10 * * 1-5")));
+        assert_eq!(fp(&cron("@daily")), fp(&cron("0 0 * * *")));
+        assert_eq!(fp(&cron("0 0 * * 7")), fp(&cron("0 0 * * sun")));
+        assert_eq!(fp(&every("hourly")), fp(&every("1h")));
+        assert_ne!(fp(&every("1h")), fp(&every("2h")));
+        let zoned = ScheduleConf {
+            timezone: Some("Australia/Sydney".to_string()),
+            ..base.clone()
+        };
+        assert_ne!(fp(&base), fp(&zoned));
+        let payload_a = ScheduleConf {
+            payload: serde_json::json!({"a": 1, "b": [1, {"c": 2, "d": 3}]}),
+            ..base.clone()
+        };
+        let payload_b = ScheduleConf {
+            payload: serde_json::json!({"b": [1, {"d": 3, "c": 2}], "a": 1}),
+            ..base.clone()
+        };
+        let payload_c = ScheduleConf {
+            payload: serde_json::json!({"a": 2}),
+            ..base.clone()
+        };
+        assert_eq!(fp(&payload_a), fp(&payload_b));
+        assert_ne!(fp(&payload_a), fp(&payload_c));
+        let other_plugin = compile("other", &base).unwrap().fingerprint;
+        assert_ne!(fp(&base), other_plugin);
+    }
+
+    #[test]
+    fn trigger_display() {
+        assert_eq!(build(&every("90m")).trigger.to_string(), "every 1h30m");
+        assert_eq!(
+            build(&cron("0  9 * * 1-5")).trigger.to_string(),
+            "cron 0 9 * * 1-5"
+        );
+        let at = ScheduleConf {
+            at: Some("2026-03-15T14:00:00Z".to_string()),
+            ..conf()
+        };
+        assert_eq!(
+            build(&at).trigger.to_string(),
+            "at 2026-03-15T14:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn error_messages_name_the_schedule() {
+        check_err(
+            &cron("61 * * * *"),
+            "plugins.echo.schedules[0]: invalid cron expression `61 * * * *`: minute 61 out of range 0-59",
+        );
+        check_err(
+            &conf(),
+            "plugins.echo.schedules[0]: no trigger: set exactly one of every, cron, at or after",
+        );
+        check_err(
+            &ScheduleConf {
+                cron: Some("* * * * *".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: several triggers (every, cron): set exactly one of every, cron, at or after",
+        );
+        check_err(
+            &every("5x"),
+            "plugins.echo.schedules[0]: every: invalid duration `5x`: unknown unit `x` (use ms, s, m, h, d or w)",
+        );
+        check_err(
+            &every("500ms"),
+            "plugins.echo.schedules[0]: every `500ms` is shorter than the 1s minimum",
+        );
+        check_err(
+            &ScheduleConf {
+                at: Some("tomorrow".to_string()),
+                ..conf()
+            },
+            "plugins.echo.schedules[0]: invalid at `tomorrow`: expected an RFC 3339 timestamp such as 2026-03-15T14:00:00Z",
+        );
+        check_err(
+            &ScheduleConf {
+                after: Some("soon".to_string()),
+                ..conf()
+            },
+            "plugins.echo.schedules[0]: after: invalid duration `soon`: expected a number before `soon`",
+        );
+        check_err(
+            &ScheduleConf {
+                jitter: Some("1q".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: jitter: invalid duration `1q`: unknown unit `q` (use ms, s, m, h, d or w)",
+        );
+        check_err(
+            &ScheduleConf {
+                only_between: Some("08:00-08:00".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: invalid only_between `08:00-08:00`: start and end are equal, so the window would never open",
+        );
+        check_err(
+            &ScheduleConf {
+                only_between: Some("25:00-06:00".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: invalid only_between `25:00-06:00`: hour 25 out of range 0-23",
+        );
+        check_err(
+            &ScheduleConf {
+                timezone: Some("Mars/Base".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: unknown timezone `Mars/Base`",
+        );
+        check_err(
+            &ScheduleConf {
+                not_on: vec!["saturday".to_string(), "funday".to_string()],
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: not_on: unknown weekday `funday` (use sunday-saturday, sun-sat or 0-7)",
+        );
+        check_err(
+            &ScheduleConf {
+                not_on: ["0", "1", "2", "3", "4", "5", "6"]
+                    .map(str::to_string)
+                    .to_vec(),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: not_on excludes every day of the week, so the schedule would never run",
+        );
+        check_err(
+            &ScheduleConf {
+                catch_up: Some("sometimes".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: invalid catch_up `sometimes`: expected skip, run_once or run_all",
+        );
+        check_err(
+            &ScheduleConf {
+                if_running: Some("wait".to_string()),
+                ..every("5m")
+            },
+            "plugins.echo.schedules[0]: invalid if_running `wait`: expected skip, queue or cancel",
+        );
+    }
+
+    #[test]
+    fn error_origin_falls_back_to_plugin_and_id() {
+        let c = ScheduleConf {
+            id: "nightly".to_string(),
+            origin: String::new(),
+            ..cron("bad")
+        };
+        assert_eq!(
+            compile("echo", &c).unwrap_err().to_string(),
+            "plugins.echo.schedules.nightly: invalid cron expression `bad`: expected 5 fields (minute hour day-of-month month day-of-week), found 1"
+        );
+    }
+}
