@@ -7,6 +7,7 @@ pub mod config;
 pub mod output;
 pub mod plugin;
 pub mod run;
+pub mod system;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -118,6 +119,41 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 2),
     },
     Verb {
+        path: &["system", "start"],
+        args: "",
+        about: "run the daemon in the foreground (scheduler, workers; SIGHUP reloads, SIGTERM stops)",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "status"],
+        args: "",
+        about: "lock holder, queue depth, plugin health, breakers, schedules, last runs",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "reload"],
+        args: "",
+        about: "validate the config and tell the running daemon to reload it (SIGHUP)",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "reset"],
+        args: "<plugin>",
+        about: "close a plugin's circuit breaker",
+        flags: &["command"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["system", "breaker"],
+        args: "<plugin>",
+        about: "show a plugin's circuit breaker state and transition history",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["config", "check"],
         args: "",
         about: "validate the configuration and plugins without running anything",
@@ -129,7 +165,7 @@ pub const VERBS: &[Verb] = &[
 /// Flags every verb accepts.
 const GLOBAL_FLAGS: &[&str] = &["config", "json", "verbose", "dry-run", "help"];
 /// Flags that take a value.
-const VALUE_FLAGS: &[&str] = &["config", "payload", "payload-file"];
+const VALUE_FLAGS: &[&str] = &["config", "payload", "payload-file", "command"];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
@@ -161,8 +197,15 @@ impl Args {
 pub fn run(argv: Vec<OsString>) -> i32 {
     let json_requested = argv.iter().any(|a| a == "--json");
     let result = parse(argv).and_then(|args| {
-        let verbose = args.verbose;
-        crate::log::init(crate::log::Target::Stderr, if verbose { "debug" } else { "warn" });
+        // The daemon logs to stdout for journald; verbs keep stdout for results.
+        let daemon = args.words.len() >= 2 && args.words[0] == "system" && args.words[1] == "start";
+        let (target, level) = match (daemon, args.verbose) {
+            (true, false) => (crate::log::Target::Stdout, "info"),
+            (true, true) => (crate::log::Target::Stdout, "debug"),
+            (false, false) => (crate::log::Target::Stderr, "warn"),
+            (false, true) => (crate::log::Target::Stderr, "debug"),
+        };
+        crate::log::init(target, level);
         dispatch(args)
     });
     match result {
@@ -241,6 +284,11 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["version"] => version(&args),
         ["plugin", "list"] => plugin::list(&args),
         ["config", "check"] => config::check(&args),
+        ["system", "start"] => system::start(&args),
+        ["system", "status"] => system::status(&args),
+        ["system", "reload"] => system::reload(&args),
+        ["system", "reset"] => system::reset(&args, &positionals[0]),
+        ["system", "breaker"] => system::breaker(&args, &positionals[0]),
         _ => Err(CliError::Failed(format!("verb `{}` has no handler", verb.path.join(" ")))),
     }
 }

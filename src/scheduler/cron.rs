@@ -332,7 +332,6 @@ fn parse_value(text: &str, field: &Field) -> Result<u32, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

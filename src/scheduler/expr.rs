@@ -560,7 +560,6 @@ fn delta_from_nanos(n: i128) -> Option<TimeDelta> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};

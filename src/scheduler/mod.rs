@@ -7,3 +7,4 @@
 pub mod cron;
 pub mod expr;
 pub mod window;
+pub mod heartbeat;
