@@ -8,6 +8,10 @@
 //! Must not: touch the database or spawn anything.
 
 pub mod duration;
+mod error;
+mod interpolate;
+mod load;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -237,4 +241,115 @@ pub struct ScheduleConf {
     pub if_running: Option<String>,
     /// Where the entry was declared, for messages (`plugins.echo.schedules[0]` in `file`).
     pub origin: String,
+}
+
+/// A loaded configuration and the non-fatal findings met while loading it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated config.
+    pub config: Config,
+    /// Unknown keys and other findings, each naming its file and key path.
+    pub warnings: Vec<Finding>,
+}
+
+/// Finds the root config file: `explicit` may be a file or a directory (a
+/// directory means `<dir>/config.yaml`); otherwise the first of
+/// `$DUCTILE_CONFIG_DIR`, `~/.config/ductile` and `/etc/ductile` that holds a
+/// `config.yaml`.
+pub fn resolve_root(explicit: Option<&std::path::Path>) -> Result<PathBuf, ConfigError> {
+    load::discover(explicit)
+}
+
+/// Loads, merges, interpolates and validates the tree rooted at `root_file`.
+pub fn load(root_file: &std::path::Path) -> Result<Loaded, ConfigError> {
+    load::load(root_file)
+}
+
+impl Config {
+    /// The plugin instance called `name`, if configured.
+    pub fn plugin(&self, name: &str) -> Option<&PluginConf> {
+        self.plugins.get(name)
+    }
+}
+
+/// A non-fatal observation about the config (unknown key, file included twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The file the finding is about.
+    pub file: PathBuf,
+    /// Dotted key path (`plugins.echo.shedules`); empty when it concerns the whole file.
+    pub path: String,
+    /// What was found, one line.
+    pub message: String,
+}
+
+/// A config the daemon cannot run: where it is wrong and what is wrong.
+///
+/// The details are boxed so `Result<_, ConfigError>` stays one pointer wide.
+#[derive(Debug)]
+pub struct ConfigError(Box<ErrorDetails>);
+
+#[derive(Debug)]
+struct ErrorDetails {
+    file: Option<PathBuf>,
+    line: Option<usize>,
+    column: Option<usize>,
+    path: Option<String>,
+    kind: ErrorKind,
+}
+
+/// What is wrong with a config.
+#[derive(Debug)]
+pub enum ErrorKind {
+    /// No candidate directory holds a `config.yaml`.
+    NotFound {
+        /// Every location tried, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// An explicitly named config file does not exist.
+    Missing,
+    /// A file could not be read.
+    Read {
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+    /// A file is not UTF-8 text.
+    NotUtf8,
+    /// A file is not valid YAML.
+    Yaml {
+        /// The parser's message, without its location (that is in `line`/`column`).
+        message: String,
+    },
+    /// A file includes itself, directly or through others.
+    IncludeCycle {
+        /// The files in the cycle, first and last the same.
+        chain: Vec<String>,
+    },
+    /// An `include:` (or `environment_vars.include:`) entry names nothing.
+    IncludeMissing {
+        /// The entry as written.
+        entry: String,
+        /// Where it resolved to.
+        resolved: PathBuf,
+    },
+    /// A file path contains `${...}`; paths must be static to be verifiable.
+    InterpolatedPath {
+        /// The entry as written.
+        entry: String,
+    },
+    /// `${NAME}` names a variable that is not set.
+    UnsetVariable {
+        /// The variable name.
+        name: String,
+    },
+    /// `${NAME}` names a variable whose value is not UTF-8.
+    NonUnicodeVariable {
+        /// The variable name.
+        name: String,
+    },
+    /// A value breaks the schema or a rule.
+    Invalid {
+        /// One line saying what is wrong.
+        message: String,
+    },
 }
