@@ -83,12 +83,16 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         log::warn!(target: "config", "{w}");
     }
     if rt.config.service.strict_mode && !rt.warnings.is_empty() {
-        return Err(DaemonError::Config(format!("strict_mode: refusing to start with {} configuration warning(s)", rt.warnings.len())));
+        return Err(DaemonError::Config(format!(
+            "strict_mode: refusing to start with {} configuration warning(s)",
+            rt.warnings.len()
+        )));
     }
     let db = rt.config.state.path.clone();
     let sync = rt.config.state.synchronous;
     let mut conn = store::open(&db, sync)?;
-    let lock = InstanceLock::acquire(&lock::path_for(&db)).map_err(|e| DaemonError::Failed(e.to_string()))?;
+    let lock = InstanceLock::acquire(&lock::path_for(&db))
+        .map_err(|e| DaemonError::Failed(e.to_string()))?;
     for r in queue::recover_orphans(&mut conn, clock.now())? {
         log::warn!(plugin = r.plugin.as_str(), job_id = r.id.as_str(); "recovered orphaned job: now {} (attempt {})", r.status, r.attempt);
     }
@@ -100,7 +104,8 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     let (wake_tx, wake_rx) = bounded::<()>(1);
     let (fatal_tx, fatal_rx) = unbounded::<String>();
     let (control_tx, control_rx) = bounded::<Control>(8);
-    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]).map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
+        .map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
     let signal_thread = {
         let wake_tx = wake_tx.clone();
@@ -135,10 +140,17 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         wake_rx,
         fatal_tx: fatal_tx.clone(),
     })?;
-    let hb = Heartbeat::start(store::open(&db, sync)?, rt.clone(), clock.clone(), running.clone(), wake_tx.clone())?;
+    let hb = Heartbeat::start(
+        store::open(&db, sync)?,
+        rt.clone(),
+        clock.clone(),
+        running.clone(),
+        wake_tx.clone(),
+    )?;
     let (sched_stop_tx, sched_stop_rx) = bounded::<()>(0);
     let (reload_tx, reload_rx) = bounded::<Arc<Runtime>>(1);
-    let scheduler = heartbeat::spawn(hb, sched_stop_rx, reload_rx, fatal_tx.clone()).map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
+    let scheduler = heartbeat::spawn(hb, sched_stop_rx, reload_rx, fatal_tx.clone())
+        .map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
     let _ = wake_tx.try_send(());
     log::info!(
         pid = std::process::id(),
@@ -148,7 +160,15 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         "ductile running"
     );
 
-    let outcome = control_loop(root, &cell, &mut conn, &control_rx, &fatal_rx, &reload_tx, clock.as_ref());
+    let outcome = control_loop(
+        root,
+        &cell,
+        &mut conn,
+        &control_rx,
+        &fatal_rx,
+        &reload_tx,
+        clock.as_ref(),
+    );
 
     // Orderly stop; the comments number the steps of docs/ARCHITECTURE.md.
     // 1. No new scheduled work.
@@ -160,13 +180,19 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     pool.stop_claiming();
     let grace = cell.current().config.service.shutdown_timeout;
     if !running.is_empty() {
-        log::info!("waiting up to {} for {} running job(s)", crate::config::duration::format(grace), running.len());
+        log::info!(
+            "waiting up to {} for {} running job(s)",
+            crate::config::duration::format(grace),
+            running.len()
+        );
     }
     // 3. After the grace, kill what is left; those rows stay `running` and are
     //    recovered at the next start.
     if !pool.wait_idle(grace) {
         let n = running.cancel_all(SHUTDOWN_REASON);
-        log::warn!("shutdown timeout: killed {n} running job(s); they will be recovered at the next start");
+        log::warn!(
+            "shutdown timeout: killed {n} running job(s); they will be recovered at the next start"
+        );
     }
     pool.join();
     signal_handle.close();
@@ -186,7 +212,15 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     }
 }
 
-fn control_loop(root: &Path, cell: &Arc<RuntimeCell>, conn: &mut Connection, control_rx: &Receiver<Control>, fatal_rx: &Receiver<String>, reload_tx: &Sender<Arc<Runtime>>, clock: &dyn Clock) -> Result<&'static str, String> {
+fn control_loop(
+    root: &Path,
+    cell: &Arc<RuntimeCell>,
+    conn: &mut Connection,
+    control_rx: &Receiver<Control>,
+    fatal_rx: &Receiver<String>,
+    reload_tx: &Sender<Arc<Runtime>>,
+    clock: &dyn Clock,
+) -> Result<&'static str, String> {
     loop {
         select! {
             recv(control_rx) -> msg => match msg {
@@ -205,7 +239,13 @@ fn control_loop(root: &Path, cell: &Arc<RuntimeCell>, conn: &mut Connection, con
 /// SIGHUP: validate the new config off to the side; keep the old one if it is
 /// invalid; otherwise swap it in, retire removed plugins' queued jobs, run
 /// `init` where needed and let the scheduler pick up its changes.
-fn reload(root: &Path, cell: &Arc<RuntimeCell>, conn: &mut Connection, reload_tx: &Sender<Arc<Runtime>>, clock: &dyn Clock) {
+fn reload(
+    root: &Path,
+    cell: &Arc<RuntimeCell>,
+    conn: &mut Connection,
+    reload_tx: &Sender<Arc<Runtime>>,
+    clock: &dyn Clock,
+) {
     let old = cell.current();
     let new = match Runtime::load(root) {
         Ok(rt) => Arc::new(rt),
@@ -227,14 +267,18 @@ fn reload(root: &Path, cell: &Arc<RuntimeCell>, conn: &mut Connection, reload_tx
         let tx = queue::begin(conn)?;
         for p in old.registry.plugins() {
             if new.registry.get(&p.name).is_none() {
-                let reason = format!("plugin `{}` was removed or disabled by a config reload", p.name);
+                let reason = format!(
+                    "plugin `{}` was removed or disabled by a config reload",
+                    p.name
+                );
                 let killed = queue::kill_queued(&tx, &p.name, None, &reason, now)?;
                 if !killed.is_empty() {
                     log::warn!(plugin = p.name.as_str(); "{} queued job(s) marked dead: {reason}", killed.len());
                 }
             }
         }
-        tx.commit().map_err(|e| StoreError::sqlite("commit reload", e))?;
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit reload", e))?;
         snapshot(conn, &new, "reload", clock)?;
         run_inits(conn, &new, clock)
     })();
@@ -246,9 +290,25 @@ fn reload(root: &Path, cell: &Arc<RuntimeCell>, conn: &mut Connection, reload_tx
 }
 
 /// Records which files made up the running config.
-fn snapshot(conn: &Connection, rt: &Runtime, reason: &str, clock: &dyn Clock) -> Result<(), StoreError> {
-    let files: Vec<serde_json::Value> = rt.config.files.iter().map(|f| serde_json::json!({"path": f.path, "hash": f.hash})).collect();
-    let joined: String = rt.config.files.iter().map(|f| f.hash.as_str()).collect::<Vec<_>>().join(",");
+fn snapshot(
+    conn: &Connection,
+    rt: &Runtime,
+    reason: &str,
+    clock: &dyn Clock,
+) -> Result<(), StoreError> {
+    let files: Vec<serde_json::Value> = rt
+        .config
+        .files
+        .iter()
+        .map(|f| serde_json::json!({"path": f.path, "hash": f.hash}))
+        .collect();
+    let joined: String = rt
+        .config
+        .files
+        .iter()
+        .map(|f| f.hash.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     let hash = format!("blake3:{}", blake3::hash(joined.as_bytes()).to_hex());
     conn.execute(
         "INSERT INTO config_snapshots (config_hash, files_json, reason, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -264,18 +324,39 @@ fn run_inits(conn: &mut Connection, rt: &Runtime, clock: &dyn Clock) -> Result<(
         if p.manifest.command("init").is_none() {
             continue;
         }
-        let fp = blake3::hash(format!("{}\0{}\0{}\0{}\0{}", p.name, p.base, p.manifest.version, p.entrypoint.display(), p.conf.config).as_bytes()).to_hex().to_string();
+        let fp = blake3::hash(
+            format!(
+                "{}\0{}\0{}\0{}\0{}",
+                p.name,
+                p.base,
+                p.manifest.version,
+                p.entrypoint.display(),
+                p.conf.config
+            )
+            .as_bytes(),
+        )
+        .to_hex()
+        .to_string();
         if health::fingerprint(conn, &p.name)?.as_deref() == Some(fp.as_str()) {
             continue;
         }
         let now = clock.now();
-        let job = NewJob::new(&p.name, "init", serde_json::Value::Null, SubmittedBy::System, 1);
+        let job = NewJob::new(
+            &p.name,
+            "init",
+            serde_json::Value::Null,
+            SubmittedBy::System,
+            1,
+        );
         let tx = queue::begin(conn)?;
-        if let Enqueued::Created(id) = queue::enqueue_in(&tx, &job, rt.config.service.dedupe_ttl, now)? {
+        if let Enqueued::Created(id) =
+            queue::enqueue_in(&tx, &job, rt.config.service.dedupe_ttl, now)?
+        {
             health::pending(&tx, &p.name, &fp, &id, now)?;
             log::info!(plugin = p.name.as_str(), job_id = id.as_str(); "init enqueued (plugin new or changed)");
         }
-        tx.commit().map_err(|e| StoreError::sqlite("commit init", e))?;
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit init", e))?;
     }
     Ok(())
 }

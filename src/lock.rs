@@ -130,7 +130,8 @@ pub fn signal_holder(path: &Path, signal: libc::c_int) -> std::io::Result<Option
 
 #[allow(unsafe_code)]
 fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: kill takes two integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, signal) };
     if rc == 0 {

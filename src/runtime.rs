@@ -28,7 +28,12 @@ impl Runtime {
         let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
         warnings.extend(registry.warnings().iter().cloned());
         for s in registry.skipped() {
-            warnings.push(format!("plugin `{}` skipped ({}): {}", s.name, s.path.display(), s.reason));
+            warnings.push(format!(
+                "plugin `{}` skipped ({}): {}",
+                s.name,
+                s.path.display(),
+                s.reason
+            ));
         }
         Ok(Runtime {
             root: root.to_path_buf(),

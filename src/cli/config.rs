@@ -21,7 +21,7 @@ pub fn check(args: &Args) -> Result<(), CliError> {
         }
     };
     let strict = rt.config.service.strict_mode;
-    let ok = !(strict && !rt.warnings.is_empty());
+    let ok = !strict || rt.warnings.is_empty();
     if args.json {
         output::json(&json!({
             "ok": ok,
@@ -38,7 +38,11 @@ pub fn check(args: &Args) -> Result<(), CliError> {
         }
         out.push_str(&format!(
             "config {}: {} file(s), {} plugin(s) loaded, {} warning(s)\n",
-            if ok { "ok" } else { "rejected (strict_mode: warnings are errors)" },
+            if ok {
+                "ok"
+            } else {
+                "rejected (strict_mode: warnings are errors)"
+            },
             rt.config.files.len(),
             rt.registry.plugins().count(),
             rt.warnings.len()

@@ -233,14 +233,29 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
             Long("config") => args.config = Some(PathBuf::from(parser.value().map_err(usage)?)),
             Long(name) if VALUE_FLAGS.contains(&name) => {
                 let name = name.to_string();
-                let value = parser.value().map_err(usage)?.to_string_lossy().into_owned();
+                let value = parser
+                    .value()
+                    .map_err(usage)?
+                    .to_string_lossy()
+                    .into_owned();
                 args.flags.insert(name, value);
             }
             Long(name) => {
-                let all: Vec<&str> = VERBS.iter().flat_map(|v| v.flags.iter().copied()).chain(GLOBAL_FLAGS.iter().copied()).collect();
-                return Err(CliError::Usage(with_hint(format!("unknown flag `--{name}`"), closest(name, &all).map(|c| format!("--{c}")))));
+                let all: Vec<&str> = VERBS
+                    .iter()
+                    .flat_map(|v| v.flags.iter().copied())
+                    .chain(GLOBAL_FLAGS.iter().copied())
+                    .collect();
+                return Err(CliError::Usage(with_hint(
+                    format!("unknown flag `--{name}`"),
+                    closest(name, &all).map(|c| format!("--{c}")),
+                )));
             }
-            Short(c) => return Err(CliError::Usage(format!("unknown flag `-{c}` (see `ductile help`)"))),
+            Short(c) => {
+                return Err(CliError::Usage(format!(
+                    "unknown flag `-{c}` (see `ductile help`)"
+                )));
+            }
             Value(v) => args.words.push(v.to_string_lossy().into_owned()),
         }
     }
@@ -255,7 +270,11 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
     }
     if args.words.is_empty() {
         output::text(&help(&[]));
-        return if args.help { Ok(()) } else { Err(CliError::Exit(2)) };
+        return if args.help {
+            Ok(())
+        } else {
+            Err(CliError::Exit(2))
+        };
     }
     let verb = find_verb(&args.words)?;
     if args.help {
@@ -264,17 +283,29 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
     }
     let positionals: Vec<String> = args.words[verb.path.len()..].to_vec();
     let (min, max) = verb.positionals;
-    let usage_line = format!("usage: ductile {} {}", verb.path.join(" "), verb.args).trim_end().to_string();
+    let usage_line = format!("usage: ductile {} {}", verb.path.join(" "), verb.args)
+        .trim_end()
+        .to_string();
     if positionals.len() < min {
-        return Err(CliError::Usage(format!("`ductile {}` needs {}; {usage_line}", verb.path.join(" "), verb.args)));
+        return Err(CliError::Usage(format!(
+            "`ductile {}` needs {}; {usage_line}",
+            verb.path.join(" "),
+            verb.args
+        )));
     }
     if positionals.len() > max {
-        return Err(CliError::Usage(format!("unexpected argument `{}`; {usage_line}", positionals[max])));
+        return Err(CliError::Usage(format!(
+            "unexpected argument `{}`; {usage_line}",
+            positionals[max]
+        )));
     }
     for name in args.flags.keys() {
         if !verb.flags.contains(&name.as_str()) {
             return Err(CliError::Usage(with_hint(
-                format!("`--{name}` is not a flag of `ductile {}`", verb.path.join(" ")),
+                format!(
+                    "`--{name}` is not a flag of `ductile {}`",
+                    verb.path.join(" ")
+                ),
                 closest(name, verb.flags).map(|c| format!("--{c}")),
             )));
         }
@@ -289,23 +320,39 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "reload"] => system::reload(&args),
         ["system", "reset"] => system::reset(&args, &positionals[0]),
         ["system", "breaker"] => system::breaker(&args, &positionals[0]),
-        _ => Err(CliError::Failed(format!("verb `{}` has no handler", verb.path.join(" ")))),
+        _ => Err(CliError::Failed(format!(
+            "verb `{}` has no handler",
+            verb.path.join(" ")
+        ))),
     }
 }
 
 /// Finds the verb named by the leading words, or explains what is wrong.
 fn find_verb(words: &[String]) -> Result<&'static Verb, CliError> {
     let first = words[0].as_str();
-    if let Some(v) = VERBS.iter().find(|v| v.path.len() == 1 && v.path[0] == first) {
+    if let Some(v) = VERBS
+        .iter()
+        .find(|v| v.path.len() == 1 && v.path[0] == first)
+    {
         return Ok(v);
     }
     let nouns: Vec<&str> = noun_list();
     if !nouns.contains(&first) {
-        return Err(CliError::Usage(with_hint(format!("unknown command `{first}`"), closest(first, &nouns).map(str::to_string))));
+        return Err(CliError::Usage(with_hint(
+            format!("unknown command `{first}`"),
+            closest(first, &nouns).map(str::to_string),
+        )));
     }
-    let verbs: Vec<&str> = VERBS.iter().filter(|v| v.path.len() == 2 && v.path[0] == first).map(|v| v.path[1]).collect();
+    let verbs: Vec<&str> = VERBS
+        .iter()
+        .filter(|v| v.path.len() == 2 && v.path[0] == first)
+        .map(|v| v.path[1])
+        .collect();
     let Some(second) = words.get(1) else {
-        return Err(CliError::Usage(format!("`ductile {first}` needs a verb: {}", verbs.join(", "))));
+        return Err(CliError::Usage(format!(
+            "`ductile {first}` needs a verb: {}",
+            verbs.join(", ")
+        )));
     };
     VERBS
         .iter()
@@ -337,12 +384,19 @@ pub fn help(prefix: &[&str]) -> String {
     if prefix.is_empty() {
         out.push_str("ductile: a self-hosted automation runtime\n\nusage: ductile <noun> <verb> [args] [flags]\n\ncommands:\n");
     }
-    for v in VERBS.iter().filter(|v| v.path.starts_with(prefix) || prefix.starts_with(v.path)) {
+    for v in VERBS
+        .iter()
+        .filter(|v| v.path.starts_with(prefix) || prefix.starts_with(v.path))
+    {
         let name = format!("{} {}", v.path.join(" "), v.args);
         out.push_str(&format!("  ductile {:<34} {}\n", name.trim_end(), v.about));
         if !prefix.is_empty() && !v.flags.is_empty() {
             for f in v.flags {
-                let value = if VALUE_FLAGS.contains(f) { " <value>" } else { "" };
+                let value = if VALUE_FLAGS.contains(f) {
+                    " <value>"
+                } else {
+                    ""
+                };
                 out.push_str(&format!("      --{f}{value}\n"));
             }
         }
@@ -356,9 +410,14 @@ pub fn help(prefix: &[&str]) -> String {
 fn version(args: &Args) -> Result<(), CliError> {
     let v = env!("CARGO_PKG_VERSION");
     if args.json {
-        output::json(&serde_json::json!({ "name": "ductile", "version": v, "protocol": crate::plugin::protocol::PROTOCOL_VERSION }));
+        output::json(
+            &serde_json::json!({ "name": "ductile", "version": v, "protocol": crate::plugin::protocol::PROTOCOL_VERSION }),
+        );
     } else {
-        output::text(&format!("ductile {v} (plugin protocol {})", crate::plugin::protocol::PROTOCOL_VERSION));
+        output::text(&format!(
+            "ductile {v} (plugin protocol {})",
+            crate::plugin::protocol::PROTOCOL_VERSION
+        ));
     }
     Ok(())
 }
@@ -398,7 +457,10 @@ mod tests {
     use super::*;
 
     fn argv(s: &str) -> Vec<OsString> {
-        std::iter::once("ductile").chain(s.split_whitespace()).map(OsString::from).collect()
+        std::iter::once("ductile")
+            .chain(s.split_whitespace())
+            .map(OsString::from)
+            .collect()
     }
 
     fn usage_error(s: &str) -> String {
@@ -419,7 +481,10 @@ mod tests {
         for name in args.flags.keys() {
             if !verb.flags.contains(&name.as_str()) {
                 return Err(CliError::Usage(with_hint(
-                    format!("`--{name}` is not a flag of `ductile {}`", verb.path.join(" ")),
+                    format!(
+                        "`--{name}` is not a flag of `ductile {}`",
+                        verb.path.join(" ")
+                    ),
                     closest(name, verb.flags).map(|c| format!("--{c}")),
                 )));
             }
@@ -438,18 +503,37 @@ mod tests {
 
     #[test]
     fn typos_get_the_closest_verb() {
-        assert_eq!(usage_error("plugn list"), "unknown command `plugn`; did you mean `plugin`?");
-        assert_eq!(usage_error("plugin lst"), "unknown verb `lst` for `ductile plugin`; did you mean `plugin list`?");
-        assert_eq!(usage_error("run echo --paylod x"), "unknown flag `--paylod`; did you mean `--payload`?");
-        assert_eq!(usage_error("plugin list --payload x"), "`--payload` is not a flag of `ductile plugin list`");
-        assert_eq!(usage_error("zzzzzz"), "unknown command `zzzzzz` (see `ductile help`)");
+        assert_eq!(
+            usage_error("plugn list"),
+            "unknown command `plugn`; did you mean `plugin`?"
+        );
+        assert_eq!(
+            usage_error("plugin lst"),
+            "unknown verb `lst` for `ductile plugin`; did you mean `plugin list`?"
+        );
+        assert_eq!(
+            usage_error("run echo --paylod x"),
+            "unknown flag `--paylod`; did you mean `--payload`?"
+        );
+        assert_eq!(
+            usage_error("plugin list --payload x"),
+            "`--payload` is not a flag of `ductile plugin list`"
+        );
+        assert_eq!(
+            usage_error("zzzzzz"),
+            "unknown command `zzzzzz` (see `ductile help`)"
+        );
     }
 
     #[test]
     fn help_lists_every_verb() {
         let h = help(&[]);
         for v in VERBS {
-            assert!(h.contains(&format!("ductile {}", v.path.join(" "))), "{}", v.path.join(" "));
+            assert!(
+                h.contains(&format!("ductile {}", v.path.join(" "))),
+                "{}",
+                v.path.join(" ")
+            );
         }
         assert!(help(&["plugin"]).contains("plugin list"));
         assert!(!help(&["plugin"]).contains("config check"));

@@ -34,7 +34,13 @@ pub fn list(args: &Args) -> Result<(), CliError> {
         .filter(|d| !d.configured)
         .map(|d| json!({"name": d.name, "version": d.version, "dir": d.dir}))
         .collect();
-    let disabled: Vec<&String> = rt.config.plugins.values().filter(|c| !c.enabled).map(|c| &c.name).collect();
+    let disabled: Vec<&String> = rt
+        .config
+        .plugins
+        .values()
+        .filter(|c| !c.enabled)
+        .map(|c| &c.name)
+        .collect();
     let skipped: Vec<_> = rt
         .registry
         .skipped()
@@ -52,20 +58,49 @@ pub fn list(args: &Args) -> Result<(), CliError> {
         return Ok(());
     }
     let mut out = String::new();
-    out.push_str(&format!("{:<24} {:<10} {:<28} {}\n", "PLUGIN", "VERSION", "COMMANDS", "DIR"));
+    out.push_str(&format!(
+        "{:<24} {:<10} {:<28} {}\n",
+        "PLUGIN", "VERSION", "COMMANDS", "DIR"
+    ));
     for p in rt.registry.plugins() {
-        let commands: Vec<&str> = p.manifest.commands.iter().map(|c| c.name.as_str()).collect();
-        let name = if p.name != p.base { format!("{} (uses {})", p.name, p.base) } else { p.name.clone() };
-        out.push_str(&format!("{:<24} {:<10} {:<28} {}\n", name, p.manifest.version, commands.join(","), p.dir.display()));
+        let commands: Vec<&str> = p
+            .manifest
+            .commands
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let name = if p.name != p.base {
+            format!("{} (uses {})", p.name, p.base)
+        } else {
+            p.name.clone()
+        };
+        out.push_str(&format!(
+            "{:<24} {:<10} {:<28} {}\n",
+            name,
+            p.manifest.version,
+            commands.join(","),
+            p.dir.display()
+        ));
     }
     for d in rt.registry.discovered().iter().filter(|d| !d.configured) {
-        out.push_str(&format!("{:<24} {:<10} {:<28} {}\n", d.name, d.version, "(not configured)", d.dir.display()));
+        out.push_str(&format!(
+            "{:<24} {:<10} {:<28} {}\n",
+            d.name,
+            d.version,
+            "(not configured)",
+            d.dir.display()
+        ));
     }
     for name in &disabled {
         out.push_str(&format!("{name:<24} (disabled)\n"));
     }
     for s in rt.registry.skipped() {
-        out.push_str(&format!("skipped {} ({}): {}\n", s.name, s.path.display(), s.reason));
+        out.push_str(&format!(
+            "skipped {} ({}): {}\n",
+            s.name,
+            s.path.display(),
+            s.reason
+        ));
     }
     output::text(&out);
     Ok(())

@@ -14,8 +14,8 @@ use crate::dispatch::{self, Executed};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::plugin::spawn::CancelToken;
 use crate::runtime::Runtime;
-use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 use crate::store;
+use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 
 /// Entry point of `ductile run` and `ductile plugin run`.
 pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
@@ -28,8 +28,15 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     let command = positionals.get(1).map(String::as_str).unwrap_or("poll");
     let plugin = find_plugin(&rt, name)?;
     if plugin.manifest.command(command).is_none() {
-        let names: Vec<&str> = plugin.manifest.commands.iter().map(|c| c.name.as_str()).collect();
-        let hint = super::closest(command, &names).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+        let names: Vec<&str> = plugin
+            .manifest
+            .commands
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let hint = super::closest(command, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
         return Err(CliError::Usage(format!(
             "plugin `{name}` has no command `{command}` (it declares: {}){hint}",
             names.join(", ")
@@ -48,7 +55,9 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
         if args.json {
             output::json(&plan);
         } else {
-            output::text(&format!("dry run: would enqueue and run `{name} {command}` (nothing was changed)"));
+            output::text(&format!(
+                "dry run: would enqueue and run `{name} {command}` (nothing was changed)"
+            ));
         }
         return Ok(());
     }
@@ -58,12 +67,23 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     let result = match InstanceLock::acquire(&lock_path) {
         Ok(held) => {
             let id = enqueue(&mut conn, &rt, &job, &clock)?;
-            let claimed = queue::claim_job(&mut conn, &id, clock.now())?
-                .ok_or_else(|| CliError::Failed(format!("job {id} was taken by another process before it could run")))?;
-            let executed = dispatch::execute(&mut conn, &rt, &claimed, &CancelToken::new(), &clock)?;
+            let claimed = queue::claim_job(&mut conn, &id, clock.now())?.ok_or_else(|| {
+                CliError::Failed(format!(
+                    "job {id} was taken by another process before it could run"
+                ))
+            })?;
+            let executed =
+                dispatch::execute(&mut conn, &rt, &claimed, &CancelToken::new(), &clock)?;
             drop(held);
             match executed {
-                Executed::Recorded { status, last_error, response, stderr, exit_code, .. } => Report {
+                Executed::Recorded {
+                    status,
+                    last_error,
+                    response,
+                    stderr,
+                    exit_code,
+                    ..
+                } => Report {
                     id,
                     plugin: name.to_string(),
                     command: command.to_string(),
@@ -73,7 +93,9 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
                     stderr,
                     exit_code,
                 },
-                Executed::Abandoned => return Err(CliError::Failed(format!("job {id} was abandoned"))),
+                Executed::Abandoned => {
+                    return Err(CliError::Failed(format!("job {id} was abandoned")));
+                }
             }
         }
         Err(LockError::Held { pid, .. }) => {
@@ -87,37 +109,55 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     report(args, &result)
 }
 
-fn find_plugin<'a>(rt: &'a Runtime, name: &str) -> Result<&'a Arc<crate::plugin::Plugin>, CliError> {
+fn find_plugin<'a>(
+    rt: &'a Runtime,
+    name: &str,
+) -> Result<&'a Arc<crate::plugin::Plugin>, CliError> {
     if let Some(p) = rt.registry.get(name) {
         return Ok(p);
     }
     if let Some(s) = rt.registry.skipped().iter().find(|s| s.name == name) {
-        return Err(CliError::Config(format!("plugin `{name}` was not loaded: {}", s.reason)));
+        return Err(CliError::Config(format!(
+            "plugin `{name}` was not loaded: {}",
+            s.reason
+        )));
     }
     if let Some(conf) = rt.config.plugins.get(name) {
         if !conf.enabled {
-            return Err(CliError::Config(format!("plugin `{name}` is disabled (plugins.{name}.enabled: false)")));
+            return Err(CliError::Config(format!(
+                "plugin `{name}` is disabled (plugins.{name}.enabled: false)"
+            )));
         }
     }
     if rt.registry.discovered().iter().any(|d| d.name == name) {
-        return Err(CliError::Config(format!("plugin `{name}` was discovered but is not configured; add `plugins: {{{name}: {{}}}}` to the config")));
+        return Err(CliError::Config(format!(
+            "plugin `{name}` was discovered but is not configured; add `plugins: {{{name}: {{}}}}` to the config"
+        )));
     }
     let known: Vec<&str> = rt.registry.plugins().map(|p| p.name.as_str()).collect();
-    let hint = super::closest(name, &known).map(|c| format!("; did you mean `{c}`?")).unwrap_or_else(|| " (see `ductile plugin list`)".into());
+    let hint = super::closest(name, &known)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_else(|| " (see `ductile plugin list`)".into());
     Err(CliError::Failed(format!("unknown plugin `{name}`{hint}")))
 }
 
 fn read_payload(args: &Args) -> Result<Option<Value>, CliError> {
     let (text, source) = match (args.flag("payload"), args.flag("payload-file")) {
-        (Some(_), Some(_)) => return Err(CliError::Usage("use either --payload or --payload-file, not both".into())),
+        (Some(_), Some(_)) => {
+            return Err(CliError::Usage(
+                "use either --payload or --payload-file, not both".into(),
+            ));
+        }
         (Some(p), None) => (p.to_string(), "--payload".to_string()),
         (None, Some(f)) => (
-            std::fs::read_to_string(f).map_err(|e| CliError::Usage(format!("--payload-file {f}: {e}")))?,
+            std::fs::read_to_string(f)
+                .map_err(|e| CliError::Usage(format!("--payload-file {f}: {e}")))?,
             format!("--payload-file {f}"),
         ),
         (None, None) => return Ok(None),
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{source} is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{source} is not valid JSON: {e}")))?;
     if !v.is_object() {
         return Err(CliError::Usage(format!("{source} must be a JSON object")));
     }
@@ -135,19 +175,32 @@ fn envelope(payload: Value, now: chrono::DateTime<chrono::Utc>) -> Value {
     })
 }
 
-fn enqueue(conn: &mut rusqlite::Connection, rt: &Runtime, job: &NewJob, clock: &dyn Clock) -> Result<String, CliError> {
+fn enqueue(
+    conn: &mut rusqlite::Connection,
+    rt: &Runtime,
+    job: &NewJob,
+    clock: &dyn Clock,
+) -> Result<String, CliError> {
     match queue::enqueue(conn, job, rt.config.service.dedupe_ttl, clock.now())? {
         Enqueued::Created(id) => Ok(id),
-        Enqueued::Deduplicated(existing) => Err(CliError::Failed(format!("dropped as a duplicate of job {existing}"))),
+        Enqueued::Deduplicated(existing) => Err(CliError::Failed(format!(
+            "dropped as a duplicate of job {existing}"
+        ))),
     }
 }
 
 /// Waits for a job handed to the daemon to reach a terminal state.
-fn wait_for(conn: &rusqlite::Connection, id: &str, plugin: &str, command: &str) -> Result<Report, CliError> {
+fn wait_for(
+    conn: &rusqlite::Connection,
+    id: &str,
+    plugin: &str,
+    command: &str,
+) -> Result<Report, CliError> {
     loop {
-        let row = queue::find(conn, id)?.ok_or_else(|| CliError::Failed(format!("job {id} disappeared from the queue")))?;
+        let row = queue::find(conn, id)?
+            .ok_or_else(|| CliError::Failed(format!("job {id} disappeared from the queue")))?;
         if row.status != "queued" && row.status != "running" {
-            let (_, result, stderr, _) = queue::latest_log(conn, id)?.unwrap_or_default();
+            let log = queue::latest_log(conn, id)?.unwrap_or_default();
             let exit_code: Option<i32> = conn
                 .query_row("SELECT exit_code FROM job_attempts WHERE job_id = ?1 ORDER BY attempt DESC LIMIT 1", [id], |r| r.get(0))
                 .unwrap_or(None);
@@ -157,8 +210,8 @@ fn wait_for(conn: &rusqlite::Connection, id: &str, plugin: &str, command: &str) 
                 command: command.to_string(),
                 status: row.status,
                 last_error: row.last_error,
-                response: result.and_then(|r| serde_json::from_str(&r).ok()),
-                stderr: stderr.unwrap_or_default(),
+                response: log.result.and_then(|r| serde_json::from_str(&r).ok()),
+                stderr: log.stderr.unwrap_or_default(),
                 exit_code,
             });
         }
@@ -197,7 +250,10 @@ fn report(args: &Args, r: &Report) -> Result<(), CliError> {
     } else {
         let mut text = format!("job {} {} ({} {})\n", r.id, r.status, r.plugin, r.command);
         if let Some(res) = &result {
-            let shown = res.as_str().map(str::to_string).unwrap_or_else(|| res.to_string());
+            let shown = res
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| res.to_string());
             text.push_str(&format!("result: {shown}\n"));
         }
         if let Some(e) = &r.last_error {
@@ -213,4 +269,3 @@ fn report(args: &Args, r: &Report) -> Result<(), CliError> {
     }
     Err(CliError::Exit(if r.exit_code == Some(78) { 78 } else { 1 }))
 }
-

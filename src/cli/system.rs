@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{Args, CliError, output};
-use crate::clock::{SystemClock, Clock};
+use crate::clock::{Clock, SystemClock};
 use crate::lock;
 use crate::runtime::Runtime;
 use crate::store::{self, breakers, health, queue, schedules};
@@ -33,17 +33,26 @@ pub fn reload(args: &Args) -> Result<(), CliError> {
     let rt = Runtime::load(&root)?;
     let lock_path = lock::path_for(&rt.config.state.path);
     let Some(pid) = lock::holder(&lock_path) else {
-        return Err(CliError::Failed(format!("no running ductile holds {}; nothing to reload", lock_path.display())));
+        return Err(CliError::Failed(format!(
+            "no running ductile holds {}; nothing to reload",
+            lock_path.display()
+        )));
     };
     if args.dry_run {
-        output::text(&format!("dry run: config is valid; would send SIGHUP to ductile (pid {pid})"));
+        output::text(&format!(
+            "dry run: config is valid; would send SIGHUP to ductile (pid {pid})"
+        ));
         return Ok(());
     }
-    lock::signal_holder(&lock_path, libc::SIGHUP).map_err(|e| CliError::Failed(format!("cannot signal ductile (pid {pid}): {e}")))?;
+    lock::signal_holder(&lock_path, libc::SIGHUP)
+        .map_err(|e| CliError::Failed(format!("cannot signal ductile (pid {pid}): {e}")))?;
     if args.json {
         output::json(&json!({"reloaded": true, "pid": pid}));
     } else {
-        output::text(&format!("sent SIGHUP to ductile (pid {pid}); it reloads {}", root.display()));
+        output::text(&format!(
+            "sent SIGHUP to ductile (pid {pid}); it reloads {}",
+            root.display()
+        ));
     }
     Ok(())
 }
@@ -54,17 +63,25 @@ pub fn reset(args: &Args, plugin: &str) -> Result<(), CliError> {
     let rt = Runtime::load(&root)?;
     let command = args.flag("command").unwrap_or("poll");
     if args.dry_run {
-        output::text(&format!("dry run: would reset the circuit breaker of {plugin}/{command} to closed"));
+        output::text(&format!(
+            "dry run: would reset the circuit breaker of {plugin}/{command} to closed"
+        ));
         return Ok(());
     }
     let conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
     let changed = breakers::reset(&conn, plugin, command, SystemClock.now())?;
     if args.json {
-        output::json(&json!({"plugin": plugin, "command": command, "state": "closed", "changed": changed}));
+        output::json(
+            &json!({"plugin": plugin, "command": command, "state": "closed", "changed": changed}),
+        );
     } else if changed {
-        output::text(&format!("circuit breaker {plugin}/{command} reset to closed"));
+        output::text(&format!(
+            "circuit breaker {plugin}/{command} reset to closed"
+        ));
     } else {
-        output::text(&format!("circuit breaker {plugin}/{command} has no recorded failures; nothing to reset"));
+        output::text(&format!(
+            "circuit breaker {plugin}/{command} has no recorded failures; nothing to reset"
+        ));
     }
     Ok(())
 }
@@ -89,10 +106,24 @@ pub fn breaker(args: &Args, plugin: &str) -> Result<(), CliError> {
         out.push_str(&format!("{plugin}: no circuit breaker recorded (closed)\n"));
     }
     for b in &current {
-        out.push_str(&format!("{}/{}: {} (failures {}, opened {})\n", b.plugin, b.command, b.state, b.failure_count, b.opened_at.as_deref().unwrap_or("-")));
+        out.push_str(&format!(
+            "{}/{}: {} (failures {}, opened {})\n",
+            b.plugin,
+            b.command,
+            b.state,
+            b.failure_count,
+            b.opened_at.as_deref().unwrap_or("-")
+        ));
     }
     for (c, t) in &history {
-        out.push_str(&format!("  {} {c}: {} -> {} ({}, failures {})\n", t.created_at, t.from_state.as_deref().unwrap_or("-"), t.to_state, t.reason, t.failure_count));
+        out.push_str(&format!(
+            "  {} {c}: {} -> {} ({}, failures {})\n",
+            t.created_at,
+            t.from_state.as_deref().unwrap_or("-"),
+            t.to_state,
+            t.reason,
+            t.failure_count
+        ));
     }
     output::text(&out);
     Ok(())
@@ -113,7 +144,10 @@ pub fn status(args: &Args) -> Result<(), CliError> {
     });
     if db.exists() {
         let conn = store::open_read_only(db)?;
-        let queue: serde_json::Map<String, Value> = queue::depth_by_status(&conn)?.into_iter().map(|(s, n)| (s, json!(n))).collect();
+        let queue: serde_json::Map<String, Value> = queue::depth_by_status(&conn)?
+            .into_iter()
+            .map(|(s, n)| (s, json!(n)))
+            .collect();
         let healths = health::all(&conn)?;
         let open = breakers::not_closed(&conn)?;
         let mut plugins = Vec::new();
@@ -154,12 +188,49 @@ pub fn status(args: &Args) -> Result<(), CliError> {
     out.push_str(&format!("database: {}\n", db.display()));
     if let Some(q) = doc["queue"].as_object() {
         let parts: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        out.push_str(&format!("queue: {}\n", if parts.is_empty() { "empty".to_string() } else { parts.join(" ") }));
+        out.push_str(&format!(
+            "queue: {}\n",
+            if parts.is_empty() {
+                "empty".to_string()
+            } else {
+                parts.join(" ")
+            }
+        ));
     }
     for p in doc["plugins"].as_array().into_iter().flatten() {
-        let last = p["last_run"].as_object().map(|l| format!("last {} at {}", l["status"].as_str().unwrap_or("?"), l["completed_at"].as_str().unwrap_or("?"))).unwrap_or_else(|| "never run".into());
-        let brk: Vec<String> = p["breakers"].as_array().into_iter().flatten().map(|b| format!("breaker {} {}", b["command"].as_str().unwrap_or("?"), b["state"].as_str().unwrap_or("?"))).collect();
-        out.push_str(&format!("plugin {}: health {}; {}{}\n", p["name"].as_str().unwrap_or("?"), p["health"].as_str().unwrap_or("?"), last, if brk.is_empty() { String::new() } else { format!("; {}", brk.join(", ")) }));
+        let last = p["last_run"]
+            .as_object()
+            .map(|l| {
+                format!(
+                    "last {} at {}",
+                    l["status"].as_str().unwrap_or("?"),
+                    l["completed_at"].as_str().unwrap_or("?")
+                )
+            })
+            .unwrap_or_else(|| "never run".into());
+        let brk: Vec<String> = p["breakers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                format!(
+                    "breaker {} {}",
+                    b["command"].as_str().unwrap_or("?"),
+                    b["state"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "plugin {}: health {}; {}{}\n",
+            p["name"].as_str().unwrap_or("?"),
+            p["health"].as_str().unwrap_or("?"),
+            last,
+            if brk.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", brk.join(", "))
+            }
+        ));
     }
     for s in doc["schedules"].as_array().into_iter().flatten() {
         out.push_str(&format!(

@@ -20,9 +20,12 @@ use crate::plugin::Plugin;
 use crate::plugin::protocol::{self, Request, Response};
 use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
 use crate::runtime::Runtime;
-use crate::store::facts::{self, MAX_STATE_BYTES, StateWrite};
-use crate::store::queue::{self, AttemptRecord, ClaimedJob, Completion, Decision, Effect, JobStatus, Stopwatch, SubmittedBy};
 use crate::store::StoreError;
+use crate::store::facts::{self, MAX_STATE_BYTES, StateWrite};
+use crate::store::queue::{
+    self, AttemptRecord, ClaimedJob, Completion, Decision, Effect, JobStatus, Stopwatch,
+    SubmittedBy,
+};
 
 /// Grace between SIGTERM and SIGKILL for a plugin past its deadline.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -53,15 +56,38 @@ pub enum Executed {
 }
 
 /// Runs `job` to completion and records its outcome.
-pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cancel: &CancelToken, clock: &dyn Clock) -> Result<Executed, StoreError> {
+pub fn execute(
+    conn: &mut Connection,
+    rt: &Arc<Runtime>,
+    job: &ClaimedJob,
+    cancel: &CancelToken,
+    clock: &dyn Clock,
+) -> Result<Executed, StoreError> {
     let pre_start = Instant::now();
     let Some(plugin) = rt.registry.get(&job.plugin).cloned() else {
-        let msg = format!("plugin `{}` is not loaded (removed, disabled or failed to load)", job.plugin);
-        return record_without_run(conn, rt, job, Decision::Terminal(JobStatus::Dead), msg, clock);
+        let msg = format!(
+            "plugin `{}` is not loaded (removed, disabled or failed to load)",
+            job.plugin
+        );
+        return record_without_run(
+            conn,
+            rt,
+            job,
+            Decision::Terminal(JobStatus::Dead),
+            msg,
+            clock,
+        );
     };
     if plugin.manifest.command(&job.command).is_none() {
         let msg = format!("plugin `{}` has no command `{}`", job.plugin, job.command);
-        return record_without_run(conn, rt, job, Decision::Terminal(JobStatus::Failed), msg, clock);
+        return record_without_run(
+            conn,
+            rt,
+            job,
+            Decision::Terminal(JobStatus::Failed),
+            msg,
+            clock,
+        );
     }
     let state = facts::read_state(conn, &job.plugin)?;
     let context = crate::store::context::accumulated(conn, job.event_context_id.as_deref())?;
@@ -70,8 +96,15 @@ pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cance
     let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
     // `event` is for handle; other commands see it only when their job carries a
     // non-empty payload (a schedule's or a trigger's), so poll plugins can read it.
-    let carries_payload = job.payload.get("payload").is_some_and(|p| !p.is_null() && p.as_object().is_none_or(|m| !m.is_empty()));
-    let event = if !job.payload.is_null() && (job.command == "handle" || carries_payload) { Some(&job.payload) } else { None };
+    let carries_payload = job
+        .payload
+        .get("payload")
+        .is_some_and(|p| !p.is_null() && p.as_object().is_none_or(|m| !m.is_empty()));
+    let event = if !job.payload.is_null() && (job.command == "handle" || carries_payload) {
+        Some(&job.payload)
+    } else {
+        None
+    };
     let request = Request {
         protocol: protocol::PROTOCOL_VERSION,
         job_id: &job.id,
@@ -110,9 +143,11 @@ pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cance
     let now = clock.now();
     let (decision, last_error, state_write) = decide(conn, &plugin, job, &outcome, now)?;
     let response = match &outcome.kind {
-        OutcomeKind::Succeeded(_) | OutcomeKind::Failed(_) | OutcomeKind::ConfigError { response: Some(_), .. } => {
-            serde_json::from_slice::<Value>(&outcome.stdout).ok()
-        }
+        OutcomeKind::Succeeded(_)
+        | OutcomeKind::Failed(_)
+        | OutcomeKind::ConfigError {
+            response: Some(_), ..
+        } => serde_json::from_slice::<Value>(&outcome.stdout).ok(),
         _ => None,
     };
     let record = AttemptRecord {
@@ -156,7 +191,12 @@ pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cance
         effects: effects(job, &plugin),
     };
     let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
-    log_outcome(job, done.status, last_error.as_deref(), &completion.decision);
+    log_outcome(
+        job,
+        done.status,
+        last_error.as_deref(),
+        &completion.decision,
+    );
     Ok(Executed::Recorded {
         status: done.status,
         last_error,
@@ -168,10 +208,24 @@ pub fn execute(conn: &mut Connection, rt: &Arc<Runtime>, job: &ClaimedJob, cance
 }
 
 /// Maps a process outcome to the job's decision, its error text and its state write.
-fn decide(conn: &Connection, plugin: &Plugin, job: &ClaimedJob, outcome: &Outcome, now: DateTime<Utc>) -> Result<(Decision, Option<String>, Option<StateWrite>), StoreError> {
+fn decide(
+    conn: &Connection,
+    plugin: &Plugin,
+    job: &ClaimedJob,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<(Decision, Option<String>, Option<StateWrite>), StoreError> {
     let retry = &plugin.conf.retry;
     let fail = |status: JobStatus, retryable: bool, msg: String| {
-        let d = retry::after_failure(status, retryable, job.attempt, job.max_attempts, retry.backoff_base, now, random_below);
+        let d = retry::after_failure(
+            status,
+            retryable,
+            job.attempt,
+            job.max_attempts,
+            retry.backoff_base,
+            now,
+            random_below,
+        );
         (d, Some(msg), None)
     };
     Ok(match &outcome.kind {
@@ -179,19 +233,36 @@ fn decide(conn: &Connection, plugin: &Plugin, job: &ClaimedJob, outcome: &Outcom
             Ok(write) => (Decision::Succeeded, None, write),
             Err(msg) => fail(JobStatus::Failed, false, msg),
         },
-        OutcomeKind::TimedOut => fail(JobStatus::TimedOut, true, outcome.error_message().unwrap_or_else(|| "timed out".into())),
-        OutcomeKind::Cancelled(reason) => (Decision::Terminal(JobStatus::Dead), Some(format!("cancelled: {reason}")), None),
+        OutcomeKind::TimedOut => fail(
+            JobStatus::TimedOut,
+            true,
+            outcome
+                .error_message()
+                .unwrap_or_else(|| "timed out".into()),
+        ),
+        OutcomeKind::Cancelled(reason) => (
+            Decision::Terminal(JobStatus::Dead),
+            Some(format!("cancelled: {reason}")),
+            None,
+        ),
         _ => fail(
             JobStatus::Failed,
             outcome.retryable(),
-            outcome.error_message().unwrap_or_else(|| "plugin failed".into()),
+            outcome
+                .error_message()
+                .unwrap_or_else(|| "plugin failed".into()),
         ),
     })
 }
 
 /// Turns a successful response's `state_updates` into a state write, enforcing the
 /// 1 MiB cap; `Err` carries the job's error text.
-fn state_write(conn: &Connection, plugin: &Plugin, job: &ClaimedJob, resp: &Response) -> Result<Result<Option<StateWrite>, String>, StoreError> {
+fn state_write(
+    conn: &Connection,
+    plugin: &Plugin,
+    job: &ClaimedJob,
+    resp: &Response,
+) -> Result<Result<Option<StateWrite>, String>, StoreError> {
     let Some(updates) = &resp.state_updates else {
         return Ok(Ok(None));
     };
@@ -217,7 +288,14 @@ fn too_big(size: usize) -> String {
 }
 
 /// Records a job that could not even be started (its plugin is gone or lacks the command).
-fn record_without_run(conn: &mut Connection, rt: &Runtime, job: &ClaimedJob, decision: Decision, msg: String, clock: &dyn Clock) -> Result<Executed, StoreError> {
+fn record_without_run(
+    conn: &mut Connection,
+    rt: &Runtime,
+    job: &ClaimedJob,
+    decision: Decision,
+    msg: String,
+    clock: &dyn Clock,
+) -> Result<Executed, StoreError> {
     let now = clock.now();
     let completion = Completion {
         job,
@@ -244,9 +322,15 @@ fn record_without_run(conn: &mut Connection, rt: &Runtime, job: &ClaimedJob, dec
 fn log_outcome(job: &ClaimedJob, status: JobStatus, err: Option<&str>, decision: &Decision) {
     let (plugin, id) = (job.plugin.as_str(), job.id.as_str());
     match decision {
-        Decision::Succeeded => log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job succeeded ({})", job.command),
-        Decision::Retry { at, .. } => log::warn!(plugin = plugin, job_id = id, attempt = job.attempt; "attempt {} failed, retry at {}: {}", job.attempt, crate::clock::format_ts(*at), err.unwrap_or("")),
-        _ => log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job {status}: {}", err.unwrap_or("")),
+        Decision::Succeeded => {
+            log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job succeeded ({})", job.command)
+        }
+        Decision::Retry { at, .. } => {
+            log::warn!(plugin = plugin, job_id = id, attempt = job.attempt; "attempt {} failed, retry at {}: {}", job.attempt, crate::clock::format_ts(*at), err.unwrap_or(""))
+        }
+        _ => {
+            log::info!(plugin = plugin, job_id = id, attempt = job.attempt; "job {status}: {}", err.unwrap_or(""))
+        }
     }
 }
 

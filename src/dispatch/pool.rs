@@ -31,7 +31,10 @@ pub struct RunningJobs(Mutex<HashMap<String, Arc<CancelToken>>>);
 
 impl RunningJobs {
     fn insert(&self, id: &str, token: Arc<CancelToken>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), token);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), token);
     }
 
     fn remove(&self, id: &str) {
@@ -40,7 +43,12 @@ impl RunningJobs {
 
     /// Cancels job `id` if it is running here; returns whether it was.
     pub fn cancel(&self, id: &str, reason: &str) -> bool {
-        let token = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        let token = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
         match token {
             Some(t) => {
                 t.cancel(reason);
@@ -52,7 +60,13 @@ impl RunningJobs {
 
     /// Cancels every running job.
     pub fn cancel_all(&self, reason: &str) -> usize {
-        let tokens: Vec<Arc<CancelToken>> = self.0.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let tokens: Vec<Arc<CancelToken>> = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for t in &tokens {
             t.cancel(reason);
         }
@@ -129,14 +143,22 @@ impl Pool {
                     worker(conn, rx, done, clock, running, fatal);
                     let _ = exited.send(());
                 })
-                .map_err(|e| StoreError::Io { path: "worker thread".into(), op: "spawn", source: e })?;
+                .map_err(|e| StoreError::Io {
+                    path: "worker thread".into(),
+                    op: "spawn",
+                    source: e,
+                })?;
             handles.push(h);
         }
         let conn = store::open(&cfg.db, cfg.synchronous)?;
         let dispatcher = thread::Builder::new()
             .name("dispatch".into())
             .spawn(move || dispatcher(conn, cfg, workers, job_tx, done_rx, stop_rx))
-            .map_err(|e| StoreError::Io { path: "dispatch thread".into(), op: "spawn", source: e })?;
+            .map_err(|e| StoreError::Io {
+                path: "dispatch thread".into(),
+                op: "spawn",
+                source: e,
+            })?;
         Ok(Pool {
             stop_tx: Some(stop_tx),
             dispatcher: Some(dispatcher),
@@ -178,7 +200,14 @@ impl Pool {
     }
 }
 
-fn dispatcher(mut conn: Connection, cfg: PoolConfig, workers: usize, job_tx: Sender<Work>, done_rx: Receiver<()>, stop_rx: Receiver<()>) {
+fn dispatcher(
+    mut conn: Connection,
+    cfg: PoolConfig,
+    workers: usize,
+    job_tx: Sender<Work>,
+    done_rx: Receiver<()>,
+    stop_rx: Receiver<()>,
+) {
     let mut idle = workers;
     loop {
         while idle > 0 {
@@ -198,7 +227,9 @@ fn dispatcher(mut conn: Connection, cfg: PoolConfig, workers: usize, job_tx: Sen
                     break;
                 }
                 Err(e) => {
-                    let _ = cfg.fatal_tx.send(format!("dispatcher cannot claim jobs: {e}"));
+                    let _ = cfg
+                        .fatal_tx
+                        .send(format!("dispatcher cannot claim jobs: {e}"));
                     return;
                 }
             }
@@ -228,16 +259,31 @@ fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Duration {
         .flatten()
         .flatten();
     match next.as_deref().and_then(parse_ts) {
-        Some(at) => (at - clock.now()).to_std().unwrap_or(Duration::ZERO).min(IDLE) + Duration::from_millis(1),
+        Some(at) => {
+            (at - clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(IDLE)
+                + Duration::from_millis(1)
+        }
         None => IDLE,
     }
 }
 
-fn worker(mut conn: Connection, rx: Receiver<Work>, done: Sender<()>, clock: Arc<dyn Clock>, running: Arc<RunningJobs>, fatal: Sender<String>) {
+fn worker(
+    mut conn: Connection,
+    rx: Receiver<Work>,
+    done: Sender<()>,
+    clock: Arc<dyn Clock>,
+    running: Arc<RunningJobs>,
+    fatal: Sender<String>,
+) {
     for work in rx {
         let token = Arc::new(CancelToken::new());
         running.insert(&work.job.id, token.clone());
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&mut conn, &work.runtime, &work.job, &token, clock.as_ref())));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            execute(&mut conn, &work.runtime, &work.job, &token, clock.as_ref())
+        }));
         running.remove(&work.job.id);
         match result {
             Ok(Ok(Executed::Recorded { .. } | Executed::Abandoned)) => {}

@@ -52,7 +52,13 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Reconciles the stored entries with `runtime` and applies start-up catch-up.
-    pub fn start(conn: Connection, runtime: Arc<Runtime>, clock: Arc<dyn Clock>, running: Arc<RunningJobs>, wake_tx: Sender<()>) -> Result<Heartbeat, StoreError> {
+    pub fn start(
+        conn: Connection,
+        runtime: Arc<Runtime>,
+        clock: Arc<dyn Clock>,
+        running: Arc<RunningJobs>,
+        wake_tx: Sender<()>,
+    ) -> Result<Heartbeat, StoreError> {
         let started_at = clock.now();
         let mut hb = Heartbeat {
             conn,
@@ -86,22 +92,52 @@ impl Heartbeat {
                     Ok(s) => s,
                     Err(e) => {
                         log::error!(plugin = plugin.name.as_str(); "schedule paused: {e}");
-                        schedules::upsert(&self.conn, &plugin.name, &conf.id, &conf.command, "-", "paused_invalid", Some(&e.to_string()), None, now)?;
+                        schedules::upsert(
+                            &self.conn,
+                            &plugin.name,
+                            &conf.id,
+                            &conf.command,
+                            "-",
+                            "paused_invalid",
+                            Some(&e.to_string()),
+                            None,
+                            now,
+                        )?;
                         continue;
                     }
                 };
                 let existing = schedules::find(&self.conn, &s.plugin, &s.id)?;
                 match existing {
                     Some(e) if e.fingerprint == s.fingerprint && e.status != "paused_invalid" => {
-                        let missed = e.next_run_at.as_deref().and_then(parse_ts).filter(|t| *t < now);
-                        if let (true, "active", Some(missed)) = (at_start, e.status.as_str(), missed) {
+                        let missed = e
+                            .next_run_at
+                            .as_deref()
+                            .and_then(parse_ts)
+                            .filter(|t| *t < now);
+                        if let (true, "active", Some(missed)) =
+                            (at_start, e.status.as_str(), missed)
+                        {
                             self.catch_up(&s, missed, now)?;
                         }
                     }
                     _ => {
                         let next = self.next_for(&s, now);
-                        let status = if next.is_none() && s.is_one_shot() { "exhausted" } else { "active" };
-                        schedules::upsert(&self.conn, &s.plugin, &s.id, &s.command, &s.fingerprint, status, None, next, now)?;
+                        let status = if next.is_none() && s.is_one_shot() {
+                            "exhausted"
+                        } else {
+                            "active"
+                        };
+                        schedules::upsert(
+                            &self.conn,
+                            &s.plugin,
+                            &s.id,
+                            &s.command,
+                            &s.fingerprint,
+                            status,
+                            None,
+                            next,
+                            now,
+                        )?;
                         log::info!(plugin = s.plugin.as_str(); "schedule `{}` ({}) next run at {}", s.id, s.trigger, next.map(format_ts).unwrap_or_else(|| "never".into()));
                     }
                 }
@@ -114,22 +150,42 @@ impl Heartbeat {
     }
 
     /// Runs missed while the daemon was down, per the schedule's `catch_up`.
-    fn catch_up(&mut self, s: &Schedule, missed_from: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let missed = s.due_between(missed_from - chrono::Duration::microseconds(1), now, self.started_at, CATCH_UP_CAP);
+    fn catch_up(
+        &mut self,
+        s: &Schedule,
+        missed_from: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let missed = s.due_between(
+            missed_from - chrono::Duration::microseconds(1),
+            now,
+            self.started_at,
+            CATCH_UP_CAP,
+        );
         let next = self.next_for(s, now);
         let exhausted = s.is_one_shot();
         let instants: Vec<DateTime<Utc>> = match s.catch_up {
             CatchUp::Skip => Vec::new(),
-            CatchUp::RunOnce => missed.first().map(|_| vec![missed_from]).unwrap_or_default(),
+            CatchUp::RunOnce => missed
+                .first()
+                .map(|_| vec![missed_from])
+                .unwrap_or_default(),
             CatchUp::RunAll => missed.clone(),
         };
         log::info!(plugin = s.plugin.as_str(); "schedule `{}` missed {} run(s) while stopped; catch_up: {} enqueues {}", s.id, missed.len(), s.catch_up.as_str(), instants.len());
+        let jobs: Vec<NewJob> = instants
+            .iter()
+            .map(|at| {
+                let mut job = self.job_for(s, now);
+                job.dedupe_key = Some(format!("catchup:{}:{}:{}", s.plugin, s.id, format_ts(*at)));
+                job.dedupe_ttl = Some(Duration::from_secs(86_400));
+                job
+            })
+            .collect();
+        let default_ttl = self.runtime.config.service.dedupe_ttl;
         let tx = queue::begin(&mut self.conn)?;
-        for at in &instants {
-            let mut job = self.job_for(s, now);
-            job.dedupe_key = Some(format!("catchup:{}:{}:{}", s.plugin, s.id, format_ts(*at)));
-            job.dedupe_ttl = Some(Duration::from_secs(86_400));
-            queue::enqueue_in(&tx, &job, self.runtime.config.service.dedupe_ttl, now)?;
+        for job in &jobs {
+            queue::enqueue_in(&tx, job, default_ttl, now)?;
         }
         if instants.is_empty() {
             if exhausted {
@@ -138,9 +194,17 @@ impl Heartbeat {
                 schedules::reschedule(&tx, &s.plugin, &s.id, next, now)?;
             }
         } else {
-            schedules::fired(&tx, &s.plugin, &s.id, now, if exhausted { None } else { next }, exhausted)?;
+            schedules::fired(
+                &tx,
+                &s.plugin,
+                &s.id,
+                now,
+                if exhausted { None } else { next },
+                exhausted,
+            )?;
         }
-        tx.commit().map_err(|e| StoreError::sqlite("commit catch-up", e))?;
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit catch-up", e))?;
         if !instants.is_empty() {
             let _ = self.wake_tx.try_send(());
         }
@@ -149,11 +213,17 @@ impl Heartbeat {
 
     /// The next due instant after `now`, jittered.
     fn next_for(&self, s: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        s.next_after(now, self.started_at).map(|t| s.jittered(t, random_below).max(now))
+        s.next_after(now, self.started_at)
+            .map(|t| s.jittered(t, random_below).max(now))
     }
 
     fn job_for(&self, s: &Schedule, now: DateTime<Utc>) -> NewJob {
-        let max_attempts = self.runtime.registry.get(&s.plugin).map(|p| p.conf.retry.max_attempts).unwrap_or(1);
+        let max_attempts = self
+            .runtime
+            .registry
+            .get(&s.plugin)
+            .map(|p| p.conf.retry.max_attempts)
+            .unwrap_or(1);
         let envelope = json!({
             "type": "scheduler.tick",
             "payload": s.payload,
@@ -162,7 +232,13 @@ impl Heartbeat {
             "timestamp": format_ts(now),
             "event_id": uuid::Uuid::new_v4().to_string(),
         });
-        NewJob::new(&s.plugin, &s.command, envelope, SubmittedBy::Scheduler, max_attempts)
+        NewJob::new(
+            &s.plugin,
+            &s.command,
+            envelope,
+            SubmittedBy::Scheduler,
+            max_attempts,
+        )
     }
 
     /// Fires every due schedule once and prunes history when its cadence comes round.
@@ -174,46 +250,82 @@ impl Heartbeat {
             let Some(entry) = schedules::find(&self.conn, &s.plugin, &s.id)? else {
                 continue;
             };
-            let is_due = entry.status == "active" && entry.next_run_at.as_deref().and_then(parse_ts).is_some_and(|t| t <= now);
+            let is_due = entry.status == "active"
+                && entry
+                    .next_run_at
+                    .as_deref()
+                    .and_then(parse_ts)
+                    .is_some_and(|t| t <= now);
             if is_due {
                 self.fire_if_allowed(s, now, &mut report)?;
             }
         }
-        let interval = chrono::Duration::from_std(self.runtime.config.service.tick_interval).unwrap_or(chrono::Duration::seconds(60));
+        let interval = chrono::Duration::from_std(self.runtime.config.service.tick_interval)
+            .unwrap_or(chrono::Duration::seconds(60));
         if self.last_retention.is_none_or(|t| now - t >= interval) {
             self.last_retention = Some(now);
             let svc = &self.runtime.config.service;
-            let log_cutoff = now - chrono::Duration::from_std(svc.job_log_retention).unwrap_or(chrono::Duration::MAX);
-            let queue_cutoff = now - chrono::Duration::from_std(svc.job_queue_retention).unwrap_or(chrono::Duration::MAX);
+            let log_cutoff = now
+                - chrono::Duration::from_std(svc.job_log_retention)
+                    .unwrap_or(chrono::Duration::MAX);
+            let queue_cutoff = now
+                - chrono::Duration::from_std(svc.job_queue_retention)
+                    .unwrap_or(chrono::Duration::MAX);
             let pruned = retention::prune(&self.conn, log_cutoff, queue_cutoff, 10)?;
             if pruned != retention::Pruned::default() {
-                log::info!("retention pruned {} job_log, {} job_queue, {} history rows", pruned.job_log, pruned.job_queue, pruned.history);
+                log::info!(
+                    "retention pruned {} job_log, {} job_queue, {} history rows",
+                    pruned.job_log,
+                    pruned.job_queue,
+                    pruned.history
+                );
             }
         }
         Ok(report)
     }
 
-    fn fire_if_allowed(&mut self, s: &Schedule, now: DateTime<Utc>, report: &mut Tick) -> Result<(), StoreError> {
+    fn fire_if_allowed(
+        &mut self,
+        s: &Schedule,
+        now: DateTime<Utc>,
+        report: &mut Tick,
+    ) -> Result<(), StoreError> {
         let Some(plugin) = self.runtime.registry.get(&s.plugin).cloned() else {
             return Ok(());
         };
-        let next = if s.is_one_shot() { None } else { self.next_for(s, now) };
+        let next = if s.is_one_shot() {
+            None
+        } else {
+            self.next_for(s, now)
+        };
         let mut skip = |this: &mut Heartbeat, why: &'static str| -> Result<(), StoreError> {
             log::info!(plugin = s.plugin.as_str(); "schedule `{}` due but not fired: {why}", s.id);
             report.skipped.push((s.plugin.clone(), s.id.clone(), why));
-            schedules::reschedule(&this.conn, &s.plugin, &s.id, next.or_else(|| this.next_for(s, now)), now)
+            schedules::reschedule(
+                &this.conn,
+                &s.plugin,
+                &s.id,
+                next.or_else(|| this.next_for(s, now)),
+                now,
+            )
         };
         let inflight = inflight(&self.conn, &s.plugin, &s.command)?;
         let mut cancelled: Vec<String> = Vec::new();
         if !inflight.is_empty() {
             match s.if_running {
-                IfRunning::Skip => return skip(self, "a previous run is still queued or running (if_running: skip)"),
+                IfRunning::Skip => {
+                    return skip(
+                        self,
+                        "a previous run is still queued or running (if_running: skip)",
+                    );
+                }
                 IfRunning::Queue => {}
                 IfRunning::Cancel => {
                     let reason = format!("cancelled by schedule `{}` (if_running: cancel)", s.id);
                     let tx = queue::begin(&mut self.conn)?;
                     queue::kill_queued(&tx, &s.plugin, Some(&s.command), &reason, now)?;
-                    tx.commit().map_err(|e| StoreError::sqlite("commit cancel", e))?;
+                    tx.commit()
+                        .map_err(|e| StoreError::sqlite("commit cancel", e))?;
                     for (id, status) in &inflight {
                         if status == "running" && self.running.cancel(id, &reason) {
                             report.cancelled += 1;
@@ -224,21 +336,34 @@ impl Heartbeat {
             }
         }
         if s.command == "poll" {
-            let outstanding = inflight.iter().filter(|(id, _)| !cancelled.contains(id)).count();
+            let outstanding = inflight
+                .iter()
+                .filter(|(id, _)| !cancelled.contains(id))
+                .count();
             if outstanding >= plugin.conf.max_outstanding_polls as usize {
                 return skip(self, "poll guard: max_outstanding_polls reached");
             }
-            match breakers::admit(&self.conn, &s.plugin, &s.command, plugin.conf.circuit_breaker.reset_after, now)? {
+            match breakers::admit(
+                &self.conn,
+                &s.plugin,
+                &s.command,
+                plugin.conf.circuit_breaker.reset_after,
+                now,
+            )? {
                 breakers::Admission::Deny => return skip(self, "circuit breaker is open"),
-                breakers::Admission::Probe => log::info!(plugin = s.plugin.as_str(); "circuit breaker half-open: sending one probe poll"),
+                breakers::Admission::Probe => {
+                    log::info!(plugin = s.plugin.as_str(); "circuit breaker half-open: sending one probe poll")
+                }
                 breakers::Admission::Allow => {}
             }
         }
         let job = self.job_for(s, now);
+        let default_ttl = self.runtime.config.service.dedupe_ttl;
         let tx = queue::begin(&mut self.conn)?;
-        let enq = queue::enqueue_in(&tx, &job, self.runtime.config.service.dedupe_ttl, now)?;
+        let enq = queue::enqueue_in(&tx, &job, default_ttl, now)?;
         schedules::fired(&tx, &s.plugin, &s.id, now, next, s.is_one_shot())?;
-        tx.commit().map_err(|e| StoreError::sqlite("commit schedule firing", e))?;
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit schedule firing", e))?;
         if let Enqueued::Created(id) = enq {
             log::info!(plugin = s.plugin.as_str(), job_id = id.as_str(); "schedule `{}` fired {}; next {}", s.id, s.command, next.map(format_ts).unwrap_or_else(|| "never (one-shot)".into()));
             report.fired.push((s.plugin.clone(), s.id.clone()));
@@ -258,7 +383,11 @@ impl Heartbeat {
 }
 
 /// Queued or running jobs of a plugin+command: (id, status).
-fn inflight(conn: &Connection, plugin: &str, command: &str) -> Result<Vec<(String, String)>, StoreError> {
+fn inflight(
+    conn: &Connection,
+    plugin: &str,
+    command: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
     conn.prepare_cached("SELECT id, status FROM job_queue WHERE plugin = ?1 AND command = ?2 AND status IN ('queued','running') ORDER BY rowid")
         .and_then(|mut s| s.query_map(params![plugin, command], |r| Ok((r.get(0)?, r.get(1)?))).and_then(|rows| rows.collect()))
         .map_err(|e| StoreError::sqlite("find in-flight jobs", e))
@@ -266,33 +395,43 @@ fn inflight(conn: &Connection, plugin: &str, command: &str) -> Result<Vec<(Strin
 
 /// Starts the scheduler thread: tick, then sleep until the next tick or the next
 /// due schedule, whichever is sooner; a reload or stop wakes it at once.
-pub fn spawn(mut hb: Heartbeat, stop_rx: Receiver<()>, reload_rx: Receiver<Arc<Runtime>>, fatal_tx: Sender<String>) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("scheduler".into()).spawn(move || {
-        loop {
-            if let Err(e) = hb.tick() {
-                if e.is_busy() {
-                    log::warn!("scheduler tick deferred: {e}");
-                } else {
-                    let _ = fatal_tx.send(format!("scheduler cannot write the ledger: {e}"));
-                    return;
-                }
-            }
-            let tick = hb.runtime.config.service.tick_interval;
-            let now = hb.clock.now();
-            let until_due = hb.next_due().ok().flatten().map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
-            let wait = until_due.map_or(tick, |d| d.min(tick)) + Duration::from_millis(1);
-            select! {
-                recv(stop_rx) -> _ => return,
-                recv(reload_rx) -> msg => {
-                    if let Ok(rt) = msg {
-                        if let Err(e) = hb.reload(rt) {
-                            log::error!("scheduler reload failed: {e}");
-                        }
+pub fn spawn(
+    mut hb: Heartbeat,
+    stop_rx: Receiver<()>,
+    reload_rx: Receiver<Arc<Runtime>>,
+    fatal_tx: Sender<String>,
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || {
+            loop {
+                if let Err(e) = hb.tick() {
+                    if e.is_busy() {
+                        log::warn!("scheduler tick deferred: {e}");
+                    } else {
+                        let _ = fatal_tx.send(format!("scheduler cannot write the ledger: {e}"));
+                        return;
                     }
                 }
-                default(wait) => {}
+                let tick = hb.runtime.config.service.tick_interval;
+                let now = hb.clock.now();
+                let until_due = hb
+                    .next_due()
+                    .ok()
+                    .flatten()
+                    .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
+                let wait = until_due.map_or(tick, |d| d.min(tick)) + Duration::from_millis(1);
+                select! {
+                    recv(stop_rx) -> _ => return,
+                    recv(reload_rx) -> msg => {
+                        if let Ok(rt) = msg {
+                            if let Err(e) = hb.reload(rt) {
+                                log::error!("scheduler reload failed: {e}");
+                            }
+                        }
+                    }
+                    default(wait) => {}
+                }
             }
-        }
-    })
+        })
 }
-

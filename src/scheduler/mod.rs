@@ -6,5 +6,5 @@
 
 pub mod cron;
 pub mod expr;
-pub mod window;
 pub mod heartbeat;
+pub mod window;

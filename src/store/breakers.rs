@@ -102,7 +102,10 @@ pub fn for_plugin(conn: &Connection, plugin: &str) -> Result<Vec<Breaker>, Store
     let mut out = Vec::new();
     let commands: Vec<String> = conn
         .prepare("SELECT command FROM circuit_breakers WHERE plugin = ?1 ORDER BY command")
-        .and_then(|mut s| s.query_map([plugin], |r| r.get(0)).and_then(|rows| rows.collect()))
+        .and_then(|mut s| {
+            s.query_map([plugin], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+        })
         .map_err(|e| StoreError::sqlite("list breakers", e))?;
     for c in commands {
         if let Some(b) = find(conn, plugin, &c)? {
@@ -129,7 +132,13 @@ pub fn not_closed(conn: &Connection) -> Result<Vec<Breaker>, StoreError> {
 
 /// Decides whether a scheduled poll may go out; moves open → half_open when the
 /// cooldown has passed (recording the transition).
-pub fn admit(conn: &Connection, plugin: &str, command: &str, reset_after: Duration, now: DateTime<Utc>) -> Result<Admission, StoreError> {
+pub fn admit(
+    conn: &Connection,
+    plugin: &str,
+    command: &str,
+    reset_after: Duration,
+    now: DateTime<Utc>,
+) -> Result<Admission, StoreError> {
     let Some(b) = find(conn, plugin, command)? else {
         return Ok(Admission::Allow);
     };
@@ -138,13 +147,34 @@ pub fn admit(conn: &Connection, plugin: &str, command: &str, reset_after: Durati
         BreakerState::HalfOpen => Ok(Admission::Deny),
         BreakerState::Open => {
             let opened = b.opened_at.as_deref().and_then(parse_ts).unwrap_or(now);
-            let cooled = now >= opened + chrono::Duration::from_std(reset_after).unwrap_or(chrono::Duration::MAX);
+            let cooled = now
+                >= opened
+                    + chrono::Duration::from_std(reset_after).unwrap_or(chrono::Duration::MAX);
             if !cooled {
                 return Ok(Admission::Deny);
             }
             let ts = format_ts(now);
-            set(conn, &b, BreakerState::HalfOpen, b.failure_count, b.opened_at.as_deref(), b.last_failure_at.as_deref(), b.last_job_id.as_deref(), &ts)?;
-            transition(conn, plugin, command, Some(BreakerState::Open), BreakerState::HalfOpen, b.failure_count, "cooldown_elapsed", None, &ts)?;
+            set(
+                conn,
+                &b,
+                BreakerState::HalfOpen,
+                b.failure_count,
+                b.opened_at.as_deref(),
+                b.last_failure_at.as_deref(),
+                b.last_job_id.as_deref(),
+                &ts,
+            )?;
+            transition(
+                conn,
+                plugin,
+                command,
+                Some(BreakerState::Open),
+                BreakerState::HalfOpen,
+                b.failure_count,
+                "cooldown_elapsed",
+                None,
+                &ts,
+            )?;
             Ok(Admission::Probe)
         }
     }
@@ -152,7 +182,15 @@ pub fn admit(conn: &Connection, plugin: &str, command: &str, reset_after: Durati
 
 /// Records the terminal outcome of a scheduler poll (call inside the completion
 /// transaction so the count and the job's status change together).
-pub fn record(conn: &Connection, plugin: &str, command: &str, job_id: &str, succeeded: bool, threshold: u32, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn record(
+    conn: &Connection,
+    plugin: &str,
+    command: &str,
+    job_id: &str,
+    succeeded: bool,
+    threshold: u32,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let ts = format_ts(now);
     let current = find(conn, plugin, command)?;
     let (state, count) = current
@@ -170,36 +208,117 @@ pub fn record(conn: &Connection, plugin: &str, command: &str, job_id: &str, succ
         updated_at: ts.clone(),
     });
     if succeeded {
-        set(conn, &base, BreakerState::Closed, 0, None, base.last_failure_at.as_deref(), Some(job_id), &ts)?;
+        set(
+            conn,
+            &base,
+            BreakerState::Closed,
+            0,
+            None,
+            base.last_failure_at.as_deref(),
+            Some(job_id),
+            &ts,
+        )?;
         if state != BreakerState::Closed {
-            transition(conn, plugin, command, Some(state), BreakerState::Closed, 0, "success", Some(job_id), &ts)?;
+            transition(
+                conn,
+                plugin,
+                command,
+                Some(state),
+                BreakerState::Closed,
+                0,
+                "success",
+                Some(job_id),
+                &ts,
+            )?;
         }
         return Ok(());
     }
     let count = count + 1;
-    let opens = state == BreakerState::HalfOpen || (state == BreakerState::Closed && count >= threshold.max(1));
+    let opens = state == BreakerState::HalfOpen
+        || (state == BreakerState::Closed && count >= threshold.max(1));
     if opens {
-        set(conn, &base, BreakerState::Open, count, Some(&ts), Some(&ts), Some(job_id), &ts)?;
-        transition(conn, plugin, command, Some(state), BreakerState::Open, count, "failure_threshold", Some(job_id), &ts)?;
+        set(
+            conn,
+            &base,
+            BreakerState::Open,
+            count,
+            Some(&ts),
+            Some(&ts),
+            Some(job_id),
+            &ts,
+        )?;
+        transition(
+            conn,
+            plugin,
+            command,
+            Some(state),
+            BreakerState::Open,
+            count,
+            "failure_threshold",
+            Some(job_id),
+            &ts,
+        )?;
     } else {
-        set(conn, &base, state, count, base.opened_at.as_deref(), Some(&ts), Some(job_id), &ts)?;
+        set(
+            conn,
+            &base,
+            state,
+            count,
+            base.opened_at.as_deref(),
+            Some(&ts),
+            Some(job_id),
+            &ts,
+        )?;
     }
     Ok(())
 }
 
 /// Manual reset to closed. Returns false when there was no breaker row.
-pub fn reset(conn: &Connection, plugin: &str, command: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+pub fn reset(
+    conn: &Connection,
+    plugin: &str,
+    command: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let Some(b) = find(conn, plugin, command)? else {
         return Ok(false);
     };
     let ts = format_ts(now);
-    set(conn, &b, BreakerState::Closed, 0, None, b.last_failure_at.as_deref(), b.last_job_id.as_deref(), &ts)?;
-    transition(conn, plugin, command, Some(BreakerState::parse(&b.state)), BreakerState::Closed, 0, "manual_reset", None, &ts)?;
+    set(
+        conn,
+        &b,
+        BreakerState::Closed,
+        0,
+        None,
+        b.last_failure_at.as_deref(),
+        b.last_job_id.as_deref(),
+        &ts,
+    )?;
+    transition(
+        conn,
+        plugin,
+        command,
+        Some(BreakerState::parse(&b.state)),
+        BreakerState::Closed,
+        0,
+        "manual_reset",
+        None,
+        &ts,
+    )?;
     Ok(true)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn set(conn: &Connection, b: &Breaker, state: BreakerState, count: u32, opened_at: Option<&str>, last_failure_at: Option<&str>, last_job_id: Option<&str>, ts: &str) -> Result<(), StoreError> {
+fn set(
+    conn: &Connection,
+    b: &Breaker,
+    state: BreakerState,
+    count: u32,
+    opened_at: Option<&str>,
+    last_failure_at: Option<&str>,
+    last_job_id: Option<&str>,
+    ts: &str,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO circuit_breakers (plugin, command, state, failure_count, opened_at, last_failure_at, last_job_id, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -212,7 +331,17 @@ fn set(conn: &Connection, b: &Breaker, state: BreakerState, count: u32, opened_a
 }
 
 #[allow(clippy::too_many_arguments)]
-fn transition(conn: &Connection, plugin: &str, command: &str, from: Option<BreakerState>, to: BreakerState, count: u32, reason: &str, job_id: Option<&str>, ts: &str) -> Result<(), StoreError> {
+fn transition(
+    conn: &Connection,
+    plugin: &str,
+    command: &str,
+    from: Option<BreakerState>,
+    to: BreakerState,
+    count: u32,
+    reason: &str,
+    job_id: Option<&str>,
+    ts: &str,
+) -> Result<(), StoreError> {
     log::info!(plugin = plugin; "circuit breaker {command}: {} -> {} ({reason})", from.map(BreakerState::as_str).unwrap_or("none"), to.as_str());
     conn.prepare_cached(
         "INSERT INTO circuit_breaker_transitions (id, plugin, command, from_state, to_state, failure_count, reason, job_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -240,7 +369,11 @@ pub struct Transition {
 }
 
 /// The newest `limit` transitions of a plugin's breakers, newest first.
-pub fn history(conn: &Connection, plugin: &str, limit: usize) -> Result<Vec<(String, Transition)>, StoreError> {
+pub fn history(
+    conn: &Connection,
+    plugin: &str,
+    limit: usize,
+) -> Result<Vec<(String, Transition)>, StoreError> {
     conn.prepare(
         "SELECT command, from_state, to_state, failure_count, reason, job_id, created_at FROM circuit_breaker_transitions WHERE plugin = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
     )
@@ -276,23 +409,55 @@ mod tests {
         let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
         let t0 = parse_ts("2026-01-01T00:00:00Z").unwrap();
         let cool = Duration::from_secs(1800);
-        assert_eq!(admit(&conn, "p", "poll", cool, t0).unwrap(), Admission::Allow);
+        assert_eq!(
+            admit(&conn, "p", "poll", cool, t0).unwrap(),
+            Admission::Allow
+        );
         for i in 0..3 {
             record(&conn, "p", "poll", &format!("j{i}"), false, 3, t0).unwrap();
         }
         assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "open");
-        assert_eq!(admit(&conn, "p", "poll", cool, t0 + chrono::Duration::minutes(29)).unwrap(), Admission::Deny);
+        assert_eq!(
+            admit(&conn, "p", "poll", cool, t0 + chrono::Duration::minutes(29)).unwrap(),
+            Admission::Deny
+        );
         let t1 = t0 + chrono::Duration::minutes(30);
-        assert_eq!(admit(&conn, "p", "poll", cool, t1).unwrap(), Admission::Probe);
-        assert_eq!(admit(&conn, "p", "poll", cool, t1).unwrap(), Admission::Deny, "one probe at a time");
+        assert_eq!(
+            admit(&conn, "p", "poll", cool, t1).unwrap(),
+            Admission::Probe
+        );
+        assert_eq!(
+            admit(&conn, "p", "poll", cool, t1).unwrap(),
+            Admission::Deny,
+            "one probe at a time"
+        );
         record(&conn, "p", "poll", "probe1", false, 3, t1).unwrap();
-        assert_eq!(find(&conn, "p", "poll").unwrap().unwrap().state, "open", "failed probe reopens");
+        assert_eq!(
+            find(&conn, "p", "poll").unwrap().unwrap().state,
+            "open",
+            "failed probe reopens"
+        );
         let t2 = t1 + chrono::Duration::minutes(30);
-        assert_eq!(admit(&conn, "p", "poll", cool, t2).unwrap(), Admission::Probe);
+        assert_eq!(
+            admit(&conn, "p", "poll", cool, t2).unwrap(),
+            Admission::Probe
+        );
         record(&conn, "p", "poll", "probe2", true, 3, t2).unwrap();
         let b = find(&conn, "p", "poll").unwrap().unwrap();
         assert_eq!((b.state.as_str(), b.failure_count), ("closed", 0));
-        let reasons: Vec<String> = history(&conn, "p", 10).unwrap().into_iter().rev().map(|(_, t)| format!("{}>{}:{}", t.from_state.unwrap_or_default(), t.to_state, t.reason)).collect();
+        let reasons: Vec<String> = history(&conn, "p", 10)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|(_, t)| {
+                format!(
+                    "{}>{}:{}",
+                    t.from_state.unwrap_or_default(),
+                    t.to_state,
+                    t.reason
+                )
+            })
+            .collect();
         assert_eq!(
             reasons,
             vec![

@@ -33,7 +33,13 @@ pub fn fingerprint(conn: &Connection, plugin: &str) -> Result<Option<String>, St
 }
 
 /// Marks an init run as pending for `fingerprint`.
-pub fn pending(conn: &Connection, plugin: &str, fingerprint: &str, job_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn pending(
+    conn: &Connection,
+    plugin: &str,
+    fingerprint: &str,
+    job_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO plugin_health (plugin, fingerprint, status, job_id, updated_at) VALUES (?1, ?2, 'pending', ?3, ?4)
          ON CONFLICT(plugin) DO UPDATE SET fingerprint = excluded.fingerprint, status = 'pending', last_error = NULL, job_id = excluded.job_id, updated_at = excluded.updated_at",
@@ -44,7 +50,14 @@ pub fn pending(conn: &Connection, plugin: &str, fingerprint: &str, job_id: &str,
 }
 
 /// Records an init job's result (inside its completion transaction).
-pub fn record_init(conn: &Connection, plugin: &str, job_id: &str, succeeded: bool, error: Option<&str>, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn record_init(
+    conn: &Connection,
+    plugin: &str,
+    job_id: &str,
+    succeeded: bool,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let status = if succeeded { "healthy" } else { "unhealthy" };
     if !succeeded {
         log::error!(plugin = plugin, job_id = job_id; "init failed, plugin marked unhealthy: {}", error.unwrap_or("unknown error"));

@@ -753,13 +753,28 @@ fn complete_in(
     for effect in &c.effects {
         match effect {
             Effect::Breaker { threshold } if terminal => {
-                super::breakers::record(tx, &job.plugin, &job.command, &job.id, succeeded, *threshold, now)?;
+                super::breakers::record(
+                    tx,
+                    &job.plugin,
+                    &job.command,
+                    &job.id,
+                    succeeded,
+                    *threshold,
+                    now,
+                )?;
             }
             Effect::Schedule { schedule_id } if succeeded => {
                 super::schedules::succeeded(tx, &job.plugin, schedule_id, &job.id, now)?;
             }
             Effect::Init if terminal => {
-                super::health::record_init(tx, &job.plugin, &job.id, succeeded, c.last_error.as_deref(), now)?;
+                super::health::record_init(
+                    tx,
+                    &job.plugin,
+                    &job.id,
+                    succeeded,
+                    c.last_error.as_deref(),
+                    now,
+                )?;
             }
             _ => {}
         }
@@ -801,11 +816,9 @@ pub fn recover_orphans(
         let mut stmt = tx
             .prepare("SELECT id, plugin, attempt, max_attempts FROM job_queue WHERE status = 'running' ORDER BY rowid")
             .map_err(|e| StoreError::sqlite("find orphans", e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| StoreError::sqlite("find orphans", e))?;
-        rows
+            .map_err(|e| StoreError::sqlite("find orphans", e))?
     };
     let mut out = Vec::new();
     for (id, plugin, attempt, max) in orphans {
@@ -873,13 +886,11 @@ pub fn kill_queued(
                 "SELECT id, attempt FROM job_queue WHERE plugin = ?1 AND (?2 IS NULL OR command = ?2) AND status = 'queued' ORDER BY rowid",
             )
             .map_err(|e| StoreError::sqlite("find queued jobs", e))?;
-        let rows = stmt
-            .query_map(params![where_plugin, command], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| StoreError::sqlite("find queued jobs", e))?;
-        rows
+        stmt.query_map(params![where_plugin, command], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StoreError::sqlite("find queued jobs", e))?
     };
     for (id, attempt) in &ids {
         transition(
@@ -966,13 +977,33 @@ pub fn find(conn: &Connection, id: &str) -> Result<Option<JobRow>, StoreError> {
     .map_err(|e| StoreError::sqlite(format!("read job {id}"), e))
 }
 
-/// The latest `job_log` row of a job: (status, result JSON, stderr, last_error).
-pub fn latest_log(
-    conn: &Connection,
-    job_id: &str,
-) -> Result<Option<(String, Option<String>, Option<String>, Option<String>)>, StoreError> {
+/// The parts of a job's latest `job_log` row a reader usually wants.
+#[derive(Debug, Clone, Default)]
+pub struct LogSummary {
+    /// Attempt status.
+    pub status: String,
+    /// The response JSON.
+    pub result: Option<String>,
+    /// Captured stderr.
+    pub stderr: Option<String>,
+    /// Error text.
+    pub last_error: Option<String>,
+}
+
+/// The latest `job_log` row of a job.
+pub fn latest_log(conn: &Connection, job_id: &str) -> Result<Option<LogSummary>, StoreError> {
     conn.prepare_cached("SELECT status, result, stderr, last_error FROM job_log WHERE job_id = ?1 ORDER BY attempt DESC, rowid DESC LIMIT 1")
-        .and_then(|mut s| s.query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([job_id], |r| {
+                Ok(LogSummary {
+                    status: r.get(0)?,
+                    result: r.get(1)?,
+                    stderr: r.get(2)?,
+                    last_error: r.get(3)?,
+                })
+            })
+            .optional()
+        })
         .map_err(|e| StoreError::sqlite(format!("read log of job {job_id}"), e))
 }
 

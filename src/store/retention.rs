@@ -24,7 +24,12 @@ pub struct Pruned {
 /// Deletes `job_log` (and transition/attempt/stopwatch history) older than
 /// `log_cutoff` and terminal `job_queue` rows completed before `queue_cutoff`,
 /// at most `max_batches` batches per table.
-pub fn prune(conn: &Connection, log_cutoff: DateTime<Utc>, queue_cutoff: DateTime<Utc>, max_batches: usize) -> Result<Pruned, StoreError> {
+pub fn prune(
+    conn: &Connection,
+    log_cutoff: DateTime<Utc>,
+    queue_cutoff: DateTime<Utc>,
+    max_batches: usize,
+) -> Result<Pruned, StoreError> {
     let log_ts = format_ts(log_cutoff);
     let queue_ts = format_ts(queue_cutoff);
     let mut out = Pruned::default();
@@ -42,13 +47,25 @@ pub fn prune(conn: &Connection, log_cutoff: DateTime<Utc>, queue_cutoff: DateTim
         }
         Ok(total)
     };
-    out.job_log = batched("DELETE FROM job_log WHERE rowid IN (SELECT rowid FROM job_log WHERE completed_at < ?1 LIMIT ?2)", &log_ts)?;
+    out.job_log = batched(
+        "DELETE FROM job_log WHERE rowid IN (SELECT rowid FROM job_log WHERE completed_at < ?1 LIMIT ?2)",
+        &log_ts,
+    )?;
     out.job_queue = batched(
         "DELETE FROM job_queue WHERE rowid IN (SELECT rowid FROM job_queue WHERE completed_at < ?1 AND status IN ('succeeded','failed','timed_out','dead') LIMIT ?2)",
         &queue_ts,
     )?;
-    out.history += batched("DELETE FROM job_transitions WHERE id IN (SELECT id FROM job_transitions WHERE created_at < ?1 LIMIT ?2)", &log_ts)?;
-    out.history += batched("DELETE FROM job_attempts WHERE id IN (SELECT id FROM job_attempts WHERE started_at < ?1 AND completed_at IS NOT NULL LIMIT ?2)", &log_ts)?;
-    out.history += batched("DELETE FROM job_stopwatch WHERE id IN (SELECT id FROM job_stopwatch WHERE created_at < ?1 LIMIT ?2)", &log_ts)?;
+    out.history += batched(
+        "DELETE FROM job_transitions WHERE id IN (SELECT id FROM job_transitions WHERE created_at < ?1 LIMIT ?2)",
+        &log_ts,
+    )?;
+    out.history += batched(
+        "DELETE FROM job_attempts WHERE id IN (SELECT id FROM job_attempts WHERE started_at < ?1 AND completed_at IS NOT NULL LIMIT ?2)",
+        &log_ts,
+    )?;
+    out.history += batched(
+        "DELETE FROM job_stopwatch WHERE id IN (SELECT id FROM job_stopwatch WHERE created_at < ?1 LIMIT ?2)",
+        &log_ts,
+    )?;
     Ok(out)
 }

@@ -51,22 +51,36 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 
 /// Every entry, ordered by plugin and id.
 pub fn all(conn: &Connection) -> Result<Vec<Entry>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM schedule_entries ORDER BY plugin, schedule_id"))
-        .and_then(|mut s| s.query_map([], from_row).and_then(|rows| rows.collect()))
-        .map_err(|e| StoreError::sqlite("read schedule entries", e))
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM schedule_entries ORDER BY plugin, schedule_id"
+    ))
+    .and_then(|mut s| s.query_map([], from_row).and_then(|rows| rows.collect()))
+    .map_err(|e| StoreError::sqlite("read schedule entries", e))
 }
 
 /// One entry.
 pub fn find(conn: &Connection, plugin: &str, id: &str) -> Result<Option<Entry>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM schedule_entries WHERE plugin = ?1 AND schedule_id = ?2"))
-        .and_then(|mut s| s.query_row(params![plugin, id], from_row).optional())
-        .map_err(|e| StoreError::sqlite(format!("read schedule {plugin}/{id}"), e))
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM schedule_entries WHERE plugin = ?1 AND schedule_id = ?2"
+    ))
+    .and_then(|mut s| s.query_row(params![plugin, id], from_row).optional())
+    .map_err(|e| StoreError::sqlite(format!("read schedule {plugin}/{id}"), e))
 }
 
 /// Creates or replaces an entry's definition-derived fields (status, fingerprint,
 /// next run), keeping its firing history.
 #[allow(clippy::too_many_arguments)]
-pub fn upsert(conn: &Connection, plugin: &str, id: &str, command: &str, fingerprint: &str, status: &str, reason: Option<&str>, next_run_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn upsert(
+    conn: &Connection,
+    plugin: &str,
+    id: &str,
+    command: &str,
+    fingerprint: &str,
+    status: &str,
+    reason: Option<&str>,
+    next_run_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let ts = format_ts(now);
     conn.prepare_cached(
         "INSERT INTO schedule_entries (plugin, schedule_id, command, fingerprint, status, reason, next_run_at, created_at, updated_at)
@@ -80,7 +94,14 @@ pub fn upsert(conn: &Connection, plugin: &str, id: &str, command: &str, fingerpr
 }
 
 /// Records a firing and the next due instant (`None` + exhausted for one-shots).
-pub fn fired(conn: &Connection, plugin: &str, id: &str, fired_at: DateTime<Utc>, next_run_at: Option<DateTime<Utc>>, exhausted: bool) -> Result<(), StoreError> {
+pub fn fired(
+    conn: &Connection,
+    plugin: &str,
+    id: &str,
+    fired_at: DateTime<Utc>,
+    next_run_at: Option<DateTime<Utc>>,
+    exhausted: bool,
+) -> Result<(), StoreError> {
     let ts = format_ts(fired_at);
     conn.prepare_cached(
         "UPDATE schedule_entries SET last_fired_at = ?3, next_run_at = ?4, status = CASE WHEN ?5 THEN 'exhausted' ELSE status END, updated_at = ?3
@@ -92,7 +113,13 @@ pub fn fired(conn: &Connection, plugin: &str, id: &str, fired_at: DateTime<Utc>,
 }
 
 /// Moves the next due instant without firing (skipped by a window, guard or breaker).
-pub fn reschedule(conn: &Connection, plugin: &str, id: &str, next_run_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn reschedule(
+    conn: &Connection,
+    plugin: &str,
+    id: &str,
+    next_run_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE schedule_entries SET next_run_at = ?3, updated_at = ?4 WHERE plugin = ?1 AND schedule_id = ?2")
         .and_then(|mut s| s.execute(params![plugin, id, next_run_at.map(format_ts), format_ts(now)]))
         .map_err(|e| StoreError::sqlite(format!("reschedule {plugin}/{id}"), e))?;
@@ -100,7 +127,13 @@ pub fn reschedule(conn: &Connection, plugin: &str, id: &str, next_run_at: Option
 }
 
 /// Records the success of a job the schedule enqueued.
-pub fn succeeded(conn: &Connection, plugin: &str, id: &str, job_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn succeeded(
+    conn: &Connection,
+    plugin: &str,
+    id: &str,
+    job_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let ts = format_ts(now);
     conn.prepare_cached("UPDATE schedule_entries SET last_success_at = ?3, last_success_job_id = ?4, updated_at = ?3 WHERE plugin = ?1 AND schedule_id = ?2")
         .and_then(|mut s| s.execute(params![plugin, id, ts, job_id]))
@@ -112,9 +145,15 @@ pub fn succeeded(conn: &Connection, plugin: &str, id: &str, job_id: &str, now: D
 pub fn retain(conn: &Connection, keep: &[(String, String)]) -> Result<usize, StoreError> {
     let mut removed = 0;
     for e in all(conn)? {
-        if !keep.iter().any(|(p, i)| *p == e.plugin && *i == e.schedule_id) {
+        if !keep
+            .iter()
+            .any(|(p, i)| *p == e.plugin && *i == e.schedule_id)
+        {
             removed += conn
-                .execute("DELETE FROM schedule_entries WHERE plugin = ?1 AND schedule_id = ?2", params![e.plugin, e.schedule_id])
+                .execute(
+                    "DELETE FROM schedule_entries WHERE plugin = ?1 AND schedule_id = ?2",
+                    params![e.plugin, e.schedule_id],
+                )
                 .map_err(|err| StoreError::sqlite("remove stale schedule", err))?;
         }
     }
@@ -134,16 +173,52 @@ mod tests {
         let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
         let t0 = parse_ts("2026-01-01T00:00:00Z").unwrap();
         let t1 = parse_ts("2026-01-01T00:05:00Z").unwrap();
-        upsert(&conn, "p", "default", "poll", "f1", "active", None, Some(t1), t0).unwrap();
-        fired(&conn, "p", "default", t1, Some(t1 + chrono::Duration::minutes(5)), false).unwrap();
+        upsert(
+            &conn,
+            "p",
+            "default",
+            "poll",
+            "f1",
+            "active",
+            None,
+            Some(t1),
+            t0,
+        )
+        .unwrap();
+        fired(
+            &conn,
+            "p",
+            "default",
+            t1,
+            Some(t1 + chrono::Duration::minutes(5)),
+            false,
+        )
+        .unwrap();
         succeeded(&conn, "p", "default", "job1", t1).unwrap();
-        upsert(&conn, "p", "default", "poll", "f2", "active", None, Some(t1), t1).unwrap();
+        upsert(
+            &conn,
+            "p",
+            "default",
+            "poll",
+            "f2",
+            "active",
+            None,
+            Some(t1),
+            t1,
+        )
+        .unwrap();
         let e = find(&conn, "p", "default").unwrap().unwrap();
         assert_eq!(e.fingerprint, "f2");
-        assert_eq!(e.last_fired_at.as_deref(), Some("2026-01-01T00:05:00.000000Z"));
+        assert_eq!(
+            e.last_fired_at.as_deref(),
+            Some("2026-01-01T00:05:00.000000Z")
+        );
         assert_eq!(e.last_success_job_id.as_deref(), Some("job1"));
         fired(&conn, "p", "default", t1, None, true).unwrap();
-        assert_eq!(find(&conn, "p", "default").unwrap().unwrap().status, "exhausted");
+        assert_eq!(
+            find(&conn, "p", "default").unwrap().unwrap().status,
+            "exhausted"
+        );
         assert_eq!(retain(&conn, &[]).unwrap(), 1);
         assert!(all(&conn).unwrap().is_empty());
     }
