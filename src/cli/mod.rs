@@ -517,7 +517,7 @@ mod tests {
         );
         assert_eq!(
             usage_error("plugin list --payload x"),
-            "`--payload` is not a flag of `ductile plugin list`"
+            "`--payload` is not a flag of `ductile plugin list` (see `ductile help`)"
         );
         assert_eq!(
             usage_error("zzzzzz"),
