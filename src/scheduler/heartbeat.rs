@@ -435,3 +435,161 @@ pub fn spawn(
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Synchronous;
+    use crate::store::testing::TempDir;
+    use crossbeam_channel::bounded;
+
+    /// A config dir with the `ok_basic` fixture plugin and `schedules` YAML.
+    fn setup(tag: &str, schedules: &str) -> (TempDir, std::path::PathBuf) {
+        let tmp = TempDir::new(tag);
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins/ok_basic");
+        let dst = tmp.0.join("plugins/ok_basic");
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["manifest.yaml", "run.sh"] {
+            std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        }
+        let root = tmp.0.join("config.yaml");
+        std::fs::write(
+            &root,
+            format!("plugin_roots: [plugins]\nstate: {{path: d.db}}\nplugins:\n  ok_basic:\n    schedules:\n{schedules}"),
+        )
+        .unwrap();
+        (tmp, root)
+    }
+
+    fn heartbeat(root: &std::path::Path, clock: Arc<ManualClock>) -> Heartbeat {
+        let rt = Arc::new(Runtime::load(root).unwrap());
+        assert!(rt.registry.get("ok_basic").is_some(), "{:?}", rt.warnings);
+        let conn = crate::store::open(&rt.config.state.path, Synchronous::Normal).unwrap();
+        let (wake_tx, _wake_rx) = bounded(1);
+        Heartbeat::start(conn, rt, clock, Arc::new(RunningJobs::default()), wake_tx).unwrap()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_ts(s).unwrap()
+    }
+
+    fn jobs(root: &std::path::Path) -> i64 {
+        let db = root.parent().unwrap().join("d.db");
+        let c = Connection::open(db).unwrap();
+        c.query_row("SELECT COUNT(*) FROM job_queue WHERE submitted_by = 'scheduler'", [], |r| r.get(0)).unwrap()
+    }
+
+    /// Marks every scheduler job succeeded, as if workers ran them.
+    fn finish_all(root: &std::path::Path) {
+        let db = root.parent().unwrap().join("d.db");
+        let c = Connection::open(db).unwrap();
+        c.execute("UPDATE job_queue SET status = 'succeeded', completed_at = created_at WHERE status IN ('queued','running')", []).unwrap();
+    }
+
+    #[test]
+    fn every_minute_fires_once_per_due_time_across_a_restart() {
+        let (_tmp, root) = setup("hb-restart", "      - every: 1m\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        assert!(hb.tick().unwrap().fired.is_empty(), "not due at start");
+        clock.set(t("2026-03-01T00:01:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        assert_eq!(hb.tick().unwrap().fired.len(), 0, "same due time never fires twice");
+        finish_all(&root);
+        drop(hb);
+        // Restart 30 s later: the stored next run (00:02) is kept, nothing fires early.
+        clock.set(t("2026-03-01T00:01:30Z"));
+        let mut hb = heartbeat(&root, clock.clone());
+        assert!(hb.tick().unwrap().fired.is_empty());
+        clock.set(t("2026-03-01T00:02:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        assert_eq!(jobs(&root), 2);
+    }
+
+    #[test]
+    fn catch_up_policies_after_downtime() {
+        for (policy, expected) in [("skip", 0), ("run_once", 1), ("run_all", 5)] {
+            let (_tmp, root) = setup(&format!("hb-catchup-{policy}"), &format!("      - every: 1m\n        catch_up: {policy}\n"));
+            let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+            drop(heartbeat(&root, clock.clone()));
+            // Down from 00:00 to 00:05:30: due runs at 00:01..00:05 were missed.
+            clock.set(t("2026-03-01T00:05:30Z"));
+            let mut hb = heartbeat(&root, clock.clone());
+            assert_eq!(jobs(&root), expected, "catch_up: {policy}");
+            assert!(hb.tick().unwrap().fired.is_empty(), "{policy}: the next run is in the future");
+            let entry = schedules::find(&hb.conn, "ok_basic", "default").unwrap().unwrap();
+            assert_eq!(entry.next_run_at.as_deref(), Some("2026-03-01T00:06:30.000000Z"), "{policy}");
+        }
+    }
+
+    #[test]
+    fn catch_up_applies_to_cron_too() {
+        let (_tmp, root) = setup("hb-cron-catchup", "      - cron: \"*/10 * * * *\"\n        catch_up: run_all\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        drop(heartbeat(&root, clock.clone()));
+        clock.set(t("2026-03-01T00:35:00Z"));
+        heartbeat(&root, clock.clone());
+        assert_eq!(jobs(&root), 3, "00:10, 00:20, 00:30");
+    }
+
+    #[test]
+    fn poll_guard_and_if_running_skip_hold_back_a_second_poll() {
+        let (_tmp, root) = setup("hb-guard", "      - every: 1m\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        clock.set(t("2026-03-01T00:01:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        clock.set(t("2026-03-01T00:02:00Z"));
+        let tick = hb.tick().unwrap();
+        assert!(tick.fired.is_empty());
+        assert_eq!(tick.skipped.len(), 1);
+        assert_eq!(jobs(&root), 1);
+        // The skipped run is rescheduled, not retried every tick.
+        let entry = schedules::find(&hb.conn, "ok_basic", "default").unwrap().unwrap();
+        assert_eq!(entry.next_run_at.as_deref(), Some("2026-03-01T00:03:00.000000Z"));
+    }
+
+    #[test]
+    fn if_running_cancel_kills_queued_twins_and_fires() {
+        let (_tmp, root) = setup("hb-cancel", "      - every: 1m\n        if_running: cancel\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        clock.set(t("2026-03-01T00:01:00Z"));
+        hb.tick().unwrap();
+        clock.set(t("2026-03-01T00:02:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        let dead: String = hb
+            .conn
+            .query_row("SELECT last_error FROM job_queue WHERE status = 'dead'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dead, "cancelled by schedule `default` (if_running: cancel)");
+    }
+
+    #[test]
+    fn open_breaker_holds_polls_until_the_cooldown_then_probes() {
+        let (_tmp, root) = setup("hb-breaker", "      - every: 1m\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        breakers::record(&hb.conn, "ok_basic", "poll", "j", false, 1, t("2026-03-01T00:00:00Z")).unwrap();
+        clock.set(t("2026-03-01T00:01:00Z"));
+        let tick = hb.tick().unwrap();
+        assert_eq!(tick.skipped[0].2, "circuit breaker is open");
+        clock.set(t("2026-03-01T00:31:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1, "half-open probe");
+        assert_eq!(breakers::find(&hb.conn, "ok_basic", "poll").unwrap().unwrap().state, "half_open");
+    }
+
+    #[test]
+    fn one_shots_exhaust_after_firing() {
+        let (_tmp, root) = setup("hb-at", "      - at: \"2026-03-01T00:10:00Z\"\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        clock.set(t("2026-03-01T00:10:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        let entry = schedules::find(&hb.conn, "ok_basic", "default").unwrap().unwrap();
+        assert_eq!(entry.status, "exhausted");
+        clock.set(t("2026-03-01T01:00:00Z"));
+        assert!(hb.tick().unwrap().fired.is_empty());
+    }
+}
