@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::clock::{Clock, format_ts, parse_ts, random_below};
 use crate::dispatch::pool::RunningJobs;
 use crate::runtime::Runtime;
-use crate::scheduler::expr::{self, CatchUp, IfRunning, Schedule};
+use crate::scheduler::expr::{self, CatchUp, IfRunning, Schedule, Trigger};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 use crate::store::{StoreError, breakers, retention, schedules};
 
@@ -156,12 +156,23 @@ impl Heartbeat {
         missed_from: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let missed = s.due_between(
-            missed_from - chrono::Duration::microseconds(1),
-            now,
-            self.started_at,
-            CATCH_UP_CAP,
-        );
+        let missed: Vec<DateTime<Utc>> = match &s.trigger {
+            // An interval's missed runs sit on its own grid, starting at the stored due time.
+            Trigger::Every(every) => {
+                let step = chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX);
+                std::iter::successors(Some(missed_from), |t| t.checked_add_signed(step))
+                    .take_while(|t| *t <= now)
+                    .filter(|t| s.permits(*t))
+                    .take(CATCH_UP_CAP)
+                    .collect()
+            }
+            _ => s.due_between(
+                missed_from - chrono::Duration::microseconds(1),
+                now,
+                self.started_at,
+                CATCH_UP_CAP,
+            ),
+        };
         let next = self.next_for(s, now);
         let exhausted = s.is_one_shot();
         let instants: Vec<DateTime<Utc>> = match s.catch_up {
@@ -447,7 +458,8 @@ mod tests {
     /// A config dir with the `ok_basic` fixture plugin and `schedules` YAML.
     fn setup(tag: &str, schedules: &str) -> (TempDir, std::path::PathBuf) {
         let tmp = TempDir::new(tag);
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins/ok_basic");
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/plugins/ok_basic");
         let dst = tmp.0.join("plugins/ok_basic");
         std::fs::create_dir_all(&dst).unwrap();
         for f in ["manifest.yaml", "run.sh"] {
@@ -477,7 +489,12 @@ mod tests {
     fn jobs(root: &std::path::Path) -> i64 {
         let db = root.parent().unwrap().join("d.db");
         let c = Connection::open(db).unwrap();
-        c.query_row("SELECT COUNT(*) FROM job_queue WHERE submitted_by = 'scheduler'", [], |r| r.get(0)).unwrap()
+        c.query_row(
+            "SELECT COUNT(*) FROM job_queue WHERE submitted_by = 'scheduler'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
     }
 
     /// Marks every scheduler job succeeded, as if workers ran them.
@@ -495,7 +512,11 @@ mod tests {
         assert!(hb.tick().unwrap().fired.is_empty(), "not due at start");
         clock.set(t("2026-03-01T00:01:00Z"));
         assert_eq!(hb.tick().unwrap().fired.len(), 1);
-        assert_eq!(hb.tick().unwrap().fired.len(), 0, "same due time never fires twice");
+        assert_eq!(
+            hb.tick().unwrap().fired.len(),
+            0,
+            "same due time never fires twice"
+        );
         finish_all(&root);
         drop(hb);
         // Restart 30 s later: the stored next run (00:02) is kept, nothing fires early.
@@ -510,22 +531,37 @@ mod tests {
     #[test]
     fn catch_up_policies_after_downtime() {
         for (policy, expected) in [("skip", 0), ("run_once", 1), ("run_all", 5)] {
-            let (_tmp, root) = setup(&format!("hb-catchup-{policy}"), &format!("      - every: 1m\n        catch_up: {policy}\n"));
+            let (_tmp, root) = setup(
+                &format!("hb-catchup-{policy}"),
+                &format!("      - every: 1m\n        catch_up: {policy}\n"),
+            );
             let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
             drop(heartbeat(&root, clock.clone()));
             // Down from 00:00 to 00:05:30: due runs at 00:01..00:05 were missed.
             clock.set(t("2026-03-01T00:05:30Z"));
             let mut hb = heartbeat(&root, clock.clone());
             assert_eq!(jobs(&root), expected, "catch_up: {policy}");
-            assert!(hb.tick().unwrap().fired.is_empty(), "{policy}: the next run is in the future");
-            let entry = schedules::find(&hb.conn, "ok_basic", "default").unwrap().unwrap();
-            assert_eq!(entry.next_run_at.as_deref(), Some("2026-03-01T00:06:30.000000Z"), "{policy}");
+            assert!(
+                hb.tick().unwrap().fired.is_empty(),
+                "{policy}: the next run is in the future"
+            );
+            let entry = schedules::find(&hb.conn, "ok_basic", "default")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                entry.next_run_at.as_deref(),
+                Some("2026-03-01T00:06:30.000000Z"),
+                "{policy}"
+            );
         }
     }
 
     #[test]
     fn catch_up_applies_to_cron_too() {
-        let (_tmp, root) = setup("hb-cron-catchup", "      - cron: \"*/10 * * * *\"\n        catch_up: run_all\n");
+        let (_tmp, root) = setup(
+            "hb-cron-catchup",
+            "      - cron: \"*/10 * * * *\"\n        catch_up: run_all\n",
+        );
         let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
         drop(heartbeat(&root, clock.clone()));
         clock.set(t("2026-03-01T00:35:00Z"));
@@ -546,13 +582,21 @@ mod tests {
         assert_eq!(tick.skipped.len(), 1);
         assert_eq!(jobs(&root), 1);
         // The skipped run is rescheduled, not retried every tick.
-        let entry = schedules::find(&hb.conn, "ok_basic", "default").unwrap().unwrap();
-        assert_eq!(entry.next_run_at.as_deref(), Some("2026-03-01T00:03:00.000000Z"));
+        let entry = schedules::find(&hb.conn, "ok_basic", "default")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            entry.next_run_at.as_deref(),
+            Some("2026-03-01T00:03:00.000000Z")
+        );
     }
 
     #[test]
     fn if_running_cancel_kills_queued_twins_and_fires() {
-        let (_tmp, root) = setup("hb-cancel", "      - every: 1m\n        if_running: cancel\n");
+        let (_tmp, root) = setup(
+            "hb-cancel",
+            "      - every: 1m\n        if_running: cancel\n",
+        );
         let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
         let mut hb = heartbeat(&root, clock.clone());
         clock.set(t("2026-03-01T00:01:00Z"));
@@ -561,7 +605,11 @@ mod tests {
         assert_eq!(hb.tick().unwrap().fired.len(), 1);
         let dead: String = hb
             .conn
-            .query_row("SELECT last_error FROM job_queue WHERE status = 'dead'", [], |r| r.get(0))
+            .query_row(
+                "SELECT last_error FROM job_queue WHERE status = 'dead'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(dead, "cancelled by schedule `default` (if_running: cancel)");
     }
@@ -571,13 +619,28 @@ mod tests {
         let (_tmp, root) = setup("hb-breaker", "      - every: 1m\n");
         let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
         let mut hb = heartbeat(&root, clock.clone());
-        breakers::record(&hb.conn, "ok_basic", "poll", "j", false, 1, t("2026-03-01T00:00:00Z")).unwrap();
+        breakers::record(
+            &hb.conn,
+            "ok_basic",
+            "poll",
+            "j",
+            false,
+            1,
+            t("2026-03-01T00:00:00Z"),
+        )
+        .unwrap();
         clock.set(t("2026-03-01T00:01:00Z"));
         let tick = hb.tick().unwrap();
         assert_eq!(tick.skipped[0].2, "circuit breaker is open");
         clock.set(t("2026-03-01T00:31:00Z"));
         assert_eq!(hb.tick().unwrap().fired.len(), 1, "half-open probe");
-        assert_eq!(breakers::find(&hb.conn, "ok_basic", "poll").unwrap().unwrap().state, "half_open");
+        assert_eq!(
+            breakers::find(&hb.conn, "ok_basic", "poll")
+                .unwrap()
+                .unwrap()
+                .state,
+            "half_open"
+        );
     }
 
     #[test]
@@ -587,7 +650,9 @@ mod tests {
         let mut hb = heartbeat(&root, clock.clone());
         clock.set(t("2026-03-01T00:10:00Z"));
         assert_eq!(hb.tick().unwrap().fired.len(), 1);
-        let entry = schedules::find(&hb.conn, "ok_basic", "default").unwrap().unwrap();
+        let entry = schedules::find(&hb.conn, "ok_basic", "default")
+            .unwrap()
+            .unwrap();
         assert_eq!(entry.status, "exhausted");
         clock.set(t("2026-03-01T01:00:00Z"));
         assert!(hb.tick().unwrap().fired.is_empty());
