@@ -16,8 +16,9 @@
 //! leader stays an unreaped zombie until the group has been swept; while it is
 //! unreaped its pid, and therefore the group id, cannot be recycled, which is what
 //! makes signalling `-pgid` safe (from this thread and from [`CancelToken::cancel`]).
-//! The host process must ignore SIGPIPE (Rust binaries do by default) so that a
-//! plugin closing stdin early yields EPIPE instead of killing ductile.
+//! SIGPIPE is blocked on the running thread while it writes to a plugin, so a
+//! plugin that closes stdin early yields EPIPE and never kills ductile, whatever
+//! the process-wide SIGPIPE disposition is.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -261,20 +262,17 @@ enum Ending {
 /// on plugin behaviour, always reaps (or hands off) the leader, and never leaves
 /// members of its process group running.
 pub fn run(inv: &Invocation<'_>, cancel: &CancelToken) -> Outcome {
-    run_watching(inv, cancel, ExitWatch::Pidfd)
+    run_watching(inv, cancel, pidfd_open)
 }
 
-/// How the runner learns that the leader exited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ExitWatch {
-    /// A pidfd in the poll set (Linux 5.3+), falling back to `Waitid` when the
-    /// kernel (or a seccomp filter) refuses one.
-    Pidfd,
-    /// `waitid(WNOWAIT)` on every turn, with short sleeps once the pipes are closed.
-    Waitid,
-}
-
-fn run_watching(inv: &Invocation<'_>, cancel: &CancelToken, watch: ExitWatch) -> Outcome {
+/// [`run`] with the way the leader's exit is watched made explicit: `open_pidfd`
+/// returns a descriptor that polls readable on exit, or `None` to fall back to
+/// `waitid(WNOWAIT)` on every turn (what happens on kernels without pidfds).
+fn run_watching(
+    inv: &Invocation<'_>,
+    cancel: &CancelToken,
+    open_pidfd: fn(i32) -> Option<OwnedFd>,
+) -> Outcome {
     let started_at = Utc::now();
     let start = Instant::now();
     let not_started = |kind: OutcomeKind| Outcome {
@@ -315,6 +313,9 @@ fn run_watching(inv: &Invocation<'_>, cancel: &CancelToken, watch: ExitWatch) ->
     let stdin = child.stdin.take().map(|s| nonblocking(OwnedFd::from(s)));
     let stdout = child.stdout.take().map(|s| nonblocking(OwnedFd::from(s)));
     let stderr = child.stderr.take().map(|s| nonblocking(OwnedFd::from(s)));
+    // After the spawn: the child must not inherit a blocked SIGPIPE (std also
+    // resets the child's mask, this just keeps the guard's scope honest).
+    let _sigpipe = SigpipeBlock::new();
     let mut group = Group::new(child, cancel);
     // A cancel that raced the spawn found no group to signal; the loop below sees
     // the flag on its first turn and terminates the group itself.
@@ -328,10 +329,7 @@ fn run_watching(inv: &Invocation<'_>, cancel: &CancelToken, watch: ExitWatch) ->
         stderr: Capture::draining(stderr, inv.limits.stderr_cap),
         scratch: vec![0; CHUNK],
     };
-    let pidfd = match watch {
-        ExitWatch::Pidfd => pidfd_open(group.pgid),
-        ExitWatch::Waitid => None,
-    };
+    let pidfd = open_pidfd(group.pgid);
     let deadline = start.checked_add(inv.limits.timeout);
 
     io.write_stdin();
@@ -838,6 +836,61 @@ fn nonblocking(fd: OwnedFd) -> File {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
     }
     File::from(fd)
+}
+
+/// Blocks SIGPIPE on the current thread for its lifetime; on drop, discards a
+/// SIGPIPE that a write raised meanwhile and restores the previous mask.
+struct SigpipeBlock {
+    /// Whether this guard blocked it (false if it was already blocked or failed).
+    blocked: bool,
+}
+
+impl SigpipeBlock {
+    #[allow(unsafe_code)]
+    fn new() -> SigpipeBlock {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
+        // pthread_sigmask only reads `set` and writes `old`, both live locals.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+                return SigpipeBlock { blocked: false };
+            }
+            SigpipeBlock {
+                blocked: libc::sigismember(&old, libc::SIGPIPE) == 0,
+            }
+        }
+    }
+}
+
+impl Drop for SigpipeBlock {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if !self.blocked {
+            return;
+        }
+        // SAFETY: as in `new`; sigtimedwait with a zero timeout only dequeues a
+        // pending SIGPIPE of this thread (raised by our own EPIPE write) and
+        // never blocks; the mask is then restored for exactly this signal.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            if libc::sigpending(&mut pending) == 0
+                && libc::sigismember(&pending, libc::SIGPIPE) == 1
+            {
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Sends `sig` to process group `pgid`; failures (the group is already gone) are ignored.
@@ -1656,7 +1709,7 @@ mod tests {
                 limits,
                 max_subs: 32,
             };
-            run_watching(&inv, &CancelToken::new(), ExitWatch::Waitid)
+            run_watching(&inv, &CancelToken::new(), |_| None)
         };
         let o = watch("ok_basic", Limits::default());
         assert_eq!(response(&o).result, Some(json!("ok_basic done")));
@@ -1685,5 +1738,37 @@ mod tests {
             "{elapsed:?}"
         );
         assert_group_gone(&o);
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn early_stdin_close_survives_default_sigpipe() {
+        // SAFETY: installs the default SIGPIPE disposition process-wide for the
+        // duration of this run (every plugin write in this binary is guarded), then
+        // puts back the ignore disposition Rust binaries start with.
+        let previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let big = vec![b'x'; 4 * 1024 * 1024];
+        let o = run_with("early_stdin_close", Limits::default(), &big, &[]);
+        // SAFETY: restores the disposition saved above.
+        unsafe {
+            libc::signal(libc::SIGPIPE, previous);
+        }
+        assert_eq!(
+            response(&o).result,
+            Some(json!("answered without reading stdin"))
+        );
+        // The guard left SIGPIPE unblocked and nothing pending on this thread.
+        // SAFETY: reads the current mask and pending set into live locals.
+        let (blocked, pending) = unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            let mut pend: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            libc::sigpending(&mut pend);
+            (
+                libc::sigismember(&mask, libc::SIGPIPE),
+                libc::sigismember(&pend, libc::SIGPIPE),
+            )
+        };
+        assert_eq!((blocked, pending), (0, 0));
     }
 }
