@@ -5,6 +5,14 @@
 //! Plugins: a no-op compiled from C at start (the "compiled plugin"), and the same
 //! no-op in Python run by Debian's /usr/bin/python3 when present.
 
+// Bench code: a failed unwrap aborts the measurement, and printing is its job.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -37,7 +45,8 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("plugins")).unwrap();
         Bench { dir }
@@ -46,7 +55,11 @@ impl Bench {
     fn plugin(&self, name: &str, entry: &str) -> PathBuf {
         let p = self.dir.join("plugins").join(name);
         std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("manifest.yaml"), MANIFEST.replace("NAME", name).replace("ENTRY", entry)).unwrap();
+        std::fs::write(
+            p.join("manifest.yaml"),
+            MANIFEST.replace("NAME", name).replace("ENTRY", entry),
+        )
+        .unwrap();
         p
     }
 
@@ -55,7 +68,10 @@ impl Bench {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(
             d.join("config.yaml"),
-            format!("plugin_roots: [{}]\nstate:\n  path: db/ductile.db\n{body}", self.dir.join("plugins").display()),
+            format!(
+                "plugin_roots: [{}]\nstate:\n  path: db/ductile.db\n{body}",
+                self.dir.join("plugins").display()
+            ),
         )
         .unwrap();
         d.join("config.yaml")
@@ -87,14 +103,20 @@ fn main() {
     let bench = Bench::new();
     let noop_dir = bench.plugin("noop", "noop");
     std::fs::write(noop_dir.join("noop.c"), NOOP_C).unwrap();
-    let st = Command::new("cc").args(["-O2", "-o"]).arg(noop_dir.join("noop")).arg(noop_dir.join("noop.c")).status().expect("cc");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(noop_dir.join("noop"))
+        .arg(noop_dir.join("noop.c"))
+        .status()
+        .expect("cc");
     assert!(st.success(), "cc failed");
     let python = Path::new("/usr/bin/python3").exists();
     if python {
         let py = bench.plugin("pynoop", "run.py");
         std::fs::write(py.join("run.py"), NOOP_PY).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(py.join("run.py"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(py.join("run.py"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
     }
     let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ductile");
     println!("{:<58} {:>16}   target", "figure", "measured");
@@ -103,10 +125,28 @@ fn main() {
     if exe.exists() {
         oneshot_wall(&bench, &exe, &noop_dir.join("noop"));
         let size = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(0);
-        row("release binary size (stripped)", format!("{:.2} MB", size as f64 / 1e6), "<= 8 MB");
-        throughput(&bench, &exe, "noop", 20_000, "compiled no-op", ">= 1200 jobs/s");
+        row(
+            "release binary size (stripped)",
+            format!("{:.2} MB", size as f64 / 1e6),
+            "<= 8 MB",
+        );
+        throughput(
+            &bench,
+            &exe,
+            "noop",
+            20_000,
+            "compiled no-op",
+            ">= 1200 jobs/s",
+        );
         if python {
-            throughput(&bench, &exe, "pynoop", 1_000, "python no-op (/usr/bin/python3)", ">= 75 jobs/s");
+            throughput(
+                &bench,
+                &exe,
+                "pynoop",
+                1_000,
+                "python no-op (/usr/bin/python3)",
+                ">= 75 jobs/s",
+            );
         } else {
             println!("(skipped python throughput: /usr/bin/python3 not found)");
         }
@@ -130,12 +170,22 @@ fn runner_overhead(bench: &Bench) {
     for i in 0..2_000 {
         let t0 = Instant::now();
         let job = NewJob::new("noop", "poll", Value::Null, SubmittedBy::Cli, 1);
-        let id = match queue::enqueue(&mut conn, &job, Duration::from_secs(86_400), chrono::Utc::now()).unwrap() {
+        let id = match queue::enqueue(
+            &mut conn,
+            &job,
+            Duration::from_secs(86_400),
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        {
             queue::Enqueued::Created(id) => id,
             _ => unreachable!(),
         };
-        let claimed = queue::claim_job(&mut conn, &id, chrono::Utc::now()).unwrap().unwrap();
-        let out = ductile::dispatch::execute(&mut conn, &rt, &claimed, &CancelToken::new(), &clock).unwrap();
+        let claimed = queue::claim_job(&mut conn, &id, chrono::Utc::now())
+            .unwrap()
+            .unwrap();
+        let out = ductile::dispatch::execute(&mut conn, &rt, &claimed, &CancelToken::new(), &clock)
+            .unwrap();
         let total = t0.elapsed().as_secs_f64() * 1e3;
         if let ductile::dispatch::Executed::Recorded { plugin_time, .. } = out {
             if i >= 100 {
@@ -144,9 +194,21 @@ fn runner_overhead(bench: &Bench) {
             }
         }
     }
-    row("runner overhead per job, p50 (ductile time, compiled no-op)", format!("{:.3} ms", percentile(&mut overhead, 0.5)), "<= 0.5 ms");
-    row("runner overhead per job, p95", format!("{:.3} ms", percentile(&mut overhead, 0.95)), "");
-    row("plugin process time per job, p50 (spawn to reap)", format!("{:.3} ms", percentile(&mut plugin, 0.5)), "");
+    row(
+        "runner overhead per job, p50 (ductile time, compiled no-op)",
+        format!("{:.3} ms", percentile(&mut overhead, 0.5)),
+        "<= 0.5 ms",
+    );
+    row(
+        "runner overhead per job, p95",
+        format!("{:.3} ms", percentile(&mut overhead, 0.95)),
+        "",
+    );
+    row(
+        "plugin process time per job, p50 (spawn to reap)",
+        format!("{:.3} ms", percentile(&mut plugin, 0.5)),
+        "",
+    );
 }
 
 /// `ductile run noop` whole-process wall time vs the plugin binary's own.
@@ -156,11 +218,21 @@ fn oneshot_wall(bench: &Bench, exe: &Path, noop: &Path) {
     let mut theirs = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        let st = Command::new(exe).args(["run", "noop", "--config"]).arg(&root).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        let st = Command::new(exe)
+            .args(["run", "noop", "--config"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
         assert!(st.success());
         ours.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        let mut child = Command::new(noop).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(noop)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
@@ -171,8 +243,16 @@ fn oneshot_wall(bench: &Bench, exe: &Path, noop: &Path) {
     }
     let a = percentile(&mut ours, 0.5);
     let b = percentile(&mut theirs, 0.5);
-    row("`ductile run noop` wall time, p50", format!("{a:.2} ms"), "");
-    row("compiled plugin alone wall time, p50", format!("{b:.2} ms"), "");
+    row(
+        "`ductile run noop` wall time, p50",
+        format!("{a:.2} ms"),
+        "",
+    );
+    row(
+        "compiled plugin alone wall time, p50",
+        format!("{b:.2} ms"),
+        "",
+    );
     row("ratio run/plugin", format!("{:.2}x", a / b), "<= 2x");
 }
 
@@ -203,7 +283,10 @@ fn stop_daemon(mut child: std::process::Child) {
 }
 
 fn unsafe_free_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 fn open_rw(root: &Path) -> rusqlite::Connection {
@@ -223,7 +306,13 @@ fn fill(conn: &mut rusqlite::Connection, plugin: &str, n: usize) {
 
 fn wait_drained(conn: &rusqlite::Connection, total: i64) {
     loop {
-        let done: i64 = conn.query_row("SELECT COUNT(*) FROM job_queue WHERE status NOT IN ('queued','running')", [], |r| r.get(0)).unwrap();
+        let done: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM job_queue WHERE status NOT IN ('queued','running')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         if done >= total {
             return;
         }
@@ -233,7 +322,12 @@ fn wait_drained(conn: &rusqlite::Connection, total: i64) {
 
 /// Drain `n` queued jobs with 2 workers.
 fn throughput(bench: &Bench, exe: &Path, plugin: &str, n: usize, label: &str, target: &str) {
-    let root = bench.config(&format!("tp-{plugin}"), &format!("service:\n  max_workers: 2\n  job_log_retention: 30d\nplugins:\n  {plugin}: {{}}\n"));
+    let root = bench.config(
+        &format!("tp-{plugin}"),
+        &format!(
+            "service:\n  max_workers: 2\n  job_log_retention: 30d\nplugins:\n  {plugin}: {{}}\n"
+        ),
+    );
     let mut conn = open_rw(&root);
     fill(&mut conn, plugin, n);
     let t = Instant::now();
@@ -241,8 +335,18 @@ fn throughput(bench: &Bench, exe: &Path, plugin: &str, n: usize, label: &str, ta
     wait_drained(&conn, n as i64);
     let secs = t.elapsed().as_secs_f64();
     stop_daemon(child);
-    let ok: i64 = conn.query_row("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'", [], |r| r.get(0)).unwrap();
-    row(&format!("throughput, {n} jobs, 2 workers, {label}"), format!("{:.0} jobs/s", n as f64 / secs), target);
+    let ok: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM job_queue WHERE status='succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    row(
+        &format!("throughput, {n} jobs, 2 workers, {label}"),
+        format!("{:.0} jobs/s", n as f64 / secs),
+        target,
+    );
     if ok != n as i64 {
         println!("  warning: only {ok} of {n} succeeded");
     }
@@ -262,7 +366,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn wakeups(pid: u32) -> u64 {
@@ -271,8 +376,14 @@ fn wakeups(pid: u32) -> u64 {
         for t in tasks.flatten() {
             let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
             for l in s.lines() {
-                if l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:") {
-                    total += l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+                {
+                    total += l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
             }
         }
@@ -292,9 +403,21 @@ fn idle(bench: &Bench, exe: &Path) {
     let (c0, w0) = (cpu_ticks(pid), wakeups(pid));
     std::thread::sleep(Duration::from_secs(10));
     let (c1, w1) = (cpu_ticks(pid), wakeups(pid));
-    row("idle RSS, 3 scheduled plugins", format!("{:.2} MB", rss_kb(pid) as f64 / 1024.0), "<= 8 MB");
-    row("idle CPU over 10 s (clock ticks of 10 ms)", format!("{}", c1 - c0), "~0");
-    row("idle thread wakeups over 10 s (all threads)", format!("{}", w1 - w0), "few");
+    row(
+        "idle RSS, 3 scheduled plugins",
+        format!("{:.2} MB", rss_kb(pid) as f64 / 1024.0),
+        "<= 8 MB",
+    );
+    row(
+        "idle CPU over 10 s (clock ticks of 10 ms)",
+        format!("{}", c1 - c0),
+        "~0",
+    );
+    row(
+        "idle thread wakeups over 10 s (all threads)",
+        format!("{}", w1 - w0),
+        "few",
+    );
     stop_daemon(child);
 }
 
@@ -314,15 +437,26 @@ fn memory_flat(bench: &Bench, exe: &Path) {
     }
     wait_drained(&conn, 100_000);
     let r2 = rss_kb(pid);
-    row("RSS after 1k jobs", format!("{:.2} MB", r1 as f64 / 1024.0), "");
-    row("RSS after 100k jobs", format!("{:.2} MB", r2 as f64 / 1024.0), "within 2 MB of 1k");
+    row(
+        "RSS after 1k jobs",
+        format!("{:.2} MB", r1 as f64 / 1024.0),
+        "",
+    );
+    row(
+        "RSS after 100k jobs",
+        format!("{:.2} MB", r2 as f64 / 1024.0),
+        "within 2 MB of 1k",
+    );
     stop_daemon(child);
 }
 
 /// Enqueue → plugin started, with an idle in-process pool.
 fn latency(bench: &Bench) {
     use ductile::dispatch::pool::{Pool, PoolConfig, RunningJobs};
-    let root = bench.config("latency", "service:\n  max_workers: 2\nplugins:\n  noop: {}\n");
+    let root = bench.config(
+        "latency",
+        "service:\n  max_workers: 2\nplugins:\n  noop: {}\n",
+    );
     let rt = Arc::new(Runtime::load(&root).unwrap());
     let mut conn = ductile::store::open(&rt.config.state.path, Synchronous::Normal).unwrap();
     let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
@@ -348,7 +482,13 @@ fn latency(bench: &Bench) {
         };
         let _ = wake_tx.try_send(());
         let enter: i64 = loop {
-            let r: Option<i64> = conn.query_row("SELECT enter_wall_ns FROM job_stopwatch WHERE job_id = ?1", [&id], |r| r.get(0)).ok();
+            let r: Option<i64> = conn
+                .query_row(
+                    "SELECT enter_wall_ns FROM job_stopwatch WHERE job_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .ok();
             if let Some(v) = r {
                 break v;
             }
@@ -357,8 +497,16 @@ fn latency(bench: &Bench) {
         let created_ns = now.timestamp_nanos_opt().unwrap_or(0);
         lat.push((enter - created_ns) as f64 / 1e6);
     }
-    row("latency enqueue -> plugin started, p50 (idle worker)", format!("{:.3} ms", percentile(&mut lat, 0.5)), "<= 1 ms");
-    row("latency enqueue -> plugin started, p95", format!("{:.3} ms", percentile(&mut lat, 0.95)), "");
+    row(
+        "latency enqueue -> plugin started, p50 (idle worker)",
+        format!("{:.3} ms", percentile(&mut lat, 0.5)),
+        "<= 1 ms",
+    );
+    row(
+        "latency enqueue -> plugin started, p95",
+        format!("{:.3} ms", percentile(&mut lat, 0.95)),
+        "",
+    );
     drop(wake_tx);
     pool.join();
 }

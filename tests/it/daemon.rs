@@ -28,7 +28,14 @@ fn enqueue(dir: &TestDir, plugin: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| {
             let job = NewJob::new(plugin, "poll", Value::Null, SubmittedBy::Cli, 4);
-            match queue::enqueue(&mut conn, &job, Duration::from_secs(86_400), chrono::Utc::now()).unwrap() {
+            match queue::enqueue(
+                &mut conn,
+                &job,
+                Duration::from_secs(86_400),
+                chrono::Utc::now(),
+            )
+            .unwrap()
+            {
                 queue::Enqueued::Created(id) => id,
                 other => panic!("{other:?}"),
             }
@@ -38,8 +45,13 @@ fn enqueue(dir: &TestDir, plugin: &str, n: usize) -> Vec<String> {
 
 fn status_counts(dir: &TestDir) -> HashMap<String, i64> {
     let db = dir.db();
-    let mut stmt = db.prepare("SELECT status, COUNT(*) FROM job_queue GROUP BY status").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
+    let mut stmt = db
+        .prepare("SELECT status, COUNT(*) FROM job_queue GROUP BY status")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 fn runs(dir: &TestDir) -> Vec<String> {
@@ -57,22 +69,39 @@ fn kill_9_with_200_jobs_in_flight_loses_and_duplicates_nothing() {
     // Create the schema, then queue 200 jobs before any daemon runs.
     let ids = enqueue(&dir, "counter", 200);
     let daemon = dir.start();
-    wait_until(LONG, "some jobs done before the crash", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") >= 20);
+    wait_until(LONG, "some jobs done before the crash", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") >= 20
+    });
     daemon.crash();
     let before = status_counts(&dir);
-    assert!(before.get("queued").copied().unwrap_or(0) > 0, "the crash left work queued: {before:?}");
+    assert!(
+        before.get("queued").copied().unwrap_or(0) > 0,
+        "the crash left work queued: {before:?}"
+    );
     let daemon = dir.start();
-    wait_until(LONG, "all 200 jobs terminal", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status IN ('queued','running')") == 0);
+    wait_until(LONG, "all 200 jobs terminal", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status IN ('queued','running')") == 0
+    });
     let after = status_counts(&dir);
     assert_eq!(after.get("succeeded").copied(), Some(200), "{after:?}");
-    let recovered = dir.count("SELECT COUNT(*) FROM job_transitions WHERE reason = 'orphaned by a crash; requeued'");
+    let recovered = dir.count(
+        "SELECT COUNT(*) FROM job_transitions WHERE reason = 'orphaned by a crash; requeued'",
+    );
     // At-least-once: every job ran; a job ran twice only if it was orphaned by the crash.
     let runs = runs(&dir);
     for id in &ids {
         assert!(runs.contains(id), "job {id} never ran");
     }
-    assert!(runs.len() as i64 <= 200 + recovered, "{} runs for 200 jobs with {recovered} orphans", runs.len());
-    assert_eq!(dir.count("SELECT COUNT(*) FROM job_queue"), 200, "no job rows duplicated");
+    assert!(
+        runs.len() as i64 <= 200 + recovered,
+        "{} runs for 200 jobs with {recovered} orphans",
+        runs.len()
+    );
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue"),
+        200,
+        "no job rows duplicated"
+    );
     drop(daemon);
 }
 
@@ -87,10 +116,15 @@ fn sigterm_lets_a_running_job_finish() {
     ));
     enqueue(&dir, "counter", 1);
     let daemon = dir.start();
-    wait_until(LONG, "job running", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'") == 1);
+    wait_until(LONG, "job running", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'") == 1
+    });
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), 0);
-    assert_eq!(dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'"), 1);
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'"),
+        1
+    );
 }
 
 #[test]
@@ -107,13 +141,26 @@ fn shutdown_timeout_kills_the_job_and_the_next_start_recovers_it() {
     wait_until(LONG, "plugin started", || out.join("concurrency").exists());
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), 0);
-    assert_eq!(dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'"), 1, "left recoverable");
-    let pid: i32 = std::fs::read_dir(out.join("pids")).unwrap().next().map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap()).unwrap_or(0);
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'"),
+        1,
+        "left recoverable"
+    );
+    let pid: i32 = std::fs::read_dir(out.join("pids"))
+        .unwrap()
+        .next()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .unwrap_or(0);
     assert!(pid == 0 || !alive(pid), "plugin process {pid} was killed");
     // Restart with a fast plugin: the orphan is requeued as attempt 2 and succeeds.
-    dir.config(&format!("plugins:\n  counter:\n    config:\n      out: {}\n", out.display()));
+    dir.config(&format!(
+        "plugins:\n  counter:\n    config:\n      out: {}\n",
+        out.display()
+    ));
     let daemon = dir.start();
-    wait_until(LONG, "recovered job succeeded", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded' AND attempt=2") == 1);
+    wait_until(LONG, "recovered job succeeded", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded' AND attempt=2") == 1
+    });
     drop(daemon);
 }
 
@@ -128,7 +175,10 @@ fn a_second_daemon_on_the_same_db_refuses() {
     let daemon = dir.start();
     let second = dir.run(&["system", "start"]).code(1);
     assert!(
-        second.stderr.contains(&format!("another ductile (pid {}) holds the lock", daemon.pid())),
+        second.stderr.contains(&format!(
+            "another ductile (pid {}) holds the lock",
+            daemon.pid()
+        )),
         "{second:?}"
     );
     daemon.signal("INT");
@@ -159,15 +209,35 @@ fn failed_attempts_are_retried_and_each_keeps_its_stderr() {
     ));
     let ids = enqueue(&dir, "flaky", 1);
     let daemon = dir.start();
-    wait_until(LONG, "job succeeded", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 1);
+    wait_until(LONG, "job succeeded", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 1
+    });
     let db = dir.db();
-    let attempt: i64 = db.query_row("SELECT attempt FROM job_queue WHERE id = ?1", [&ids[0]], |r| r.get(0)).unwrap();
+    let attempt: i64 = db
+        .query_row(
+            "SELECT attempt FROM job_queue WHERE id = ?1",
+            [&ids[0]],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(attempt, 3);
-    let mut stmt = db.prepare("SELECT attempt, status, stderr FROM job_log WHERE job_id = ?1 ORDER BY attempt").unwrap();
-    let rows: Vec<(i64, String, String)> = stmt.query_map([&ids[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect();
+    let mut stmt = db
+        .prepare("SELECT attempt, status, stderr FROM job_log WHERE job_id = ?1 ORDER BY attempt")
+        .unwrap();
+    let rows: Vec<(i64, String, String)> = stmt
+        .query_map([&ids[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
-    assert_eq!((rows[0].1.as_str(), rows[0].2.trim()), ("failed", "flaky: failing call 1"));
-    assert_eq!((rows[1].1.as_str(), rows[1].2.trim()), ("failed", "flaky: failing call 2"));
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2.trim()),
+        ("failed", "flaky: failing call 1")
+    );
+    assert_eq!(
+        (rows[1].1.as_str(), rows[1].2.trim()),
+        ("failed", "flaky: failing call 2")
+    );
     assert_eq!(rows[2].1, "succeeded");
     drop(daemon);
 }
@@ -179,7 +249,9 @@ fn exit_78_is_never_retried() {
     dir.config("plugins:\n  exit_78: {}\n");
     enqueue(&dir, "exit_78", 1);
     let daemon = dir.start();
-    wait_until(LONG, "job terminal", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='failed'") == 1);
+    wait_until(LONG, "job terminal", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='failed'") == 1
+    });
     assert_eq!(dir.count("SELECT attempt FROM job_queue"), 1);
     assert_eq!(dir.count("SELECT COUNT(*) FROM job_log"), 1);
     drop(daemon);
@@ -196,10 +268,19 @@ fn parallelism_caps_hold_under_load() {
     ));
     enqueue(&dir, "counter", 24);
     let daemon = dir.start();
-    wait_until(LONG, "all done", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 24);
-    let seen: Vec<usize> = std::fs::read_to_string(out.join("concurrency")).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect();
+    wait_until(LONG, "all done", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 24
+    });
+    let seen: Vec<usize> = std::fs::read_to_string(out.join("concurrency"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
     assert_eq!(seen.len(), 24);
-    assert!(seen.iter().all(|n| *n <= 2), "never more than 2 at once: {seen:?}");
+    assert!(
+        seen.iter().all(|n| *n <= 2),
+        "never more than 2 at once: {seen:?}"
+    );
     assert!(seen.contains(&2), "the cap was actually used: {seen:?}");
     drop(daemon);
 }
@@ -209,7 +290,11 @@ fn concurrency_unsafe_plugins_run_serially_by_default() {
     let dir = TestDir::new("serial");
     let plugin = dir.fixture("counter");
     let manifest = std::fs::read_to_string(plugin.join("manifest.yaml")).unwrap();
-    std::fs::write(plugin.join("manifest.yaml"), format!("{manifest}concurrency_safe: false\n")).unwrap();
+    std::fs::write(
+        plugin.join("manifest.yaml"),
+        format!("{manifest}concurrency_safe: false\n"),
+    )
+    .unwrap();
     let out = dir.path.join("out");
     dir.config(&format!(
         "service:\n  max_workers: 4\nplugins:\n  counter:\n    config:\n      out: {}\n      delay: \"0.05\"\n",
@@ -217,7 +302,9 @@ fn concurrency_unsafe_plugins_run_serially_by_default() {
     ));
     enqueue(&dir, "counter", 8);
     let daemon = dir.start();
-    wait_until(LONG, "all done", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 8);
+    wait_until(LONG, "all done", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 8
+    });
     let seen = std::fs::read_to_string(out.join("concurrency")).unwrap();
     assert!(seen.lines().all(|l| l.trim() == "1"), "serial: {seen}");
     drop(daemon);
@@ -238,7 +325,9 @@ fn reload_with_a_broken_file_keeps_serving() {
     // enqueue directly and wake the daemon).
     enqueue(&dir, "counter", 1);
     daemon.signal("USR1");
-    wait_until(LONG, "job ran on the old config", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 1);
+    wait_until(LONG, "job ran on the old config", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 1
+    });
 }
 
 #[test]
@@ -253,14 +342,32 @@ fn reload_removing_a_plugin_kills_its_queued_jobs() {
     dir.config(&with_counter);
     enqueue(&dir, "counter", 3);
     let daemon = dir.start();
-    wait_until(LONG, "first job running", || out.join("concurrency").exists());
+    wait_until(LONG, "first job running", || {
+        out.join("concurrency").exists()
+    });
     dir.config("plugins: {}\n");
     let r = dir.run(&["system", "reload"]).code(0);
     assert!(r.stdout.contains("sent SIGHUP"), "{r:?}");
-    wait_until(LONG, "queued jobs dead", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") == 2);
-    let reason: String = dir.db().query_row("SELECT last_error FROM job_queue WHERE status='dead' LIMIT 1", [], |r| r.get(0)).unwrap();
-    assert_eq!(reason, "plugin `counter` was removed or disabled by a config reload");
-    assert_eq!(dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'"), 1, "in-flight job continues on its snapshot");
+    wait_until(LONG, "queued jobs dead", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") == 2
+    });
+    let reason: String = dir
+        .db()
+        .query_row(
+            "SELECT last_error FROM job_queue WHERE status='dead' LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        reason,
+        "plugin `counter` was removed or disabled by a config reload"
+    );
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'"),
+        1,
+        "in-flight job continues on its snapshot"
+    );
     drop(daemon);
     // The 30 s plugin of the killed daemon would linger: clean up its group.
     kill_recorded_pids(&out);
@@ -270,7 +377,10 @@ fn kill_recorded_pids(out: &std::path::Path) {
     if let Ok(entries) = std::fs::read_dir(out.join("pids")) {
         for e in entries.flatten() {
             let pid = e.file_name().to_string_lossy().to_string();
-            let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(format!("-{pid}"))
+                .status();
         }
     }
 }
@@ -285,8 +395,13 @@ fn scheduled_failures_open_the_breaker_and_status_shows_it() {
         out.display()
     ));
     let daemon = dir.start();
-    wait_until(LONG, "breaker open", || dir.count("SELECT COUNT(*) FROM circuit_breakers WHERE state='open'") == 1);
-    let v = dir.run(&["system", "breaker", "flaky", "--json"]).code(0).json();
+    wait_until(LONG, "breaker open", || {
+        dir.count("SELECT COUNT(*) FROM circuit_breakers WHERE state='open'") == 1
+    });
+    let v = dir
+        .run(&["system", "breaker", "flaky", "--json"])
+        .code(0)
+        .json();
     assert_eq!(v["breakers"][0]["state"], "open");
     assert_eq!(v["transitions"][0]["reason"], "failure_threshold");
     let status = dir.run(&["system", "status", "--json"]).code(0).json();
@@ -295,7 +410,10 @@ fn scheduled_failures_open_the_breaker_and_status_shows_it() {
     daemon.wait_log(LONG, "circuit breaker is open");
     let r = dir.run(&["system", "reset", "flaky"]).code(0);
     assert!(r.stdout.contains("reset to closed"), "{r:?}");
-    assert_eq!(dir.count("SELECT COUNT(*) FROM circuit_breaker_transitions WHERE reason='manual_reset'"), 1);
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM circuit_breaker_transitions WHERE reason='manual_reset'"),
+        1
+    );
 }
 
 #[test]
@@ -308,11 +426,26 @@ fn if_running_cancel_kills_the_running_process_group() {
         out.display()
     ));
     let daemon = dir.start();
-    wait_until(LONG, "a job was cancelled", || dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") >= 1);
-    let reason: String = dir.db().query_row("SELECT last_error FROM job_queue WHERE status='dead' LIMIT 1", [], |r| r.get(0)).unwrap();
-    assert!(reason.contains("cancelled by schedule `default` (if_running: cancel)"), "{reason}");
+    wait_until(LONG, "a job was cancelled", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") >= 1
+    });
+    let reason: String = dir
+        .db()
+        .query_row(
+            "SELECT last_error FROM job_queue WHERE status='dead' LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        reason.contains("cancelled by schedule `default` (if_running: cancel)"),
+        "{reason}"
+    );
     let pid: i64 = dir.db().query_row("SELECT a.pid FROM job_attempts a JOIN job_queue q ON q.id = a.job_id WHERE q.status='dead' LIMIT 1", [], |r| r.get(0)).unwrap();
-    assert!(!alive(pid as i32), "the cancelled plugin process {pid} is gone");
+    assert!(
+        !alive(pid as i32),
+        "the cancelled plugin process {pid} is gone"
+    );
     drop(daemon);
     kill_recorded_pids(&out);
 }

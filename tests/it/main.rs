@@ -1,4 +1,13 @@
 //! The single integration test binary: the real `ductile` executable against
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    unreachable_pub
+)]
 //! temp config dirs, real plugin processes and real SQLite files.
 
 mod daemon;

@@ -31,7 +31,8 @@ pub struct TestDir {
 impl TestDir {
     pub fn new(tag: &str) -> TestDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("it-{tag}-{}-{n}", std::process::id()));
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("it-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(path.join("plugins")).unwrap();
         TestDir { path }
@@ -145,7 +146,8 @@ impl From<Output> for Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 
     /// Asserts the exit code, showing the output on failure.
@@ -159,7 +161,10 @@ impl Run {
 pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
         // A short park between polls of an observable condition; never a fixed
         // wait standing in for synchronisation.
         std::thread::park_timeout(Duration::from_millis(10));
@@ -174,7 +179,12 @@ pub struct Daemon {
 
 impl Daemon {
     fn start(mut cmd: Command) -> Daemon {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -188,7 +198,10 @@ impl Daemon {
                 }
             });
         }
-        let d = Daemon { child: Some(child), lines };
+        let d = Daemon {
+            child: Some(child),
+            lines,
+        };
         d.wait_log(Duration::from_secs(20), "ductile running");
         d
     }
@@ -209,7 +222,7 @@ impl Daemon {
         wait_until(within, &format!("log line containing {needle:?}"), || {
             let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));
             if !found && !exited {
-                exited = matches!(self.child.as_ref().map(|c| c.id()), None);
+                exited = self.child.is_none();
             }
             found
         });
@@ -217,7 +230,11 @@ impl Daemon {
 
     /// Sends a signal.
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -232,7 +249,10 @@ impl Daemon {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("daemon did not exit within {within:?}; log:\n{}", self.log().join("\n"));
+                panic!(
+                    "daemon did not exit within {within:?}; log:\n{}",
+                    self.log().join("\n")
+                );
             }
             std::thread::park_timeout(Duration::from_millis(10));
         }

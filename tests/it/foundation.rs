@@ -1,0 +1,1 @@
+//! `ductile run`, config loading, discovery and the protocol runner, end to end.
