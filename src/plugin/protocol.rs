@@ -395,7 +395,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert!(
-            text.contains(r#""context":{},"event":{"payload":{},"type":"x"},"deadline_at""#),
+            text.contains(r#""context":{},"event":{"type":"x","payload":{}},"deadline_at""#),
             "{text}"
         );
     }
