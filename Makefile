@@ -13,7 +13,7 @@ run: build
 
 ## Everything CI runs: formatting, lints, forbidden patterns, every test.
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -21,7 +21,7 @@ lint:
 	./scripts/forbid
 
 ## Benchmarks: prints figures; not part of `make test`.
-bench:
+bench: release
 	$(CARGO) bench --bench bench
 
 release:
