@@ -167,6 +167,7 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         &control_rx,
         &fatal_rx,
         &reload_tx,
+        &wake_tx,
         clock.as_ref(),
     );
 
@@ -219,12 +220,13 @@ fn control_loop(
     control_rx: &Receiver<Control>,
     fatal_rx: &Receiver<String>,
     reload_tx: &Sender<Arc<Runtime>>,
+    wake_tx: &Sender<()>,
     clock: &dyn Clock,
 ) -> Result<&'static str, String> {
     loop {
         select! {
             recv(control_rx) -> msg => match msg {
-                Ok(Control::Reload) => reload(root, cell, conn, reload_tx, clock),
+                Ok(Control::Reload) => reload(root, cell, conn, reload_tx, wake_tx, clock),
                 Ok(Control::Shutdown(why)) => {
                     log::info!("{why} received: shutting down");
                     return Ok(why);
@@ -244,6 +246,7 @@ fn reload(
     cell: &Arc<RuntimeCell>,
     conn: &mut Connection,
     reload_tx: &Sender<Arc<Runtime>>,
+    wake_tx: &Sender<()>,
     clock: &dyn Clock,
 ) {
     let old = cell.current();
@@ -286,6 +289,8 @@ fn reload(
         log::error!("reload applied but its bookkeeping failed: {e}");
     }
     let _ = reload_tx.send(new.clone());
+    // Init jobs may have been enqueued, and new parallelism caps may admit more.
+    let _ = wake_tx.try_send(());
     log::info!(target: "config", plugins = new.registry.plugins().count(); "config reloaded");
 }
 

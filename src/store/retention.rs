@@ -69,3 +69,65 @@ pub fn prune(
     )?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::parse_ts;
+    use crate::config::Synchronous;
+    use crate::store::queue::{self, AttemptRecord, Completion, Decision, NewJob, SubmittedBy};
+    use crate::store::testing::TempDir;
+    use std::time::Duration;
+
+    #[test]
+    fn old_history_goes_in_batches_and_fresh_or_live_rows_stay() {
+        let tmp = TempDir::new("retention");
+        let mut conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
+        let old = parse_ts("2026-01-01T00:00:00Z").unwrap();
+        let new = parse_ts("2026-03-01T00:00:00Z").unwrap();
+        let day = Duration::from_secs(86_400);
+        for (at, n) in [(old, 1_200), (new, 3)] {
+            for _ in 0..n {
+                let job = NewJob::new("p", "poll", serde_json::Value::Null, SubmittedBy::Cli, 1);
+                queue::enqueue(&mut conn, &job, day, at).unwrap();
+                let c = queue::claim_next(&mut conn, &|_| 1, at).unwrap().unwrap();
+                let done = Completion {
+                    job: &c,
+                    decision: Decision::Succeeded,
+                    last_error: None,
+                    record: AttemptRecord::default(),
+                    state: None,
+                    children: vec![],
+                    stopwatch: None,
+                    effects: vec![],
+                };
+                queue::complete(&mut conn, &done, day, at).unwrap();
+            }
+        }
+        // A live job from long ago is never pruned.
+        queue::enqueue(
+            &mut conn,
+            &NewJob::new("p", "poll", serde_json::Value::Null, SubmittedBy::Cli, 1),
+            day,
+            old,
+        )
+        .unwrap();
+        let cutoff = parse_ts("2026-02-01T00:00:00Z").unwrap();
+        let first = prune(&conn, cutoff, cutoff, 1).unwrap();
+        assert_eq!(first.job_log, BATCH, "one batch per call when capped at 1");
+        let rest = prune(&conn, cutoff, cutoff, 10).unwrap();
+        assert_eq!(first.job_log + rest.job_log, 1_200);
+        assert_eq!(first.job_queue + rest.job_queue, 1_200);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM job_log"), 3);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM job_queue WHERE status = 'succeeded'"),
+            3
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM job_queue WHERE status = 'queued'"),
+            1
+        );
+        assert_eq!(prune(&conn, cutoff, cutoff, 10).unwrap(), Pruned::default());
+    }
+}

@@ -449,3 +449,56 @@ fn if_running_cancel_kills_the_running_process_group() {
     drop(daemon);
     kill_recorded_pids(&out);
 }
+
+#[test]
+fn init_runs_once_per_definition_and_a_failure_marks_the_plugin_unhealthy() {
+    let dir = TestDir::new("init");
+    dir.fixture("with_init");
+    dir.config("plugins:\n  with_init:\n    config:\n      fail_init: \"yes\"\n");
+    let daemon = dir.start();
+    wait_until(LONG, "init ran", || {
+        dir.count("SELECT COUNT(*) FROM plugin_health WHERE status = 'unhealthy'") == 1
+    });
+    let status = dir.run(&["system", "status", "--json"]).code(0).json();
+    assert_eq!(status["plugins"][0]["health"], "unhealthy");
+    assert_eq!(
+        status["plugins"][0]["health_error"],
+        "init refused: fail_init is set"
+    );
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE command = 'init'"),
+        1,
+        "not retried"
+    );
+    // A config change re-runs init; an unchanged restart does not.
+    dir.config("plugins:\n  with_init:\n    config:\n      fail_init: \"no\"\n");
+    dir.run(&["system", "reload"]).code(0);
+    wait_until(LONG, "init re-ran", || {
+        dir.count("SELECT COUNT(*) FROM plugin_health WHERE status = 'healthy'") == 1
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    let daemon = dir.start();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE command = 'init'"),
+        2
+    );
+}
+
+#[test]
+fn reload_refuses_to_move_the_database() {
+    let dir = TestDir::new("reload-state");
+    counter_config(&dir, "", "");
+    let daemon = dir.start();
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        text.replace("state/ductile.db", "elsewhere/ductile.db"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log(LONG, "reload rejected: state.path changed");
+    assert!(!dir.path.join("elsewhere").exists());
+}
