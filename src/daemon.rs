@@ -160,16 +160,14 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         "ductile running"
     );
 
-    let outcome = control_loop(
+    let reloader = Reloader {
         root,
-        &cell,
-        &mut conn,
-        &control_rx,
-        &fatal_rx,
-        &reload_tx,
-        &wake_tx,
-        clock.as_ref(),
-    );
+        cell: &cell,
+        reload_tx: &reload_tx,
+        wake_tx: &wake_tx,
+        clock: clock.as_ref(),
+    };
+    let outcome = control_loop(&reloader, &mut conn, &control_rx, &fatal_rx);
 
     // Orderly stop; the comments number the steps of docs/ARCHITECTURE.md.
     // 1. No new scheduled work.
@@ -213,20 +211,25 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     }
 }
 
+/// What the control thread needs to apply a reload.
+struct Reloader<'a> {
+    root: &'a Path,
+    cell: &'a Arc<RuntimeCell>,
+    reload_tx: &'a Sender<Arc<Runtime>>,
+    wake_tx: &'a Sender<()>,
+    clock: &'a dyn Clock,
+}
+
 fn control_loop(
-    root: &Path,
-    cell: &Arc<RuntimeCell>,
+    r: &Reloader<'_>,
     conn: &mut Connection,
     control_rx: &Receiver<Control>,
     fatal_rx: &Receiver<String>,
-    reload_tx: &Sender<Arc<Runtime>>,
-    wake_tx: &Sender<()>,
-    clock: &dyn Clock,
 ) -> Result<&'static str, String> {
     loop {
         select! {
             recv(control_rx) -> msg => match msg {
-                Ok(Control::Reload) => reload(root, cell, conn, reload_tx, wake_tx, clock),
+                Ok(Control::Reload) => reload(r, conn),
                 Ok(Control::Shutdown(why)) => {
                     log::info!("{why} received: shutting down");
                     return Ok(why);
@@ -241,14 +244,14 @@ fn control_loop(
 /// SIGHUP: validate the new config off to the side; keep the old one if it is
 /// invalid; otherwise swap it in, retire removed plugins' queued jobs, run
 /// `init` where needed and let the scheduler pick up its changes.
-fn reload(
-    root: &Path,
-    cell: &Arc<RuntimeCell>,
-    conn: &mut Connection,
-    reload_tx: &Sender<Arc<Runtime>>,
-    wake_tx: &Sender<()>,
-    clock: &dyn Clock,
-) {
+fn reload(r: &Reloader<'_>, conn: &mut Connection) {
+    let Reloader {
+        root,
+        cell,
+        reload_tx,
+        wake_tx,
+        clock,
+    } = *r;
     let old = cell.current();
     let new = match Runtime::load(root) {
         Ok(rt) => Arc::new(rt),

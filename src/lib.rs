@@ -20,3 +20,4 @@ pub mod plugin;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod suggest;

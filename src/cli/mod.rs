@@ -248,7 +248,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
                     .collect();
                 return Err(CliError::Usage(with_hint(
                     format!("unknown flag `--{name}`"),
-                    closest(name, &all).map(|c| format!("--{c}")),
+                    crate::suggest::closest(name, &all).map(|c| format!("--{c}")),
                 )));
             }
             Short(c) => {
@@ -306,7 +306,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
                     "`--{name}` is not a flag of `ductile {}`",
                     verb.path.join(" ")
                 ),
-                closest(name, verb.flags).map(|c| format!("--{c}")),
+                crate::suggest::closest(name, verb.flags).map(|c| format!("--{c}")),
             )));
         }
     }
@@ -340,7 +340,7 @@ fn find_verb(words: &[String]) -> Result<&'static Verb, CliError> {
     if !nouns.contains(&first) {
         return Err(CliError::Usage(with_hint(
             format!("unknown command `{first}`"),
-            closest(first, &nouns).map(str::to_string),
+            crate::suggest::closest(first, &nouns).map(str::to_string),
         )));
     }
     let verbs: Vec<&str> = VERBS
@@ -360,7 +360,7 @@ fn find_verb(words: &[String]) -> Result<&'static Verb, CliError> {
         .ok_or_else(|| {
             CliError::Usage(with_hint(
                 format!("unknown verb `{second}` for `ductile {first}`"),
-                closest(second, &verbs).map(|c| format!("{first} {c}")),
+                crate::suggest::closest(second, &verbs).map(|c| format!("{first} {c}")),
             ))
         })
 }
@@ -422,31 +422,6 @@ fn version(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) + 1)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// Resolves the root config file from `--config` or the discovery order.
 pub fn config_root(args: &Args) -> Result<PathBuf, CliError> {
     Ok(crate::config::resolve_root(args.config.as_deref())?)
@@ -485,7 +460,7 @@ mod tests {
                         "`--{name}` is not a flag of `ductile {}`",
                         verb.path.join(" ")
                     ),
-                    closest(name, verb.flags).map(|c| format!("--{c}")),
+                    crate::suggest::closest(name, verb.flags).map(|c| format!("--{c}")),
                 )));
             }
         }
@@ -537,13 +512,5 @@ mod tests {
         }
         assert!(help(&["plugin"]).contains("plugin list"));
         assert!(!help(&["plugin"]).contains("config check"));
-    }
-
-    #[test]
-    fn edit_distance_is_levenshtein() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(closest("stauts", &["status", "start"]), Some("status"));
-        assert_eq!(closest("xyz", &["status"]), None);
     }
 }

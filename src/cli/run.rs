@@ -34,7 +34,7 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        let hint = super::closest(command, &names)
+        let hint = crate::suggest::closest(command, &names)
             .map(|c| format!("; did you mean `{c}`?"))
             .unwrap_or_default();
         return Err(CliError::Usage(format!(
@@ -135,7 +135,7 @@ fn find_plugin<'a>(
         )));
     }
     let known: Vec<&str> = rt.registry.plugins().map(|p| p.name.as_str()).collect();
-    let hint = super::closest(name, &known)
+    let hint = crate::suggest::closest(name, &known)
         .map(|c| format!("; did you mean `{c}`?"))
         .unwrap_or_else(|| " (see `ductile plugin list`)".into());
     Err(CliError::Failed(format!("unknown plugin `{name}`{hint}")))

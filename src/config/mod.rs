@@ -131,6 +131,25 @@ pub struct PluginConf {
     pub config: serde_json::Value,
 }
 
+impl PluginConf {
+    /// An instance with every default: enabled, no schedules, empty config.
+    pub fn new(name: &str) -> PluginConf {
+        PluginConf {
+            name: name.to_string(),
+            uses: None,
+            enabled: true,
+            parallelism: None,
+            timeouts: Timeouts::default(),
+            retry: Retry::default(),
+            circuit_breaker: Breaker::default(),
+            max_outstanding_polls: 1,
+            notify_on_complete: false,
+            schedules: Vec::new(),
+            config: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
 /// Per-command timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {

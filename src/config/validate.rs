@@ -14,10 +14,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration;
 use super::load::{Provenance, describe, join, key_text, resolve_path};
-use super::{
-    Api, Breaker, Config, LoadedFile, PluginConf, Retry, ScheduleConf, Service, State, Synchronous,
-    Timeouts,
-};
+use super::{Api, Config, LoadedFile, PluginConf, ScheduleConf, Service, State, Synchronous};
 use super::{ConfigError, Finding};
 
 const TOP_KEYS: &[&str] = &[
@@ -152,7 +149,7 @@ pub(super) fn build(
 /// The message for a key the schema does not know, with a suggestion when one
 /// known key is a small edit away.
 pub(super) fn unknown_key(key: &str, known: &[&str]) -> String {
-    match suggest(key, known) {
+    match crate::suggest::closest(key, known) {
         Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
         None => format!("unknown key `{key}`"),
     }
@@ -378,19 +375,7 @@ fn build_plugin(
     value: &Value,
     max_workers: usize,
 ) -> Result<PluginConf, ConfigError> {
-    let mut conf = PluginConf {
-        name,
-        uses: None,
-        enabled: true,
-        parallelism: None,
-        timeouts: Timeouts::default(),
-        retry: Retry::default(),
-        circuit_breaker: Breaker::default(),
-        max_outstanding_polls: 1,
-        notify_on_complete: false,
-        schedules: Vec::new(),
-        config: serde_json::Value::Object(serde_json::Map::new()),
-    };
+    let mut conf = PluginConf::new(&name);
     if value.is_null() {
         return Ok(conf);
     }
@@ -787,50 +772,11 @@ fn to_json(ctx: &Ctx, value: &Value, path: &str) -> Result<serde_json::Value, Co
     })
 }
 
-/// The known key closest to `key`, if it is close enough to be a typo.
-fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    let length = key.chars().count();
-    known
-        .iter()
-        .map(|candidate| (edit_distance(key, candidate), *candidate))
-        .filter(|(distance, _)| *distance <= 2 && distance * 3 <= length.max(3))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and
-/// adjacent transpositions each cost one.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let width = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * width];
-    for i in 0..=a.len() {
-        d[i * width] = i;
-    }
-    for (j, cell) in d.iter_mut().enumerate().take(width) {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[(i - 1) * width + j] + 1)
-                .min(d[i * width + j - 1] + 1)
-                .min(d[(i - 1) * width + j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[(i - 2) * width + j - 2] + 1);
-            }
-            d[i * width + j] = best;
-        }
-    }
-    d[a.len() * width + b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::load::TempTree;
-    use crate::config::{Loaded, Synchronous};
+    use crate::config::{Breaker, Loaded, Retry, Synchronous, Timeouts};
     use std::path::PathBuf;
 
     fn secs(n: u64) -> Duration {
@@ -1176,14 +1122,23 @@ mod tests {
 
     #[test]
     fn suggests_only_near_keys() {
-        assert_eq!(suggest("shedules", SCHEDULE_KEYS), None);
-        assert_eq!(suggest("shedules", PLUGIN_KEYS), Some("schedules"));
-        assert_eq!(suggest("id", &["at"]), None);
-        assert_eq!(suggest("cronn", SCHEDULE_KEYS), Some("cron"));
-        assert_eq!(suggest("completely_different", PLUGIN_KEYS), None);
-        assert_eq!(edit_distance("tiemout", "timeout"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(crate::suggest::closest("shedules", SCHEDULE_KEYS), None);
+        assert_eq!(
+            crate::suggest::closest("shedules", PLUGIN_KEYS),
+            Some("schedules")
+        );
+        assert_eq!(crate::suggest::closest("id", &["at"]), None);
+        assert_eq!(
+            crate::suggest::closest("cronn", SCHEDULE_KEYS),
+            Some("cron")
+        );
+        assert_eq!(
+            crate::suggest::closest("completely_different", PLUGIN_KEYS),
+            None
+        );
+        assert_eq!(crate::suggest::edit_distance("tiemout", "timeout"), 1);
+        assert_eq!(crate::suggest::edit_distance("", "abc"), 3);
+        assert_eq!(crate::suggest::edit_distance("kitten", "sitting"), 3);
     }
 
     // ---- rules ----

@@ -258,7 +258,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Api, Breaker, Retry, Service, State, Synchronous, Timeouts};
+    use crate::config::{Api, Service, State, Synchronous};
     use crate::plugin::discovery::tests::{TempDir, copy_fixture, manifest_named, write};
     use serde_json::{Value, json};
     use std::path::Path;
@@ -266,17 +266,10 @@ mod tests {
 
     fn conf(name: &str, uses: Option<&str>, enabled: bool, config: Value) -> PluginConf {
         PluginConf {
-            name: name.to_string(),
             uses: uses.map(str::to_string),
             enabled,
-            parallelism: None,
-            timeouts: Timeouts::default(),
-            retry: Retry::default(),
-            circuit_breaker: Breaker::default(),
-            max_outstanding_polls: 1,
-            notify_on_complete: false,
-            schedules: Vec::new(),
             config,
+            ..PluginConf::new(name)
         }
     }
 
