@@ -54,6 +54,14 @@ impl TestDir {
         dst
     }
 
+    /// Copies fixture plugin `fixture` to `rel` (a path under this dir), e.g. a
+    /// second plugin root or a directory under another name.
+    pub fn fixture_at(&self, fixture: &str, rel: &str) -> PathBuf {
+        let dst = self.path.join(rel);
+        copy_dir(&repo().join("tests/fixtures/plugins").join(fixture), &dst);
+        dst
+    }
+
     /// Copies the bundled echo plugin into this dir's plugin root.
     pub fn echo(&self) -> PathBuf {
         let dst = self.path.join("plugins/echo");
@@ -97,6 +105,31 @@ impl TestDir {
         c.args(args).arg("--config").arg(&self.path);
         c.env_remove("DUCTILE_CONFIG_DIR").env_remove("DUCTILE_LOG");
         c
+    }
+
+    /// `ductile <args>` with no `--config` (config discovery decides) and none of
+    /// the discovery variables inherited from the test process.
+    pub fn command_without_config(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env_remove("DUCTILE_CONFIG_DIR")
+            .env_remove("DUCTILE_LOG");
+        c
+    }
+
+    /// A single text column from a query (`None` for no row or SQL NULL).
+    pub fn text(&self, sql: &str) -> Option<String> {
+        self.texts(sql).into_iter().next().flatten()
+    }
+
+    /// The first column of every row of a query, as text.
+    pub fn texts(&self, sql: &str) -> Vec<Option<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get::<_, Option<String>>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     /// Starts the daemon.
@@ -148,6 +181,14 @@ impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// The first `error: ` line of stderr, without the prefix.
+    pub fn error(&self) -> &str {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or_else(|| panic!("no `error: ` line on stderr: {self:#?}"))
     }
 
     /// Asserts the exit code, showing the output on failure.
