@@ -103,19 +103,28 @@ fn main() {
         return;
     }
     // Optional filters: `cargo bench --bench bench -- throughput idle`.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let bench = Bench::new();
     let noop_dir = bench.plugin("noop", "noop");
     std::fs::write(noop_dir.join("noop.c"), NOOP_C).unwrap();
-    let st = Command::new("cc").args(["-O2", "-o"]).arg(noop_dir.join("noop")).arg(noop_dir.join("noop.c")).status().expect("cc");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(noop_dir.join("noop"))
+        .arg(noop_dir.join("noop.c"))
+        .status()
+        .expect("cc");
     assert!(st.success(), "cc failed");
     let python = Path::new("/usr/bin/python3").exists();
     if python {
         let py = bench.plugin("pynoop", "run.py");
         std::fs::write(py.join("run.py"), NOOP_PY).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(py.join("run.py"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(py.join("run.py"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
     }
     let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ductile");
     println!("{:<58} {:>16}   target", "figure", "measured");
@@ -132,12 +141,30 @@ fn main() {
     }
     if want("size") {
         let size = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(0);
-        row("release binary size (stripped)", format!("{:.2} MB", size as f64 / 1e6), "<= 8 MB");
+        row(
+            "release binary size (stripped)",
+            format!("{:.2} MB", size as f64 / 1e6),
+            "<= 8 MB",
+        );
     }
     if want("throughput") {
-        throughput(&bench, &exe, "noop", 20_000, "compiled no-op", ">= 1200 jobs/s");
+        throughput(
+            &bench,
+            &exe,
+            "noop",
+            20_000,
+            "compiled no-op",
+            ">= 1200 jobs/s",
+        );
         if python {
-            throughput(&bench, &exe, "pynoop", 1_000, "python no-op (/usr/bin/python3)", ">= 75 jobs/s");
+            throughput(
+                &bench,
+                &exe,
+                "pynoop",
+                1_000,
+                "python no-op (/usr/bin/python3)",
+                ">= 75 jobs/s",
+            );
         } else {
             println!("(skipped python throughput: /usr/bin/python3 not found)");
         }

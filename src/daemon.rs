@@ -91,7 +91,7 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     let db = rt.config.state.path.clone();
     let sync = rt.config.state.synchronous;
     let mut conn = store::open(&db, sync)?;
-    let lock = InstanceLock::acquire(&lock::path_for(&db))
+    let lock = InstanceLock::acquire(&lock::path_for(&db), lock::Role::Daemon)
         .map_err(|e| DaemonError::Failed(e.to_string()))?;
     for r in queue::recover_orphans(&mut conn, clock.now())? {
         log::warn!(plugin = r.plugin.as_str(), job_id = r.id.as_str(); "recovered orphaned job: now {} (attempt {})", r.status, r.attempt);

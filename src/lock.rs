@@ -9,6 +9,26 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Who holds the lock: the daemon, or a `ductile run` one-shot. Written beside
+/// the PID so a one-shot knows whether it may hand its job over (only a daemon
+/// answers SIGUSR1) or must wait its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `ductile system start`.
+    Daemon,
+    /// `ductile run`.
+    OneShot,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Daemon => "daemon",
+            Role::OneShot => "run",
+        }
+    }
+}
+
 /// A held instance lock; released on drop.
 #[derive(Debug)]
 pub struct InstanceLock {
@@ -64,8 +84,8 @@ pub fn path_for(db_path: &Path) -> PathBuf {
 }
 
 impl InstanceLock {
-    /// Takes the lock without waiting and writes our PID into it.
-    pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
+    /// Takes the lock without waiting and writes our PID and role into it.
+    pub fn acquire(path: &Path, role: Role) -> Result<InstanceLock, LockError> {
         let io = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -86,7 +106,7 @@ impl InstanceLock {
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        writeln!(file, "{} {}", std::process::id(), role.as_str()).map_err(io)?;
         file.flush().map_err(io)?;
         Ok(InstanceLock {
             file,
@@ -141,10 +161,23 @@ fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// The live holder of the lock at `path` and its role, if any process holds it.
+pub fn holder_role(path: &Path) -> Option<(u32, Role)> {
+    let pid = holder(path)?;
+    let mut s = String::new();
+    File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    let role = if s.split_whitespace().nth(1) == Some("run") {
+        Role::OneShot
+    } else {
+        Role::Daemon
+    };
+    Some((pid, role))
+}
+
 fn read_pid(path: &Path) -> Option<u32> {
     let mut s = String::new();
     File::open(path).ok()?.read_to_string(&mut s).ok()?;
-    s.trim().parse().ok()
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// `flock(LOCK_EX | LOCK_NB)`: Ok(true) when taken, Ok(false) when held elsewhere.
@@ -173,10 +206,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ductile-lock-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ductile.lock");
-        let lock = InstanceLock::acquire(&path).unwrap();
+        let lock = InstanceLock::acquire(&path, Role::Daemon).unwrap();
         // flock locks belong to the open file description, so a second open in the
         // same process conflicts just like another process would.
-        let err = InstanceLock::acquire(&path).unwrap_err();
+        let err = InstanceLock::acquire(&path, Role::OneShot).unwrap_err();
         let me = std::process::id();
         assert_eq!(
             err.to_string(),
@@ -188,7 +221,10 @@ mod tests {
         assert_eq!(holder(&path), Some(me));
         drop(lock);
         assert_eq!(holder(&path), None);
-        InstanceLock::acquire(&path).unwrap();
+        assert_eq!(holder_role(&path), None);
+        let again = InstanceLock::acquire(&path, Role::OneShot).unwrap();
+        assert_eq!(holder_role(&path), Some((me, Role::OneShot)));
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

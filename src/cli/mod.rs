@@ -276,6 +276,10 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
             Err(CliError::Exit(2))
         };
     }
+    if args.help && args.words.len() == 1 && noun_list().contains(&args.words[0].as_str()) {
+        output::text(&help(&[args.words[0].as_str()]));
+        return Ok(());
+    }
     let verb = find_verb(&args.words)?;
     if args.help {
         output::text(&help(verb.path));

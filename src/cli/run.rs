@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Args, CliError, output};
 use crate::clock::{Clock, SystemClock, format_ts};
 use crate::dispatch::{self, Executed};
-use crate::lock::{self, InstanceLock, LockError};
+use crate::lock::{self, InstanceLock, LockError, Role};
 use crate::plugin::spawn::CancelToken;
 use crate::runtime::Runtime;
 use crate::store;
@@ -64,49 +64,81 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     let db = &rt.config.state.path;
     let mut conn = store::open(db, rt.config.state.synchronous)?;
     let lock_path = lock::path_for(db);
-    let result = match InstanceLock::acquire(&lock_path) {
-        Ok(held) => {
-            let id = enqueue(&mut conn, &rt, &job, &clock)?;
-            let claimed = queue::claim_job(&mut conn, &id, clock.now())?.ok_or_else(|| {
-                CliError::Failed(format!(
-                    "job {id} was taken by another process before it could run"
-                ))
-            })?;
-            let executed =
-                dispatch::execute(&mut conn, &rt, &claimed, &CancelToken::new(), &clock)?;
-            drop(held);
-            match executed {
-                Executed::Recorded {
-                    status,
-                    last_error,
-                    response,
-                    stderr,
-                    exit_code,
-                    ..
-                } => Report {
-                    id,
-                    plugin: name.to_string(),
-                    command: command.to_string(),
-                    status: status.to_string(),
-                    last_error,
-                    response,
-                    stderr,
-                    exit_code,
-                },
-                Executed::Abandoned => {
-                    return Err(CliError::Failed(format!("job {id} was abandoned")));
-                }
+    let mut job_id: Option<String> = None;
+    let result = loop {
+        match InstanceLock::acquire(&lock_path, Role::OneShot) {
+            Ok(held) => {
+                let id = match job_id.take() {
+                    Some(id) => id,
+                    None => enqueue(&mut conn, &rt, &job, &clock)?,
+                };
+                let report = run_own(&mut conn, &rt, &id, name, command, &clock);
+                drop(held);
+                break report?;
             }
+            Err(LockError::Held { .. }) => match lock::holder_role(&lock_path) {
+                Some((pid, Role::Daemon)) => {
+                    let id = match job_id.take() {
+                        Some(id) => id,
+                        None => enqueue(&mut conn, &rt, &job, &clock)?,
+                    };
+                    log::info!(job_id = id.as_str(); "a daemon (pid {pid}) holds the lock; handing the job over");
+                    let _ = lock::signal_holder(&lock_path, libc::SIGUSR1);
+                    match wait_for(&conn, &lock_path, &id, name, command)? {
+                        Some(report) => break report,
+                        // The daemon stopped with our job still queued: run it ourselves.
+                        None => job_id = Some(id),
+                    }
+                }
+                // Another one-shot (or a holder that just left): wait our turn.
+                _ => pause(),
+            },
+            Err(e) => return Err(e.into()),
         }
-        Err(LockError::Held { pid, .. }) => {
-            let id = enqueue(&mut conn, &rt, &job, &clock)?;
-            log::info!(job_id = id.as_str(); "a daemon (pid {}) holds the lock; handing job over to it", pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()));
-            let _ = lock::signal_holder(&lock_path, libc::SIGUSR1);
-            wait_for(&conn, &id, name, command)?
-        }
-        Err(e) => return Err(e.into()),
     };
     report(args, &result)
+}
+
+/// Claims and runs our own job while holding the lock.
+fn run_own(
+    conn: &mut rusqlite::Connection,
+    rt: &Arc<Runtime>,
+    id: &str,
+    plugin: &str,
+    command: &str,
+    clock: &SystemClock,
+) -> Result<Report, CliError> {
+    let claimed = queue::claim_job(conn, id, clock.now())?.ok_or_else(|| {
+        CliError::Failed(format!(
+            "job {id} was taken by another process before it could run"
+        ))
+    })?;
+    match dispatch::execute(conn, rt, &claimed, &CancelToken::new(), clock)? {
+        Executed::Recorded {
+            status,
+            last_error,
+            response,
+            stderr,
+            exit_code,
+            ..
+        } => Ok(Report {
+            id: id.to_string(),
+            plugin: plugin.to_string(),
+            command: command.to_string(),
+            status: status.to_string(),
+            last_error,
+            response,
+            stderr,
+            exit_code,
+        }),
+        Executed::Abandoned => Err(CliError::Failed(format!("job {id} was abandoned"))),
+    }
+}
+
+/// A short pause between looks at another process's progress; the one-shot has no
+/// channel to the daemon, and 20 ms keeps it snappy without load.
+fn pause() {
+    std::thread::sleep(Duration::from_millis(20));
 }
 
 fn find_plugin<'a>(
@@ -190,12 +222,15 @@ fn enqueue(
 }
 
 /// Waits for a job handed to the daemon to reach a terminal state.
+/// Waits for a job handed to the daemon to end. `None` when the daemon went away
+/// while the job was still queued (the caller then runs it itself).
 fn wait_for(
     conn: &rusqlite::Connection,
+    lock_path: &std::path::Path,
     id: &str,
     plugin: &str,
     command: &str,
-) -> Result<Report, CliError> {
+) -> Result<Option<Report>, CliError> {
     loop {
         let row = queue::find(conn, id)?
             .ok_or_else(|| CliError::Failed(format!("job {id} disappeared from the queue")))?;
@@ -204,7 +239,7 @@ fn wait_for(
             let exit_code: Option<i32> = conn
                 .query_row("SELECT exit_code FROM job_attempts WHERE job_id = ?1 ORDER BY attempt DESC LIMIT 1", [id], |r| r.get(0))
                 .unwrap_or(None);
-            return Ok(Report {
+            return Ok(Some(Report {
                 id: id.to_string(),
                 plugin: plugin.to_string(),
                 command: command.to_string(),
@@ -213,11 +248,22 @@ fn wait_for(
                 response: log.result.and_then(|r| serde_json::from_str(&r).ok()),
                 stderr: log.stderr.unwrap_or_default(),
                 exit_code,
-            });
+            }));
         }
-        // Polling our own job row from a separate process; the daemon has no
-        // channel to us, and 20 ms keeps the one-shot snappy without load.
-        std::thread::sleep(Duration::from_millis(20));
+        if !matches!(lock::holder_role(lock_path), Some((_, Role::Daemon))) {
+            // The daemon may have finished our job just before it stopped.
+            let now = queue::find(conn, id)?.map(|r| r.status).unwrap_or_default();
+            if now != row.status {
+                continue;
+            }
+            if row.status == "queued" {
+                return Ok(None);
+            }
+            return Err(CliError::Failed(format!(
+                "the daemon stopped while running job {id}; it is recovered and rerun at the next start"
+            )));
+        }
+        pause();
     }
 }
 

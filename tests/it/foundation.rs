@@ -1457,7 +1457,7 @@ fn a_one_shot_handed_to_the_daemon_is_run_and_recorded_by_the_daemon() {
     assert_eq!(v["result"], "echo: hello from ductile");
     assert!(
         run.stderr.contains(&format!(
-            "a daemon (pid {}) holds the lock; handing job over to it",
+            "a daemon (pid {}) holds the lock; handing the job over",
             daemon.pid()
         )),
         "{run:#?}"
