@@ -253,7 +253,7 @@ fn dispatcher(
 fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Duration {
     const IDLE: Duration = Duration::from_secs(3600);
     let next: Option<String> = conn
-        .prepare_cached("SELECT MIN(next_retry_at) FROM job_queue WHERE status = 'queued' AND next_retry_at IS NOT NULL")
+        .prepare_cached("SELECT next_retry_at FROM job_queue INDEXED BY idx_job_queue_retry WHERE status = 'queued' AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1")
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .ok()
         .flatten()

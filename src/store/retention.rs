@@ -21,6 +21,46 @@ pub struct Pruned {
     pub history: usize,
 }
 
+/// Deletes the oldest rows of an append-only table while their `time_col` is
+/// before `cutoff`. Rows are appended in time order, so the old ones are a rowid
+/// prefix: no time index is needed (each would cost a page write per job).
+fn prune_prefix(
+    conn: &Connection,
+    table: &str,
+    time_col: &str,
+    cutoff: &str,
+    max_batches: usize,
+) -> Result<usize, StoreError> {
+    let mut total = 0;
+    for _ in 0..max_batches {
+        let rows: Vec<(i64, Option<String>)> = conn
+            .prepare_cached(&format!(
+                "SELECT rowid, {time_col} FROM {table} ORDER BY rowid LIMIT ?1"
+            ))
+            .and_then(|mut s| {
+                s.query_map([BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(|rows| rows.collect())
+            })
+            .map_err(|e| StoreError::sqlite(format!("scan {table} for retention"), e))?;
+        let old = rows
+            .iter()
+            .take_while(|(_, t)| t.as_deref().is_some_and(|t| t < cutoff))
+            .count();
+        if old == 0 {
+            break;
+        }
+        let last = rows[old - 1].0;
+        total += conn
+            .prepare_cached(&format!("DELETE FROM {table} WHERE rowid <= ?1"))
+            .and_then(|mut s| s.execute([last]))
+            .map_err(|e| StoreError::sqlite(format!("prune {table}"), e))?;
+        if old < rows.len() || rows.len() < BATCH {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// Deletes `job_log` (and transition/attempt/stopwatch history) older than
 /// `log_cutoff` and terminal `job_queue` rows completed before `queue_cutoff`,
 /// at most `max_batches` batches per table.
@@ -47,26 +87,14 @@ pub fn prune(
         }
         Ok(total)
     };
-    out.job_log = batched(
-        "DELETE FROM job_log WHERE rowid IN (SELECT rowid FROM job_log WHERE completed_at < ?1 LIMIT ?2)",
-        &log_ts,
-    )?;
+    out.job_log = prune_prefix(conn, "job_log", "completed_at", &log_ts, max_batches)?;
     out.job_queue = batched(
         "DELETE FROM job_queue WHERE rowid IN (SELECT rowid FROM job_queue WHERE completed_at < ?1 AND status IN ('succeeded','failed','timed_out','dead') LIMIT ?2)",
         &queue_ts,
     )?;
-    out.history += batched(
-        "DELETE FROM job_transitions WHERE id IN (SELECT id FROM job_transitions WHERE created_at < ?1 LIMIT ?2)",
-        &log_ts,
-    )?;
-    out.history += batched(
-        "DELETE FROM job_attempts WHERE id IN (SELECT id FROM job_attempts WHERE started_at < ?1 AND completed_at IS NOT NULL LIMIT ?2)",
-        &log_ts,
-    )?;
-    out.history += batched(
-        "DELETE FROM job_stopwatch WHERE id IN (SELECT id FROM job_stopwatch WHERE created_at < ?1 LIMIT ?2)",
-        &log_ts,
-    )?;
+    out.history += prune_prefix(conn, "job_transitions", "created_at", &log_ts, max_batches)?;
+    out.history += prune_prefix(conn, "job_attempts", "completed_at", &log_ts, max_batches)?;
+    out.history += prune_prefix(conn, "job_stopwatch", "created_at", &log_ts, max_batches)?;
     Ok(out)
 }
 

@@ -36,6 +36,7 @@ CREATE INDEX idx_job_queue_plugin_command_status ON job_queue(plugin, command, s
 CREATE INDEX idx_job_queue_dedupe ON job_queue(dedupe_key, status) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX idx_job_queue_completed_at ON job_queue(completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX idx_job_queue_parent ON job_queue(parent_job_id) WHERE parent_job_id IS NOT NULL;
+CREATE INDEX idx_job_queue_retry ON job_queue(next_retry_at) WHERE status = 'queued' AND next_retry_at IS NOT NULL;
 
 CREATE TABLE job_transitions (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,7 +48,6 @@ CREATE TABLE job_transitions (
     created_at  TEXT NOT NULL
 );
 CREATE INDEX idx_job_transitions_job ON job_transitions(job_id);
-CREATE INDEX idx_job_transitions_created_at ON job_transitions(created_at);
 
 CREATE TABLE job_attempts (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,7 +61,6 @@ CREATE TABLE job_attempts (
     error        TEXT
 );
 CREATE INDEX idx_job_attempts_job ON job_attempts(job_id, attempt);
-CREATE INDEX idx_job_attempts_started_at ON job_attempts(started_at);
 
 CREATE TABLE job_log (
     id               TEXT PRIMARY KEY,
@@ -82,7 +81,6 @@ CREATE TABLE job_log (
     event_context_id TEXT
 );
 CREATE INDEX idx_job_log_job ON job_log(job_id);
-CREATE INDEX idx_job_log_completed_at ON job_log(completed_at);
 CREATE INDEX idx_job_log_plugin_completed_at ON job_log(plugin, completed_at);
 
 CREATE TABLE plugin_state (
