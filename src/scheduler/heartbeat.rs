@@ -399,7 +399,7 @@ fn inflight(
     plugin: &str,
     command: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    conn.prepare_cached("SELECT id, status FROM job_queue WHERE plugin = ?1 AND command = ?2 AND status IN ('queued','running') ORDER BY rowid")
+    conn.prepare_cached("SELECT id, status FROM job_queue INDEXED BY idx_job_queue_status WHERE status IN ('queued','running') AND plugin = ?1 AND command = ?2 ORDER BY rowid")
         .and_then(|mut s| s.query_map(params![plugin, command], |r| Ok((r.get(0)?, r.get(1)?))).and_then(|rows| rows.collect()))
         .map_err(|e| StoreError::sqlite("find in-flight jobs", e))
 }

@@ -32,7 +32,6 @@ CREATE TABLE job_queue (
     event_context_id TEXT
 );
 CREATE INDEX idx_job_queue_status ON job_queue(status);
-CREATE INDEX idx_job_queue_plugin_command_status ON job_queue(plugin, command, status);
 CREATE INDEX idx_job_queue_dedupe ON job_queue(dedupe_key, status) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX idx_job_queue_completed_at ON job_queue(completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX idx_job_queue_parent ON job_queue(parent_job_id) WHERE parent_job_id IS NOT NULL;
