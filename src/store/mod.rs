@@ -221,14 +221,6 @@ fn wait_when_busy(conn: &mut Connection) -> Result<(), StoreError> {
 /// The connection pragmas; set once per connection, outside any transaction.
 fn configure(conn: &mut Connection, sync: Synchronous) -> Result<(), StoreError> {
     wait_when_busy(conn)?;
-    // A one-shot closing the last connection would otherwise checkpoint and
-    // fsync the WAL on every `ductile run`; SQLite's auto-checkpoint (every 1000
-    // pages, inside a commit) keeps the WAL bounded without that.
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )
-    .map_err(|e| StoreError::sqlite("configure checkpointing", e))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| StoreError::sqlite("enable WAL", e))?;
     let level = match sync {

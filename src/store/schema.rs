@@ -217,6 +217,11 @@ pub fn ensure(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
             .map_err(|e| StoreError::sqlite("commit schema creation", e))?;
         return Ok(());
     }
+    // Fast path (every open pays it, including each `ductile run`): a database we
+    // created stores our DDL verbatim, so one query over sqlite_master decides.
+    if version == SCHEMA_VERSION && stores_our_ddl(conn)? {
+        return Ok(());
+    }
     if version > SCHEMA_VERSION {
         return Err(StoreError::Schema {
             path: path.to_string(),
@@ -240,6 +245,22 @@ pub fn ensure(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Whether every statement of our DDL is stored, verbatim, in `sqlite_master`.
+fn stores_our_ddl(conn: &Connection) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
+        .map_err(|e| StoreError::sqlite("inspect schema", e))?;
+    let stored: std::collections::HashSet<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| StoreError::sqlite("inspect schema", e))?;
+    Ok(DDL
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|s| stored.contains(s)))
 }
 
 /// Tables, columns and indexes the DDL declares but the database lacks.
@@ -351,6 +372,7 @@ mod tests {
     fn fresh_database_gets_the_schema_and_then_validates() {
         let mut conn = Connection::open_in_memory().unwrap();
         ensure(&mut conn, ":memory:").unwrap();
+        assert!(stores_our_ddl(&conn).unwrap(), "the fast path recognises our own schema");
         ensure(&mut conn, ":memory:").unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
