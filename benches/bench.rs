@@ -132,14 +132,18 @@ fn main() {
         std::fs::set_permissions(py.join("run.py"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
     }
-    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ductile");
+    // `make bench` names the release binary it built; plain `cargo bench` falls
+    // back to the default release path.
+    let exe = std::env::var_os("DUCTILE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ductile"));
     println!("{:<58} {:>16}   target", "figure", "measured");
     println!("{}", "-".repeat(100));
     if want("runner") {
         runner_overhead(&bench);
     }
     if !exe.exists() {
-        println!("(build target/release/ductile first for the daemon figures: make release)");
+        println!("(build target/ductile first for the daemon figures: make release)");
         return;
     }
     if want("oneshot") {

@@ -68,11 +68,25 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     let result = loop {
         match InstanceLock::acquire(&lock_path, Role::OneShot) {
             Ok(held) => {
-                let id = match job_id.take() {
-                    Some(id) => id,
-                    None => enqueue(&mut conn, &rt, &job, &clock)?,
+                let claimed = match job_id.take() {
+                    Some(id) => {
+                        queue::claim_job(&mut conn, &id, clock.now())?.ok_or_else(|| {
+                            CliError::Failed(format!(
+                                "job {id} was taken by another process before it could run"
+                            ))
+                        })?
+                    }
+                    None => queue::enqueue_and_claim(
+                        &mut conn,
+                        &job,
+                        rt.config.service.dedupe_ttl,
+                        clock.now(),
+                    )?
+                    .map_err(|existing| {
+                        CliError::Failed(format!("dropped as a duplicate of job {existing}"))
+                    })?,
                 };
-                let report = run_own(&mut conn, &rt, &id, name, command, &clock);
+                let report = run_own(&mut conn, &rt, &claimed, &clock);
                 drop(held);
                 break report?;
             }
@@ -99,21 +113,19 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     report(args, &result)
 }
 
-/// Claims and runs our own job while holding the lock.
+/// Runs our own claimed job (the caller holds the lock) and reports it.
 fn run_own(
     conn: &mut rusqlite::Connection,
     rt: &Arc<Runtime>,
-    id: &str,
-    plugin: &str,
-    command: &str,
+    claimed: &queue::ClaimedJob,
     clock: &SystemClock,
 ) -> Result<Report, CliError> {
-    let claimed = queue::claim_job(conn, id, clock.now())?.ok_or_else(|| {
-        CliError::Failed(format!(
-            "job {id} was taken by another process before it could run"
-        ))
-    })?;
-    match dispatch::execute(conn, rt, &claimed, &CancelToken::new(), clock)? {
+    let (id, plugin, command) = (
+        claimed.id.as_str(),
+        claimed.plugin.as_str(),
+        claimed.command.as_str(),
+    );
+    match dispatch::execute(conn, rt, claimed, &CancelToken::new(), clock)? {
         Executed::Recorded {
             status,
             last_error,

@@ -424,7 +424,40 @@ pub fn claim_job(
     now: DateTime<Utc>,
 ) -> Result<Option<ClaimedJob>, StoreError> {
     let tx = begin(conn)?;
-    let ts = format_ts(now);
+    let job = claim_job_in(&tx, id, &format_ts(now))?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit claim", e))?;
+    Ok(job)
+}
+
+/// Enqueues `job` and claims it in one transaction, for a one-shot that holds
+/// the instance lock and runs its own job (`Err` carries the id of the job it
+/// duplicates). The job still goes through the queue and its state machine.
+pub fn enqueue_and_claim(
+    conn: &mut Connection,
+    job: &NewJob,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Result<ClaimedJob, String>, StoreError> {
+    let tx = begin(conn)?;
+    let id = match enqueue_in(&tx, job, default_ttl, now)? {
+        Enqueued::Created(id) => id,
+        Enqueued::Deduplicated(existing) => return Ok(Err(existing)),
+    };
+    let claimed = claim_job_in(&tx, &id, &format_ts(now))?.ok_or_else(|| StoreError::NotFound {
+        what: "job",
+        id: id.clone(),
+    })?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit enqueue and claim", e))?;
+    Ok(Ok(claimed))
+}
+
+fn claim_job_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    ts: &str,
+) -> Result<Option<ClaimedJob>, StoreError> {
     let job = tx
         .prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM job_queue WHERE id = ?1 AND status = 'queued'"
@@ -434,9 +467,7 @@ pub fn claim_job(
     let Some(job) = job else {
         return Ok(None);
     };
-    mark_running(&tx, &job, &ts)?;
-    tx.commit()
-        .map_err(|e| StoreError::sqlite("commit claim", e))?;
+    mark_running(tx, &job, ts)?;
     Ok(Some(job))
 }
 

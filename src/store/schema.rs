@@ -372,7 +372,10 @@ mod tests {
     fn fresh_database_gets_the_schema_and_then_validates() {
         let mut conn = Connection::open_in_memory().unwrap();
         ensure(&mut conn, ":memory:").unwrap();
-        assert!(stores_our_ddl(&conn).unwrap(), "the fast path recognises our own schema");
+        assert!(
+            stores_our_ddl(&conn).unwrap(),
+            "the fast path recognises our own schema"
+        );
         ensure(&mut conn, ":memory:").unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

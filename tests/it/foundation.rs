@@ -132,10 +132,7 @@ fn gone(pid: i64) -> bool {
 }
 
 fn kill(pid: i64) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg(pid.to_string())
-        .status();
+    crate::support::kill_if_runs(pid, "sleep", false);
 }
 
 fn mode(path: &Path) -> u32 {

@@ -315,3 +315,28 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Whether process `pid` is alive and its command line contains `needle`.
+pub fn runs(pid: i64, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
+/// SIGKILLs process `pid` (its whole group with `group`) only while it still runs
+/// `needle`: pids are recycled fast (pid_max may be 32768), and a stale pid could
+/// name an unrelated process.
+pub fn kill_if_runs(pid: i64, needle: &str, group: bool) {
+    if runs(pid, needle) {
+        let target = if group {
+            format!("-{pid}")
+        } else {
+            pid.to_string()
+        };
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .arg(target)
+            .status();
+    }
+}
