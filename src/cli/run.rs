@@ -125,7 +125,17 @@ fn run_own(
         claimed.plugin.as_str(),
         claimed.command.as_str(),
     );
-    match dispatch::execute(conn, rt, claimed, &CancelToken::new(), clock)? {
+    // Ctrl-C or SIGTERM kills the plugin's process group and records the job as
+    // dead ("cancelled: interrupted by ..."), instead of leaving a `running`
+    // row and a stray plugin behind.
+    let token = Arc::new(CancelToken::new());
+    let watcher = interrupt_watcher(token.clone());
+    let executed = dispatch::execute(conn, rt, claimed, &token, clock);
+    if let Some((handle, thread)) = watcher {
+        handle.close();
+        let _ = thread.join();
+    }
+    match executed? {
         Executed::Recorded {
             status,
             last_error,
@@ -145,6 +155,28 @@ fn run_own(
         }),
         Executed::Abandoned => Err(CliError::Failed(format!("job {id} was abandoned"))),
     }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM until the returned handle is closed.
+fn interrupt_watcher(
+    token: Arc<CancelToken>,
+) -> Option<(signal_hook::iterator::Handle, std::thread::JoinHandle<()>)> {
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]).ok()?;
+    let handle = signals.handle();
+    let thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                token.cancel(&format!("interrupted by {name}"));
+            }
+        })
+        .ok()?;
+    Some((handle, thread))
 }
 
 /// A short pause between looks at another process's progress; the one-shot has no

@@ -1542,3 +1542,43 @@ fn a_one_shot_started_while_another_one_shot_runs_neither_kills_it_nor_hangs() {
          (None = still running after 10 s), unfinished jobs: {stuck:?}"
     );
 }
+
+#[test]
+fn ctrl_c_on_a_one_shot_kills_its_plugin_and_records_the_job_dead() {
+    let dir = echo_default("interrupt");
+    dir.fixture("counter");
+    let out = dir.path.join("out");
+    dir.config(&format!(
+        "plugins:\n  counter:\n    config:\n      out: {}\n      delay: \"30\"\n",
+        out.display()
+    ));
+    let mut run = Spawned::start(dir.command(&["run", "counter"]));
+    wait_until(LONG, "the plugin is running", || {
+        std::fs::read_dir(out.join("pids")).is_ok_and(|mut d| d.next().is_some())
+    });
+    let pid: i64 = std::fs::read_dir(out.join("pids"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    let st = Command::new("kill")
+        .arg("-INT")
+        .arg(run.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exit = run.exit_within(Duration::from_secs(10));
+    assert_eq!(exit.and_then(|s| s.code()), Some(1), "{exit:?}");
+    assert_eq!(
+        dir.text("SELECT status || ': ' || last_error FROM job_queue")
+            .as_deref(),
+        Some("dead: cancelled: interrupted by SIGINT")
+    );
+    wait_until(LONG, "the plugin's group is gone", || {
+        !crate::support::runs(pid, "counter/run.sh")
+    });
+}
