@@ -166,7 +166,10 @@ impl Heartbeat {
                     .take(CATCH_UP_CAP)
                     .collect()
             }
-            _ => s.due_between(
+            // A one-shot missed its single stored instant (an `after` is anchored
+            // to the previous start, which this start no longer knows).
+            Trigger::At(_) | Trigger::After(_) => vec![missed_from],
+            Trigger::Cron(_) => s.due_between(
                 missed_from - chrono::Duration::microseconds(1),
                 now,
                 self.started_at,
@@ -641,6 +644,24 @@ mod tests {
                 .state,
             "half_open"
         );
+    }
+
+    #[test]
+    fn a_one_shot_missed_while_down_fires_once_with_run_once() {
+        let (_tmp, root) = setup(
+            "hb-after-catchup",
+            "      - after: 10m\n        catch_up: run_once\n",
+        );
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        drop(heartbeat(&root, clock.clone()));
+        clock.set(t("2026-03-01T01:00:00Z"));
+        let mut hb = heartbeat(&root, clock.clone());
+        assert_eq!(jobs(&root), 1);
+        let entry = schedules::find(&hb.conn, "ok_basic", "default")
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.status, "exhausted");
+        assert!(hb.tick().unwrap().fired.is_empty());
     }
 
     #[test]
