@@ -63,6 +63,7 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     }
     let db = &rt.config.state.path;
     let mut conn = store::open(db, rt.config.state.synchronous)?;
+    store::tune_for_one_shot(&conn)?;
     let lock_path = lock::path_for(db);
     let mut job_id: Option<String> = None;
     let result = loop {
