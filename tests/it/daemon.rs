@@ -239,6 +239,20 @@ fn failed_attempts_are_retried_and_each_keeps_its_stderr() {
         ("failed", "flaky: failing call 2")
     );
     assert_eq!(rows[2].1, "succeeded");
+    // Plugin stderr also reaches the daemon's log, at WARN, tagged with the job.
+    let warn = daemon
+        .log()
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("flaky: failing call 1"))
+        })
+        .expect("a log line carrying the plugin's stderr");
+    assert_eq!(warn["level"], "warn");
+    assert_eq!(warn["plugin"], "flaky");
+    assert_eq!(warn["job_id"], ids[0].as_str());
     drop(daemon);
 }
 
@@ -501,4 +515,48 @@ fn reload_refuses_to_move_the_database() {
     daemon.signal("HUP");
     daemon.wait_log(LONG, "reload rejected: state.path changed");
     assert!(!dir.path.join("elsewhere").exists());
+}
+
+#[test]
+fn every_daemon_log_line_is_one_json_object_with_the_spec_fields() {
+    let dir = TestDir::new("logs");
+    counter_config(&dir, "", "");
+    enqueue(&dir, "counter", 2);
+    let daemon = dir.start();
+    wait_until(LONG, "jobs done", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 2
+    });
+    daemon.signal("TERM");
+    daemon.wait_log(LONG, "ductile stopped");
+    let lines = daemon.log();
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(lines.len() >= 5, "{lines:?}");
+    for line in &lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "component", "message"] {
+            assert!(v.get(key).is_some(), "{key} missing in {line}");
+        }
+        assert!(
+            ductile::clock::parse_ts(v["timestamp"].as_str().unwrap()).is_some(),
+            "{line}"
+        );
+    }
+    let done: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("job succeeded"))
+        .collect();
+    assert_eq!(done.len(), 2, "{lines:?}");
+    for l in done {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(
+            (
+                v["level"].as_str(),
+                v["component"].as_str(),
+                v["plugin"].as_str()
+            ),
+            (Some("info"), Some("dispatch"), Some("counter"))
+        );
+        assert!(v["job_id"].as_str().is_some_and(|id| id.len() == 36), "{l}");
+    }
 }

@@ -259,13 +259,8 @@ impl Daemon {
     /// Waits for a log line containing `needle`.
     pub fn wait_log(&self, within: Duration, needle: &str) {
         let lines = self.lines.clone();
-        let mut exited = false;
         wait_until(within, &format!("log line containing {needle:?}"), || {
-            let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));
-            if !found && !exited {
-                exited = self.child.is_none();
-            }
-            found
+            lines.lock().unwrap().iter().any(|l| l.contains(needle))
         });
     }
 
