@@ -292,7 +292,21 @@ fn worker(
                 let _ = fatal.send(format!("ledger write failed: {e}"));
             }
             Err(_) => {
-                log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "worker panicked while running the job; this is a bug (the job is recovered at the next start)");
+                // A bug failed this job, not the daemon: record it (the panic
+                // unwound any open transaction) so it does not sit `running`.
+                let failed = queue::Completion {
+                    job: &work.job,
+                    decision: queue::Decision::Terminal(queue::JobStatus::Failed),
+                    last_error: Some("internal error: the worker panicked while running this job (a bug in ductile)".into()),
+                    record: queue::AttemptRecord::default(),
+                    state: None,
+                    children: Vec::new(),
+                    stopwatch: None,
+                    effects: Vec::new(),
+                };
+                let ttl = work.runtime.config.service.dedupe_ttl;
+                let recorded = queue::complete(&mut conn, &failed, ttl, clock.now()).is_ok();
+                log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "worker panicked while running the job; this is a bug ({})", if recorded { "job marked failed" } else { "the job is recovered at the next start" });
             }
         }
         if done.send(()).is_err() {
