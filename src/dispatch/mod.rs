@@ -21,11 +21,9 @@ use crate::plugin::protocol::{self, Request, Response};
 use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
 use crate::runtime::Runtime;
 use crate::store::StoreError;
+use crate::store::completion::{self, AttemptRecord, Completion, Decision, Effect, Stopwatch};
 use crate::store::facts::{self, MAX_STATE_BYTES, StateWrite};
-use crate::store::queue::{
-    self, AttemptRecord, ClaimedJob, Completion, Decision, Effect, JobStatus, Stopwatch,
-    SubmittedBy,
-};
+use crate::store::queue::{ClaimedJob, JobStatus, SubmittedBy};
 
 /// Grace between SIGTERM and SIGKILL for a plugin past its deadline.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -190,7 +188,7 @@ pub fn execute(
         stopwatch: Some(stopwatch),
         effects: effects(job, &plugin),
     };
-    let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
+    let done = completion::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
     log_outcome(
         job,
         done.status,
@@ -307,7 +305,7 @@ fn record_without_run(
         stopwatch: None,
         effects: Vec::new(),
     };
-    let done = queue::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
+    let done = completion::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
     log_outcome(job, done.status, Some(&msg), &completion.decision);
     Ok(Executed::Recorded {
         status: done.status,

@@ -21,6 +21,7 @@ use crate::clock::{Clock, parse_ts};
 use crate::config::Synchronous;
 use crate::plugin::spawn::CancelToken;
 use crate::runtime::{Runtime, RuntimeCell};
+use crate::store::completion;
 use crate::store::queue::{self, ClaimedJob};
 use crate::store::{self, StoreError};
 
@@ -294,18 +295,18 @@ fn worker(
             Err(_) => {
                 // A bug failed this job, not the daemon: record it (the panic
                 // unwound any open transaction) so it does not sit `running`.
-                let failed = queue::Completion {
+                let failed = completion::Completion {
                     job: &work.job,
-                    decision: queue::Decision::Terminal(queue::JobStatus::Failed),
+                    decision: completion::Decision::Terminal(queue::JobStatus::Failed),
                     last_error: Some("internal error: the worker panicked while running this job (a bug in ductile)".into()),
-                    record: queue::AttemptRecord::default(),
+                    record: completion::AttemptRecord::default(),
                     state: None,
                     children: Vec::new(),
                     stopwatch: None,
                     effects: Vec::new(),
                 };
                 let ttl = work.runtime.config.service.dedupe_ttl;
-                let recorded = queue::complete(&mut conn, &failed, ttl, clock.now()).is_ok();
+                let recorded = completion::complete(&mut conn, &failed, ttl, clock.now()).is_ok();
                 log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "worker panicked while running the job; this is a bug ({})", if recorded { "job marked failed" } else { "the job is recovered at the next start" });
             }
         }

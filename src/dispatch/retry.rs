@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::store::queue::{Decision, JobStatus};
+use crate::store::completion::Decision;
+use crate::store::queue::JobStatus;
 
 /// The delay before attempt `attempt + 1`, given the failed attempt number.
 pub fn backoff(base: Duration, attempt: u32, random_below: impl FnOnce(u64) -> u64) -> Duration {

@@ -7,6 +7,7 @@
 //! Must not: spawn processes or know about HTTP.
 
 pub mod breakers;
+pub mod completion;
 pub mod context;
 pub mod facts;
 pub mod health;

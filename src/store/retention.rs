@@ -103,7 +103,8 @@ mod tests {
     use super::*;
     use crate::clock::parse_ts;
     use crate::config::Synchronous;
-    use crate::store::queue::{self, AttemptRecord, Completion, Decision, NewJob, SubmittedBy};
+    use crate::store::completion::{self, AttemptRecord, Completion, Decision};
+    use crate::store::queue::{self, NewJob, SubmittedBy};
     use crate::store::testing::TempDir;
     use std::time::Duration;
 
@@ -129,7 +130,7 @@ mod tests {
                     stopwatch: None,
                     effects: vec![],
                 };
-                queue::complete(&mut conn, &done, day, at).unwrap();
+                completion::complete(&mut conn, &done, day, at).unwrap();
             }
         }
         // A live job from long ago is never pruned.

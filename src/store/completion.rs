@@ -1,0 +1,349 @@
+//! Completion: the one transaction that records how an attempt ended — the
+//! job's new status or its retry, its transitions, the attempt and `job_log`
+//! rows, state/facts, the stopwatch record, breaker/schedule/health effects and
+//! routed children. Either all of it happens or none of it does.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+
+use super::queue::{ClaimedJob, Enqueued, JobStatus, NewJob, begin, enqueue_in, transition};
+use super::{StoreError, facts};
+use crate::clock::format_ts;
+
+/// How a finished attempt ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The job succeeded.
+    Succeeded,
+    /// The attempt failed with `status` (failed or timed_out) and will run again at `at`.
+    Retry {
+        /// failed or timed_out.
+        status: JobStatus,
+        /// When the next attempt becomes eligible.
+        at: DateTime<Utc>,
+    },
+    /// The job ends with this terminal status (failed or timed_out): no retry applies.
+    Terminal(JobStatus),
+    /// The attempt failed with `status` and the retry budget is spent: the job dies.
+    Exhausted(JobStatus),
+}
+
+/// What one attempt left behind, for `job_log` and `job_attempts`.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRecord {
+    /// The decoded protocol response as JSON text, when there was one.
+    pub result: Option<String>,
+    /// Raw stdout, kept only when it was not a valid response (diagnostics).
+    pub stdout: Option<String>,
+    /// Captured stderr (already capped).
+    pub stderr: String,
+    /// Process id of the plugin.
+    pub pid: Option<u32>,
+    /// Exit code, if it exited normally.
+    pub exit_code: Option<i32>,
+}
+
+/// The supervisor's timing record for one attempt (spec: stopwatch).
+#[derive(Debug, Clone)]
+pub struct Stopwatch {
+    /// Wall-clock entry, ns since the epoch.
+    pub enter_wall_ns: i64,
+    /// Wall-clock exit, ns since the epoch.
+    pub exit_wall_ns: i64,
+    /// Monotonic spawn duration.
+    pub dur_ns: i64,
+    /// Dispatcher work between request build and spawn.
+    pub runtime_pre_ns: i64,
+    /// Dispatcher work between spawn return and record write.
+    pub runtime_post_ns: i64,
+    /// ok | err | timeout | capture_error.
+    pub status: &'static str,
+    /// Plugin sub-spans (already capped), if any.
+    pub subs: Vec<Value>,
+}
+
+/// Everything the completion transaction writes.
+#[derive(Debug, Clone)]
+pub struct Completion<'a> {
+    /// The job as claimed.
+    pub job: &'a ClaimedJob,
+    /// How it ends.
+    pub decision: Decision,
+    /// Error text for failed attempts.
+    pub last_error: Option<String>,
+    /// The attempt's output.
+    pub record: AttemptRecord,
+    /// Durable state produced by a successful attempt.
+    pub state: Option<facts::StateWrite>,
+    /// Jobs produced by routing the attempt's events.
+    pub children: Vec<NewJob>,
+    /// Timing.
+    pub stopwatch: Option<Stopwatch>,
+    /// Other ledgers the outcome updates in the same transaction.
+    pub effects: Vec<Effect>,
+}
+
+/// A side ledger a job's terminal outcome updates atomically with the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A scheduler poll: count towards its circuit breaker.
+    Breaker {
+        /// Consecutive failures that open it.
+        threshold: u32,
+    },
+    /// A scheduled job: record success on its schedule entry.
+    Schedule {
+        /// The schedule id.
+        schedule_id: String,
+    },
+    /// A plugin `init` run: its result is the plugin's health.
+    Init,
+}
+
+/// The status a finished job row ends in, and the ids of children created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// Status now in `job_queue` (queued when a retry was scheduled).
+    pub status: JobStatus,
+    /// Children created (deduplicated children are not listed).
+    pub children: Vec<String>,
+}
+
+/// Records a finished attempt in one transaction: the job's new status (or its
+/// retry), its transitions, a `job_log` row for this attempt (every attempt, not
+/// only the last), the attempt row, state/facts, routed children and the
+/// stopwatch record. Either all of it happens or none of it does.
+pub fn complete(
+    conn: &mut Connection,
+    c: &Completion<'_>,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Completed, StoreError> {
+    let tx = begin(conn)?;
+    let out = complete_in(&tx, c, default_ttl, now)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
+    Ok(out)
+}
+
+fn complete_in(
+    tx: &Transaction<'_>,
+    c: &Completion<'_>,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Completed, StoreError> {
+    let job = c.job;
+    let ts = format_ts(now);
+    let current: Option<(String, Option<String>)> = tx
+        .prepare_cached("SELECT status, started_at FROM job_queue WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([&job.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| StoreError::sqlite(format!("read job {}", job.id), e))?;
+    let (current, started_at) = current.ok_or_else(|| StoreError::NotFound {
+        what: "job",
+        id: job.id.clone(),
+    })?;
+    if current != "running" {
+        return Err(StoreError::IllegalTransition {
+            job_id: job.id.clone(),
+            from: current,
+            to: "completed".to_string(),
+        });
+    }
+    let (attempt_status, final_status) = match &c.decision {
+        Decision::Succeeded => (JobStatus::Succeeded, JobStatus::Succeeded),
+        Decision::Retry { status, .. } => (*status, JobStatus::Queued),
+        Decision::Terminal(s) => (*s, *s),
+        Decision::Exhausted(s) => (*s, JobStatus::Dead),
+    };
+    let reason = c.last_error.as_deref().unwrap_or("completed");
+    match &c.decision {
+        Decision::Succeeded
+        | Decision::Terminal(JobStatus::Failed | JobStatus::TimedOut | JobStatus::Dead) => {
+            transition(
+                tx,
+                &job.id,
+                JobStatus::Running,
+                final_status,
+                job.attempt,
+                reason,
+                &ts,
+            )?;
+            tx.prepare_cached("UPDATE job_queue SET status = ?2, completed_at = ?3, last_error = ?4 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![job.id, final_status.as_str(), ts, c.last_error]))
+                .map_err(|e| StoreError::sqlite(format!("complete job {}", job.id), e))?;
+        }
+        Decision::Exhausted(failed_as) => {
+            // Record the attempt's own failure, then the death it leads to.
+            transition(
+                tx,
+                &job.id,
+                JobStatus::Running,
+                *failed_as,
+                job.attempt,
+                reason,
+                &ts,
+            )?;
+            let why = format!("max attempts ({}) exhausted: {reason}", job.max_attempts);
+            transition(
+                tx,
+                &job.id,
+                *failed_as,
+                JobStatus::Dead,
+                job.attempt,
+                &why,
+                &ts,
+            )?;
+            tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![job.id, ts, c.last_error]))
+                .map_err(|e| StoreError::sqlite(format!("complete job {}", job.id), e))?;
+        }
+        Decision::Terminal(other) => {
+            return Err(StoreError::IllegalTransition {
+                job_id: job.id.clone(),
+                from: "running".to_string(),
+                to: other.to_string(),
+            });
+        }
+        Decision::Retry { status, at } => {
+            transition(
+                tx,
+                &job.id,
+                JobStatus::Running,
+                *status,
+                job.attempt,
+                reason,
+                &ts,
+            )?;
+            let at_ts = format_ts(*at);
+            transition(
+                tx,
+                &job.id,
+                *status,
+                JobStatus::Queued,
+                job.attempt + 1,
+                &format!("retry scheduled at {at_ts}"),
+                &ts,
+            )?;
+            tx.prepare_cached(
+                "UPDATE job_queue SET status = 'queued', attempt = attempt + 1, next_retry_at = ?2, last_error = ?3, started_at = NULL WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![job.id, at_ts, c.last_error]))
+            .map_err(|e| StoreError::sqlite(format!("schedule retry of job {}", job.id), e))?;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO job_attempts (job_id, attempt, status, started_at, completed_at, pid, exit_code, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![job.id, job.attempt, attempt_status.as_str(), started_at.as_deref().unwrap_or(&ts), ts, c.record.pid, c.record.exit_code, c.last_error])
+    })
+    .map_err(|e| StoreError::sqlite(format!("record attempt of job {}", job.id), e))?;
+    let log_status = if final_status == JobStatus::Dead {
+        JobStatus::Dead
+    } else {
+        attempt_status
+    };
+    tx.prepare_cached(
+        "INSERT INTO job_log (id, job_id, plugin, command, status, result, attempt, submitted_by, created_at, completed_at, last_error, stderr, stdout, parent_job_id, source_event_id, event_context_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            uuid::Uuid::new_v4().to_string(),
+            job.id,
+            job.plugin,
+            job.command,
+            log_status.as_str(),
+            c.record.result,
+            job.attempt,
+            job.submitted_by,
+            job.created_at,
+            ts,
+            c.last_error,
+            c.record.stderr,
+            c.record.stdout,
+            job.parent_job_id,
+            job.source_event_id,
+            job.event_context_id,
+        ])
+    })
+    .map_err(|e| StoreError::sqlite(format!("write job_log for job {}", job.id), e))?;
+    if let Some(state) = &c.state {
+        facts::apply(tx, &job.plugin, &job.id, &job.command, state, &ts)?;
+    }
+    if let Some(sw) = &c.stopwatch {
+        let subs = if sw.subs.is_empty() {
+            None
+        } else {
+            Some(Value::Array(sw.subs.clone()).to_string())
+        };
+        tx.prepare_cached(
+            "INSERT INTO job_stopwatch (job_id, plugin, command, attempt, enter_wall_ns, exit_wall_ns, dur_ns, runtime_pre_ns, runtime_post_ns, status, subs_json, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                job.id,
+                job.plugin,
+                job.command,
+                job.attempt,
+                sw.enter_wall_ns,
+                sw.exit_wall_ns,
+                sw.dur_ns,
+                sw.runtime_pre_ns,
+                sw.runtime_post_ns,
+                sw.status,
+                subs,
+                ts
+            ])
+        })
+        .map_err(|e| StoreError::sqlite(format!("write stopwatch for job {}", job.id), e))?;
+    }
+    let terminal = !matches!(c.decision, Decision::Retry { .. });
+    let succeeded = c.decision == Decision::Succeeded;
+    for effect in &c.effects {
+        match effect {
+            Effect::Breaker { threshold } if terminal => {
+                super::breakers::record(
+                    tx,
+                    &job.plugin,
+                    &job.command,
+                    &job.id,
+                    succeeded,
+                    *threshold,
+                    now,
+                )?;
+            }
+            Effect::Schedule { schedule_id } if succeeded => {
+                super::schedules::succeeded(tx, &job.plugin, schedule_id, &job.id, now)?;
+            }
+            Effect::Init if terminal => {
+                super::health::record_init(
+                    tx,
+                    &job.plugin,
+                    &job.id,
+                    succeeded,
+                    c.last_error.as_deref(),
+                    now,
+                )?;
+            }
+            _ => {}
+        }
+    }
+    let mut children = Vec::new();
+    for child in &c.children {
+        if let Enqueued::Created(id) = enqueue_in(tx, child, default_ttl, now)? {
+            children.push(id);
+        }
+    }
+    Ok(Completed {
+        status: final_status,
+        children,
+    })
+}
