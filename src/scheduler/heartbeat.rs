@@ -315,13 +315,12 @@ impl Heartbeat {
         let mut skip = |this: &mut Heartbeat, why: &'static str| -> Result<(), StoreError> {
             log::info!(plugin = s.plugin.as_str(); "schedule `{}` due but not fired: {why}", s.id);
             report.skipped.push((s.plugin.clone(), s.id.clone(), why));
-            schedules::reschedule(
-                &this.conn,
-                &s.plugin,
-                &s.id,
-                next.or_else(|| this.next_for(s, now)),
-                now,
-            )
+            if s.is_one_shot() {
+                // A one-shot has no next occurrence to move to: it stays due and
+                // fires on the first tick that allows it.
+                return Ok(());
+            }
+            schedules::reschedule(&this.conn, &s.plugin, &s.id, next, now)
         };
         let inflight = inflight(&self.conn, &s.plugin, &s.command)?;
         let mut cancelled: Vec<String> = Vec::new();
@@ -662,6 +661,40 @@ mod tests {
             .unwrap();
         assert_eq!(entry.status, "exhausted");
         assert!(hb.tick().unwrap().fired.is_empty());
+    }
+
+    #[test]
+    fn a_held_back_one_shot_stays_due_until_it_may_fire() {
+        let (_tmp, root) = setup("hb-at-guard", "      - at: \"2026-03-01T00:10:00Z\"\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        // Hold the one-shot poll back with an open breaker.
+        breakers::record(
+            &hb.conn,
+            "ok_basic",
+            "poll",
+            "j",
+            false,
+            1,
+            t("2026-03-01T00:00:00Z"),
+        )
+        .unwrap();
+        clock.set(t("2026-03-01T00:10:00Z"));
+        assert_eq!(hb.tick().unwrap().skipped.len(), 1);
+        let entry = schedules::find(&hb.conn, "ok_basic", "default")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (entry.status.as_str(), entry.next_run_at.as_deref()),
+            ("active", Some("2026-03-01T00:10:00.000000Z"))
+        );
+        // Once the breaker cools down, the probe is the one-shot itself.
+        clock.set(t("2026-03-01T00:40:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        let entry = schedules::find(&hb.conn, "ok_basic", "default")
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.status, "exhausted");
     }
 
     #[test]
