@@ -153,27 +153,15 @@ pub fn admit(
             if !cooled {
                 return Ok(Admission::Deny);
             }
-            let ts = format_ts(now);
-            set(
+            let next = Breaker {
+                state: BreakerState::HalfOpen.as_str().into(),
+                updated_at: format_ts(now),
+                ..b
+            };
+            save(
                 conn,
-                &b,
-                BreakerState::HalfOpen,
-                b.failure_count,
-                b.opened_at.as_deref(),
-                b.last_failure_at.as_deref(),
-                b.last_job_id.as_deref(),
-                &ts,
-            )?;
-            transition(
-                conn,
-                plugin,
-                command,
-                Some(BreakerState::Open),
-                BreakerState::HalfOpen,
-                b.failure_count,
-                "cooldown_elapsed",
-                None,
-                &ts,
+                &next,
+                Some((BreakerState::Open, "cooldown_elapsed", None)),
             )?;
             Ok(Admission::Probe)
         }
@@ -192,85 +180,53 @@ pub fn record(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let ts = format_ts(now);
-    let current = find(conn, plugin, command)?;
-    let (state, count) = current
-        .as_ref()
-        .map(|b| (BreakerState::parse(&b.state), b.failure_count))
-        .unwrap_or((BreakerState::Closed, 0));
-    let base = current.clone().unwrap_or(Breaker {
+    let current = find(conn, plugin, command)?.unwrap_or(Breaker {
         plugin: plugin.to_string(),
         command: command.to_string(),
-        state: "closed".into(),
+        state: BreakerState::Closed.as_str().into(),
         failure_count: 0,
         opened_at: None,
         last_failure_at: None,
         last_job_id: None,
         updated_at: ts.clone(),
     });
+    let state = BreakerState::parse(&current.state);
+    let base = Breaker {
+        last_job_id: Some(job_id.to_string()),
+        updated_at: ts.clone(),
+        ..current
+    };
     if succeeded {
-        set(
-            conn,
-            &base,
-            BreakerState::Closed,
-            0,
-            None,
-            base.last_failure_at.as_deref(),
-            Some(job_id),
-            &ts,
-        )?;
-        if state != BreakerState::Closed {
-            transition(
-                conn,
-                plugin,
-                command,
-                Some(state),
-                BreakerState::Closed,
-                0,
-                "success",
-                Some(job_id),
-                &ts,
-            )?;
-        }
-        return Ok(());
+        let next = Breaker {
+            state: BreakerState::Closed.as_str().into(),
+            failure_count: 0,
+            opened_at: None,
+            ..base
+        };
+        let change = (state != BreakerState::Closed).then_some((state, "success", Some(job_id)));
+        return save(conn, &next, change);
     }
-    let count = count + 1;
+    let count = base.failure_count + 1;
     let opens = state == BreakerState::HalfOpen
         || (state == BreakerState::Closed && count >= threshold.max(1));
-    if opens {
-        set(
-            conn,
-            &base,
-            BreakerState::Open,
-            count,
-            Some(&ts),
-            Some(&ts),
-            Some(job_id),
-            &ts,
-        )?;
-        transition(
-            conn,
-            plugin,
-            command,
-            Some(state),
-            BreakerState::Open,
-            count,
-            "failure_threshold",
-            Some(job_id),
-            &ts,
-        )?;
-    } else {
-        set(
-            conn,
-            &base,
-            state,
-            count,
-            base.opened_at.as_deref(),
-            Some(&ts),
-            Some(job_id),
-            &ts,
-        )?;
-    }
-    Ok(())
+    let next = Breaker {
+        state: if opens { BreakerState::Open } else { state }
+            .as_str()
+            .into(),
+        failure_count: count,
+        opened_at: if opens {
+            Some(ts.clone())
+        } else {
+            base.opened_at.clone()
+        },
+        last_failure_at: Some(ts),
+        ..base
+    };
+    save(
+        conn,
+        &next,
+        opens.then_some((state, "failure_threshold", Some(job_id))),
+    )
 }
 
 /// Manual reset to closed. Returns false when there was no breaker row.
@@ -283,70 +239,42 @@ pub fn reset(
     let Some(b) = find(conn, plugin, command)? else {
         return Ok(false);
     };
-    let ts = format_ts(now);
-    set(
-        conn,
-        &b,
-        BreakerState::Closed,
-        0,
-        None,
-        b.last_failure_at.as_deref(),
-        b.last_job_id.as_deref(),
-        &ts,
-    )?;
-    transition(
-        conn,
-        plugin,
-        command,
-        Some(BreakerState::parse(&b.state)),
-        BreakerState::Closed,
-        0,
-        "manual_reset",
-        None,
-        &ts,
-    )?;
+    let from = BreakerState::parse(&b.state);
+    let next = Breaker {
+        state: BreakerState::Closed.as_str().into(),
+        failure_count: 0,
+        opened_at: None,
+        updated_at: format_ts(now),
+        ..b
+    };
+    save(conn, &next, Some((from, "manual_reset", None)))?;
     Ok(true)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn set(
+/// Writes the current row and, for a state change, its append-only transition
+/// (`change` = previous state, reason, job) in the caller's transaction.
+fn save(
     conn: &Connection,
-    b: &Breaker,
-    state: BreakerState,
-    count: u32,
-    opened_at: Option<&str>,
-    last_failure_at: Option<&str>,
-    last_job_id: Option<&str>,
-    ts: &str,
+    row: &Breaker,
+    change: Option<(BreakerState, &str, Option<&str>)>,
 ) -> Result<(), StoreError> {
+    let (plugin, command) = (row.plugin.as_str(), row.command.as_str());
     conn.prepare_cached(
         "INSERT INTO circuit_breakers (plugin, command, state, failure_count, opened_at, last_failure_at, last_job_id, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(plugin, command) DO UPDATE SET state = excluded.state, failure_count = excluded.failure_count,
            opened_at = excluded.opened_at, last_failure_at = excluded.last_failure_at, last_job_id = excluded.last_job_id, updated_at = excluded.updated_at",
     )
-    .and_then(|mut s| s.execute(params![b.plugin, b.command, state.as_str(), count, opened_at, last_failure_at, last_job_id, ts]))
-    .map_err(|e| StoreError::sqlite(format!("write breaker {}/{}", b.plugin, b.command), e))?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn transition(
-    conn: &Connection,
-    plugin: &str,
-    command: &str,
-    from: Option<BreakerState>,
-    to: BreakerState,
-    count: u32,
-    reason: &str,
-    job_id: Option<&str>,
-    ts: &str,
-) -> Result<(), StoreError> {
-    log::info!(plugin = plugin; "circuit breaker {command}: {} -> {} ({reason})", from.map(BreakerState::as_str).unwrap_or("none"), to.as_str());
+    .and_then(|mut s| s.execute(params![plugin, command, row.state, row.failure_count, row.opened_at, row.last_failure_at, row.last_job_id, row.updated_at]))
+    .map_err(|e| StoreError::sqlite(format!("write breaker {plugin}/{command}"), e))?;
+    let Some((from, reason, job_id)) = change else {
+        return Ok(());
+    };
+    log::info!(plugin = plugin; "circuit breaker {command}: {} -> {} ({reason})", from.as_str(), row.state);
     conn.prepare_cached(
         "INSERT INTO circuit_breaker_transitions (id, plugin, command, from_state, to_state, failure_count, reason, job_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
-    .and_then(|mut s| s.execute(params![uuid::Uuid::new_v4().to_string(), plugin, command, from.map(BreakerState::as_str), to.as_str(), count, reason, job_id, ts]))
+    .and_then(|mut s| s.execute(params![uuid::Uuid::new_v4().to_string(), plugin, command, from.as_str(), row.state, row.failure_count, reason, job_id, row.updated_at]))
     .map_err(|e| StoreError::sqlite(format!("record breaker transition {plugin}/{command}"), e))?;
     Ok(())
 }
