@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::queue::{ClaimedJob, Enqueued, JobStatus, NewJob, begin, enqueue_in, transition};
+use super::queue::{ClaimedJob, Enqueued, JobStatus, NewJob, begin, end, enqueue_in, transition};
 use super::{StoreError, facts};
 use crate::clock::format_ts;
 
@@ -174,9 +174,7 @@ fn complete_in(
                 reason,
                 &ts,
             )?;
-            tx.prepare_cached("UPDATE job_queue SET status = ?2, completed_at = ?3, last_error = ?4 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![job.id, final_status.as_str(), ts, c.last_error]))
-                .map_err(|e| StoreError::sqlite(format!("complete job {}", job.id), e))?;
+            end(tx, &job.id, final_status, c.last_error.as_deref(), &ts)?;
         }
         Decision::Exhausted(failed_as) => {
             // Record the attempt's own failure, then the death it leads to.
@@ -199,9 +197,7 @@ fn complete_in(
                 &why,
                 &ts,
             )?;
-            tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![job.id, ts, c.last_error]))
-                .map_err(|e| StoreError::sqlite(format!("complete job {}", job.id), e))?;
+            end(tx, &job.id, JobStatus::Dead, c.last_error.as_deref(), &ts)?;
         }
         Decision::Terminal(other) => {
             return Err(StoreError::IllegalTransition {

@@ -340,6 +340,23 @@ fn record_transition(
     Ok(())
 }
 
+/// Sets a job's terminal status, completion time and error (after its
+/// transition was recorded); the one writer of a job's end.
+pub(super) fn end(
+    tx: &Transaction<'_>,
+    id: &str,
+    status: JobStatus,
+    last_error: Option<&str>,
+    ts: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE job_queue SET status = ?2, completed_at = ?3, last_error = ?4 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, status.as_str(), ts, last_error]))
+    .map_err(|e| StoreError::sqlite(format!("end job {id} as {status}"), e))?;
+    Ok(())
+}
+
 const CLAIM_COLUMNS: &str = "id, plugin, command, payload, attempt, max_attempts, submitted_by, dedupe_key, created_at, parent_job_id, source_event_id, event_context_id";
 
 fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedJob> {
@@ -538,9 +555,9 @@ pub fn recover_orphans(
                 &format!("orphaned by a crash; max attempts ({max}) exhausted"),
                 &ts,
             )?;
-            tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, ts, format!("orphaned by a crash on attempt {attempt}; max attempts ({max}) exhausted")]))
-                .map_err(|e| StoreError::sqlite(format!("recover job {id}"), e))?;
+            let why =
+                format!("orphaned by a crash on attempt {attempt}; max attempts ({max}) exhausted");
+            end(&tx, &id, JobStatus::Dead, Some(&why), &ts)?;
             JobStatus::Dead
         } else {
             transition(
@@ -602,9 +619,7 @@ pub fn kill_queued(
             reason,
             &ts,
         )?;
-        tx.prepare_cached("UPDATE job_queue SET status = 'dead', completed_at = ?2, last_error = ?3 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, ts, reason]))
-            .map_err(|e| StoreError::sqlite(format!("cancel job {id}"), e))?;
+        end(tx, id, JobStatus::Dead, Some(reason), &ts)?;
     }
     Ok(ids.into_iter().map(|(id, _)| id).collect())
 }
