@@ -501,6 +501,7 @@ fn latency(bench: &Bench) {
         clock: Arc::new(SystemClock),
         running: Arc::new(RunningJobs::default()),
         wake_rx,
+        requests: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         fatal_tx,
     })
     .unwrap();

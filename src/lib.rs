@@ -6,8 +6,11 @@
 //! - [`store`]: the SQLite ledger: schema, queue and job state machine, facts, breakers.
 //! - [`scheduler`]: schedule expressions, windows, time zones; the heartbeat thread.
 //! - [`dispatch`]: who runs next; the worker pool.
+//! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
+//! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
-//! - [`clock`], [`log`], [`lock`]: time source, JSON log lines, the instance lock.
+//! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
+//!   instance lock, the operating-system calls (every `unsafe` block).
 
 pub mod cli;
 pub mod clock;
@@ -16,8 +19,10 @@ pub mod daemon;
 pub mod dispatch;
 pub mod lock;
 pub mod log;
+pub mod oneshot;
 pub mod plugin;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
 pub mod suggest;
+pub mod sys;

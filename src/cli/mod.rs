@@ -60,9 +60,10 @@ impl From<ConfigError> for CliError {
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> CliError {
-        match e {
-            StoreError::Schema { .. } => CliError::Config(e.to_string()),
-            other => CliError::Failed(other.to_string()),
+        if e.is_config() {
+            CliError::Config(e.to_string())
+        } else {
+            CliError::Failed(e.to_string())
         }
     }
 }
@@ -136,6 +137,13 @@ pub const VERBS: &[Verb] = &[
         path: &["system", "reload"],
         args: "",
         about: "validate the config and tell the running daemon to reload it (SIGHUP)",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "migrate"],
+        args: "",
+        about: "upgrade an older ledger to this version's schema (backs the file up first)",
         flags: &[],
         positionals: (0, 0),
     },
@@ -230,7 +238,14 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
             Short('v') | Long("verbose") => args.verbose = true,
             Long("json") => args.json = true,
             Long("dry-run") => args.dry_run = true,
-            Long("config") => args.config = Some(PathBuf::from(parser.value().map_err(usage)?)),
+            Long("config") => {
+                if args.config.is_some() {
+                    return Err(CliError::Usage(
+                        "`--config` given more than once; give it once".into(),
+                    ));
+                }
+                args.config = Some(PathBuf::from(parser.value().map_err(usage)?));
+            }
             Long(name) if VALUE_FLAGS.contains(&name) => {
                 let name = name.to_string();
                 let value = parser
@@ -238,7 +253,11 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
                     .map_err(usage)?
                     .to_string_lossy()
                     .into_owned();
-                args.flags.insert(name, value);
+                if args.flags.insert(name.clone(), value).is_some() {
+                    return Err(CliError::Usage(format!(
+                        "`--{name}` given more than once; give it once"
+                    )));
+                }
             }
             Long(name) => {
                 let all: Vec<&str> = VERBS
@@ -322,6 +341,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "start"] => system::start(&args),
         ["system", "status"] => system::status(&args),
         ["system", "reload"] => system::reload(&args),
+        ["system", "migrate"] => system::migrate(&args),
         ["system", "reset"] => system::reset(&args, &positionals[0]),
         ["system", "breaker"] => system::breaker(&args, &positionals[0]),
         _ => Err(CliError::Failed(format!(
@@ -478,6 +498,20 @@ mod tests {
         assert_eq!(a.config, Some(PathBuf::from("/x")));
         assert_eq!(a.words, vec!["run", "echo", "poll"]);
         assert_eq!(a.flag("payload"), Some("{}"));
+    }
+
+    #[test]
+    fn a_repeated_value_flag_is_refused() {
+        let err = parse(argv("run echo --payload {} --payload {}")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`--payload` given more than once; give it once"
+        );
+        let err = parse(argv("run echo --config a --config b")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`--config` given more than once; give it once"
+        );
     }
 
     #[test]

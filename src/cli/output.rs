@@ -26,6 +26,12 @@ pub fn error(message: &str, exit_code: i32, as_json: bool) {
     }
 }
 
+/// A progress line for the person at the terminal (a wait, a hand-over, an
+/// interruption): `note: ...` on stderr, so stdout keeps only the result.
+pub fn notice(message: &str) {
+    let _ = writeln!(std::io::stderr(), "note: {message}");
+}
+
 fn emit(s: &str) {
     let mut out = std::io::stdout().lock();
     // A closed pipe (`ductile ... | head`) is not an error worth a panic.

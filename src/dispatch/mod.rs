@@ -23,7 +23,7 @@ use crate::runtime::Runtime;
 use crate::store::StoreError;
 use crate::store::completion::{self, AttemptRecord, Completion, Decision, Effect, Stopwatch};
 use crate::store::facts::{self, MAX_STATE_BYTES, StateWrite};
-use crate::store::queue::{ClaimedJob, JobStatus, SubmittedBy};
+use crate::store::queue::{self, ClaimedJob, JobStatus, Recovered, SubmittedBy};
 
 /// Grace between SIGTERM and SIGKILL for a plugin past its deadline.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +51,37 @@ pub enum Executed {
     },
     /// Shutdown killed the plugin; the job stays `running` for crash recovery.
     Abandoned,
+}
+
+/// Crash recovery, for a process that has just taken the instance lock: kills
+/// whatever is left of the processes of `running` jobs (a dead holder's), then
+/// requeues those jobs or buries them, each with a WARN line. Killing comes
+/// first, so an old copy of a plugin never runs beside its retry.
+pub fn recover(conn: &mut Connection, clock: &dyn Clock) -> Result<Vec<Recovered>, StoreError> {
+    let orphans = queue::running_ids(conn)?;
+    if orphans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let killed = spawn::group::kill_leftovers(&orphans);
+    if !killed.is_empty() {
+        log::warn!(
+            "killed {} leftover process(es) of {} orphaned job(s) (pids {killed:?})",
+            killed.len(),
+            orphans.len()
+        );
+    }
+    let recovered = queue::recover_orphans(conn, clock.now())?;
+    for r in &recovered {
+        match r.status {
+            JobStatus::Queued => {
+                log::warn!(plugin = r.plugin.as_str(), job_id = r.id.as_str(); "recovered orphaned job: attempt {} was interrupted; requeued for attempt {}", r.attempt, r.attempt + 1)
+            }
+            _ => {
+                log::warn!(plugin = r.plugin.as_str(), job_id = r.id.as_str(); "recovered orphaned job: attempt {} was interrupted and was its last; now {}", r.attempt, r.status)
+            }
+        }
+    }
+    Ok(recovered)
 }
 
 /// Runs `job` to completion and records its outcome.
@@ -115,6 +146,7 @@ pub fn execute(
     };
     let request_bytes = serde_json::to_vec(&request).unwrap_or_default();
     let inv = Invocation {
+        job_id: &job.id,
         entrypoint: &plugin.entrypoint,
         env_passthrough: &rt.config.service.plugin_env_passthrough,
         request: &request_bytes,
@@ -158,7 +190,11 @@ pub fn execute(
         stderr: outcome.stderr.clone(),
         pid: outcome.pid,
         exit_code: outcome.exit_code,
+        warnings: outcome.warnings.clone(),
     };
+    for w in &outcome.warnings {
+        log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "{w}");
+    }
     let subs = match &outcome.kind {
         OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => r.stopwatch_subs.clone(),
         _ => Vec::new(),

@@ -9,20 +9,21 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::{Executed, execute};
-use crate::clock::{Clock, parse_ts};
+use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::plugin::spawn::CancelToken;
 use crate::runtime::{Runtime, RuntimeCell};
 use crate::store::completion;
-use crate::store::queue::{self, ClaimedJob};
+use crate::store::queue::{self, ClaimedJob, SubmittedBy};
 use crate::store::{self, StoreError};
 
 /// Cancel tokens of the jobs running right now, by job id: the scheduler's
@@ -31,11 +32,15 @@ use crate::store::{self, StoreError};
 pub struct RunningJobs(Mutex<HashMap<String, Arc<CancelToken>>>);
 
 impl RunningJobs {
-    fn insert(&self, id: &str, token: Arc<CancelToken>) {
+    /// Registers a job the moment it is claimed, so a cancellation can reach it
+    /// even before its worker has picked it up.
+    fn register(&self, id: &str) -> Arc<CancelToken> {
+        let token = Arc::new(CancelToken::new());
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), token);
+            .insert(id.to_string(), token.clone());
+        token
     }
 
     fn remove(&self, id: &str) {
@@ -85,9 +90,10 @@ impl RunningJobs {
     }
 }
 
-/// A claimed job and the runtime snapshot it runs with.
+/// A claimed job, its cancel token and the runtime snapshot it runs with.
 struct Work {
     job: ClaimedJob,
+    token: Arc<CancelToken>,
     runtime: Arc<Runtime>,
 }
 
@@ -107,6 +113,9 @@ pub struct PoolConfig {
     pub running: Arc<RunningJobs>,
     /// Wakes the dispatcher (new work).
     pub wake_rx: Receiver<()>,
+    /// Set (before a wake) when another process may have asked for something:
+    /// the dispatcher then carries out pending cancel requests.
+    pub requests: Arc<AtomicBool>,
     /// Tells the daemon the ledger failed and it must stop.
     pub fatal_tx: Sender<String>,
 }
@@ -209,16 +218,50 @@ fn dispatcher(
     done_rx: Receiver<()>,
     stop_rx: Receiver<()>,
 ) {
+    let fatal = cfg.fatal_tx.clone();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        dispatch_loop(&mut conn, &cfg, workers, &job_tx, &done_rx, &stop_rx)
+    }));
+    let why = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("dispatcher cannot use the ledger: {e}"),
+        Err(_) => "the dispatcher thread panicked (a bug in ductile); stopping".to_string(),
+    };
+    log::error!("{why}");
+    let _ = fatal.send(why);
+}
+
+fn dispatch_loop(
+    conn: &mut Connection,
+    cfg: &PoolConfig,
+    workers: usize,
+    job_tx: &Sender<Work>,
+    done_rx: &Receiver<()>,
+    stop_rx: &Receiver<()>,
+) -> Result<(), StoreError> {
     let mut idle = workers;
+    // Requests may predate this start.
+    cfg.requests.store(true, Ordering::SeqCst);
     loop {
+        if cfg.requests.swap(false, Ordering::SeqCst) {
+            carry_out_cancel_requests(conn, cfg)?;
+        }
         while idle > 0 {
             let rt = cfg.runtime.current();
             let cap = |plugin: &str| rt.parallelism(plugin);
-            match queue::claim_next(&mut conn, &cap, cfg.clock.now()) {
+            match queue::claim_next(conn, &cap, cfg.clock.now()) {
                 Ok(Some(job)) => {
                     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "claimed");
-                    if job_tx.send(Work { job, runtime: rt }).is_err() {
-                        return;
+                    let token = cfg.running.register(&job.id);
+                    if job_tx
+                        .send(Work {
+                            job,
+                            token,
+                            runtime: rt,
+                        })
+                        .is_err()
+                    {
+                        return Ok(());
                     }
                     idle -= 1;
                 }
@@ -227,17 +270,12 @@ fn dispatcher(
                     log::warn!("claim deferred: {e}");
                     break;
                 }
-                Err(e) => {
-                    let _ = cfg
-                        .fatal_tx
-                        .send(format!("dispatcher cannot claim jobs: {e}"));
-                    return;
-                }
+                Err(e) => return Err(e),
             }
         }
-        let timeout = next_retry_in(&conn, cfg.clock.as_ref());
+        let timeout = next_retry_in(conn, cfg.clock.as_ref())?;
         select! {
-            recv(stop_rx) -> _ => return,
+            recv(stop_rx) -> _ => return Ok(()),
             recv(cfg.wake_rx) -> _ => {}
             recv(done_rx) -> _ => idle += 1,
             default(timeout) => {}
@@ -250,16 +288,28 @@ fn dispatcher(
     }
 }
 
+/// Cancels what other processes asked to cancel: queued jobs end at once, and
+/// running ones have their process group terminated (the worker records them).
+fn carry_out_cancel_requests(conn: &mut Connection, cfg: &PoolConfig) -> Result<(), StoreError> {
+    let (running, cancelled) = queue::take_cancel_requests(conn, cfg.clock.now())?;
+    for id in &cancelled {
+        log::info!(job_id = id.as_str(); "cancelled a queued job on request");
+        crate::oneshot::notify_done(id);
+    }
+    for req in running {
+        if cfg.running.cancel(&req.job_id, &req.reason) {
+            log::info!(job_id = req.job_id.as_str(); "cancelling a running job on request: {}", req.reason);
+        } else {
+            log::warn!(job_id = req.job_id.as_str(); "cannot cancel job: it is marked running but this daemon is not running it");
+        }
+    }
+    Ok(())
+}
+
 /// Time until the earliest pending retry (capped at an hour; idle otherwise).
-fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Duration {
+fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Result<Duration, StoreError> {
     const IDLE: Duration = Duration::from_secs(3600);
-    let next: Option<String> = conn
-        .prepare_cached("SELECT next_retry_at FROM job_queue INDEXED BY idx_job_queue_retry WHERE status = 'queued' AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-        .ok()
-        .flatten()
-        .flatten();
-    match next.as_deref().and_then(parse_ts) {
+    Ok(match queue::next_retry_at(conn)? {
         Some(at) => {
             (at - clock.now())
                 .to_std()
@@ -268,7 +318,7 @@ fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Duration {
                 + Duration::from_millis(1)
         }
         None => IDLE,
-    }
+    })
 }
 
 fn worker(
@@ -280,16 +330,32 @@ fn worker(
     fatal: Sender<String>,
 ) {
     for work in rx {
-        let token = Arc::new(CancelToken::new());
-        running.insert(&work.job.id, token.clone());
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            execute(&mut conn, &work.runtime, &work.job, &token, clock.as_ref())
+            execute(
+                &mut conn,
+                &work.runtime,
+                &work.job,
+                &work.token,
+                clock.as_ref(),
+            )
         }));
         running.remove(&work.job.id);
+        let (plugin, id) = (work.job.plugin.as_str(), work.job.id.as_str());
         match result {
-            Ok(Ok(Executed::Recorded { .. } | Executed::Abandoned)) => {}
+            Ok(Ok(Executed::Recorded { .. })) => {
+                if work.job.submitted_by == SubmittedBy::Cli.as_str() {
+                    crate::oneshot::notify_done(id);
+                }
+            }
+            Ok(Ok(Executed::Abandoned)) => {}
+            Ok(Err(e @ StoreError::StaleAttempt { .. })) => {
+                // Another process recovered and re-ran this job meanwhile (two
+                // ledgers were confused, or this one was replaced): its record
+                // stands, ours is dropped.
+                log::error!(plugin = plugin, job_id = id; "{e}");
+            }
             Ok(Err(e)) => {
-                log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "cannot record the job's outcome: {e}");
+                log::error!(plugin = plugin, job_id = id; "cannot record the job's outcome: {e}");
                 let _ = fatal.send(format!("ledger write failed: {e}"));
             }
             Err(_) => {
@@ -307,7 +373,7 @@ fn worker(
                 };
                 let ttl = work.runtime.config.service.dedupe_ttl;
                 let recorded = completion::complete(&mut conn, &failed, ttl, clock.now()).is_ok();
-                log::error!(plugin = work.job.plugin.as_str(), job_id = work.job.id.as_str(); "worker panicked while running the job; this is a bug ({})", if recorded { "job marked failed" } else { "the job is recovered at the next start" });
+                log::error!(plugin = plugin, job_id = id; "worker panicked while running the job; this is a bug ({})", if recorded { "job marked failed" } else { "the job is recovered at the next start" });
             }
         }
         if done.send(()).is_err() {

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::queue::{ClaimedJob, Enqueued, JobStatus, NewJob, begin, end, enqueue_in, transition};
+use super::queue::{
+    Change, ClaimedJob, Enqueued, JobStatus, NewJob, begin, enqueue_in, transition,
+};
 use super::{StoreError, facts};
 use crate::clock::format_ts;
 
@@ -44,6 +46,9 @@ pub struct AttemptRecord {
     pub pid: Option<u32>,
     /// Exit code, if it exited normally.
     pub exit_code: Option<i32>,
+    /// Things worth knowing about an attempt that still counts (it exited 1
+    /// after answering ok, it lingered after answering); kept in `job_log.warnings`.
+    pub warnings: Vec<String>,
 }
 
 /// The supervisor's timing record for one attempt (spec: stopwatch).
@@ -137,22 +142,25 @@ fn complete_in(
 ) -> Result<Completed, StoreError> {
     let job = c.job;
     let ts = format_ts(now);
-    let current: Option<(String, Option<String>)> = tx
-        .prepare_cached("SELECT status, started_at FROM job_queue WHERE id = ?1")
+    let current: Option<(String, u32, Option<String>)> = tx
+        .prepare_cached("SELECT status, attempt, started_at FROM job_queue WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([&job.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            s.query_row([&job.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
         })
         .map_err(|e| StoreError::sqlite(format!("read job {}", job.id), e))?;
-    let (current, started_at) = current.ok_or_else(|| StoreError::NotFound {
+    let (current, attempt, started_at) = current.ok_or_else(|| StoreError::NotFound {
         what: "job",
         id: job.id.clone(),
     })?;
-    if current != "running" {
-        return Err(StoreError::IllegalTransition {
+    // A completion names its attempt: after a recovery (or a second process
+    // claiming the job) this outcome belongs to an attempt that no longer
+    // exists, and recording it would overwrite the current one's.
+    if current != "running" || attempt != job.attempt {
+        return Err(StoreError::StaleAttempt {
             job_id: job.id.clone(),
-            from: current,
-            to: "completed".to_string(),
+            attempt: job.attempt,
+            now: format!("{current}, attempt {attempt}"),
         });
     }
     let (attempt_status, final_status) = match &c.decision {
@@ -162,42 +170,19 @@ fn complete_in(
         Decision::Exhausted(s) => (*s, JobStatus::Dead),
     };
     let reason = c.last_error.as_deref().unwrap_or("completed");
+    let error = c.last_error.as_deref();
+    let ended = Change::new(job.attempt, reason, &ts).error(error);
     match &c.decision {
         Decision::Succeeded
         | Decision::Terminal(JobStatus::Failed | JobStatus::TimedOut | JobStatus::Dead) => {
-            transition(
-                tx,
-                &job.id,
-                JobStatus::Running,
-                final_status,
-                job.attempt,
-                reason,
-                &ts,
-            )?;
-            end(tx, &job.id, final_status, c.last_error.as_deref(), &ts)?;
+            transition(tx, &job.id, JobStatus::Running, final_status, &ended)?;
         }
         Decision::Exhausted(failed_as) => {
             // Record the attempt's own failure, then the death it leads to.
-            transition(
-                tx,
-                &job.id,
-                JobStatus::Running,
-                *failed_as,
-                job.attempt,
-                reason,
-                &ts,
-            )?;
+            transition(tx, &job.id, JobStatus::Running, *failed_as, &ended)?;
             let why = format!("max attempts ({}) exhausted: {reason}", job.max_attempts);
-            transition(
-                tx,
-                &job.id,
-                *failed_as,
-                JobStatus::Dead,
-                job.attempt,
-                &why,
-                &ts,
-            )?;
-            end(tx, &job.id, JobStatus::Dead, c.last_error.as_deref(), &ts)?;
+            let died = Change::new(job.attempt, &why, &ts).error(error);
+            transition(tx, &job.id, *failed_as, JobStatus::Dead, &died)?;
         }
         Decision::Terminal(other) => {
             return Err(StoreError::IllegalTransition {
@@ -207,30 +192,14 @@ fn complete_in(
             });
         }
         Decision::Retry { status, at } => {
-            transition(
-                tx,
-                &job.id,
-                JobStatus::Running,
-                *status,
-                job.attempt,
-                reason,
-                &ts,
-            )?;
+            transition(tx, &job.id, JobStatus::Running, *status, &ended)?;
             let at_ts = format_ts(*at);
-            transition(
-                tx,
-                &job.id,
-                *status,
-                JobStatus::Queued,
-                job.attempt + 1,
-                &format!("retry scheduled at {at_ts}"),
-                &ts,
-            )?;
-            tx.prepare_cached(
-                "UPDATE job_queue SET status = 'queued', attempt = attempt + 1, next_retry_at = ?2, last_error = ?3, started_at = NULL WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![job.id, at_ts, c.last_error]))
-            .map_err(|e| StoreError::sqlite(format!("schedule retry of job {}", job.id), e))?;
+            let why = format!("retry scheduled at {at_ts}");
+            let again = Change {
+                next_retry_at: Some(&at_ts),
+                ..Change::new(job.attempt + 1, &why, &ts).error(error)
+            };
+            transition(tx, &job.id, *status, JobStatus::Queued, &again)?;
         }
     }
     tx.prepare_cached(
@@ -245,9 +214,11 @@ fn complete_in(
     } else {
         attempt_status
     };
+    let warnings =
+        (!c.record.warnings.is_empty()).then(|| Value::from(c.record.warnings.clone()).to_string());
     tx.prepare_cached(
-        "INSERT INTO job_log (id, job_id, plugin, command, status, result, attempt, submitted_by, created_at, completed_at, last_error, stderr, stdout, parent_job_id, source_event_id, event_context_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "INSERT INTO job_log (id, job_id, plugin, command, status, result, attempt, submitted_by, created_at, completed_at, last_error, stderr, stdout, parent_job_id, source_event_id, event_context_id, warnings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -267,6 +238,7 @@ fn complete_in(
             job.parent_job_id,
             job.source_event_id,
             job.event_context_id,
+            warnings,
         ])
     })
     .map_err(|e| StoreError::sqlite(format!("write job_log for job {}", job.id), e))?;

@@ -11,20 +11,24 @@ pub mod completion;
 pub mod context;
 pub mod facts;
 pub mod health;
+pub mod integrity;
+mod location;
+pub mod migrate;
 pub mod queue;
 pub mod retention;
 pub mod schedules;
 pub mod schema;
+pub mod snapshots;
 
 use std::fmt;
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Synchronous;
+pub use location::{NotWritable, prepare};
+use schema::Depth;
 
 /// How long a writer waits for the write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,12 +52,37 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The state directory or database file cannot be written by this user.
+    NotWritable(Box<NotWritable>),
     /// The database's schema is not the one this binary expects.
     Schema {
         /// The database file.
         path: String,
         /// What does not match.
         message: String,
+    },
+    /// The file at `state.path` is not a ductile ledger; it was not modified.
+    NotALedger {
+        /// The file.
+        path: String,
+        /// What it is instead.
+        detail: String,
+    },
+    /// The ledger is an older schema version; `ductile system migrate` upgrades it.
+    NeedsMigration {
+        /// The file.
+        path: String,
+        /// Its version.
+        from: i64,
+        /// The version this binary needs.
+        to: i64,
+    },
+    /// The ledger failed its integrity check.
+    Damaged {
+        /// The file.
+        path: String,
+        /// The first problems SQLite reported.
+        detail: String,
     },
     /// A job state change that the state machine forbids.
     IllegalTransition {
@@ -63,6 +92,16 @@ pub enum StoreError {
         from: String,
         /// Requested status.
         to: String,
+    },
+    /// A completion for an attempt that is no longer the job's current one (the
+    /// job was recovered and claimed again meanwhile); nothing was written.
+    StaleAttempt {
+        /// The job.
+        job_id: String,
+        /// The attempt the completion was for.
+        attempt: u32,
+        /// The job's status and attempt now.
+        now: String,
     },
     /// A referenced row does not exist.
     NotFound {
@@ -92,6 +131,29 @@ impl StoreError {
             } if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
     }
+
+    /// Whether the error says the database file was moved, deleted or replaced
+    /// under an open connection (SQLite's `SQLITE_READONLY_DBMOVED`).
+    pub fn is_file_moved(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.extended_code == rusqlite::ffi::SQLITE_READONLY_DBMOVED
+        )
+    }
+
+    /// Whether the problem lies in what the operator configured or must do
+    /// first (exit 78) rather than in a failed operation (exit 1).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Schema { .. }
+                | StoreError::NotALedger { .. }
+                | StoreError::NeedsMigration { .. }
+        )
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -101,10 +163,31 @@ impl fmt::Display for StoreError {
                 write!(f, "database error while trying to {op}: {source}")
             }
             StoreError::Io { path, op, source } => write!(f, "{path}: cannot {op}: {source}"),
+            StoreError::NotWritable(n) => n.fmt(f),
             StoreError::Schema { path, message } => write!(f, "{path}: {message}"),
+            StoreError::NotALedger { path, detail } => write!(
+                f,
+                "{path} is not a ductile ledger: {detail}; point state.path at a new file or at an existing ductile ledger"
+            ),
+            StoreError::NeedsMigration { path, from, to } => write!(
+                f,
+                "{path}: the ledger is at schema version {from} and this ductile needs version {to}; run `ductile system migrate` (it backs the file up first), then start again"
+            ),
+            StoreError::Damaged { path, detail } => write!(
+                f,
+                "{path} is damaged ({detail}); stop here and restore a backup, or salvage what SQLite can read with `sqlite3 {path} .recover | sqlite3 recovered.db` and point state.path at recovered.db"
+            ),
             StoreError::IllegalTransition { job_id, from, to } => {
                 write!(f, "job {job_id}: illegal status change {from} -> {to}")
             }
+            StoreError::StaleAttempt {
+                job_id,
+                attempt,
+                now,
+            } => write!(
+                f,
+                "job {job_id}: refused the outcome of attempt {attempt}, which is no longer current (the job is now {now}); nothing was recorded"
+            ),
             StoreError::NotFound { what, id } => write!(f, "{what} `{id}` not found"),
         }
     }
@@ -120,50 +203,64 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Opens (creating if needed) the ledger at `path` for reading and writing: state
-/// directory 0700, file 0600, WAL, the configured `synchronous`, foreign keys,
-/// busy timeout; then creates or validates the schema.
+/// Opens (creating if needed) the ledger at `path` for reading and writing:
+/// state directory 0700, file 0600, WAL, the configured `synchronous`, foreign
+/// keys, busy timeout; then creates or validates the schema (fast check).
+///
+/// Nothing is changed before the file is known to be a ductile ledger (or
+/// empty): a foreign database is refused byte-identical.
 pub fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    open_with(path, sync, Depth::Fast)
+}
+
+/// [`open`] with the thorough schema check (every table, column and index),
+/// for the daemon's start.
+pub fn open_checked(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    open_with(path, sync, Depth::Thorough)
+}
+
+fn open_with(path: &Path, sync: Synchronous, depth: Depth) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| StoreError::Io {
-                    path: dir.display().to_string(),
-                    op: "create the state directory",
-                    source,
-                })?;
-        }
-    }
+    location::prepare(path)?;
+    let mut conn = open_rw(path)?;
+    location::refuse_foreign(&conn, path)?;
+    configure(&mut conn, sync)?;
+    schema::ensure(&mut conn, &shown, depth)?;
+    Ok(conn)
+}
+
+/// Opens an existing ledger whose version may be older, for `system migrate`;
+/// refuses foreign and newer files like [`open`] does, never creates one.
+pub fn open_for_migration(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
     if !path.exists() {
-        // Create the file ourselves so it is 0600 from its first byte; SQLite would
-        // create it with the umask's permissions.
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| StoreError::Io {
-                path: shown.clone(),
-                op: "create the database file",
-                source,
-            })?;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+        return Err(missing(path));
     }
-    let mut conn = Connection::open_with_flags(
+    location::prepare(path)?;
+    let mut conn = open_rw(path)?;
+    location::refuse_foreign(&conn, path)?;
+    configure(&mut conn, sync)?;
+    Ok(conn)
+}
+
+fn open_rw(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )
-    .map_err(|e| StoreError::sqlite(format!("open {shown}"), e))?;
-    configure(&mut conn, sync)?;
-    schema::ensure(&mut conn, &shown)?;
-    Ok(conn)
+    .map_err(|e| StoreError::sqlite(format!("open {}", path.display()), e))
+}
+
+fn missing(path: &Path) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        op: "open the database",
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file (has ductile run yet?)",
+        ),
+    }
 }
 
 /// Tunes a short-lived writer (a `ductile run` one-shot): do not checkpoint on
@@ -186,22 +283,16 @@ pub fn tune_for_one_shot(conn: &Connection) -> Result<(), StoreError> {
 pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
     if !path.exists() {
-        return Err(StoreError::Io {
-            path: shown,
-            op: "open the database",
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such file (has ductile run yet?)",
-            ),
-        });
+        return Err(missing(path));
     }
+    location::refuse_foreign_read_only(path)?;
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::sqlite(format!("open {shown}"), e))?;
     wait_when_busy(&mut conn)?;
-    schema::ensure(&mut conn, &shown)?;
+    schema::verify(&conn, &shown, Depth::Fast)?;
     Ok(conn)
 }
 

@@ -303,24 +303,86 @@ pub fn enqueue_in(
     Ok(Enqueued::Created(id))
 }
 
-/// Moves job `id` from `from` to `to` (checked against [`legal`]) and records it.
+/// The columns a status change writes besides the status itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// The attempt the change belongs to (for a requeue: the next attempt).
+    pub attempt: u32,
+    /// Why, for `job_transitions`.
+    pub reason: &'a str,
+    /// When.
+    pub ts: &'a str,
+    /// `last_error` for a terminal status or a requeue.
+    pub last_error: Option<&'a str>,
+    /// `next_retry_at` for a requeue.
+    pub next_retry_at: Option<&'a str>,
+}
+
+impl<'a> Change<'a> {
+    /// A change with no error and no retry time.
+    pub fn new(attempt: u32, reason: &'a str, ts: &'a str) -> Change<'a> {
+        Change {
+            attempt,
+            reason,
+            ts,
+            last_error: None,
+            next_retry_at: None,
+        }
+    }
+
+    /// The same change with `last_error` set.
+    pub fn error(self, last_error: Option<&'a str>) -> Change<'a> {
+        Change { last_error, ..self }
+    }
+}
+
+/// Moves job `id` from `from` to `to`: the one place a job's status changes.
+/// The edge is checked against [`legal`]; the row is updated only if it is
+/// still in `from` (`Err(IllegalTransition)` naming its real status otherwise);
+/// the change is recorded in `job_transitions`. Running sets `started_at`;
+/// queued sets the attempt, the retry time and the error and clears the run's
+/// times; every other status ends the job (`completed_at`, `last_error`).
 pub fn transition(
     tx: &Transaction<'_>,
     id: &str,
     from: JobStatus,
     to: JobStatus,
-    attempt: u32,
-    reason: &str,
-    ts: &str,
+    c: &Change<'_>,
 ) -> Result<(), StoreError> {
+    let illegal = |actual: String| StoreError::IllegalTransition {
+        job_id: id.to_string(),
+        from: actual,
+        to: to.to_string(),
+    };
     if !legal(from, to) {
-        return Err(StoreError::IllegalTransition {
-            job_id: id.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
+        return Err(illegal(from.to_string()));
+    }
+    let changed = match to {
+        JobStatus::Running => tx
+            .prepare_cached("UPDATE job_queue SET status = 'running', started_at = ?3, next_retry_at = NULL WHERE id = ?1 AND status = ?2")
+            .and_then(|mut s| s.execute(params![id, from.as_str(), c.ts])),
+        JobStatus::Queued => tx
+            .prepare_cached("UPDATE job_queue SET status = 'queued', attempt = ?3, next_retry_at = ?4, last_error = ?5, started_at = NULL, completed_at = NULL WHERE id = ?1 AND status = ?2")
+            .and_then(|mut s| s.execute(params![id, from.as_str(), c.attempt, c.next_retry_at, c.last_error])),
+        _ => tx
+            .prepare_cached("UPDATE job_queue SET status = ?3, completed_at = ?4, last_error = ?5 WHERE id = ?1 AND status = ?2")
+            .and_then(|mut s| s.execute(params![id, from.as_str(), to.as_str(), c.ts, c.last_error])),
+    }
+    .map_err(|e| StoreError::sqlite(format!("change job {id} from {from} to {to}"), e))?;
+    if changed == 0 {
+        let actual: Option<String> = tx
+            .prepare_cached("SELECT status FROM job_queue WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(|e| StoreError::sqlite(format!("read job {id}"), e))?;
+        return Err(match actual {
+            Some(actual) => illegal(actual),
+            None => StoreError::NotFound {
+                what: "job",
+                id: id.to_string(),
+            },
         });
     }
-    record_transition(tx, id, Some(from), to, attempt, reason, ts)
+    record_transition(tx, id, Some(from), to, c.attempt, c.reason, c.ts)
 }
 
 fn record_transition(
@@ -337,23 +399,6 @@ fn record_transition(
     )
     .and_then(|mut s| s.execute(params![id, from.map(JobStatus::as_str), to.as_str(), attempt, reason, ts]))
     .map_err(|e| StoreError::sqlite(format!("record transition of job {id}"), e))?;
-    Ok(())
-}
-
-/// Sets a job's terminal status, completion time and error (after its
-/// transition was recorded); the one writer of a job's end.
-pub(super) fn end(
-    tx: &Transaction<'_>,
-    id: &str,
-    status: JobStatus,
-    last_error: Option<&str>,
-    ts: &str,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "UPDATE job_queue SET status = ?2, completed_at = ?3, last_error = ?4 WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![id, status.as_str(), ts, last_error]))
-    .map_err(|e| StoreError::sqlite(format!("end job {id} as {status}"), e))?;
     Ok(())
 }
 
@@ -489,22 +534,16 @@ fn claim_job_in(
 }
 
 fn mark_running(tx: &Transaction<'_>, job: &ClaimedJob, ts: &str) -> Result<(), StoreError> {
-    tx.prepare_cached("UPDATE job_queue SET status = 'running', started_at = ?2, next_retry_at = NULL WHERE id = ?1 AND status = 'queued'")
-        .and_then(|mut s| s.execute(params![job.id, ts]))
-        .map_err(|e| StoreError::sqlite(format!("claim job {}", job.id), e))?;
+    // The attempt row is written once, when the attempt ends (completion or
+    // recovery): `job_queue.started_at` marks a running attempt meanwhile, and
+    // one insert per attempt instead of insert + update halves that table's writes.
     transition(
         tx,
         &job.id,
         JobStatus::Queued,
         JobStatus::Running,
-        job.attempt,
-        "claimed",
-        ts,
-    )?;
-    // The attempt row is written once, when the attempt ends (completion or
-    // recovery): `job_queue.started_at` marks a running attempt meanwhile, and
-    // one insert per attempt instead of insert + update halves that table's writes.
-    Ok(())
+        &Change::new(job.attempt, "claimed", ts),
+    )
 }
 
 /// A job that was `running` when the previous process died, and what became of it.
@@ -514,14 +553,27 @@ pub struct Recovered {
     pub id: String,
     /// Plugin.
     pub plugin: String,
-    /// Its new attempt number.
+    /// The attempt that was interrupted.
     pub attempt: u32,
-    /// queued or dead.
+    /// queued (its next attempt is `attempt + 1`) or dead.
     pub status: JobStatus,
 }
 
-/// Crash recovery: every `running` row is an orphan; it goes back to `queued` with
-/// attempt+1, or to `dead` when that would exceed `max_attempts`. One transaction.
+/// The ids of jobs marked `running`, oldest first.
+pub fn running_ids(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM job_queue INDEXED BY idx_job_queue_status WHERE status = 'running' ORDER BY rowid")
+        .map_err(|e| StoreError::sqlite("find running jobs", e))?;
+    stmt.query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StoreError::sqlite("find running jobs", e))
+}
+
+/// Crash recovery: every `running` row is an orphan (call only while holding
+/// the instance lock, once the orphans' processes are gone). Its attempt gets
+/// its `job_attempts` and `job_log` rows, and the job goes back to `queued`
+/// for its next attempt, or to `dead` when that would exceed `max_attempts`.
+/// One transaction.
 pub fn recover_orphans(
     conn: &mut Connection,
     now: DateTime<Utc>,
@@ -538,48 +590,46 @@ pub fn recover_orphans(
     };
     let mut out = Vec::new();
     for (id, plugin, attempt, max) in orphans {
-        let next = attempt + 1;
+        let lost = "orphaned: ductile stopped while the attempt was running";
         tx.prepare_cached(
             "INSERT INTO job_attempts (job_id, attempt, status, started_at, completed_at, error)
-             SELECT id, attempt, 'dead', COALESCE(started_at, ?2), ?2, 'orphaned: ductile stopped while the attempt was running' FROM job_queue WHERE id = ?1",
+             SELECT id, attempt, 'dead', COALESCE(started_at, ?2), ?2, ?3 FROM job_queue WHERE id = ?1",
         )
-        .and_then(|mut s| s.execute(params![id, ts]))
+        .and_then(|mut s| s.execute(params![id, ts, lost]))
         .map_err(|e| StoreError::sqlite(format!("close orphaned attempt of job {id}"), e))?;
-        let status = if next > max {
+        // Every attempt has a job_log row, an interrupted one too.
+        tx.prepare_cached(
+            "INSERT INTO job_log (id, job_id, plugin, command, status, attempt, submitted_by, created_at, completed_at, last_error, parent_job_id, source_event_id, event_context_id)
+             SELECT ?2, id, plugin, command, 'dead', attempt, submitted_by, created_at, ?3, ?4, parent_job_id, source_event_id, event_context_id FROM job_queue WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id, uuid::Uuid::new_v4().to_string(), ts, lost]))
+        .map_err(|e| StoreError::sqlite(format!("log orphaned attempt of job {id}"), e))?;
+        let status = if attempt >= max {
+            let why =
+                format!("orphaned by a crash on attempt {attempt}; max attempts ({max}) exhausted");
             transition(
                 &tx,
                 &id,
                 JobStatus::Running,
                 JobStatus::Dead,
-                attempt,
-                &format!("orphaned by a crash; max attempts ({max}) exhausted"),
-                &ts,
+                &Change::new(attempt, &why, &ts).error(Some(&why)),
             )?;
-            let why =
-                format!("orphaned by a crash on attempt {attempt}; max attempts ({max}) exhausted");
-            end(&tx, &id, JobStatus::Dead, Some(&why), &ts)?;
             JobStatus::Dead
         } else {
+            let why = "orphaned by a crash; requeued";
             transition(
                 &tx,
                 &id,
                 JobStatus::Running,
                 JobStatus::Queued,
-                next,
-                "orphaned by a crash; requeued",
-                &ts,
+                &Change::new(attempt + 1, why, &ts).error(Some(why)),
             )?;
-            tx.prepare_cached(
-                "UPDATE job_queue SET status = 'queued', attempt = ?2, started_at = NULL, next_retry_at = NULL, last_error = 'orphaned by a crash; requeued' WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, next]))
-            .map_err(|e| StoreError::sqlite(format!("recover job {id}"), e))?;
             JobStatus::Queued
         };
         out.push(Recovered {
             id,
             plugin,
-            attempt: next,
+            attempt,
             status,
         });
     }
@@ -588,7 +638,8 @@ pub fn recover_orphans(
     Ok(out)
 }
 
-/// Marks queued jobs dead (cancelled, or their plugin was removed). Returns the ids.
+/// Marks queued jobs of a plugin dead (its plugin was removed, or a schedule
+/// cancels them). Returns the ids.
 pub fn kill_queued(
     tx: &Transaction<'_>,
     where_plugin: &str,
@@ -615,13 +666,131 @@ pub fn kill_queued(
             id,
             JobStatus::Queued,
             JobStatus::Dead,
-            *attempt,
-            reason,
-            &ts,
+            &Change::new(*attempt, reason, &ts).error(Some(reason)),
         )?;
-        end(tx, id, JobStatus::Dead, Some(reason), &ts)?;
     }
     Ok(ids.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Cancels job `id` if it is still queued; false when it is not (claimed,
+/// ended or unknown), in which case nothing changed.
+pub fn cancel_queued(
+    conn: &mut Connection,
+    id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let tx = begin(conn)?;
+    let cancelled = cancel_queued_in(&tx, id, reason, now)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite(format!("commit cancellation of job {id}"), e))?;
+    Ok(cancelled)
+}
+
+fn cancel_queued_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let attempt: Option<u32> = tx
+        .prepare_cached("SELECT attempt FROM job_queue WHERE id = ?1 AND status = 'queued'")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(|e| StoreError::sqlite(format!("read job {id}"), e))?;
+    let Some(attempt) = attempt else {
+        return Ok(false);
+    };
+    let ts = format_ts(now);
+    let why = format!("cancelled: {reason}");
+    transition(
+        tx,
+        id,
+        JobStatus::Queued,
+        JobStatus::Dead,
+        &Change::new(attempt, &why, &ts).error(Some(&why)),
+    )?;
+    Ok(true)
+}
+
+/// Asks whoever runs job `id` to cancel it (the daemon acts on it when it is
+/// woken); a repeated request keeps the first reason.
+pub fn request_cancel(
+    conn: &Connection,
+    id: &str,
+    reason: &str,
+    requested_by: SubmittedBy,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO job_cancel_requests (job_id, reason, requested_by, requested_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![id, reason, requested_by.as_str(), format_ts(now)]))
+    .map_err(|e| StoreError::sqlite(format!("request cancellation of job {id}"), e))?;
+    Ok(())
+}
+
+/// A cancellation the daemon must carry out on a running job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// The job, running when the request was taken.
+    pub job_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Takes every pending cancel request in one transaction: queued jobs are
+/// cancelled at once (their ids come back in `.1`), running ones are returned
+/// for the caller to kill (`.0`), and requests for ended jobs are dropped.
+pub fn take_cancel_requests(
+    conn: &mut Connection,
+    now: DateTime<Utc>,
+) -> Result<(Vec<CancelRequest>, Vec<String>), StoreError> {
+    let tx = begin(conn)?;
+    let pending: Vec<(String, String, Option<String>)> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT r.job_id, r.reason, q.status FROM job_cancel_requests r LEFT JOIN job_queue q ON q.id = r.job_id ORDER BY r.rowid")
+            .map_err(|e| StoreError::sqlite("read cancel requests", e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| StoreError::sqlite("read cancel requests", e))?
+    };
+    if pending.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut running = Vec::new();
+    let mut cancelled = Vec::new();
+    for (id, reason, status) in pending {
+        match status.as_deref() {
+            Some("running") => running.push(CancelRequest { job_id: id, reason }),
+            Some("queued") if cancel_queued_in(&tx, &id, &reason, now)? => cancelled.push(id),
+            _ => {}
+        }
+    }
+    tx.execute("DELETE FROM job_cancel_requests", [])
+        .map_err(|e| StoreError::sqlite("clear cancel requests", e))?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit cancel requests", e))?;
+    Ok((running, cancelled))
+}
+
+/// The earliest pending retry time, if any job waits for one.
+pub fn next_retry_at(conn: &Connection) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let next: Option<String> = conn
+        .prepare_cached("SELECT next_retry_at FROM job_queue INDEXED BY idx_job_queue_retry WHERE status = 'queued' AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(|e| StoreError::sqlite("find the next retry", e))?
+        .flatten();
+    Ok(next.as_deref().and_then(crate::clock::parse_ts))
+}
+
+/// The exit code of a job's latest attempt, when the plugin exited normally.
+pub fn last_exit_code(conn: &Connection, id: &str) -> Result<Option<i32>, StoreError> {
+    conn.prepare_cached(
+        "SELECT exit_code FROM job_attempts WHERE job_id = ?1 ORDER BY attempt DESC, id DESC LIMIT 1",
+    )
+    .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+    .map(Option::flatten)
+    .map_err(|e| StoreError::sqlite(format!("read the attempts of job {id}"), e))
 }
 
 /// A job row as stored, for inspection.
@@ -720,6 +889,33 @@ pub fn latest_log(conn: &Connection, job_id: &str) -> Result<Option<LogSummary>,
             .optional()
         })
         .map_err(|e| StoreError::sqlite(format!("read log of job {job_id}"), e))
+}
+
+/// A plugin's most recent finished attempt.
+#[derive(Debug, Clone)]
+pub struct LastRun {
+    /// Attempt status.
+    pub status: String,
+    /// When it ended.
+    pub completed_at: String,
+    /// Its error, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// The most recent `job_log` row of `plugin`.
+pub fn last_run(conn: &Connection, plugin: &str) -> Result<Option<LastRun>, StoreError> {
+    conn.prepare_cached("SELECT status, completed_at, last_error FROM job_log INDEXED BY idx_job_log_plugin_completed_at WHERE plugin = ?1 ORDER BY completed_at DESC LIMIT 1")
+        .and_then(|mut s| {
+            s.query_row([plugin], |r| {
+                Ok(LastRun {
+                    status: r.get(0)?,
+                    completed_at: r.get(1)?,
+                    last_error: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(|e| StoreError::sqlite(format!("read the last run of {plugin}"), e))
 }
 
 /// Queue depth by status.
@@ -978,12 +1174,39 @@ mod tests {
         let c = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
         complete(&mut conn, &done(&c, Decision::Succeeded), DAY, now).unwrap();
         let err = complete(&mut conn, &done(&c, Decision::Succeeded), DAY, now).unwrap_err();
-        assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "job {}: refused the outcome of attempt 1, which is no longer current (the job is now succeeded, attempt 1); nothing was recorded",
+                c.id
+            )
+        );
         assert_eq!(
             count(&conn, "SELECT COUNT(*) FROM job_log"),
             1,
             "the failed txn wrote nothing"
         );
+    }
+
+    #[test]
+    fn a_stale_attempt_cannot_overwrite_the_current_one() {
+        let (_tmp, mut conn) = db("stale");
+        let now = t("2026-01-01T00:00:00Z");
+        let id = created(enqueue(&mut conn, &job("a"), DAY, now).unwrap());
+        let first = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
+        // The process running attempt 1 is presumed dead: recovery requeues the
+        // job and a second process claims attempt 2.
+        recover_orphans(&mut conn, now).unwrap();
+        let second = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
+        assert_eq!(second.attempt, 2);
+        let err = complete(&mut conn, &done(&first, Decision::Succeeded), DAY, now).unwrap_err();
+        assert!(
+            matches!(err, StoreError::StaleAttempt { attempt: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(find(&conn, &id).unwrap().unwrap().status, "running");
+        complete(&mut conn, &done(&second, Decision::Succeeded), DAY, now).unwrap();
+        assert_eq!(find(&conn, &id).unwrap().unwrap().status, "succeeded");
     }
 
     #[test]

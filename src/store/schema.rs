@@ -1,16 +1,28 @@
-//! The ledger's DDL and its version check. A fresh database gets the whole schema
-//! in one exclusive transaction; an existing one is validated and never migrated
-//! silently: a missing table, column or index refuses the open with a message
-//! naming what is missing.
+//! The ledger's DDL, its identity and its version check. A fresh database gets
+//! the whole schema in one exclusive transaction (re-checked inside it, so when
+//! several processes open a new `state.path` at once exactly one creates it); an
+//! existing one is validated and never migrated silently: an older version is
+//! refused with the command that migrates it ([`super::migrate`]), a newer one
+//! with an upgrade hint, and a missing table, column or index by name.
+//!
+//! A ledger carries [`APPLICATION_ID`] in its header, so a SQLite file of
+//! another application is recognised and refused before anything touches it.
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Every table of the ledger.
+/// `PRAGMA application_id` of a ductile ledger: "Duct" in ASCII. Version 1
+/// ledgers predate it and carry 0.
+pub const APPLICATION_ID: i32 = 0x4475_6374;
+
+/// Every table of the ledger at [`SCHEMA_VERSION`]. Statements are stored
+/// verbatim in `sqlite_master`, which the fast validation path compares. The
+/// `warnings` column of `job_log` is written in the shape `ALTER TABLE ... ADD
+/// COLUMN` leaves, so a migrated ledger stores exactly the same text as a new one.
 const DDL: &str = r#"
 CREATE TABLE job_queue (
     id               TEXT PRIMARY KEY,
@@ -78,7 +90,7 @@ CREATE TABLE job_log (
     parent_job_id    TEXT,
     source_event_id  TEXT,
     event_context_id TEXT
-);
+, warnings TEXT);
 CREATE INDEX idx_job_log_job ON job_log(job_id);
 CREATE INDEX idx_job_log_plugin_completed_at ON job_log(plugin, completed_at);
 
@@ -184,6 +196,13 @@ CREATE TABLE plugin_health (
     updated_at  TEXT NOT NULL
 );
 
+CREATE TABLE job_cancel_requests (
+    job_id       TEXT PRIMARY KEY,
+    reason       TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at TEXT NOT NULL
+);
+
 CREATE TABLE config_snapshots (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     config_hash TEXT NOT NULL,
@@ -193,54 +212,179 @@ CREATE TABLE config_snapshots (
 );
 "#;
 
-/// Creates the schema on a database that has no tables, or validates an existing one.
-pub fn ensure(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| StoreError::sqlite("read schema version", e))?;
-    let tables: i64 = conn
-        .query_row(
+/// How much a validation checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The verbatim DDL comparison, falling back to the detailed check only
+    /// when it does not match (every `ductile run` pays this).
+    Fast,
+    /// Every table, column and index by name (daemon start, migration).
+    Thorough,
+}
+
+/// The identity fields of a database header, read through SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// `PRAGMA application_id`.
+    pub application_id: i32,
+    /// `PRAGMA user_version`.
+    pub version: i64,
+    /// User tables in `sqlite_master`.
+    pub tables: i64,
+}
+
+/// Reads the identity fields of the open database.
+pub fn identity(conn: &Connection) -> Result<Identity, StoreError> {
+    let read = |sql: &str| -> Result<i64, StoreError> {
+        conn.query_row(sql, [], |r| r.get(0))
+            .map_err(|e| StoreError::sqlite("read the database header", e))
+    };
+    Ok(Identity {
+        application_id: read("PRAGMA application_id")? as i32,
+        version: read("PRAGMA user_version")?,
+        tables: read(
             "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| StoreError::sqlite("inspect schema", e))?;
-    if version == 0 && tables == 0 {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)
-            .map_err(|e| StoreError::sqlite("begin schema creation", e))?;
-        tx.execute_batch(DDL)
-            .map_err(|e| StoreError::sqlite("create schema", e))?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(|e| StoreError::sqlite("set schema version", e))?;
-        tx.commit()
-            .map_err(|e| StoreError::sqlite("commit schema creation", e))?;
-        return Ok(());
+        )?,
+    })
+}
+
+/// What an existing database is, judged from its identity and tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// No tables and no identity: ours to create.
+    Empty,
+    /// A ductile ledger at this version.
+    Current,
+    /// A ductile ledger at an older version that [`super::migrate`] upgrades.
+    Older(i64),
+    /// A ductile ledger written by a newer ductile.
+    Newer(i64),
+    /// Not a ductile ledger; the text says what it looks like instead.
+    Foreign(String),
+}
+
+/// Classifies the open database. Reads only; changes nothing.
+pub fn classify(conn: &Connection) -> Result<Kind, StoreError> {
+    let id = identity(conn)?;
+    if id.application_id == 0 && id.version == 0 && id.tables == 0 {
+        return Ok(Kind::Empty);
     }
-    // Fast path (every open pays it, including each `ductile run`): a database we
-    // created stores our DDL verbatim, so one query over sqlite_master decides.
-    if version == SCHEMA_VERSION && stores_our_ddl(conn)? {
-        return Ok(());
-    }
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Schema {
-            path: path.to_string(),
-            message: format!(
-                "database schema version {version} is newer than this ductile supports ({SCHEMA_VERSION}); upgrade ductile or restore a backup"
-            ),
-        });
-    }
-    let missing = missing_objects(conn)?;
-    if !missing.is_empty() || version != SCHEMA_VERSION {
-        let detail = if missing.is_empty() {
-            format!("schema version is {version}, expected {SCHEMA_VERSION}")
+    let ours = match id.application_id {
+        APPLICATION_ID => true,
+        // Version 1 ledgers have no application id: recognise them by their queue.
+        0 if id.version == 1 => has_table(conn, "job_queue")? && has_table(conn, "job_log")?,
+        _ => false,
+    };
+    if !ours {
+        let what = if id.application_id != 0 {
+            format!("application_id {:#010x}", id.application_id)
+        } else if id.tables == 0 {
+            format!("user_version {} and no tables", id.version)
         } else {
-            format!("missing {}", missing.join(", "))
+            format!(
+                "{} table(s), user_version {}, no job_queue/job_log",
+                id.tables, id.version
+            )
         };
+        return Ok(Kind::Foreign(what));
+    }
+    Ok(match id.version.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => Kind::Current,
+        std::cmp::Ordering::Less => Kind::Older(id.version),
+        std::cmp::Ordering::Greater => Kind::Newer(id.version),
+    })
+}
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name=?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(|e| StoreError::sqlite("inspect schema", e))
+}
+
+/// Creates the schema when the database is empty, or validates it. Exactly one
+/// of several processes opening a new file creates it: the emptiness is
+/// re-checked inside the exclusive transaction, and the losers validate what
+/// the winner wrote.
+pub fn ensure(conn: &mut Connection, path: &str, depth: Depth) -> Result<(), StoreError> {
+    if classify(conn)? == Kind::Empty && create(conn)? {
+        return Ok(());
+    }
+    verify(conn, path, depth)
+}
+
+/// Creates the schema if the database is still empty once the exclusive lock is
+/// held; false when another process created it first.
+fn create(conn: &mut Connection) -> Result<bool, StoreError> {
+    // auto_vacuum only takes effect before the first table exists; incremental
+    // lets retention hand pages back to the file system (an SD card fills up
+    // otherwise) without the full rewrite a VACUUM costs.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(|e| StoreError::sqlite("set auto_vacuum", e))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(|e| StoreError::sqlite("begin schema creation", e))?;
+    if classify(&tx)? != Kind::Empty {
+        return Ok(false);
+    }
+    tx.execute_batch(DDL)
+        .map_err(|e| StoreError::sqlite("create schema", e))?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(|e| StoreError::sqlite("set the application id", e))?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(|e| StoreError::sqlite("set schema version", e))?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit schema creation", e))?;
+    Ok(true)
+}
+
+/// Validates an existing database against this binary's schema.
+pub fn verify(conn: &Connection, path: &str, depth: Depth) -> Result<(), StoreError> {
+    match classify(conn)? {
+        Kind::Current => {}
+        Kind::Empty => {
+            return Err(StoreError::Schema {
+                path: path.to_string(),
+                message: "the database is empty (no ductile tables)".to_string(),
+            });
+        }
+        Kind::Older(version) => {
+            return Err(StoreError::NeedsMigration {
+                path: path.to_string(),
+                from: version,
+                to: SCHEMA_VERSION,
+            });
+        }
+        Kind::Newer(version) => {
+            return Err(StoreError::Schema {
+                path: path.to_string(),
+                message: format!(
+                    "database schema version {version} is newer than this ductile supports ({SCHEMA_VERSION}); upgrade ductile or restore a backup"
+                ),
+            });
+        }
+        Kind::Foreign(what) => {
+            return Err(StoreError::NotALedger {
+                path: path.to_string(),
+                detail: format!("a SQLite database of another application ({what})"),
+            });
+        }
+    }
+    // Fast path (every open pays it, including each `ductile run`): a ledger we
+    // created or migrated stores our DDL verbatim, so one query decides.
+    if depth == Depth::Fast && stores_our_ddl(conn)? {
+        return Ok(());
+    }
+    let missing = missing_objects(conn, DDL)?;
+    if !missing.is_empty() {
         return Err(StoreError::Schema {
             path: path.to_string(),
             message: format!(
-                "database schema does not match this ductile ({detail}); refusing to start without a migration (back up the file, then migrate or start from a fresh state.path)"
+                "database schema does not match this ductile (missing {}); restore a backup or start from a fresh state.path",
+                missing.join(", ")
             ),
         });
     }
@@ -256,17 +400,18 @@ fn stores_our_ddl(conn: &Connection) -> Result<bool, StoreError> {
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect())
         .map_err(|e| StoreError::sqlite("inspect schema", e))?;
-    Ok(DDL
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .all(|s| stored.contains(s)))
+    Ok(statements(DDL).all(|s| stored.contains(s)))
 }
 
-/// Tables, columns and indexes the DDL declares but the database lacks.
-fn missing_objects(conn: &Connection) -> Result<Vec<String>, StoreError> {
+/// The statements of a DDL text, trimmed.
+pub(super) fn statements(ddl: &str) -> impl Iterator<Item = &str> {
+    ddl.split(';').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Tables, columns and indexes `ddl` declares but the database lacks.
+pub(super) fn missing_objects(conn: &Connection, ddl: &str) -> Result<Vec<String>, StoreError> {
     let mut missing = Vec::new();
-    for (table, columns) in expected_tables() {
+    for (table, columns) in expected_tables(ddl) {
         let mut stmt = conn
             .prepare("SELECT name FROM pragma_table_info(?1)")
             .map_err(|e| StoreError::sqlite("inspect schema", e))?;
@@ -284,7 +429,7 @@ fn missing_objects(conn: &Connection) -> Result<Vec<String>, StoreError> {
             }
         }
     }
-    for index in expected_indexes() {
+    for index in expected_indexes(ddl) {
         let found: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND name=?1",
@@ -299,11 +444,10 @@ fn missing_objects(conn: &Connection) -> Result<Vec<String>, StoreError> {
     Ok(missing)
 }
 
-/// (table, columns) pairs read from the DDL, so the check can never drift from it.
-fn expected_tables() -> Vec<(String, Vec<String>)> {
+/// (table, columns) pairs read from `ddl`, so the check can never drift from it.
+fn expected_tables(ddl: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for stmt in DDL.split(';') {
-        let s = stmt.trim();
+    for s in statements(ddl) {
         let Some(rest) = s.strip_prefix("CREATE TABLE ") else {
             continue;
         };
@@ -312,7 +456,7 @@ fn expected_tables() -> Vec<(String, Vec<String>)> {
         };
         let columns = body
             .lines()
-            .map(str::trim)
+            .map(|l| l.trim().trim_start_matches(',').trim_start())
             .filter_map(|l| l.split_whitespace().next())
             .filter(|w| {
                 !w.is_empty()
@@ -326,10 +470,10 @@ fn expected_tables() -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// Index names read from the DDL.
-fn expected_indexes() -> Vec<String> {
-    DDL.split(';')
-        .filter_map(|s| s.trim().strip_prefix("CREATE INDEX "))
+/// Index names read from `ddl`.
+fn expected_indexes(ddl: &str) -> Vec<String> {
+    statements(ddl)
+        .filter_map(|s| s.strip_prefix("CREATE INDEX "))
         .filter_map(|rest| rest.split_whitespace().next())
         .map(str::to_string)
         .collect()
@@ -339,9 +483,15 @@ fn expected_indexes() -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn fresh() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        ensure(&mut conn, ":memory:", Depth::Thorough).unwrap();
+        conn
+    }
+
     #[test]
-    fn ddl_parsing_sees_every_table_and_index() {
-        let tables: Vec<String> = expected_tables().into_iter().map(|t| t.0).collect();
+    fn ddl_parsing_sees_every_table_column_and_index() {
+        let tables: Vec<String> = expected_tables(DDL).into_iter().map(|t| t.0).collect();
         for t in [
             "job_queue",
             "job_transitions",
@@ -355,71 +505,106 @@ mod tests {
             "circuit_breaker_transitions",
             "schedule_entries",
             "job_stopwatch",
+            "plugin_health",
+            "job_cancel_requests",
             "config_snapshots",
         ] {
             assert!(tables.contains(&t.to_string()), "{t}");
         }
-        let queue = expected_tables()
+        let log = expected_tables(DDL)
             .into_iter()
-            .find(|t| t.0 == "job_queue")
+            .find(|t| t.0 == "job_log")
             .unwrap();
-        assert!(queue.1.contains(&"event_context_id".to_string()));
-        assert!(!queue.1.iter().any(|c| c == "CREATE" || c == "PRIMARY"));
-        assert!(expected_indexes().contains(&"idx_job_queue_status".to_string()));
+        assert!(log.1.contains(&"event_context_id".to_string()));
+        assert!(
+            log.1.contains(&"warnings".to_string()),
+            "the comma-led column counts"
+        );
+        assert!(!log.1.iter().any(|c| c == "CREATE" || c == "PRIMARY"));
+        assert!(expected_indexes(DDL).contains(&"idx_job_queue_status".to_string()));
     }
 
     #[test]
-    fn fresh_database_gets_the_schema_and_then_validates() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        ensure(&mut conn, ":memory:").unwrap();
+    fn fresh_database_gets_the_schema_identity_and_then_validates() {
+        let mut conn = fresh();
         assert!(
             stores_our_ddl(&conn).unwrap(),
-            "the fast path recognises our own schema"
+            "the fast path recognises it"
         );
-        ensure(&mut conn, ":memory:").unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
+        ensure(&mut conn, ":memory:", Depth::Fast).unwrap();
+        let id = identity(&conn).unwrap();
+        assert_eq!(id.version, SCHEMA_VERSION);
+        assert_eq!(id.application_id, APPLICATION_ID);
+        assert_eq!(classify(&conn).unwrap(), Kind::Current);
     }
 
     #[test]
     fn a_missing_table_or_index_refuses_with_its_name() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        ensure(&mut conn, "x.db").unwrap();
+        let conn = fresh();
         conn.execute_batch("DROP TABLE config_snapshots; DROP INDEX idx_job_log_job;")
             .unwrap();
-        let err = ensure(&mut conn, "x.db").unwrap_err().to_string();
+        let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: database schema does not match this ductile (missing table config_snapshots, index idx_job_log_job); refusing to start without a migration (back up the file, then migrate or start from a fresh state.path)"
+            "x.db: database schema does not match this ductile (missing table config_snapshots, index idx_job_log_job); restore a backup or start from a fresh state.path"
         );
     }
 
     #[test]
-    fn a_foreign_database_is_refused_not_migrated() {
+    fn a_foreign_database_is_refused_and_left_alone() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE job_queue (id TEXT PRIMARY KEY);")
             .unwrap();
-        let err = ensure(&mut conn, "x.db").unwrap_err().to_string();
-        assert!(err.contains("column job_queue.plugin"), "{err}");
-        assert!(err.contains("table job_log"), "{err}");
+        let err = ensure(&mut conn, "x.db", Depth::Fast)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "x.db is not a ductile ledger: a SQLite database of another application (1 table(s), user_version 0, no job_queue/job_log); point state.path at a new file or at an existing ductile ledger"
+        );
         let n: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type='table'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 1, "nothing was created");
+        assert_eq!(n, 2, "nothing was created (the table and its autoindex)");
+        let mut other = Connection::open_in_memory().unwrap();
+        other.pragma_update(None, "application_id", 42).unwrap();
+        other.pragma_update(None, "user_version", 3).unwrap();
+        let err = ensure(&mut other, "y.db", Depth::Fast)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(application_id 0x0000002a)"), "{err}");
     }
 
     #[test]
-    fn a_newer_schema_is_refused() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        ensure(&mut conn, "x.db").unwrap();
+    fn a_newer_schema_is_refused_and_an_older_one_names_the_migration() {
+        let conn = fresh();
         conn.pragma_update(None, "user_version", 9).unwrap();
-        let err = ensure(&mut conn, "x.db").unwrap_err().to_string();
+        let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert!(err.contains("schema version 9 is newer"), "{err}");
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "x.db: the ledger is at schema version 1 and this ductile needs version 2; run `ductile system migrate` (it backs the file up first), then start again"
+        );
+    }
+
+    #[test]
+    fn a_version_1_ledger_is_recognised_without_an_application_id() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE job_queue (id TEXT); CREATE TABLE job_log (id TEXT); PRAGMA user_version = 1;")
+            .unwrap();
+        assert_eq!(classify(&conn).unwrap(), Kind::Older(1));
+    }
+
+    #[test]
+    fn new_ledgers_vacuum_incrementally() {
+        let dir = crate::store::testing::TempDir::new("autovac");
+        let mut conn = Connection::open(dir.0.join("a.db")).unwrap();
+        ensure(&mut conn, "a.db", Depth::Thorough).unwrap();
+        let mode: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 2, "INCREMENTAL");
     }
 }

@@ -174,11 +174,13 @@ fn a_second_daemon_on_the_same_db_refuses() {
     counter_config(&dir, "", "");
     let daemon = dir.start();
     let second = dir.run(&["system", "start"]).code(1);
-    assert!(
-        second.stderr.contains(&format!(
-            "another ductile (pid {}) holds the lock",
-            daemon.pid()
-        )),
+    assert_eq!(
+        second.error(),
+        format!(
+            "a ductile daemon (pid {}) already runs on {}; stop it first, or apply a new config with `ductile system reload`",
+            daemon.pid(),
+            dir.db_path().display()
+        ),
         "{second:?}"
     );
     daemon.signal("INT");
@@ -361,7 +363,15 @@ fn reload_removing_a_plugin_kills_its_queued_jobs() {
     });
     dir.config("plugins: {}\n");
     let r = dir.run(&["system", "reload"]).code(0);
-    assert!(r.stdout.contains("sent SIGHUP"), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "ductile (pid {}) reloaded {}\n",
+            daemon.pid(),
+            dir.path.join("config.yaml").display()
+        ),
+        "the daemon's verdict: {r:?}"
+    );
     wait_until(LONG, "queued jobs dead", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") == 2
     });
@@ -512,8 +522,18 @@ fn reload_refuses_to_move_the_database() {
         text.replace("state/ductile.db", "elsewhere/ductile.db"),
     )
     .unwrap();
+    // The CLI looks for a daemon on the new path and does not find one.
+    let r = dir.run(&["system", "reload"]).code(1);
+    assert!(
+        r.error().contains("a changed state.path needs a restart"),
+        "{r:?}"
+    );
+    // A SIGHUP from elsewhere is refused by the daemon itself, and recorded.
     daemon.signal("HUP");
-    daemon.wait_log(LONG, "reload rejected: state.path changed");
+    daemon.wait_log(LONG, "state.path changed from");
+    wait_until(LONG, "the rejection recorded", || {
+        dir.count("SELECT COUNT(*) FROM config_snapshots WHERE reason LIKE 'reload rejected: state.path changed%'") == 1
+    });
     assert!(!dir.path.join("elsewhere").exists());
 }
 

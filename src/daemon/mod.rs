@@ -11,21 +11,25 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use crate::clock::{Clock, SystemClock, format_ts};
-use crate::dispatch::SHUTDOWN_REASON;
+use crate::clock::{Clock, SystemClock};
 use crate::dispatch::pool::{Pool, PoolConfig, RunningJobs};
-use crate::lock::{self, InstanceLock};
+use crate::dispatch::{self, SHUTDOWN_REASON};
+use crate::lock::{self, InstanceLock, StartIntent};
 use crate::runtime::{Runtime, RuntimeCell};
 use crate::scheduler::heartbeat::{self, Heartbeat};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
-use crate::store::{self, StoreError, health};
+use crate::store::{self, StoreError, health, integrity, snapshots};
+
+mod watch;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug)]
@@ -58,9 +62,10 @@ impl std::error::Error for DaemonError {}
 
 impl From<StoreError> for DaemonError {
     fn from(e: StoreError) -> DaemonError {
-        match e {
-            StoreError::Schema { .. } => DaemonError::Config(e.to_string()),
-            other => DaemonError::Failed(other.to_string()),
+        if e.is_config() {
+            DaemonError::Config(e.to_string())
+        } else {
+            DaemonError::Failed(e.to_string())
         }
     }
 }
@@ -69,15 +74,48 @@ impl From<StoreError> for DaemonError {
 enum Control {
     Reload,
     Shutdown(&'static str),
+    /// A file of the ledger or the lock changed on disk ([`watch`]).
+    FilesChanged,
 }
 
+/// What `system start` can say once the daemon is up, for a person watching.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// The ledger.
+    pub db: std::path::PathBuf,
+    /// The config root.
+    pub config: std::path::PathBuf,
+    /// Loaded plugins.
+    pub plugins: Vec<String>,
+    /// Workers.
+    pub workers: usize,
+}
+
+/// How long a starting daemon waits for one-shots to finish with the ledger.
+const START_WAIT: Duration = Duration::from_secs(60);
+/// The budget of the integrity check at start (a large ledger on an SD card
+/// is not read end to end before the daemon serves).
+const QUICK_CHECK_BUDGET: Duration = Duration::from_secs(10);
+
 /// Runs the daemon in the foreground until SIGTERM/SIGINT; Ok on a clean stop.
-pub fn run(root: &Path) -> Result<(), DaemonError> {
-    run_with_clock(root, Arc::new(SystemClock))
+/// `started` is told once the daemon accepts work.
+pub fn run(root: &Path, started: &dyn Fn(&Started)) -> Result<(), DaemonError> {
+    run_with_clock(root, Arc::new(SystemClock), started)
 }
 
 /// [`run`] with an explicit clock.
-pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonError> {
+pub fn run_with_clock(
+    root: &Path,
+    clock: Arc<dyn Clock>,
+    started: &dyn Fn(&Started),
+) -> Result<(), DaemonError> {
+    // Handlers come first: a SIGHUP or SIGUSR1 sent while we start must not
+    // kill us (their default action), and a SIGTERM while we wait for the lock
+    // must end the wait cleanly.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
+        .map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
     let rt = Arc::new(Runtime::load(root).map_err(|e| DaemonError::Config(e.to_string()))?);
     for w in &rt.warnings {
         log::warn!(target: "config", "{w}");
@@ -90,25 +128,32 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     }
     let db = rt.config.state.path.clone();
     let sync = rt.config.state.synchronous;
-    let mut conn = store::open(&db, sync)?;
-    let lock = InstanceLock::acquire(&lock::path_for(&db), lock::Role::Daemon)
-        .map_err(|e| DaemonError::Failed(e.to_string()))?;
-    for r in queue::recover_orphans(&mut conn, clock.now())? {
-        log::warn!(plugin = r.plugin.as_str(), job_id = r.id.as_str(); "recovered orphaned job: now {} (attempt {})", r.status, r.attempt);
+    let mut lock = take_lock(&db, &mut signals)?;
+    let shown = db.display().to_string();
+    let mut conn = store::open_checked(&db, sync)?;
+    if integrity::quick_check(&conn, &shown, QUICK_CHECK_BUDGET)? == integrity::Checked::Unfinished
+    {
+        log::warn!(
+            "integrity check of {shown} stopped after {}s (a large ledger); continuing",
+            QUICK_CHECK_BUDGET.as_secs()
+        );
     }
+    let files = integrity::FileIdentity::of(&db);
+    dispatch::recover(&mut conn, clock.as_ref())?;
     snapshot(&conn, &rt, "start", clock.as_ref())?;
     run_inits(&mut conn, &rt, clock.as_ref())?;
 
     let cell = Arc::new(RuntimeCell::new(rt.clone()));
     let running = Arc::new(RunningJobs::default());
+    let requests = Arc::new(AtomicBool::new(false));
     let (wake_tx, wake_rx) = bounded::<()>(1);
     let (fatal_tx, fatal_rx) = unbounded::<String>();
     let (control_tx, control_rx) = bounded::<Control>(8);
-    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
-        .map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
     let signal_thread = {
         let wake_tx = wake_tx.clone();
+        let requests = requests.clone();
+        let control_tx = control_tx.clone();
         thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -116,6 +161,9 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
                     let msg = match sig {
                         SIGHUP => Control::Reload,
                         SIGUSR1 => {
+                            // Another process enqueued work or asked for a
+                            // cancellation: the dispatcher looks at both.
+                            requests.store(true, Ordering::SeqCst);
                             let _ = wake_tx.try_send(());
                             continue;
                         }
@@ -129,6 +177,8 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
             })
             .map_err(|e| DaemonError::Failed(format!("cannot start the signal thread: {e}")))?
     };
+    let watcher = watch::spawn(&db, control_tx.clone())
+        .map_err(|e| DaemonError::Failed(format!("cannot watch {}: {e}", db.display())))?;
 
     let mut pool = Pool::start(PoolConfig {
         db: db.clone(),
@@ -138,6 +188,7 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         clock: clock.clone(),
         running: running.clone(),
         wake_rx,
+        requests,
         fatal_tx: fatal_tx.clone(),
     })?;
     let hb = Heartbeat::start(
@@ -151,14 +202,24 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     let (reload_tx, reload_rx) = bounded::<Arc<Runtime>>(1);
     let scheduler = heartbeat::spawn(hb, sched_stop_rx, reload_rx, fatal_tx.clone())
         .map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
+    // Only now may one-shots hand over and `system reload` signal us.
+    lock.advertise_ready()
+        .map_err(|e| DaemonError::Failed(e.to_string()))?;
     let _ = wake_tx.try_send(());
     log::info!(
         pid = std::process::id(),
         workers = rt.config.service.max_workers,
         plugins = rt.registry.plugins().count(),
-        db = db.display().to_string().as_str();
+        db = shown.as_str();
         "ductile running"
     );
+    started(&Started {
+        pid: std::process::id(),
+        db: db.clone(),
+        config: root.to_path_buf(),
+        plugins: rt.registry.plugins().map(|p| p.name.clone()).collect(),
+        workers: rt.config.service.max_workers,
+    });
 
     let reloader = Reloader {
         root,
@@ -167,7 +228,11 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
         wake_tx: &wake_tx,
         clock: clock.as_ref(),
     };
-    let outcome = control_loop(&reloader, &mut conn, &control_rx, &fatal_rx);
+    let mut guard = Guard {
+        lock: &mut lock,
+        files: &files,
+    };
+    let outcome = control_loop(&reloader, &mut conn, &control_rx, &fatal_rx, &mut guard);
 
     // Orderly stop; the comments number the steps of docs/ARCHITECTURE.md.
     // 1. No new scheduled work.
@@ -177,8 +242,12 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     }
     // 2. No new claims; in-flight jobs run on.
     pool.stop_claiming();
-    let grace = cell.current().config.service.shutdown_timeout;
-    if !running.is_empty() {
+    // After a fatal error nothing more can be recorded: no grace.
+    let grace = match outcome {
+        Ok(_) => cell.current().config.service.shutdown_timeout,
+        Err(_) => Duration::ZERO,
+    };
+    if !running.is_empty() && !grace.is_zero() {
         log::info!(
             "waiting up to {} for {} running job(s)",
             crate::config::duration::format(grace),
@@ -189,13 +258,12 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
     //    recovered at the next start.
     if !pool.wait_idle(grace) {
         let n = running.cancel_all(SHUTDOWN_REASON);
-        log::warn!(
-            "shutdown timeout: killed {n} running job(s); they will be recovered at the next start"
-        );
+        log::warn!("shutdown: killed {n} running job(s); they will be recovered at the next start");
     }
     pool.join();
     signal_handle.close();
     let _ = signal_thread.join();
+    drop(watcher);
     // 4. Release the lock last, after every writer is gone.
     drop(conn);
     drop(lock);
@@ -208,6 +276,104 @@ pub fn run_with_clock(root: &Path, clock: Arc<dyn Clock>) -> Result<(), DaemonEr
             log::error!("ductile stopped on a fatal error: {e}");
             Err(DaemonError::Failed(e))
         }
+    }
+}
+
+/// Takes the instance lock for a daemon. A one-shot holding it is waited for
+/// (up to [`START_WAIT`]); meanwhile the start is announced so one-shots stop
+/// taking the lock and hand their jobs to us once we are ready.
+fn take_lock(db: &Path, signals: &mut Signals) -> Result<InstanceLock, DaemonError> {
+    let failed = |e: lock::LockError| match e {
+        lock::LockError::Store(s) => DaemonError::from(s),
+        other => DaemonError::Failed(other.to_string()),
+    };
+    let intent = match StartIntent::announce(db).map_err(failed)? {
+        Ok(intent) => intent,
+        Err(pid) => {
+            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            return Err(DaemonError::Failed(format!(
+                "another ductile daemon{who} is starting on {}",
+                db.display()
+            )));
+        }
+    };
+    let deadline = Instant::now() + START_WAIT;
+    let mut told: Option<u32> = None;
+    loop {
+        if let Some(lock) = InstanceLock::try_acquire(db, lock::Role::Daemon).map_err(failed)? {
+            drop(intent);
+            return Ok(lock);
+        }
+        let holder = lock::holder(db);
+        if let Some(h) = holder.filter(|h| h.role == Some(lock::Role::Daemon)) {
+            return Err(DaemonError::Failed(format!(
+                "{} already runs on {}; stop it first, or apply a new config with `ductile system reload`",
+                h.describe(),
+                db.display()
+            )));
+        }
+        if let Some(h) = holder.filter(|h| told != Some(h.pid)) {
+            log::info!(
+                "waiting up to {}s for {} to finish with {}",
+                START_WAIT.as_secs(),
+                h.describe(),
+                db.display()
+            );
+            told = Some(h.pid);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let who = holder
+                .map(|h| h.describe())
+                .unwrap_or_else(|| "another ductile process".into());
+            return Err(DaemonError::Failed(format!(
+                "gave up after {}s waiting for {who} to release {}",
+                START_WAIT.as_secs(),
+                db.display()
+            )));
+        }
+        if let Some(sig) = signals.pending().find(|s| *s == SIGTERM || *s == SIGINT) {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            return Err(DaemonError::Failed(format!(
+                "{name} received while waiting for the lock on {}; not started",
+                db.display()
+            )));
+        }
+        // Short slices keep a SIGTERM during the wait answered promptly.
+        lock::wait_for_change(
+            db,
+            holder.map(|h| h.pid),
+            (deadline - now).min(Duration::from_millis(250)),
+        );
+    }
+}
+
+/// What the control loop guards besides the reload: the lock's identity file
+/// and the ledger's files on disk.
+struct Guard<'a> {
+    lock: &'a mut InstanceLock,
+    files: &'a integrity::FileIdentity,
+}
+
+impl Guard<'_> {
+    /// Looks at the files after a change: a deleted or replaced ledger is fatal;
+    /// a deleted or replaced lock file is re-created.
+    fn check(&mut self) -> Result<(), String> {
+        if let Some(what) = self.files.changed() {
+            return Err(format!(
+                "{what}: the ledger this daemon writes is gone from {}; stopping so nothing more is written into a file nobody can read (restart ductile to start on the file now at that path)",
+                self.files.db().display()
+            ));
+        }
+        match self.lock.restore_identity() {
+            Ok(true) => log::warn!(
+                "{} was deleted or replaced; re-created it",
+                self.lock.path().display()
+            ),
+            Ok(false) => {}
+            Err(e) => log::error!("cannot restore the lock file: {e}"),
+        }
+        Ok(())
     }
 }
 
@@ -225,18 +391,25 @@ fn control_loop(
     conn: &mut Connection,
     control_rx: &Receiver<Control>,
     fatal_rx: &Receiver<String>,
+    guard: &mut Guard<'_>,
 ) -> Result<&'static str, String> {
     loop {
         select! {
             recv(control_rx) -> msg => match msg {
                 Ok(Control::Reload) => reload(r, conn),
+                Ok(Control::FilesChanged) => guard.check()?,
                 Ok(Control::Shutdown(why)) => {
                     log::info!("{why} received: shutting down");
                     return Ok(why);
                 }
                 Err(_) => return Ok("signal thread ended"),
             },
-            recv(fatal_rx) -> msg => return Err(msg.unwrap_or_else(|_| "fatal channel closed".into())),
+            recv(fatal_rx) -> msg => {
+                let why = msg.unwrap_or_else(|_| "fatal channel closed".into());
+                // A write that failed because the file went away says so.
+                guard.check()?;
+                return Err(why);
+            }
         }
     }
 }
@@ -253,16 +426,32 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) {
         clock,
     } = *r;
     let old = cell.current();
-    let new = match Runtime::load(root) {
-        Ok(rt) => Arc::new(rt),
-        Err(e) => {
-            log::error!(target: "config", "reload rejected, keeping the running config: {e}");
-            return;
+    // A rejection is recorded too: `system reload` waits for the verdict.
+    let reject = |conn: &Connection, why: String| {
+        log::error!(target: "config", "reload rejected, keeping the running config: {why}");
+        if let Err(e) = snapshots::record(
+            conn,
+            "-",
+            "[]",
+            &format!("{}{why}", snapshots::REJECTED),
+            clock.now(),
+        ) {
+            log::error!("cannot record the rejected reload: {e}");
         }
     };
+    let new = match Runtime::load(root) {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => return reject(conn, e.to_string()),
+    };
     if new.config.state.path != old.config.state.path {
-        log::error!(target: "config", "reload rejected: state.path changed from {} to {}; restart ductile to move the database", old.config.state.path.display(), new.config.state.path.display());
-        return;
+        return reject(
+            conn,
+            format!(
+                "state.path changed from {} to {}; restart ductile to move the database",
+                old.config.state.path.display(),
+                new.config.state.path.display()
+            ),
+        );
     }
     for w in &new.warnings {
         log::warn!(target: "config", "{w}");
@@ -318,11 +507,13 @@ fn snapshot(
         .collect::<Vec<_>>()
         .join(",");
     let hash = format!("blake3:{}", blake3::hash(joined.as_bytes()).to_hex());
-    conn.execute(
-        "INSERT INTO config_snapshots (config_hash, files_json, reason, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![hash, serde_json::Value::Array(files).to_string(), reason, format_ts(clock.now())],
-    )
-    .map_err(|e| StoreError::sqlite("record config snapshot", e))?;
+    snapshots::record(
+        conn,
+        &hash,
+        &serde_json::Value::Array(files).to_string(),
+        reason,
+        clock.now(),
+    )?;
     Ok(())
 }
 
