@@ -377,6 +377,7 @@ fn hand_over(
     log::info!(job_id = id; "a daemon (pid {}) holds the lock; handing the job over", daemon.pid());
     let _ = daemon.signal(libc::SIGUSR1);
     let mut cancel_asked = false;
+    let mut cancelled_here = false;
     let mut giving_up: Option<std::time::Instant> = None;
     loop {
         let row = queue::find(conn, id)?.ok_or_else(|| StoreError::NotFound {
@@ -386,7 +387,11 @@ fn hand_over(
         let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
         if !matches!(status, JobStatus::Queued | JobStatus::Running) {
             let mut report = report_from_ledger(conn, id, &ran_by)?;
-            if cancel_asked {
+            if cancelled_here {
+                report.note = Some(format!(
+                    "interrupted: job {id} was cancelled before the daemon started it"
+                ));
+            } else if cancel_asked {
                 report.note = Some(format!("interrupted: the daemon cancelled job {id}"));
             }
             return Ok(Some(report));
@@ -421,6 +426,7 @@ fn hand_over(
                 cancel_asked = true;
                 let reason = "interrupted by the `ductile run` that submitted it";
                 if queue::cancel_queued(conn, id, reason, clock.now())? {
+                    cancelled_here = true;
                     continue;
                 }
                 queue::request_cancel(conn, id, reason, SubmittedBy::Cli, clock.now())?;

@@ -329,6 +329,8 @@ fn wait_when_busy(conn: &mut Connection) -> Result<(), StoreError> {
 /// The connection pragmas; set once per connection, outside any transaction.
 fn configure(conn: &mut Connection, sync: Synchronous) -> Result<(), StoreError> {
     wait_when_busy(conn)?;
+    // Before WAL mode writes the first header, or it is too late.
+    schema::set_incremental_vacuum(conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| StoreError::sqlite("enable WAL", e))?;
     let level = match sync {

@@ -19,6 +19,10 @@ pub struct Pruned {
     pub job_queue: usize,
     /// `job_transitions`, `job_attempts` and `job_stopwatch` rows.
     pub history: usize,
+    /// `config_snapshots` rows beyond the newest kept.
+    pub snapshots: usize,
+    /// Free pages given back to the file system afterwards.
+    pub pages_freed: i64,
 }
 
 /// Deletes the oldest rows of an append-only table while their `time_col` is
@@ -95,8 +99,32 @@ pub fn prune(
     out.history += prune_prefix(conn, "job_transitions", "created_at", &log_ts, max_batches)?;
     out.history += prune_prefix(conn, "job_attempts", "completed_at", &log_ts, max_batches)?;
     out.history += prune_prefix(conn, "job_stopwatch", "created_at", &log_ts, max_batches)?;
+    out.snapshots = super::snapshots::prune(conn)?;
+    if out.job_log + out.job_queue + out.history + out.snapshots > 0 {
+        out.pages_freed = give_space_back(conn)?;
+    }
     Ok(out)
 }
+
+/// Hands free pages back to the file system (ledgers vacuum incrementally, so a
+/// Pi's SD card does not keep the high-water mark of a burst forever), at most
+/// [`VACUUM_PAGES`] per call so the write lock is held briefly; the pages freed.
+fn give_space_back(conn: &Connection) -> Result<i64, StoreError> {
+    let free = |conn: &Connection| -> Result<i64, StoreError> {
+        conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .map_err(|e| StoreError::sqlite("count free pages", e))
+    };
+    let before = free(conn)?;
+    if before == 0 {
+        return Ok(0);
+    }
+    conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
+        .map_err(|e| StoreError::sqlite("give free pages back", e))?;
+    Ok(before - free(conn)?)
+}
+
+/// Pages one retention pass gives back at most (4 MiB of 4 KiB pages).
+pub const VACUUM_PAGES: i64 = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -158,5 +186,11 @@ mod tests {
             1
         );
         assert_eq!(prune(&conn, cutoff, cutoff, 10).unwrap(), Pruned::default());
+        assert!(
+            first.pages_freed + rest.pages_freed > 0,
+            "the pruned rows' pages went back to the file system"
+        );
+        let free: i64 = count("PRAGMA freelist_count");
+        assert!(free < VACUUM_PAGES, "free pages left: {free}");
     }
 }

@@ -319,11 +319,7 @@ pub fn ensure(conn: &mut Connection, path: &str, depth: Depth) -> Result<(), Sto
 /// Creates the schema if the database is still empty once the exclusive lock is
 /// held; false when another process created it first.
 fn create(conn: &mut Connection) -> Result<bool, StoreError> {
-    // auto_vacuum only takes effect before the first table exists; incremental
-    // lets retention hand pages back to the file system (an SD card fills up
-    // otherwise) without the full rewrite a VACUUM costs.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-        .map_err(|e| StoreError::sqlite("set auto_vacuum", e))?;
+    set_incremental_vacuum(conn)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Exclusive)
         .map_err(|e| StoreError::sqlite("begin schema creation", e))?;
@@ -339,6 +335,15 @@ fn create(conn: &mut Connection) -> Result<bool, StoreError> {
     tx.commit()
         .map_err(|e| StoreError::sqlite("commit schema creation", e))?;
     Ok(true)
+}
+
+/// Asks for incremental auto-vacuum: it takes effect only on a database that is
+/// still empty (no header written, not even WAL mode), and is a no-op
+/// otherwise. Incremental lets retention hand pages back to the file system
+/// (an SD card fills up otherwise) without the full rewrite a VACUUM costs.
+pub(super) fn set_incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(|e| StoreError::sqlite("set auto_vacuum", e))
 }
 
 /// Validates an existing database against this binary's schema.

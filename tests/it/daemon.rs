@@ -8,7 +8,7 @@ use ductile::config::Synchronous;
 use ductile::store::queue::{self, NewJob, SubmittedBy};
 use serde_json::Value;
 
-use crate::support::{TestDir, wait_until};
+use crate::support::TestDir;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -69,7 +69,7 @@ fn kill_9_with_200_jobs_in_flight_loses_and_duplicates_nothing() {
     // Create the schema, then queue 200 jobs before any daemon runs.
     let ids = enqueue(&dir, "counter", 200);
     let daemon = dir.start();
-    wait_until(LONG, "some jobs done before the crash", || {
+    dir.wait_until(LONG, "some jobs done before the crash", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") >= 20
     });
     daemon.crash();
@@ -79,7 +79,7 @@ fn kill_9_with_200_jobs_in_flight_loses_and_duplicates_nothing() {
         "the crash left work queued: {before:?}"
     );
     let daemon = dir.start();
-    wait_until(LONG, "all 200 jobs terminal", || {
+    dir.wait_until(LONG, "all 200 jobs terminal", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status IN ('queued','running')") == 0
     });
     let after = status_counts(&dir);
@@ -116,7 +116,7 @@ fn sigterm_lets_a_running_job_finish() {
     ));
     enqueue(&dir, "counter", 1);
     let daemon = dir.start();
-    wait_until(LONG, "job running", || {
+    dir.wait_until(LONG, "job running", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'") == 1
     });
     daemon.signal("TERM");
@@ -138,7 +138,7 @@ fn shutdown_timeout_kills_the_job_and_the_next_start_recovers_it() {
     ));
     enqueue(&dir, "counter", 1);
     let daemon = dir.start();
-    wait_until(LONG, "plugin started", || out.join("concurrency").exists());
+    dir.wait_until(LONG, "plugin started", || out.join("concurrency").exists());
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), 0);
     assert_eq!(
@@ -158,7 +158,7 @@ fn shutdown_timeout_kills_the_job_and_the_next_start_recovers_it() {
         out.display()
     ));
     let daemon = dir.start();
-    wait_until(LONG, "recovered job succeeded", || {
+    dir.wait_until(LONG, "recovered job succeeded", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded' AND attempt=2") == 1
     });
     drop(daemon);
@@ -211,7 +211,7 @@ fn failed_attempts_are_retried_and_each_keeps_its_stderr() {
     ));
     let ids = enqueue(&dir, "flaky", 1);
     let daemon = dir.start();
-    wait_until(LONG, "job succeeded", || {
+    dir.wait_until(LONG, "job succeeded", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 1
     });
     let db = dir.db();
@@ -265,7 +265,7 @@ fn exit_78_is_never_retried() {
     dir.config("plugins:\n  exit_78: {}\n");
     enqueue(&dir, "exit_78", 1);
     let daemon = dir.start();
-    wait_until(LONG, "job terminal", || {
+    dir.wait_until(LONG, "job terminal", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='failed'") == 1
     });
     assert_eq!(dir.count("SELECT attempt FROM job_queue"), 1);
@@ -284,7 +284,7 @@ fn parallelism_caps_hold_under_load() {
     ));
     enqueue(&dir, "counter", 24);
     let daemon = dir.start();
-    wait_until(LONG, "all done", || {
+    dir.wait_until(LONG, "all done", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 24
     });
     let seen: Vec<usize> = std::fs::read_to_string(out.join("concurrency"))
@@ -318,7 +318,7 @@ fn concurrency_unsafe_plugins_run_serially_by_default() {
     ));
     enqueue(&dir, "counter", 8);
     let daemon = dir.start();
-    wait_until(LONG, "all done", || {
+    dir.wait_until(LONG, "all done", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 8
     });
     let seen = std::fs::read_to_string(out.join("concurrency")).unwrap();
@@ -341,7 +341,7 @@ fn reload_with_a_broken_file_keeps_serving() {
     // enqueue directly and wake the daemon).
     enqueue(&dir, "counter", 1);
     daemon.signal("USR1");
-    wait_until(LONG, "job ran on the old config", || {
+    dir.wait_until(LONG, "job ran on the old config", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 1
     });
 }
@@ -358,7 +358,7 @@ fn reload_removing_a_plugin_kills_its_queued_jobs() {
     dir.config(&with_counter);
     enqueue(&dir, "counter", 3);
     let daemon = dir.start();
-    wait_until(LONG, "first job running", || {
+    dir.wait_until(LONG, "first job running", || {
         out.join("concurrency").exists()
     });
     dir.config("plugins: {}\n");
@@ -372,7 +372,7 @@ fn reload_removing_a_plugin_kills_its_queued_jobs() {
         ),
         "the daemon's verdict: {r:?}"
     );
-    wait_until(LONG, "queued jobs dead", || {
+    dir.wait_until(LONG, "queued jobs dead", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") == 2
     });
     let reason: String = dir
@@ -419,7 +419,7 @@ fn scheduled_failures_open_the_breaker_and_status_shows_it() {
         out.display()
     ));
     let daemon = dir.start();
-    wait_until(LONG, "breaker open", || {
+    dir.wait_until(LONG, "breaker open", || {
         dir.count("SELECT COUNT(*) FROM circuit_breakers WHERE state='open'") == 1
     });
     let v = dir
@@ -450,7 +450,7 @@ fn if_running_cancel_kills_the_running_process_group() {
         out.display()
     ));
     let daemon = dir.start();
-    wait_until(LONG, "a job was cancelled", || {
+    dir.wait_until(LONG, "a job was cancelled", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='dead'") >= 1
     });
     let reason: String = dir
@@ -480,7 +480,7 @@ fn init_runs_once_per_definition_and_a_failure_marks_the_plugin_unhealthy() {
     dir.fixture("with_init");
     dir.config("plugins:\n  with_init:\n    config:\n      fail_init: \"yes\"\n");
     let daemon = dir.start();
-    wait_until(LONG, "init ran", || {
+    dir.wait_until(LONG, "init ran", || {
         dir.count("SELECT COUNT(*) FROM plugin_health WHERE status = 'unhealthy'") == 1
     });
     let status = dir.run(&["system", "status", "--json"]).code(0).json();
@@ -497,7 +497,7 @@ fn init_runs_once_per_definition_and_a_failure_marks_the_plugin_unhealthy() {
     // A config change re-runs init; an unchanged restart does not.
     dir.config("plugins:\n  with_init:\n    config:\n      fail_init: \"no\"\n");
     dir.run(&["system", "reload"]).code(0);
-    wait_until(LONG, "init re-ran", || {
+    dir.wait_until(LONG, "init re-ran", || {
         dir.count("SELECT COUNT(*) FROM plugin_health WHERE status = 'healthy'") == 1
     });
     daemon.signal("TERM");
@@ -531,7 +531,7 @@ fn reload_refuses_to_move_the_database() {
     // A SIGHUP from elsewhere is refused by the daemon itself, and recorded.
     daemon.signal("HUP");
     daemon.wait_log(LONG, "state.path changed from");
-    wait_until(LONG, "the rejection recorded", || {
+    dir.wait_until(LONG, "the rejection recorded", || {
         dir.count("SELECT COUNT(*) FROM config_snapshots WHERE reason LIKE 'reload rejected: state.path changed%'") == 1
     });
     assert!(!dir.path.join("elsewhere").exists());
@@ -543,7 +543,7 @@ fn every_daemon_log_line_is_one_json_object_with_the_spec_fields() {
     counter_config(&dir, "", "");
     enqueue(&dir, "counter", 2);
     let daemon = dir.start();
-    wait_until(LONG, "jobs done", || {
+    dir.wait_until(LONG, "jobs done", || {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='succeeded'") == 2
     });
     daemon.signal("TERM");

@@ -1532,7 +1532,7 @@ fn a_one_shot_started_while_another_one_shot_runs_neither_kills_it_nor_hangs() {
         out.display()
     ));
     let mut first = Spawned::start(dir.command(&["run", "counter"]));
-    wait_until(LONG, "the first one-shot's plugin is running", || {
+    dir.wait_until(LONG, "the first one-shot's plugin is running", || {
         std::fs::read_dir(out.join("pids")).is_ok_and(|mut d| d.next().is_some())
     });
     let mut second = Spawned::start(dir.command(&["run", "echo"]));
@@ -1565,7 +1565,7 @@ fn ctrl_c_on_a_one_shot_kills_its_plugin_and_records_the_job_dead() {
         out.display()
     ));
     let mut run = Spawned::start(dir.command(&["run", "counter"]));
-    wait_until(LONG, "the plugin is running", || {
+    dir.wait_until(LONG, "the plugin is running", || {
         std::fs::read_dir(out.join("pids")).is_ok_and(|mut d| d.next().is_some())
     });
     let pid: i64 = std::fs::read_dir(out.join("pids"))

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -30,9 +30,13 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new(tag: &str) -> TestDir {
+        TestDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+    }
+
+    /// A test directory under `base` instead of the target directory.
+    pub fn new_in(base: &Path, tag: &str) -> TestDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("it-{tag}-{}-{n}", std::process::id()));
+        let path = base.join(format!("ductile-it-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(path.join("plugins")).unwrap();
         TestDir { path }
@@ -132,18 +136,137 @@ impl TestDir {
             .collect()
     }
 
+    /// Waits until `cond` holds, woken by file changes in this directory, its
+    /// ledger's directory and the plugins' output directories.
+    pub fn wait_until(&self, within: Duration, what: &str, cond: impl FnMut() -> bool) {
+        let out = self.path.join("out");
+        let mut dirs = vec![self.path.clone(), self.path.join("state"), out.clone()];
+        if let Ok(entries) = std::fs::read_dir(&out) {
+            dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        wait_on_files(&dirs, within, what, cond);
+    }
+
     /// Starts the daemon.
     pub fn start(&self) -> Daemon {
         Daemon::start(self.command(&["system", "start"]))
     }
 }
 
+impl TestDir {
+    /// Kills every process this test's jobs started that is still running
+    /// (found by the job id ductile puts in each plugin's environment, or by a
+    /// command line inside this directory) and returns those that belonged to
+    /// a job the ledger records as finished: those are leaks.
+    pub fn kill_job_processes(&self) -> Vec<String> {
+        let jobs: Vec<(String, String)> = if self.db_path().exists() {
+            rusqlite::Connection::open_with_flags(
+                self.db_path(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()
+            .and_then(|c| {
+                c.busy_timeout(Duration::from_secs(10)).ok()?;
+                let mut s = c.prepare("SELECT id, status FROM job_queue").ok()?;
+                let rows = s
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .collect();
+                Some(rows)
+            })
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mine = self.path.to_string_lossy().into_owned();
+        let me = std::process::id() as i64;
+        let mut leaks = Vec::new();
+        // Twice: a process forked while the first pass was killing.
+        for _ in 0..2 {
+            for pid in proc_pids() {
+                if pid == me || !alive(pid) {
+                    continue;
+                }
+                let job = job_of(pid);
+                let inside = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&mine))
+                    .unwrap_or(false);
+                let status = job
+                    .as_ref()
+                    .and_then(|j| jobs.iter().find(|(id, _)| id == j))
+                    .map(|(_, s)| s.as_str());
+                if status.is_none() && !inside {
+                    continue;
+                }
+                if let Some(s) = status.filter(|s| *s != "running" && *s != "queued") {
+                    leaks.push(format!(
+                        "pid {pid} ({}) of job {} which is {s}",
+                        cmdline(pid),
+                        job.clone().unwrap_or_default()
+                    ));
+                }
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+        leaks
+    }
+}
+
 impl Drop for TestDir {
     fn drop(&mut self) {
+        let leaks = self.kill_job_processes();
         if !std::thread::panicking() {
+            assert!(
+                leaks.is_empty(),
+                "processes outlived their finished jobs: {leaks:#?}"
+            );
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+fn proc_pids() -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false)
+}
+
+/// The ductile job id in a process's environment.
+pub fn job_of(pid: i64) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"DUCTILE_JOB_ID="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn cmdline(pid: i64) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -198,24 +321,57 @@ impl Run {
     }
 }
 
-/// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
+/// Waits until `cond` holds or `within` passes (then panics with `what`), for
+/// conditions with no event to wait on (a process exiting): re-checks with a
+/// growing pause, never a fixed sleep standing in for synchronisation.
 pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(1);
     while !cond() {
         assert!(
             Instant::now() < deadline,
             "timed out after {within:?} waiting for: {what}"
         );
-        // A short park between polls of an observable condition; never a fixed
-        // wait standing in for synchronisation.
-        std::thread::park_timeout(Duration::from_millis(10));
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `cond` holds, waking whenever a file changes in one of `dirs`
+/// (a commit touches the WAL, a plugin writes its output); panics with `what`
+/// after `within`. The one-second re-check covers directories created later.
+pub fn wait_on_files(
+    dirs: &[PathBuf],
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) {
+    use ductile::sys::{Inotify, Interest, PollSet, WATCH_CHANGES};
+    let deadline = Instant::now() + within;
+    loop {
+        // Watch first, then look: a change between the two still wakes us.
+        let watch = Inotify::new().unwrap();
+        for d in dirs.iter().filter(|d| d.is_dir()) {
+            let _ = watch.watch(d, WATCH_CHANGES);
+        }
+        if cond() {
+            return;
+        }
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        let mut set = PollSet::default();
+        set.push(watch.fd(), Interest::Read);
+        set.wait(Some((deadline - now).min(Duration::from_secs(1))));
     }
 }
 
 /// A running `ductile system start`; killed (SIGKILL) on drop if still alive.
 pub struct Daemon {
     child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Daemon {
@@ -226,7 +382,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
@@ -235,7 +391,8 @@ impl Daemon {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
+                    lines.0.lock().unwrap().push(line);
+                    lines.1.notify_all();
                 }
             });
         }
@@ -253,15 +410,23 @@ impl Daemon {
 
     /// Every line logged so far.
     pub fn log(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.lines.0.lock().unwrap().clone()
     }
 
-    /// Waits for a log line containing `needle`.
+    /// Waits for a log line containing `needle` (woken by each new line).
     pub fn wait_log(&self, within: Duration, needle: &str) {
-        let lines = self.lines.clone();
-        wait_until(within, &format!("log line containing {needle:?}"), || {
-            lines.lock().unwrap().iter().any(|l| l.contains(needle))
-        });
+        let deadline = Instant::now() + within;
+        let (lines, arrived) = &*self.lines;
+        let mut seen = lines.lock().unwrap();
+        while !seen.iter().any(|l| l.contains(needle)) {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out after {within:?} waiting for a log line containing {needle:?}; log:\n{}",
+                seen.join("\n")
+            );
+            seen = arrived.wait_timeout(seen, deadline - now).unwrap().0;
+        }
     }
 
     /// Sends a signal.
@@ -290,7 +455,13 @@ impl Daemon {
                     self.log().join("\n")
                 );
             }
-            std::thread::park_timeout(Duration::from_millis(10));
+            // Block on the process's exit (its pidfd) for the rest of the budget.
+            if let Ok(fd) = ductile::sys::pidfd_open(child.id()) {
+                use std::os::fd::AsFd;
+                let mut set = ductile::sys::PollSet::default();
+                set.push(fd.as_fd(), ductile::sys::Interest::Read);
+                set.wait(Some(deadline.saturating_duration_since(Instant::now())));
+            }
         }
     }
 
@@ -334,4 +505,87 @@ pub fn kill_if_runs(pid: i64, needle: &str, group: bool) {
             .arg(target)
             .status();
     }
+}
+
+/// A `ductile` command running in the background: waited on through its pidfd,
+/// its output collected when it ends, killed on drop if still running.
+pub struct Background {
+    child: Option<Child>,
+}
+
+impl Background {
+    /// Starts `cmd` with stdin closed and stdout/stderr captured.
+    pub fn start(mut cmd: Command) -> Background {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Background { child: Some(child) }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `sig` (e.g. "INT").
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Waits for it to end (blocking on its pidfd) and returns its output;
+    /// panics after `within`.
+    pub fn finish(mut self, within: Duration) -> Run {
+        let child = self.child.take().unwrap();
+        if let Ok(fd) = ductile::sys::pidfd_open(child.id()) {
+            use std::os::fd::AsFd;
+            let mut set = ductile::sys::PollSet::default();
+            set.push(fd.as_fd(), ductile::sys::Interest::Read);
+            set.wait(Some(within));
+            let mut probe = ductile::sys::PollSet::default();
+            probe.push(fd.as_fd(), ductile::sys::Interest::Read);
+            probe.wait(Some(Duration::ZERO));
+            if !probe.ready(0) {
+                let mut child = child;
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("still running after {within:?}: {:#?}", Run::from(out));
+            }
+        }
+        Run::from(child.wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The pids recorded as file names in `dir` (fixtures write `<dir>/<pid>`).
+pub fn recorded_pids(dir: &Path) -> Vec<i64> {
+    let mut pids: Vec<i64> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
 }

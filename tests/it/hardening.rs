@@ -1,0 +1,663 @@
+//! Regression tests for the core's hardening: processes, locks and storage.
+//! Each test is named after the defect it proves fixed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::{Background, TestDir, alive, recorded_pids, wait_until};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A dir with `fixture` configured with `config.out` (and `extra` lines under
+/// the plugin); returns the dir and the out directory.
+fn with_fixture(tag: &str, fixture: &str, extra: &str, service: &str) -> (TestDir, PathBuf) {
+    let dir = TestDir::new(tag);
+    dir.fixture(fixture);
+    let out = dir.path.join("out");
+    dir.config(&format!(
+        "service:\n  tick_interval: 1s\n{service}plugins:\n  {fixture}:\n{extra}    config:\n      out: {}\n",
+        out.display()
+    ));
+    (dir, out)
+}
+
+fn family_pids(out: &Path) -> Vec<i64> {
+    recorded_pids(&out.join("family"))
+}
+
+fn enqueue(dir: &TestDir, plugin: &str) -> String {
+    use ductile::store::queue::{self, Enqueued, NewJob, SubmittedBy};
+    let mut conn =
+        ductile::store::open(&dir.db_path(), ductile::config::Synchronous::Normal).unwrap();
+    let job = NewJob::new(plugin, "poll", serde_json::Value::Null, SubmittedBy::Cli, 4);
+    match queue::enqueue(
+        &mut conn,
+        &job,
+        Duration::from_secs(86_400),
+        chrono::Utc::now(),
+    )
+    .unwrap()
+    {
+        Enqueued::Created(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+#[test]
+fn item_1_a_crashed_daemons_plugins_never_run_beside_their_retry() {
+    let (dir, out) = with_fixture(
+        "crash-family",
+        "family",
+        "    timeouts:\n      poll: 5m\n",
+        "",
+    );
+    // The first attempt sleeps long; its retry (after recovery) answers at once.
+    let job = enqueue(&dir, "family");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("README"), "delay is read from config").unwrap();
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"600\"\n"),
+    )
+    .unwrap();
+    let daemon = dir.start();
+    dir.wait_until(LONG, "leader, child and escaped grandchild running", || {
+        family_pids(&out).len() == 3
+    });
+    let first = family_pids(&out);
+    daemon.crash();
+    // The leader dies with the daemon (parent-death signal); the rest is
+    // found by its job id and killed when the next daemon recovers the job.
+    std::fs::write(dir.path.join("config.yaml"), text).unwrap();
+    let daemon = dir.start();
+    dir.wait_until(LONG, "the retry succeeded", || {
+        dir.text(&format!("SELECT status FROM job_queue WHERE id = '{job}'"))
+            .as_deref()
+            == Some("succeeded")
+    });
+    assert!(
+        !out.join("overlap").exists(),
+        "the retry saw processes of the first attempt alive: {}",
+        std::fs::read_to_string(out.join("overlap")).unwrap_or_default()
+    );
+    for pid in first {
+        assert!(!alive(pid), "pid {pid} of the crashed attempt still runs");
+    }
+    assert!(
+        daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("leftover process(es) of 1 orphaned job(s)")),
+        "{:?}",
+        daemon.log()
+    );
+    assert_eq!(
+        dir.count(&format!(
+            "SELECT COUNT(*) FROM job_log WHERE job_id = '{job}'"
+        )),
+        2,
+        "the interrupted attempt has its own job_log row"
+    );
+}
+
+#[test]
+fn item_2_descendants_that_leave_the_group_die_with_their_job() {
+    let (dir, out) = with_fixture("escape", "family", "", "");
+    let run = dir.run(&["run", "family"]).code(0);
+    assert!(run.stdout.contains("family done"), "{run:?}");
+    let pids = family_pids(&out);
+    assert_eq!(pids.len(), 3, "leader, child, setsid grandchild: {pids:?}");
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} outlived its succeeded job");
+    }
+}
+
+#[test]
+fn item_2_a_daemon_contains_escaping_descendants_too() {
+    let (dir, out) = with_fixture("escape-daemon", "family", "", "");
+    let job = enqueue(&dir, "family");
+    let _daemon = dir.start();
+    dir.wait_until(LONG, "job succeeded", || {
+        dir.text(&format!("SELECT status FROM job_queue WHERE id = '{job}'"))
+            .as_deref()
+            == Some("succeeded")
+    });
+    for pid in family_pids(&out) {
+        wait_until(LONG, &format!("pid {pid} gone"), || !alive(pid));
+    }
+}
+
+#[test]
+fn item_3_an_answer_followed_by_lingering_succeeds_with_a_warning() {
+    let dir = TestDir::new("linger");
+    dir.fixture("linger_after_answer");
+    dir.config("plugins:\n  linger_after_answer:\n    timeouts:\n      poll: 10m\n");
+    let run = dir.run(&["run", "linger_after_answer", "--json"]).code(0);
+    let v = run.json();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["result"], "answered, then lingered");
+    assert_eq!(
+        dir.text("SELECT warnings FROM job_log").as_deref(),
+        Some(
+            r#"["the plugin answered and closed stdout but was still running 1s later; its processes were killed and the answer kept"]"#
+        )
+    );
+}
+
+// ---------------------------------------------------------------- locks
+
+#[test]
+fn item_4_concurrent_one_shots_all_finish_and_none_is_signalled() {
+    let (dir, out) = with_fixture("oneshot-storm", "counter", "", "");
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"0.05\"\n"),
+    )
+    .unwrap();
+    let runs: Vec<Background> = (0..8)
+        .map(|_| Background::start(dir.command(&["run", "counter"])))
+        .collect();
+    for r in runs {
+        let done = r.finish(LONG);
+        assert_eq!(done.code, 0, "{done:#?}");
+    }
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status = 'succeeded'"),
+        8
+    );
+    let _ = out;
+}
+
+#[test]
+fn item_4_sigusr1_and_sighup_do_not_kill_a_one_shot() {
+    let (dir, out) = with_fixture("oneshot-signals", "counter", "", "");
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"2\"\n"),
+    )
+    .unwrap();
+    let run = Background::start(dir.command(&["run", "counter"]));
+    dir.wait_until(LONG, "the plugin runs", || {
+        !recorded_pids(&out.join("pids")).is_empty()
+    });
+    run.signal("USR1");
+    run.signal("HUP");
+    // Nor does `system reload`, which signals only a ready daemon.
+    let reload = dir.run(&["system", "reload"]).code(1);
+    assert_eq!(
+        reload.error(),
+        format!(
+            "no ductile daemon runs on {}: a `ductile run` one-shot (pid {}) holds it, and only a daemon reloads; nothing was signalled",
+            dir.db_path().display(),
+            run.pid()
+        )
+    );
+    let done = run.finish(LONG);
+    assert_eq!(done.code, 0, "{done:#?}");
+}
+
+#[test]
+fn item_5_a_daemon_waits_for_a_one_shot_and_then_starts() {
+    let (dir, out) = with_fixture("daemon-waits", "counter", "", "");
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"2\"\n"),
+    )
+    .unwrap();
+    let run = Background::start(dir.command(&["run", "counter"]));
+    dir.wait_until(LONG, "the one-shot's plugin runs", || {
+        !recorded_pids(&out.join("pids")).is_empty()
+    });
+    let daemon = Background::start(dir.command(&["system", "start"]));
+    // A starting daemon announces itself: a one-shot arriving now waits for it
+    // and hands its job over instead of racing it for the lock.
+    dir.wait_until(LONG, "the daemon announced its start", || {
+        ductile::lock::daemon_starting(&dir.db_path()).is_some()
+    });
+    // Signals sent while it waits do not kill it.
+    daemon.signal("HUP");
+    daemon.signal("USR1");
+    let late = Background::start(dir.command(&["run", "counter", "--json"]));
+    assert_eq!(run.finish(LONG).code, 0);
+    let late = late.finish(LONG);
+    assert_eq!(late.code, 0, "{late:#?}");
+    assert!(
+        late.json()["ran_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("the daemon (pid"),
+        "{late:#?}"
+    );
+    dir.wait_until(LONG, "the daemon is ready", || {
+        ductile::lock::ready_daemon(&dir.db_path()).is_some()
+    });
+    daemon.signal("TERM");
+    let d = daemon.finish(LONG);
+    assert_eq!(d.code, 0, "{d:#?}");
+    assert!(
+        d.stdout
+            .contains("waiting up to 60s for a `ductile run` one-shot (pid"),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn item_6_ctrl_c_on_a_handed_over_one_shot_cancels_its_job() {
+    let (dir, out) = with_fixture("handover-cancel", "counter", "", "");
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"600\"\n"),
+    )
+    .unwrap();
+    let daemon = dir.start();
+    let run = Background::start(dir.command(&["run", "counter"]));
+    dir.wait_until(LONG, "the daemon runs the job", || {
+        !recorded_pids(&out.join("pids")).is_empty()
+    });
+    let plugin = recorded_pids(&out.join("pids"))[0];
+    run.signal("INT");
+    let done = run.finish(LONG);
+    assert_eq!(done.code, 1, "{done:#?}");
+    assert!(
+        done.stderr.contains(&format!(
+            "note: interrupted: asking the daemon (pid {}) to cancel job",
+            daemon.pid()
+        )),
+        "{done:#?}"
+    );
+    assert!(
+        done.stdout
+            .contains("note: interrupted: the daemon cancelled job"),
+        "{done:#?}"
+    );
+    assert_eq!(
+        dir.text("SELECT status || ': ' || last_error FROM job_queue")
+            .as_deref(),
+        Some("dead: cancelled: interrupted by the `ductile run` that submitted it")
+    );
+    wait_until(LONG, "the plugin is gone", || !alive(plugin));
+}
+
+#[test]
+fn item_6_ctrl_c_on_a_queued_handed_over_job_cancels_it_before_it_runs() {
+    let (dir, out) = with_fixture("handover-queued", "counter", "    parallelism: 1\n", "");
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"600\"\n"),
+    )
+    .unwrap();
+    let busy = enqueue(&dir, "counter");
+    let _daemon = dir.start();
+    dir.wait_until(LONG, "the daemon is busy", || {
+        !recorded_pids(&out.join("pids")).is_empty()
+    });
+    let run = Background::start(dir.command(&["run", "counter", "--json"]));
+    dir.wait_until(LONG, "the one-shot's job is queued", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status = 'queued'") == 1
+    });
+    run.signal("INT");
+    let done = run.finish(LONG);
+    assert_eq!(done.code, 1, "{done:#?}");
+    let v = done.json();
+    assert_eq!(v["status"], "dead");
+    assert_eq!(
+        v["error"],
+        "cancelled: interrupted by the `ductile run` that submitted it"
+    );
+    let id = v["job_id"].as_str().unwrap();
+    assert_ne!(id, busy);
+    assert_eq!(
+        dir.count(&format!(
+            "SELECT COUNT(*) FROM job_transitions WHERE job_id = '{id}' AND to_status = 'running'"
+        )),
+        0,
+        "it never ran"
+    );
+}
+
+#[test]
+fn item_6_a_daemon_dying_mid_job_tells_the_one_shot_the_truth() {
+    let (dir, out) = with_fixture("handover-crash", "counter", "", "");
+    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path.join("config.yaml"),
+        format!("{text}      delay: \"600\"\n"),
+    )
+    .unwrap();
+    let daemon = dir.start();
+    let run = Background::start(dir.command(&["run", "counter"]));
+    dir.wait_until(LONG, "the daemon runs the job", || {
+        !recorded_pids(&out.join("pids")).is_empty()
+    });
+    let plugin = recorded_pids(&out.join("pids"))[0];
+    daemon.crash();
+    let done = run.finish(LONG);
+    assert_eq!(done.code, 1, "{done:#?}");
+    assert!(
+        done.stdout
+            .contains("note: the daemon stopped while running job")
+            && done
+                .stdout
+                .contains("its only attempt was interrupted, so the job is recorded dead"),
+        "{done:#?}"
+    );
+    assert_eq!(
+        dir.text("SELECT status FROM job_queue").as_deref(),
+        Some("dead")
+    );
+    assert!(
+        !alive(plugin),
+        "the one-shot's recovery killed the orphan plugin"
+    );
+}
+
+#[test]
+fn item_7_deleting_the_lock_file_does_not_let_a_second_daemon_in() {
+    let (dir, _out) = with_fixture("lock-removed", "counter", "", "");
+    let daemon = dir.start();
+    let lock = dir.path.join("state/ductile.lock");
+    std::fs::remove_file(&lock).unwrap();
+    let second = dir.run(&["system", "start"]).code(1);
+    assert!(
+        second.error().starts_with("a ductile daemon (pid ")
+            || second.error().starts_with("another ductile"),
+        "{second:#?}"
+    );
+    // The daemon notices and puts its identity back.
+    daemon.wait_log(LONG, "was deleted or replaced; re-created it");
+    assert!(lock.exists());
+    assert_eq!(
+        ductile::lock::ready_daemon(&dir.db_path()).map(|d| d.pid()),
+        Some(daemon.pid())
+    );
+}
+
+// ---------------------------------------------------------------- storage
+
+#[test]
+fn item_8_processes_racing_to_create_a_ledger_all_succeed() {
+    let dir = TestDir::new("create-race");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    // `system reset` opens the ledger without the instance lock, like any
+    // process that only records something: eight of them race a one-shot.
+    let mut all: Vec<Background> = (0..8)
+        .map(|_| Background::start(dir.command(&["system", "reset", "echo"])))
+        .collect();
+    all.push(Background::start(dir.command(&["run", "echo"])));
+    for b in all {
+        let done = b.finish(LONG);
+        assert_eq!(done.code, 0, "{done:#?}");
+    }
+}
+
+#[test]
+fn item_9_a_foreign_database_is_refused_byte_identical() {
+    let dir = TestDir::new("foreign");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    std::fs::create_dir_all(dir.path.join("state")).unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.db_path()).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE photos (id INTEGER); PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(dir.db_path()).unwrap();
+    let run = dir.run(&["run", "echo"]).code(78);
+    assert_eq!(
+        run.error(),
+        format!(
+            "{} is not a ductile ledger: a SQLite database of another application (1 table(s), user_version 3, no job_queue/job_log); point state.path at a new file or at an existing ductile ledger",
+            dir.db_path().display()
+        )
+    );
+    dir.run(&["system", "start"]).code(78);
+    dir.run(&["system", "status"]).code(78);
+    assert_eq!(
+        std::fs::read(dir.db_path()).unwrap(),
+        before,
+        "byte-identical"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(dir.path.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["ductile.db", "ductile.lock"],
+        "no -wal or -shm left behind"
+    );
+}
+
+#[test]
+fn item_10_a_damaged_ledger_is_refused_at_start_with_the_recovery_command() {
+    let dir = TestDir::new("damaged");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    for _ in 0..30 {
+        dir.run(&["run", "echo"]).code(0);
+    }
+    {
+        let c = dir.db();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.db_path())
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    assert!(len >= 4 * 4096, "a ledger with several pages: {len}");
+    f.seek(SeekFrom::Start((len / 4096 - 1) * 4096)).unwrap();
+    f.write_all(&[0xA5; 4096]).unwrap();
+    drop(f);
+    let start = dir.run(&["system", "start"]).code(1);
+    let shown = dir.db_path().display().to_string();
+    assert!(
+        start.error().starts_with(&format!("{shown} is damaged (")),
+        "{start:#?}"
+    );
+    assert!(
+        start.error().ends_with(&format!(
+            "stop here and restore a backup, or salvage what SQLite can read with `sqlite3 {shown} .recover | sqlite3 recovered.db` and point state.path at recovered.db"
+        )),
+        "{start:#?}"
+    );
+}
+
+#[test]
+fn item_11_a_ledger_deleted_under_the_daemon_stops_it() {
+    let (dir, _out) = with_fixture("ledger-deleted", "counter", "", "");
+    let daemon = Background::start(dir.command(&["system", "start"]));
+    dir.wait_until(LONG, "the daemon is ready", || {
+        ductile::lock::ready_daemon(&dir.db_path()).is_some()
+    });
+    std::fs::remove_file(dir.db_path()).unwrap();
+    let done = daemon.finish(LONG);
+    assert_eq!(done.code, 1, "{done:#?}");
+    assert!(
+        done.stdout.contains(&format!(
+            "{} was deleted: the ledger this daemon writes is gone from {}",
+            dir.db_path().display(),
+            dir.db_path().display()
+        )),
+        "{done:#?}"
+    );
+}
+
+#[test]
+fn item_11_a_wal_replaced_under_the_daemon_stops_it() {
+    let (dir, _out) = with_fixture("wal-replaced", "counter", "", "");
+    let daemon = Background::start(dir.command(&["system", "start"]));
+    dir.wait_until(LONG, "the daemon is ready", || {
+        ductile::lock::ready_daemon(&dir.db_path()).is_some()
+    });
+    let wal = dir.path.join("state/ductile.db-wal");
+    assert!(wal.exists());
+    let other = dir.path.join("state/other");
+    std::fs::write(&other, b"").unwrap();
+    std::fs::rename(&other, &wal).unwrap();
+    let done = daemon.finish(LONG);
+    assert_eq!(done.code, 1, "{done:#?}");
+    assert!(
+        done.stdout
+            .contains(&format!("{} was replaced by another file", wal.display())),
+        "{done:#?}"
+    );
+}
+
+#[test]
+fn item_12_an_unwritable_state_directory_names_the_path_and_the_user() {
+    // Under the system temp dir, which every user may traverse.
+    let dir = TestDir::new_in(&std::env::temp_dir(), "unwritable");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    let state = dir.path.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let root = ductile::sys::euid() == 0;
+    let mut cmd = dir.command(&["run", "echo"]);
+    if root {
+        // Root may write anywhere: run as nobody, with the tree readable.
+        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        make_readable(&dir.path);
+        assert!(
+            std::process::Command::new("setpriv")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "this test needs setpriv (util-linux) to run as an unprivileged user"
+        );
+        let mut wrapped = std::process::Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(crate::support::bin())
+            .args(["run", "echo", "--config"])
+            .arg(&dir.path)
+            .env_remove("DUCTILE_CONFIG_DIR");
+        cmd = wrapped;
+    } else {
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o500)).unwrap();
+    }
+    let run = crate::support::Run::from(cmd.output().unwrap());
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(run.code, 1, "{run:#?}");
+    let err = run.error();
+    assert!(
+        err.starts_with(&format!(
+            "state directory {} is not writable by user ",
+            state.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(" with mode 0"), "{err}");
+    assert!(
+        err.ends_with("give that user write access or point state.path at a directory it owns"),
+        "{err}"
+    );
+}
+
+fn make_readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in walk(dir) {
+        let _ = std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(d) = std::fs::read_dir(dir) {
+        for e in d.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
+    let dir = TestDir::new("migrate");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    std::fs::create_dir_all(dir.path.join("state")).unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.db_path()).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+        c.execute_batch(include_str!("../fixtures/ledgers/v1.sql"))
+            .unwrap();
+    }
+    let shown = dir.db_path().display().to_string();
+    let refused = format!(
+        "{shown}: the ledger is at schema version 1 and this ductile needs version 2; run `ductile system migrate` (it backs the file up first), then start again"
+    );
+    assert_eq!(dir.run(&["run", "echo"]).code(78).error(), refused);
+    assert_eq!(dir.run(&["system", "start"]).code(78).error(), refused);
+    let before = std::fs::read(dir.db_path()).unwrap();
+    let dry = dir.run(&["system", "migrate", "--dry-run"]).code(0);
+    assert!(
+        dry.stdout
+            .starts_with(&format!("dry run: would back {shown} up to ")),
+        "{dry:#?}"
+    );
+    assert!(
+        dry.stdout
+            .contains("from schema version 1 to 2 in one transaction"),
+        "{dry:#?}"
+    );
+    assert!(
+        dry.stdout.contains("  1 -> 2: add job_log.warnings"),
+        "{dry:#?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.db_path()).unwrap(),
+        before,
+        "a dry run changes nothing"
+    );
+    let done = dir.run(&["system", "migrate", "--json"]).code(0);
+    let v = done.json();
+    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(1), Some(2)));
+    let backup = PathBuf::from(v["backup"].as_str().unwrap());
+    assert!(backup.exists(), "{backup:?}");
+    let old = rusqlite::Connection::open(&backup).unwrap();
+    let v1: i64 = old
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v1, 1, "the backup is the old ledger");
+    assert_eq!(v["incremental_vacuum_enabled"], true);
+    let jobs_before = dir.count("SELECT COUNT(*) FROM job_queue");
+    dir.run(&["run", "echo"]).code(0);
+    assert_eq!(dir.count("SELECT COUNT(*) FROM job_queue"), jobs_before + 1);
+    assert!(
+        dir.run(&["system", "migrate"])
+            .code(0)
+            .stdout
+            .contains("already at schema version 2"),
+    );
+}
+
+#[test]
+fn item_14_new_ledgers_give_space_back() {
+    let dir = TestDir::new("autovacuum");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    dir.run(&["run", "echo"]).code(0);
+    assert_eq!(dir.count("PRAGMA auto_vacuum"), 2, "INCREMENTAL");
+}
