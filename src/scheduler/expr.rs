@@ -27,7 +27,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::clock::{format_ts, parse_ts};
@@ -153,8 +153,10 @@ impl std::error::Error for ScheduleError {}
 /// The shortest `every` interval accepted.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How far past `after` a cron schedule is searched before it counts as never due.
-const CRON_HORIZON_DAYS: i64 = 8 * 366;
+/// Days in one Gregorian cycle (400 years, a whole number of weeks). Cron
+/// fields, windows and weekdays all repeat with it, so a cron schedule with no
+/// permitted instant in one cycle has none at all.
+const CYCLE_DAYS: i64 = 146_097;
 
 /// Validates one schedule entry of `plugin` into a [`Schedule`].
 pub fn compile(plugin: &str, conf: &ScheduleConf) -> Result<Schedule, ScheduleError> {
@@ -194,6 +196,16 @@ pub fn compile(plugin: &str, conf: &ScheduleConf) -> Result<Schedule, ScheduleEr
         return Err(fail(
             "not_on excludes every day of the week, so the schedule would never run".to_string(),
         ));
+    }
+    if let Trigger::Cron(expr) = &trigger {
+        let gate = Gate {
+            tz,
+            window: window.as_ref(),
+            not_on: &not_on,
+        };
+        if let Some(why) = cron_never_fires(expr, &gate) {
+            return Err(fail(format!("cron `{expr}` never fires: {why}")));
+        }
     }
     let catch_up = match conf.catch_up.as_deref().map(str::trim) {
         None | Some("skip") => CatchUp::Skip,
@@ -236,6 +248,57 @@ pub fn compile(plugin: &str, conf: &ScheduleConf) -> Result<Schedule, ScheduleEr
     };
     schedule.fingerprint = fingerprint(&schedule);
     Ok(schedule)
+}
+
+/// Why a cron schedule can never fire under its gate, when that can be told
+/// from the fields alone.
+///
+/// Days and times are independent in cron, and `not_on` and the window judge
+/// an instant by its own local day and wall time, so the schedule fires iff
+/// some reachable weekday is allowed and some cron time lies in the window.
+/// In a zone with DST a cron time inside a spring-forward gap moves to the
+/// gap's end, which may be inside the window, so there a time up to
+/// [`MAX_GAP_MINUTES`] before the window opens counts as a possible hit (such a
+/// schedule that still never fires ends its search after one cycle).
+fn cron_never_fires(expr: &CronExpr, gate: &Gate<'_>) -> Option<String> {
+    if !expr.matches_some_date() {
+        return Some("no month it allows has a day it allows".to_string());
+    }
+    let allowed = (0..7).any(|d| expr.reachable_weekdays() & (1 << d) != 0 && !gate.not_on[d]);
+    if !allowed {
+        return Some("not_on excludes every weekday it runs on".to_string());
+    }
+    if let Some(w) = gate.window {
+        let margin = if has_fixed_offset(gate.tz) {
+            0
+        } else {
+            MAX_GAP_MINUTES
+        };
+        let opens = w.start().hour() * 60 + w.start().minute();
+        let possible = expr.times_of_day().any(|(h, m)| {
+            let before_opening = (opens + 1440 - (h * 60 + m)) % 1440;
+            chrono::NaiveTime::from_hms_opt(h, m, 0).is_some_and(|t| w.contains(t))
+                || (1..=margin).contains(&before_opening)
+        });
+        if !possible {
+            return Some(format!("none of its times falls inside only_between `{w}`"));
+        }
+    }
+    None
+}
+
+/// Longer than any spring-forward gap in the tz database (two hours, in
+/// Antarctica/Troll), with room to spare.
+const MAX_GAP_MINUTES: u32 = 180;
+
+/// Zones that never change their UTC offset.
+fn has_fixed_offset(tz: Tz) -> bool {
+    let name = tz.name();
+    name.starts_with("Etc/")
+        || matches!(
+            name,
+            "UTC" | "UCT" | "GMT" | "GMT0" | "GMT+0" | "GMT-0" | "Greenwich" | "Universal" | "Zulu"
+        )
 }
 
 fn non_empty_or<'a>(text: &'a str, default: &'a str) -> &'a str {
@@ -379,7 +442,7 @@ impl Schedule {
     /// Honours window, `not_on` and timezone: an `every` or one-shot instant the
     /// gate refuses moves to the next permitted instant, a refused cron time is
     /// skipped. `started_at` anchors `after:` one-shots. None when a one-shot is
-    /// already at or before `after`, or a cron finds nothing within eight years.
+    /// already at or before `after`, or nothing is due before the end of time.
     pub fn next_after(
         &self,
         after: DateTime<Utc>,
@@ -394,6 +457,22 @@ impl Schedule {
             Trigger::At(_) | Trigger::After(_) => {
                 let due = self.one_shot_due(started_at)?;
                 (due > after).then_some(due)
+            }
+        }
+    }
+
+    /// When a schedule armed at `now` is first due: its next occurrence after
+    /// `now`, or a one-shot's instant when that is not before `now` (so
+    /// `after: 0s`, armed at the service start, is due at once).
+    pub fn first_due(
+        &self,
+        now: DateTime<Utc>,
+        started_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match &self.trigger {
+            Trigger::Every(_) | Trigger::Cron(_) => self.next_after(now, started_at),
+            Trigger::At(_) | Trigger::After(_) => {
+                self.one_shot_due(started_at).filter(|due| *due >= now)
             }
         }
     }
@@ -474,7 +553,9 @@ impl Schedule {
     /// span instead of walking every refused match.
     fn next_cron(&self, expr: &CronExpr, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let gate = self.gate();
-        let horizon = after.checked_add_signed(TimeDelta::days(CRON_HORIZON_DAYS))?;
+        let horizon = after
+            .checked_add_signed(TimeDelta::days(CYCLE_DAYS + 1))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut cursor = after;
         loop {
             let t = cron_instant_after(expr, self.tz, cursor)?;
@@ -536,7 +617,7 @@ impl Schedule {
 
 /// The first instant after `after` at which a cron minute happens under the DST rule.
 fn cron_instant_after(expr: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let mut local = after.with_timezone(&tz).naive_local();
+    let mut local = window::wall_time(tz, after)?;
     // Only minutes of a repeated fall-back hour resolve to or before `after`
     // (they already fired at their first occurrence); at most an hour of them.
     loop {
@@ -841,12 +922,116 @@ mod tests {
                 "2016-01-02T09:00:02Z"
             ]
         );
-        // A cron that the window always refuses ends within the horizon.
+        // A cron that the window always refuses is refused at load.
+        check_err(
+            &ScheduleConf {
+                only_between: Some("08:00-18:00".to_string()),
+                ..cron("* 3 * * *")
+            },
+            "plugins.echo.schedules[0]: cron `* 3 * * *` never fires: none of its times falls inside only_between `08:00-18:00`",
+        );
+        check_err(
+            &ScheduleConf {
+                only_between: Some("08:00-18:00".to_string()),
+                timezone: Some("Europe/Berlin".to_string()),
+                ..cron("0 3 * * *")
+            },
+            "plugins.echo.schedules[0]: cron `0 3 * * *` never fires: none of its times falls inside only_between `08:00-18:00`",
+        );
+        // A time just before the window may sit in a DST gap that ends inside
+        // it: Sydney skips 02:00-03:00 on 2026-10-04, so 02:30 fires at 03:00.
+        let c = ScheduleConf {
+            only_between: Some("03:00-04:00".to_string()),
+            timezone: Some("Australia/Sydney".to_string()),
+            ..cron("30 2 * * *")
+        };
+        check_next(&c, "2026-03-02T00:00:00Z", Some("2026-10-03T16:00:00Z"));
+        // Where no gap hits it, the search still ends, after one 400-year cycle.
         let c = ScheduleConf {
             only_between: Some("08:00-18:00".to_string()),
-            ..cron("* 3 * * *")
+            timezone: Some("Europe/Berlin".to_string()),
+            ..cron("0 6 * * *")
         };
         check_next(&c, "2026-03-02T00:00:00Z", None);
+    }
+
+    #[test]
+    fn extreme_durations_and_instants_never_panic() {
+        let max = DateTime::<Utc>::MAX_UTC;
+        let min = DateTime::<Utc>::MIN_UTC;
+        let now = utc("2026-03-02T00:00:00Z");
+        // Bare integers are seconds, so u64::MAX reaches the scheduler unchecked.
+        // Past the end of the calendar: never due.
+        let text = "18446744073709551615";
+        let s = build(&ScheduleConf {
+            jitter: Some(text.to_string()),
+            ..every(text)
+        });
+        assert_eq!(s.next_after(now, now), None);
+        assert_eq!(s.first_due(now, now), None);
+        assert!(s.due_between(now, max, now, 10).is_empty());
+        assert_eq!(s.jittered(now, crate::clock::random_below), now);
+        let after = build(&ScheduleConf {
+            after: Some(text.to_string()),
+            ..conf()
+        });
+        assert_eq!(after.first_due(now, now), None);
+        assert!(after.due_between(now, max, now, 10).is_empty());
+        // 31 700 years: due in year 33714.
+        let s = build(&every("999999999999"));
+        let due = s.next_after(now, now).unwrap();
+        assert_eq!(
+            due,
+            crate::clock::add_saturating(now, Duration::from_secs(999_999_999_999))
+        );
+        assert_eq!(s.due_between(now, due, now, 10), [due]);
+        let s = build(&every("1s"));
+        assert_eq!(s.next_after(max, max), None);
+        assert_eq!(s.due_between(min, max, min, 3).len(), 3);
+        let s = build(&ScheduleConf {
+            timezone: Some("Pacific/Kiritimati".to_string()),
+            only_between: Some("08:00-09:00".to_string()),
+            ..cron("*/5 * * * *")
+        });
+        assert_eq!(s.next_after(max, max), None);
+        assert_eq!(
+            s.next_after(min, min),
+            None,
+            "no wall time before the calendar"
+        );
+        let early = min + TimeDelta::days(2);
+        assert!(s.next_after(early, early).is_some());
+        let s = build(&ScheduleConf {
+            at: Some("9999-12-31T23:59:59Z".to_string()),
+            ..conf()
+        });
+        assert_eq!(s.first_due(now, now), Some(utc("9999-12-31T23:59:59Z")));
+    }
+
+    #[test]
+    fn one_shots_armed_at_their_own_instant_are_due() {
+        let zero = build(&ScheduleConf {
+            after: Some("0s".to_string()),
+            ..conf()
+        });
+        let start = utc("2026-03-02T10:00:00Z");
+        // Armed at the start, `after: 0s` is due at once (it used to be "never").
+        assert_eq!(zero.first_due(start, start), Some(start));
+        assert_eq!(zero.next_after(start, start), None);
+        // Armed later (a reload), its instant has passed.
+        let later = utc("2026-03-02T10:00:01Z");
+        assert_eq!(zero.first_due(later, start), None);
+        let at = build(&ScheduleConf {
+            at: Some("2026-03-02T10:00:00Z".to_string()),
+            ..conf()
+        });
+        assert_eq!(at.first_due(start, start), Some(start));
+        assert_eq!(at.first_due(later, start), None);
+        // Recurring schedules are first due one occurrence after arming.
+        assert_eq!(
+            build(&every("5m")).first_due(start, start),
+            Some(utc("2026-03-02T10:05:00Z"))
+        );
     }
 
     #[test]
@@ -894,7 +1079,61 @@ mod tests {
             "2026-03-02T00:00:00Z",
             Some("2028-02-29T00:00:00Z"),
         );
-        check_next(&cron("0 0 30 2 *"), "2026-03-02T00:00:00Z", None);
+        check_err(
+            &cron("0 0 30 2 *"),
+            "plugins.echo.schedules[0]: cron `0 0 30 2 *` never fires: no month it allows has a day it allows",
+        );
+    }
+
+    #[test]
+    fn rare_cron_matches_are_found_however_far_apart() {
+        // Feb 29 on a Sunday through not_on: 2032, then 2060 (28 years later).
+        let c = ScheduleConf {
+            not_on: ["mon", "tue", "wed", "thu", "fri", "sat"]
+                .map(str::to_string)
+                .to_vec(),
+            ..cron("0 0 29 2 *")
+        };
+        check_next(&c, "2032-03-01T00:00:00Z", Some("2060-02-29T00:00:00Z"));
+        check_next(&c, "2089-01-01T00:00:00Z", Some("2128-02-29T00:00:00Z"));
+        // Vixie's OR makes `0 0 29 2 1` (Feb 29 or any Monday) frequent.
+        check_next(
+            &cron("0 0 29 2 1"),
+            "2026-03-02T00:00:00Z",
+            Some("2027-02-01T00:00:00Z"),
+        );
+    }
+
+    #[test]
+    fn cron_that_the_gate_always_refuses_is_refused() {
+        check_err(
+            &ScheduleConf {
+                not_on: vec!["sat".to_string(), "sun".to_string()],
+                ..cron("0 9 * * 6,7")
+            },
+            "plugins.echo.schedules[0]: cron `0 9 * * 6,7` never fires: not_on excludes every weekday it runs on",
+        );
+        check_err(
+            &ScheduleConf {
+                not_on: vec!["mon".to_string()],
+                ..cron("0 0 30 2 mon")
+            },
+            "plugins.echo.schedules[0]: cron `0 0 30 2 mon` never fires: not_on excludes every weekday it runs on",
+        );
+        // A date that can fall on any weekday survives any not_on.
+        let c = ScheduleConf {
+            not_on: ["sun", "mon", "tue", "wed", "thu", "sat"]
+                .map(str::to_string)
+                .to_vec(),
+            ..cron("0 0 13 * *")
+        };
+        check_next(&c, "2026-03-14T00:00:00Z", Some("2026-11-13T00:00:00Z"));
+        // One cron time inside the window is enough.
+        let c = ScheduleConf {
+            only_between: Some("22:00-06:00".to_string()),
+            ..cron("0 3,12 * * *")
+        };
+        check_next(&c, "2026-03-02T04:00:00Z", Some("2026-03-03T03:00:00Z"));
     }
 
     #[test]
