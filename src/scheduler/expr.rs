@@ -517,6 +517,14 @@ impl Schedule {
         due
     }
 
+    /// An occurrence carried across a step of the wall clock by `delta`, so that
+    /// it stays the same elapsed time away, then moved to the first instant the
+    /// gate permits.
+    pub fn reanchored(&self, due: DateTime<Utc>, delta: TimeDelta) -> Option<DateTime<Utc>> {
+        self.gate()
+            .first_permitted_from(crate::clock::shift_saturating(due, delta))
+    }
+
     /// Whether an instant passes `only_between` and `not_on`, read in the schedule's timezone.
     pub fn permits(&self, t: DateTime<Utc>) -> bool {
         self.gate().permits(t)
