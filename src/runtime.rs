@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, ConfigError};
 use crate::plugin::Registry;
-use crate::scheduler::expr::{self, Schedule};
+use crate::scheduler::compile;
+use crate::scheduler::expr::Schedule;
 
 /// Config + plugins, loaded together.
 #[derive(Debug)]
@@ -79,7 +80,7 @@ fn compile_schedules(config: &Config) -> Result<Vec<Schedule>, ConfigError> {
     let mut compiled = Vec::new();
     for plugin in config.plugins.values() {
         for conf in &plugin.schedules {
-            let schedule = expr::compile(&plugin.name, conf)
+            let schedule = compile::compile(&plugin.name, conf)
                 .map_err(|e| ConfigError::invalid(conf.file.clone(), &e.origin, e.message))?;
             compiled.push(schedule);
         }

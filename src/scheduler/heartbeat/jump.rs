@@ -52,7 +52,9 @@ impl Reading {
     fn step_since(&self, earlier: &Reading) -> Option<TimeDelta> {
         let passed = self.monotonic.saturating_sub(earlier.monotonic);
         let moved = self.wall - earlier.wall;
-        let step = moved - TimeDelta::from_std(passed).unwrap_or(TimeDelta::MAX);
+        let step = moved
+            .checked_sub(&TimeDelta::from_std(passed).unwrap_or(TimeDelta::MAX))
+            .unwrap_or(TimeDelta::MIN);
         let threshold = TimeDelta::from_std(MIN_STEP.max(passed / 100)).unwrap_or(TimeDelta::MAX);
         (step.abs() > threshold).then_some(step)
     }
@@ -187,6 +189,22 @@ mod tests {
         assert_eq!(
             hb.tick().unwrap().clock_jump,
             Some(TimeDelta::milliseconds(2500))
+        );
+    }
+
+    #[test]
+    fn readings_at_the_ends_of_both_clocks_never_panic() {
+        let at = |wall: DateTime<Utc>, monotonic: Duration| Reading { wall, monotonic };
+        let max = DateTime::<Utc>::MAX_UTC;
+        let min = DateTime::<Utc>::MIN_UTC;
+        // Elapsed time beyond the calendar: any wall movement is within drift.
+        let step = at(min, Duration::MAX).step_since(&at(max, Duration::ZERO));
+        assert_eq!(step, None);
+        let step = at(max, Duration::ZERO).step_since(&at(min, Duration::MAX));
+        assert!(step.is_some_and(|s| s > TimeDelta::zero()));
+        assert_eq!(
+            at(max, Duration::MAX).step_since(&at(max, Duration::MAX)),
+            None
         );
     }
 
