@@ -1,11 +1,13 @@
-//! The runtime snapshot: a validated [`Config`] plus the plugin [`Registry`] built
-//! from it. Immutable; the daemon swaps a whole new `Arc<Runtime>` on reload and
-//! every job keeps the snapshot it was claimed with.
+//! The runtime snapshot: a validated [`Config`], the plugin [`Registry`] built
+//! from it, and its compiled schedules. Immutable; the daemon swaps a whole new
+//! `Arc<Runtime>` on reload and every job keeps the snapshot it was claimed with.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, ConfigError};
 use crate::plugin::Registry;
+use crate::scheduler::compile;
+use crate::scheduler::expr::Schedule;
 
 /// Config + plugins, loaded together.
 #[derive(Debug)]
@@ -16,15 +18,26 @@ pub struct Runtime {
     pub config: Config,
     /// Loaded plugins.
     pub registry: Registry,
+    /// The schedules of the loaded plugins, compiled, in plugin then declaration order.
+    pub schedules: Vec<Schedule>,
     /// Non-fatal findings from loading (unknown keys, skipped plugins).
     pub warnings: Vec<String>,
 }
 
 impl Runtime {
-    /// Loads the config rooted at `root` and discovers its plugins.
+    /// Loads the config rooted at `root`, compiles every schedule and discovers
+    /// the plugins; a schedule that cannot run is a config error like any other.
     pub fn load(root: &Path) -> Result<Runtime, ConfigError> {
         let loaded = config::load(root)?;
+        let compiled = compile_schedules(&loaded.config)?;
         let registry = Registry::load(&loaded.config);
+        // Only loaded plugins are scheduled; the others were still checked above,
+        // so a config with a broken schedule is refused whichever plugins load.
+        let schedules = registry
+            .plugins()
+            .flat_map(|p| compiled.iter().filter(move |s| s.plugin == p.name))
+            .cloned()
+            .collect();
         let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
         warnings.extend(registry.warnings().iter().cloned());
         for s in registry.skipped() {
@@ -39,6 +52,7 @@ impl Runtime {
             root: root.to_path_buf(),
             config: loaded.config,
             registry,
+            schedules,
             warnings,
         })
     }
@@ -58,6 +72,20 @@ impl Runtime {
             None => 1,
         }
     }
+}
+
+/// Every schedule of every configured plugin, compiled; the first that does not
+/// compile is an error naming its file and key path.
+fn compile_schedules(config: &Config) -> Result<Vec<Schedule>, ConfigError> {
+    let mut compiled = Vec::new();
+    for plugin in config.plugins.values() {
+        for conf in &plugin.schedules {
+            let schedule = compile::compile(&plugin.name, conf)
+                .map_err(|e| ConfigError::invalid(conf.file.clone(), &e.origin, e.message))?;
+            compiled.push(schedule);
+        }
+    }
+    Ok(compiled)
 }
 
 /// The current runtime, swapped atomically on reload. Locked only to clone or

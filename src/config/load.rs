@@ -1087,18 +1087,12 @@ mod tests {
         let ids: Vec<&str> = schedules.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(
-            schedules[1].origin,
-            format!(
-                "{}: plugins.echo.schedules[1]",
-                tree.path("more.yaml").display()
-            )
+            (schedules[1].origin.as_str(), schedules[1].file.clone()),
+            ("plugins.echo.schedules[1]", tree.path("more.yaml"))
         );
         assert_eq!(
-            schedules[0].origin,
-            format!(
-                "{}: plugins.echo.schedules[0]",
-                tree.path("config.yaml").display()
-            )
+            (schedules[0].origin.as_str(), schedules[0].file.clone()),
+            ("plugins.echo.schedules[0]", tree.path("config.yaml"))
         );
     }
 

@@ -258,8 +258,10 @@ pub struct ScheduleConf {
     pub catch_up: Option<String>,
     /// `if_running:` skip | queue | cancel (default skip).
     pub if_running: Option<String>,
-    /// Where the entry was declared, for messages (`plugins.echo.schedules[0]` in `file`).
+    /// The entry's key path, for messages (`plugins.echo.schedules[0]`).
     pub origin: String,
+    /// The file that declared the entry.
+    pub file: PathBuf,
 }
 
 /// A loaded configuration and the non-fatal findings met while loading it.

@@ -516,7 +516,8 @@ fn build_schedule(ctx: &mut Ctx, value: &Value, prefix: &str) -> Result<Schedule
         id: "default".to_string(),
         command: "poll".to_string(),
         payload: serde_json::Value::Object(serde_json::Map::new()),
-        origin: format!("{}: {prefix}", ctx.provenance.file_of(prefix).display()),
+        origin: prefix.to_string(),
+        file: ctx.provenance.file_of(prefix),
         ..ScheduleConf::default()
     };
     for (key, path, value) in ctx.entries(map, prefix, SCHEDULE_KEYS) {
@@ -881,10 +882,8 @@ mod tests {
                 command: "poll".to_string(),
                 payload: serde_json::json!({}),
                 every: Some("5m".to_string()),
-                origin: format!(
-                    "{}: plugins.echo.schedules[0]",
-                    tree.path("config.yaml").display()
-                ),
+                origin: "plugins.echo.schedules[0]".to_string(),
+                file: tree.path("config.yaml"),
                 ..ScheduleConf::default()
             }
         );

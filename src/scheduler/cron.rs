@@ -1,22 +1,35 @@
 //! Standard 5-field cron expressions (`min hour dom month dow`), evaluated on
 //! local wall-clock time.
 //!
-//! Owns: parsing (numbers, `*`, ranges, steps, lists, month and weekday names,
-//! `@` macros) and finding the next matching local minute. Day matching follows
-//! Vixie cron: when both day-of-month and day-of-week are restricted a day
-//! matches if EITHER does; a field that begins with `*` (including `*/2`) counts
-//! as unrestricted for that rule, as it does in Vixie cron and cronie.
+//! Owns: parsing and validation (numbers, `*`, ranges, steps, lists, month and
+//! weekday names, `@` macros, with messages that name the field), and finding
+//! the next matching local minute. Matching is done by the `cron` crate behind
+//! a thin adapter, because its conventions differ from standard cron:
+//! - it wants a seconds field: we prepend `0`;
+//! - it numbers weekdays 1-7 = Sunday-Saturday where cron uses 0-6 and 7 for
+//!   Sunday: the validated day-of-week field is handed over as day names;
+//! - it ANDs day-of-month and day-of-week. Vixie cron ORs them when both are
+//!   restricted, so such an expression becomes two crate schedules (one with
+//!   day-of-week `*`, one with day-of-month `*`) and the earlier match wins. A
+//!   field that begins with `*` (including `*/2`) counts as unrestricted for
+//!   that rule, as it does in Vixie cron and cronie;
+//! - it only knows the years 1970-2100: each year is evaluated in a proxy year
+//!   of the same calendar (same leap status, same weekday of January 1st), so
+//!   any year works.
+//!
+//! Every field is handed over as the list of values our parser accepted, so
+//! the crate never sees syntax whose meaning it might read differently.
 //! Must not: know about time zones, DST or UTC instants (that is `expr` and
-//! `window`), read the clock, or use the Quartz-flavoured `cron` crate
-//! (seconds field, 1 = Sunday, AND of the day fields).
+//! `window`), or read the clock.
 
 use std::fmt;
 
-use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta, Weekday};
 
-/// How many years past the start `next_after_local` searches before giving up;
-/// long enough for Feb 29 across a skipped leap year (2096 → 2104).
-const SEARCH_YEARS: i32 = 8;
+/// The Gregorian calendar repeats every 400 years (146 097 days, a whole
+/// number of weeks), so a pattern of dates with no match in 400 consecutive
+/// years has none at all.
+pub const GREGORIAN_CYCLE_YEARS: i32 = 400;
 
 /// A parsed 5-field cron expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +48,8 @@ pub struct CronExpr {
     day_or: bool,
     /// The expression as written, whitespace collapsed.
     text: String,
+    /// The crate schedules; a minute matches when any of them matches.
+    plans: Vec<cron::Schedule>,
 }
 
 /// What one field accepts.
@@ -123,7 +138,7 @@ impl CronExpr {
         let dow = parse_field(fields[4], &DAY_OF_WEEK)?;
         // 7 is another name for Sunday.
         let weekdays = ((dow | (dow >> 7)) & 0x7f) as u8;
-        Ok(CronExpr {
+        let mut expr = CronExpr {
             minutes,
             hours: hours as u32,
             days: days as u32,
@@ -131,7 +146,10 @@ impl CronExpr {
             weekdays,
             day_or: !fields[2].starts_with('*') && !fields[4].starts_with('*'),
             text: collapsed,
-        })
+            plans: Vec::new(),
+        };
+        expr.plans = expr.crate_plans()?;
+        Ok(expr)
     }
 
     /// The expression as written (whitespace collapsed).
@@ -153,90 +171,111 @@ impl CronExpr {
         )
     }
 
-    /// Whether the local calendar day `d` matches the day-of-month, month and day-of-week fields.
-    pub fn matches_day(&self, d: NaiveDate) -> bool {
-        if self.months & (1 << d.month()) == 0 {
-            return false;
-        }
-        let dom = self.days & (1 << d.day()) != 0;
-        let dow = self.weekdays & (1 << d.weekday().num_days_from_sunday()) != 0;
-        if self.day_or { dom || dow } else { dom && dow }
+    /// Whether some calendar date matches the day fields: false for `0 0 30 2 *`
+    /// or `0 0 31 4,6,9,11 *`, which name only days their months never have.
+    pub fn matches_some_date(&self) -> bool {
+        // Under Vixie's OR every allowed month has every weekday.
+        self.day_or || self.month_has_an_allowed_day()
     }
 
-    /// The first matching local minute strictly after `t`, or None if there is none
-    /// within eight years (such as `0 0 30 2 *`).
+    /// The weekdays (bit 0 = Sunday) on which the expression matches some date.
+    ///
+    /// Every valid date falls on every weekday within one Gregorian cycle
+    /// (February 29th included), so a weekday is reachable when the weekday
+    /// field allows it and some date passes the day-of-month field; under
+    /// Vixie's OR a date passing day-of-month makes every weekday reachable.
+    pub fn reachable_weekdays(&self) -> u8 {
+        let dates = self.month_has_an_allowed_day();
+        match (self.day_or, dates) {
+            (true, true) => 0x7f,
+            (true, false) | (false, true) => self.weekdays,
+            (false, false) => 0,
+        }
+    }
+
+    /// The (hour, minute) wall times the expression matches on a matching day.
+    pub fn times_of_day(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..24u32)
+            .filter(|h| self.hours & (1 << h) != 0)
+            .flat_map(|h| {
+                (0..60u32)
+                    .filter(|m| self.minutes & (1 << m) != 0)
+                    .map(move |m| (h, m))
+            })
+    }
+
+    fn month_has_an_allowed_day(&self) -> bool {
+        (1..=12u32).any(|month| {
+            self.months & (1 << month) != 0
+                && (1..=longest_month(month)).any(|day| self.days & (1 << day) != 0)
+        })
+    }
+
+    /// The first matching local minute strictly after `t`, or None if there is
+    /// none (`0 0 30 2 *`).
     pub fn next_after_local(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
-        let start = t
-            .date()
-            .and_hms_opt(t.hour(), t.minute(), 0)?
-            .checked_add_signed(Duration::minutes(1))?;
-        let last_year = start.year() + SEARCH_YEARS;
-        let mut date = start.date();
-        let mut hour = start.hour();
-        let mut minute = start.minute();
-        // Each pass moves forward by at least one month, day, hour or minute
-        // field value, so the loop jumps field by field instead of minute by minute.
-        loop {
-            if date.year() > last_year {
-                return None;
-            }
-            if self.months & (1 << date.month()) == 0 {
-                date = self.next_month_start(date)?;
-                hour = 0;
-                minute = 0;
-                continue;
-            }
-            if !self.matches_day(date) {
-                date = date.succ_opt()?;
-                hour = 0;
-                minute = 0;
-                continue;
-            }
-            match next_bit(u64::from(self.hours), hour, 23) {
-                None => {
-                    date = date.succ_opt()?;
-                    hour = 0;
-                    minute = 0;
-                    continue;
-                }
-                Some(h) if h != hour => {
-                    hour = h;
-                    minute = 0;
-                }
-                Some(_) => {}
-            }
-            match next_bit(self.minutes, minute, 59) {
-                Some(m) => return date.and_hms_opt(hour, m, 0),
-                None if hour >= 23 => {
-                    date = date.succ_opt()?;
-                    hour = 0;
-                    minute = 0;
-                }
-                None => {
-                    hour += 1;
-                    minute = 0;
-                }
-            }
+        if !self.matches_some_date() {
+            return None;
         }
-    }
-
-    /// The first day of the next allowed month after the month of `date`.
-    fn next_month_start(&self, date: NaiveDate) -> Option<NaiveDate> {
-        let mut year = date.year();
-        let mut month = date.month();
-        // At most 12 steps: every valid expression allows at least one month.
-        for _ in 0..12 {
-            if month == 12 {
-                year += 1;
-                month = 1;
-            } else {
-                month += 1;
+        let mut year = t.year();
+        let mut after = Some(t);
+        // A date pattern that matches at all matches within one cycle.
+        for _ in 0..=GREGORIAN_CYCLE_YEARS {
+            let proxy = proxy_year(year)?;
+            if let Some(hit) = self.next_in_proxy_year(proxy, after) {
+                return hit.with_year(year);
             }
-            if self.months & (1 << month) != 0 {
-                return NaiveDate::from_ymd_opt(year, month, 1);
-            }
+            year = year.checked_add(1)?;
+            after = None;
         }
         None
+    }
+
+    /// The first match in `proxy` strictly after `after` (a time in the real
+    /// year, carried over to the proxy), or from the start of the year.
+    fn next_in_proxy_year(
+        &self,
+        proxy: i32,
+        after: Option<NaiveDateTime>,
+    ) -> Option<NaiveDateTime> {
+        let start = match after {
+            Some(t) => t.with_year(proxy)?,
+            None => NaiveDate::from_ymd_opt(proxy, 1, 1)?
+                .and_hms_opt(0, 0, 0)?
+                .checked_sub_signed(TimeDelta::seconds(1))?,
+        }
+        .and_utc();
+        self.plans
+            .iter()
+            .filter_map(|plan| plan.after(&start).next())
+            .map(|hit| hit.naive_utc())
+            .filter(|hit| hit.year() == proxy)
+            .min()
+    }
+
+    /// The crate schedules for this expression, each field as the list of
+    /// values we accepted (`*` when every value is allowed).
+    fn crate_plans(&self) -> Result<Vec<cron::Schedule>, String> {
+        let minutes = values(self.minutes, 0, 59);
+        let hours = values(u64::from(self.hours), 0, 23);
+        let days = values(u64::from(self.days), 1, 31);
+        let months = values(u64::from(self.months), 1, 12);
+        let weekdays = weekday_names(self.weekdays);
+        let texts = if self.day_or {
+            vec![
+                format!("0 {minutes} {hours} {days} {months} *"),
+                format!("0 {minutes} {hours} * {months} {weekdays}"),
+            ]
+        } else {
+            vec![format!("0 {minutes} {hours} {days} {months} {weekdays}")]
+        };
+        texts
+            .iter()
+            .map(|text| {
+                text.parse::<cron::Schedule>()
+                    .map_err(|e| format!("cannot be evaluated ({text}): {e}"))
+            })
+            .collect()
     }
 }
 
@@ -246,9 +285,55 @@ impl fmt::Display for CronExpr {
     }
 }
 
-/// The smallest set bit at or above `from` and at most `max`.
-fn next_bit(bits: u64, from: u32, max: u32) -> Option<u32> {
-    (from..=max).find(|&n| bits & (1 << n) != 0)
+/// The most days month `month` ever has (29 for February).
+fn longest_month(month: u32) -> u32 {
+    match month {
+        2 => 29,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// A year in 1971-1998 with the same calendar as `year`: the same leap status
+/// and the same weekday on January 1st. Within 1901-2099 the calendar repeats
+/// every 28 years, so those 28 years hold all fourteen kinds; the crate can
+/// search each of them, with a year before it to start from.
+fn proxy_year(year: i32) -> Option<i32> {
+    let kind = |y: i32| -> Option<(bool, Weekday)> {
+        let jan1 = NaiveDate::from_ymd_opt(y, 1, 1)?;
+        Some((jan1.leap_year(), jan1.weekday()))
+    };
+    let wanted = kind(year)?;
+    (1971..=1998).find(|&y| kind(y) == Some(wanted))
+}
+
+/// `*` when bits `lo..=hi` are all set, else the set bits as a comma list.
+fn values(bits: u64, lo: u32, hi: u32) -> String {
+    let set: Vec<String> = (lo..=hi)
+        .filter(|v| bits & (1 << v) != 0)
+        .map(|v| v.to_string())
+        .collect();
+    if set.len() == (hi - lo + 1) as usize {
+        "*".to_string()
+    } else {
+        set.join(",")
+    }
+}
+
+/// Weekday bits (0 = Sunday) as day names, which mean the same to the crate
+/// as to cron; `*` when all seven are set.
+fn weekday_names(bits: u8) -> String {
+    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    if bits & 0x7f == 0x7f {
+        return "*".to_string();
+    }
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses one field into a bit set (bit n = value n).
@@ -382,9 +467,9 @@ mod tests {
     #[test]
     fn strictly_after_even_with_seconds() {
         let cron = CronExpr::parse("0 10 * * *").unwrap();
-        let t = at("2026-03-01 10:00") + Duration::seconds(30);
+        let t = at("2026-03-01 10:00") + TimeDelta::seconds(30);
         assert_eq!(cron.next_after_local(t), Some(at("2026-03-02 10:00")));
-        let t = at("2026-03-01 09:59") + Duration::seconds(59);
+        let t = at("2026-03-01 09:59") + TimeDelta::seconds(59);
         assert_eq!(cron.next_after_local(t), Some(at("2026-03-01 10:00")));
     }
 
@@ -560,6 +645,87 @@ mod tests {
         );
         // 2100 is not a leap year: eight years between 2096 and 2104.
         check("0 0 29 2 *", "2096-03-01 00:00", &["2104-02-29 00:00 Fri"]);
+    }
+
+    #[test]
+    fn rare_matches_decades_apart_are_found() {
+        // February 29th on a Sunday (`*/7` is Sunday and, starting with `*`,
+        // leaves the day fields ANDed): 28 years apart, 40 across 2100.
+        check(
+            "0 0 29 2 */7",
+            "2033-01-01 00:00",
+            &[
+                "2060-02-29 00:00 Sun",
+                "2088-02-29 00:00 Sun",
+                "2128-02-29 00:00 Sun",
+            ],
+        );
+        // February 1st on a Monday: eleven years between 2027 and 2038.
+        check(
+            "0 0 */31 2 mon",
+            "2027-02-02 00:00",
+            &["2038-02-01 00:00 Mon", "2044-02-01 00:00 Mon"],
+        );
+    }
+
+    #[test]
+    fn any_year_is_searchable() {
+        check(
+            "30 9 * * mon",
+            "2199-12-30 00:00",
+            &["2199-12-30 09:30 Mon", "2200-01-06 09:30 Mon"],
+        );
+        check("0 0 1 1 *", "1899-06-01 00:00", &["1900-01-01 00:00 Mon"]);
+        let cron = CronExpr::parse("* * * * *").unwrap();
+        assert_eq!(cron.next_after_local(NaiveDateTime::MAX), None);
+    }
+
+    #[test]
+    fn what_an_expression_can_reach() {
+        let parse = |e: &str| CronExpr::parse(e).unwrap();
+        assert!(!parse("0 0 30 2 *").matches_some_date());
+        assert!(!parse("0 0 31 4,6,9,11 *").matches_some_date());
+        assert!(parse("0 0 29 2 *").matches_some_date());
+        // Under Vixie's OR the weekday half still matches.
+        assert!(parse("0 0 30 2 mon").matches_some_date());
+        assert_eq!(parse("0 0 30 2 mon").reachable_weekdays(), 0b10);
+        assert_eq!(parse("0 0 13 * *").reachable_weekdays(), 0x7f);
+        assert_eq!(parse("0 0 13 * fri").reachable_weekdays(), 0x7f);
+        assert_eq!(parse("0 0 * * sat,7").reachable_weekdays(), 0b100_0001);
+        assert_eq!(parse("0 0 30 2 */7").reachable_weekdays(), 0);
+        assert_eq!(
+            parse("0,30 9-10 * * *").times_of_day().collect::<Vec<_>>(),
+            [(9, 0), (9, 30), (10, 0), (10, 30)]
+        );
+    }
+
+    #[test]
+    fn fields_reach_the_crate_as_value_lists() {
+        let texts = |e: &str| -> Vec<String> {
+            CronExpr::parse(e)
+                .unwrap()
+                .plans
+                .iter()
+                .map(|p| p.source().to_string())
+                .collect()
+        };
+        assert_eq!(texts("* * * * *"), ["0 * * * * *"]);
+        assert_eq!(
+            texts("*/20 9-11 * jan-mar 1-5"),
+            ["0 0,20,40 9,10,11 * 1,2,3 MON,TUE,WED,THU,FRI"]
+        );
+        // `*/2` counts as unrestricted: odd days AND Mondays, one schedule.
+        assert_eq!(
+            texts("0 0 */2 * mon"),
+            ["0 0 0 1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31 * MON"]
+        );
+        // 0 and 7 are Sunday; a range through 7 wraps to Sunday.
+        assert_eq!(texts("0 12 * * 5-7"), ["0 0 12 * * SUN,FRI,SAT"]);
+        assert_eq!(texts("0 12 * * 0-6"), ["0 0 12 * * *"]);
+        // Vixie's OR: two schedules, the earlier match wins.
+        assert_eq!(texts("0 0 13 * fri"), ["0 0 0 13 * *", "0 0 0 * * FRI"]);
+        // A step larger than the field is one value, not a crate error.
+        assert_eq!(texts("*/100 * * * *"), ["0 0 * * * *"]);
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Schedule definitions compiled from `ScheduleConf`, and the pure time logic
-//! of when they are due: `every`, `cron`, `at` and `after` triggers, catch-up
-//! enumeration, jitter, and the gate of `only_between` / `not_on` / `timezone`.
+//! Compiled schedules ([`Schedule`], built by `scheduler::compile`) and the
+//! pure time logic of when they are due: `every`, `cron`, `at` and `after`
+//! triggers, catch-up enumeration, jitter, and the gate of `only_between` /
+//! `not_on` / `timezone`.
 //!
-//! Owns: validation of one schedule entry into a [`Schedule`], `next_after`,
-//! `due_between`, and the definition fingerprint.
+//! Owns: `next_after`, `first_due`, `due_between`, re-anchoring across a clock
+//! step, and the search that finds rare cron matches.
 //! Must not: read the clock (every function takes instants), sleep, spawn
 //! threads, or touch the database; the heartbeat thread in `scheduler` does that.
 //!
@@ -30,8 +31,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
-use crate::clock::{format_ts, parse_ts};
-use crate::config::ScheduleConf;
+use crate::clock::format_ts;
 use crate::config::duration;
 use crate::scheduler::cron::CronExpr;
 use crate::scheduler::window::{self, Gate, Window};
@@ -133,237 +133,10 @@ impl IfRunning {
     }
 }
 
-/// A schedule entry that cannot be compiled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleError {
-    /// Where the entry was declared (`plugins.echo.schedules[0]`).
-    pub origin: String,
-    /// What is wrong, one line.
-    pub message: String,
-}
-
-impl fmt::Display for ScheduleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.origin, self.message)
-    }
-}
-
-impl std::error::Error for ScheduleError {}
-
-/// The shortest `every` interval accepted.
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How far past `after` a cron schedule is searched before it counts as never due.
-const CRON_HORIZON_DAYS: i64 = 8 * 366;
-
-/// Validates one schedule entry of `plugin` into a [`Schedule`].
-pub fn compile(plugin: &str, conf: &ScheduleConf) -> Result<Schedule, ScheduleError> {
-    let id = non_empty_or(&conf.id, "default");
-    let origin = if conf.origin.is_empty() {
-        format!("plugins.{plugin}.schedules.{id}")
-    } else {
-        conf.origin.clone()
-    };
-    let fail = |message: String| ScheduleError {
-        origin: origin.clone(),
-        message,
-    };
-
-    let trigger = compile_trigger(conf).map_err(fail)?;
-    let jitter = match &conf.jitter {
-        Some(text) => duration::parse(text).map_err(|e| fail(format!("jitter: {e}")))?,
-        None => Duration::ZERO,
-    };
-    let window = match &conf.only_between {
-        Some(text) => Some(
-            Window::parse(text)
-                .map_err(|e| fail(format!("invalid only_between `{}`: {e}", text.trim())))?,
-        ),
-        None => None,
-    };
-    let tz = match &conf.timezone {
-        Some(text) => window::parse_timezone(text).map_err(fail)?,
-        None => Tz::UTC,
-    };
-    let mut not_on = [false; 7];
-    for day in &conf.not_on {
-        let index = window::parse_weekday(day).map_err(|e| fail(format!("not_on: {e}")))?;
-        not_on[index] = true;
-    }
-    if not_on.iter().all(|&off| off) {
-        return Err(fail(
-            "not_on excludes every day of the week, so the schedule would never run".to_string(),
-        ));
-    }
-    let catch_up = match conf.catch_up.as_deref().map(str::trim) {
-        None | Some("skip") => CatchUp::Skip,
-        Some("run_once") => CatchUp::RunOnce,
-        Some("run_all") => CatchUp::RunAll,
-        Some(other) => {
-            return Err(fail(format!(
-                "invalid catch_up `{other}`: expected skip, run_once or run_all"
-            )));
-        }
-    };
-    let if_running = match conf.if_running.as_deref().map(str::trim) {
-        None | Some("skip") => IfRunning::Skip,
-        Some("queue") => IfRunning::Queue,
-        Some("cancel") => IfRunning::Cancel,
-        Some(other) => {
-            return Err(fail(format!(
-                "invalid if_running `{other}`: expected skip, queue or cancel"
-            )));
-        }
-    };
-    let payload = match &conf.payload {
-        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-        other => other.clone(),
-    };
-
-    let mut schedule = Schedule {
-        plugin: plugin.to_string(),
-        id: id.to_string(),
-        command: non_empty_or(&conf.command, "poll").to_string(),
-        payload,
-        trigger,
-        jitter,
-        window,
-        tz,
-        not_on,
-        catch_up,
-        if_running,
-        fingerprint: String::new(),
-    };
-    schedule.fingerprint = fingerprint(&schedule);
-    Ok(schedule)
-}
-
-fn non_empty_or<'a>(text: &'a str, default: &'a str) -> &'a str {
-    if text.trim().is_empty() {
-        default
-    } else {
-        text.trim()
-    }
-}
-
-/// Exactly one of `every`, `cron`, `at`, `after`, parsed.
-fn compile_trigger(conf: &ScheduleConf) -> Result<Trigger, String> {
-    let set: Vec<&str> = [
-        ("every", &conf.every),
-        ("cron", &conf.cron),
-        ("at", &conf.at),
-        ("after", &conf.after),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.is_some())
-    .map(|(name, _)| name)
-    .collect();
-    if set.len() > 1 {
-        return Err(format!(
-            "several triggers ({}): set exactly one of every, cron, at or after",
-            set.join(", ")
-        ));
-    }
-    if let Some(text) = &conf.every {
-        let interval = match text.trim().to_ascii_lowercase().as_str() {
-            "hourly" => Duration::from_secs(3600),
-            "daily" => Duration::from_secs(86_400),
-            "weekly" => Duration::from_secs(7 * 86_400),
-            "monthly" => Duration::from_secs(30 * 86_400),
-            _ => duration::parse(text).map_err(|e| format!("every: {e}"))?,
-        };
-        if interval < MIN_INTERVAL {
-            return Err(format!(
-                "every `{}` is shorter than the 1s minimum",
-                text.trim()
-            ));
-        }
-        return Ok(Trigger::Every(interval));
-    }
-    if let Some(text) = &conf.cron {
-        return CronExpr::parse(text)
-            .map(Trigger::Cron)
-            .map_err(|e| format!("invalid cron expression `{}`: {e}", text.trim()));
-    }
-    if let Some(text) = &conf.at {
-        return parse_ts(text.trim()).map(Trigger::At).ok_or_else(|| {
-            format!(
-                "invalid at `{}`: expected an RFC 3339 timestamp such as 2026-03-15T14:00:00Z",
-                text.trim()
-            )
-        });
-    }
-    if let Some(text) = &conf.after {
-        return duration::parse(text)
-            .map(Trigger::After)
-            .map_err(|e| format!("after: {e}"));
-    }
-    Err("no trigger: set exactly one of every, cron, at or after".to_string())
-}
-
-/// BLAKE3 of a canonical text of everything that defines the schedule, so that
-/// equivalent spellings (`hourly`/`1h`, `@daily`/`0 0 * * *`, `7`/`sunday`)
-/// hash alike and any real change does not.
-fn fingerprint(s: &Schedule) -> String {
-    let trigger = match &s.trigger {
-        Trigger::Every(d) => format!("every {}", d.as_nanos()),
-        Trigger::Cron(expr) => format!("cron {}", expr.canonical()),
-        Trigger::At(t) => format!("at {}", format_ts(*t)),
-        Trigger::After(d) => format!("after {}", d.as_nanos()),
-    };
-    let mut payload = String::new();
-    canonical_json(&s.payload, &mut payload);
-    let not_on: String = s
-        .not_on
-        .iter()
-        .map(|&off| if off { '1' } else { '0' })
-        .collect();
-    let text = format!(
-        "v1\nplugin {}\nid {}\ncommand {}\npayload {payload}\n{trigger}\njitter {}\nwindow {}\ntz {}\nnot_on {not_on}\ncatch_up {}\nif_running {}\n",
-        s.plugin,
-        s.id,
-        s.command,
-        s.jitter.as_nanos(),
-        s.window.map_or_else(|| "-".to_string(), |w| w.to_string()),
-        s.tz.name(),
-        s.catch_up.as_str(),
-        s.if_running.as_str(),
-    );
-    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
-}
-
-/// JSON with object keys sorted, independent of how serde_json orders maps.
-fn canonical_json(v: &serde_json::Value, out: &mut String) {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String(key.clone()).to_string());
-                out.push(':');
-                if let Some(value) = map.get(key) {
-                    canonical_json(value, out);
-                }
-            }
-            out.push('}');
-        }
-        serde_json::Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
+/// Days in one Gregorian cycle (400 years, a whole number of weeks). Cron
+/// fields, windows and weekdays all repeat with it, so a cron schedule with no
+/// permitted instant in one cycle has none at all.
+const CYCLE_DAYS: i64 = 146_097;
 
 impl Schedule {
     fn gate(&self) -> Gate<'_> {
@@ -379,7 +152,7 @@ impl Schedule {
     /// Honours window, `not_on` and timezone: an `every` or one-shot instant the
     /// gate refuses moves to the next permitted instant, a refused cron time is
     /// skipped. `started_at` anchors `after:` one-shots. None when a one-shot is
-    /// already at or before `after`, or a cron finds nothing within eight years.
+    /// already at or before `after`, or nothing is due before the end of time.
     pub fn next_after(
         &self,
         after: DateTime<Utc>,
@@ -394,6 +167,22 @@ impl Schedule {
             Trigger::At(_) | Trigger::After(_) => {
                 let due = self.one_shot_due(started_at)?;
                 (due > after).then_some(due)
+            }
+        }
+    }
+
+    /// When a schedule armed at `now` is first due: its next occurrence after
+    /// `now`, or a one-shot's instant when that is not before `now` (so
+    /// `after: 0s`, armed at the service start, is due at once).
+    pub fn first_due(
+        &self,
+        now: DateTime<Utc>,
+        started_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match &self.trigger {
+            Trigger::Every(_) | Trigger::Cron(_) => self.next_after(now, started_at),
+            Trigger::At(_) | Trigger::After(_) => {
+                self.one_shot_due(started_at).filter(|due| *due >= now)
             }
         }
     }
@@ -438,6 +227,14 @@ impl Schedule {
         due
     }
 
+    /// An occurrence carried across a step of the wall clock by `delta`, so that
+    /// it stays the same elapsed time away, then moved to the first instant the
+    /// gate permits.
+    pub fn reanchored(&self, due: DateTime<Utc>, delta: TimeDelta) -> Option<DateTime<Utc>> {
+        self.gate()
+            .first_permitted_from(crate::clock::shift_saturating(due, delta))
+    }
+
     /// Whether an instant passes `only_between` and `not_on`, read in the schedule's timezone.
     pub fn permits(&self, t: DateTime<Utc>) -> bool {
         self.gate().permits(t)
@@ -474,7 +271,9 @@ impl Schedule {
     /// span instead of walking every refused match.
     fn next_cron(&self, expr: &CronExpr, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let gate = self.gate();
-        let horizon = after.checked_add_signed(TimeDelta::days(CRON_HORIZON_DAYS))?;
+        let horizon = after
+            .checked_add_signed(TimeDelta::days(CYCLE_DAYS + 1))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut cursor = after;
         loop {
             let t = cron_instant_after(expr, self.tz, cursor)?;
@@ -536,7 +335,7 @@ impl Schedule {
 
 /// The first instant after `after` at which a cron minute happens under the DST rule.
 fn cron_instant_after(expr: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let mut local = after.with_timezone(&tz).naive_local();
+    let mut local = window::wall_time(tz, after)?;
     // Only minutes of a repeated fall-back hour resolve to or before `after`
     // (they already fired at their first occurrence); at most an hour of them.
     loop {
@@ -560,15 +359,17 @@ fn delta_from_nanos(n: i128) -> Option<TimeDelta> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use crate::clock::{Clock, ManualClock, parse_ts};
+    use crate::config::ScheduleConf;
+    use crate::scheduler::compile::compile;
 
-    fn utc(s: &str) -> DateTime<Utc> {
+    pub(crate) fn utc(s: &str) -> DateTime<Utc> {
         parse_ts(s).unwrap()
     }
 
-    fn conf() -> ScheduleConf {
+    pub(crate) fn conf() -> ScheduleConf {
         ScheduleConf {
             id: "default".to_string(),
             command: "poll".to_string(),
@@ -578,92 +379,46 @@ mod tests {
         }
     }
 
-    fn every(text: &str) -> ScheduleConf {
+    pub(crate) fn every(text: &str) -> ScheduleConf {
         ScheduleConf {
             every: Some(text.to_string()),
             ..conf()
         }
     }
 
-    fn cron(text: &str) -> ScheduleConf {
+    pub(crate) fn cron(text: &str) -> ScheduleConf {
         ScheduleConf {
             cron: Some(text.to_string()),
             ..conf()
         }
     }
 
-    fn build(c: &ScheduleConf) -> Schedule {
+    pub(crate) fn build(c: &ScheduleConf) -> Schedule {
         compile("echo", c).unwrap()
     }
 
-    fn fmt_all(ts: &[DateTime<Utc>]) -> Vec<String> {
+    pub(crate) fn fmt_all(ts: &[DateTime<Utc>]) -> Vec<String> {
         ts.iter()
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .collect()
     }
 
     /// `next_after` from `after` (started at `after` too) is `expected`.
-    fn check_next(c: &ScheduleConf, after: &str, expected: Option<&str>) {
+    pub(crate) fn check_next(c: &ScheduleConf, after: &str, expected: Option<&str>) {
         let s = build(c);
         let t = utc(after);
         assert_eq!(s.next_after(t, t), expected.map(utc), "{c:?} after {after}");
     }
 
     /// `due_between(from, to]` with a generous cap is exactly `expected`.
-    fn check_due(c: &ScheduleConf, from: &str, to: &str, expected: &[&str]) {
+    pub(crate) fn check_due(c: &ScheduleConf, from: &str, to: &str, expected: &[&str]) {
         let s = build(c);
         let got = s.due_between(utc(from), utc(to), utc(from), 1000);
         assert_eq!(fmt_all(&got), expected, "{c:?} in ({from}, {to}]");
     }
 
-    fn check_err(c: &ScheduleConf, message: &str) {
+    pub(crate) fn check_err(c: &ScheduleConf, message: &str) {
         assert_eq!(compile("echo", c).unwrap_err().to_string(), message);
-    }
-
-    #[test]
-    fn defaults() {
-        let s = compile(
-            "echo",
-            &ScheduleConf {
-                every: Some("5m".to_string()),
-                payload: serde_json::Value::Null,
-                ..ScheduleConf::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(s.plugin, "echo");
-        assert_eq!(s.id, "default");
-        assert_eq!(s.command, "poll");
-        assert_eq!(s.payload, serde_json::json!({}));
-        assert_eq!(s.trigger, Trigger::Every(Duration::from_secs(300)));
-        assert_eq!(s.jitter, Duration::ZERO);
-        assert_eq!(s.window, None);
-        assert_eq!(s.tz, Tz::UTC);
-        assert_eq!(s.not_on, [false; 7]);
-        assert_eq!(s.catch_up, CatchUp::Skip);
-        assert_eq!(s.if_running, IfRunning::Skip);
-        assert!(!s.is_one_shot());
-    }
-
-    #[test]
-    fn every_aliases_and_durations() {
-        let check = |text: &str, secs: u64| {
-            assert_eq!(
-                build(&every(text)).trigger,
-                Trigger::Every(Duration::from_secs(secs)),
-                "{text}"
-            );
-        };
-        check("hourly", 3600);
-        check("Daily", 86_400);
-        check("weekly", 7 * 86_400);
-        check("monthly", 30 * 86_400);
-        check("5m", 300);
-        check("15m", 900);
-        check("30m", 1800);
-        check("2h", 7200);
-        check("1s", 1);
-        check("1h30m", 5400);
     }
 
     #[test]
@@ -841,12 +596,116 @@ mod tests {
                 "2016-01-02T09:00:02Z"
             ]
         );
-        // A cron that the window always refuses ends within the horizon.
+        // A cron that the window always refuses is refused at load.
+        check_err(
+            &ScheduleConf {
+                only_between: Some("08:00-18:00".to_string()),
+                ..cron("* 3 * * *")
+            },
+            "plugins.echo.schedules[0]: cron `* 3 * * *` never fires: none of its times falls inside only_between `08:00-18:00`",
+        );
+        check_err(
+            &ScheduleConf {
+                only_between: Some("08:00-18:00".to_string()),
+                timezone: Some("Europe/Berlin".to_string()),
+                ..cron("0 3 * * *")
+            },
+            "plugins.echo.schedules[0]: cron `0 3 * * *` never fires: none of its times falls inside only_between `08:00-18:00`",
+        );
+        // A time just before the window may sit in a DST gap that ends inside
+        // it: Sydney skips 02:00-03:00 on 2026-10-04, so 02:30 fires at 03:00.
+        let c = ScheduleConf {
+            only_between: Some("03:00-04:00".to_string()),
+            timezone: Some("Australia/Sydney".to_string()),
+            ..cron("30 2 * * *")
+        };
+        check_next(&c, "2026-03-02T00:00:00Z", Some("2026-10-03T16:00:00Z"));
+        // Where no gap hits it, the search still ends, after one 400-year cycle.
         let c = ScheduleConf {
             only_between: Some("08:00-18:00".to_string()),
-            ..cron("* 3 * * *")
+            timezone: Some("Europe/Berlin".to_string()),
+            ..cron("0 6 * * *")
         };
         check_next(&c, "2026-03-02T00:00:00Z", None);
+    }
+
+    #[test]
+    fn extreme_durations_and_instants_never_panic() {
+        let max = DateTime::<Utc>::MAX_UTC;
+        let min = DateTime::<Utc>::MIN_UTC;
+        let now = utc("2026-03-02T00:00:00Z");
+        // Bare integers are seconds, so u64::MAX reaches the scheduler unchecked.
+        // Past the end of the calendar: never due.
+        let text = "18446744073709551615";
+        let s = build(&ScheduleConf {
+            jitter: Some(text.to_string()),
+            ..every(text)
+        });
+        assert_eq!(s.next_after(now, now), None);
+        assert_eq!(s.first_due(now, now), None);
+        assert!(s.due_between(now, max, now, 10).is_empty());
+        assert_eq!(s.jittered(now, crate::clock::random_below), now);
+        let after = build(&ScheduleConf {
+            after: Some(text.to_string()),
+            ..conf()
+        });
+        assert_eq!(after.first_due(now, now), None);
+        assert!(after.due_between(now, max, now, 10).is_empty());
+        // 31 700 years: due in year 33714.
+        let s = build(&every("999999999999"));
+        let due = s.next_after(now, now).unwrap();
+        assert_eq!(
+            due,
+            crate::clock::add_saturating(now, Duration::from_secs(999_999_999_999))
+        );
+        assert_eq!(s.due_between(now, due, now, 10), [due]);
+        let s = build(&every("1s"));
+        assert_eq!(s.next_after(max, max), None);
+        assert_eq!(s.due_between(min, max, min, 3).len(), 3);
+        let s = build(&ScheduleConf {
+            timezone: Some("Pacific/Kiritimati".to_string()),
+            only_between: Some("08:00-09:00".to_string()),
+            ..cron("*/5 * * * *")
+        });
+        assert_eq!(s.next_after(max, max), None);
+        assert_eq!(
+            s.next_after(min, min),
+            None,
+            "no wall time before the calendar"
+        );
+        let early = min + TimeDelta::days(2);
+        assert!(s.next_after(early, early).is_some());
+        let s = build(&ScheduleConf {
+            at: Some("9999-12-31T23:59:59Z".to_string()),
+            ..conf()
+        });
+        assert_eq!(s.first_due(now, now), Some(utc("9999-12-31T23:59:59Z")));
+    }
+
+    #[test]
+    fn one_shots_armed_at_their_own_instant_are_due() {
+        let zero = build(&ScheduleConf {
+            after: Some("0s".to_string()),
+            ..conf()
+        });
+        let start = utc("2026-03-02T10:00:00Z");
+        // Armed at the start, `after: 0s` is due at once (it used to be "never").
+        assert_eq!(zero.first_due(start, start), Some(start));
+        assert_eq!(zero.next_after(start, start), None);
+        // Armed later (a reload), its instant has passed.
+        let later = utc("2026-03-02T10:00:01Z");
+        assert_eq!(zero.first_due(later, start), None);
+        let at = build(&ScheduleConf {
+            at: Some("2026-03-02T10:00:00Z".to_string()),
+            ..conf()
+        });
+        assert_eq!(at.first_due(start, start), Some(start));
+        assert_eq!(at.first_due(later, start), None);
+        // Recurring schedules are first due one occurrence after arming.
+        assert_eq!(
+            build(&every("5m")).first_due(start, start),
+            Some(utc("2026-03-02T10:05:00Z"))
+        );
     }
 
     #[test]
@@ -894,7 +753,29 @@ mod tests {
             "2026-03-02T00:00:00Z",
             Some("2028-02-29T00:00:00Z"),
         );
-        check_next(&cron("0 0 30 2 *"), "2026-03-02T00:00:00Z", None);
+        check_err(
+            &cron("0 0 30 2 *"),
+            "plugins.echo.schedules[0]: cron `0 0 30 2 *` never fires: no month it allows has a day it allows",
+        );
+    }
+
+    #[test]
+    fn rare_cron_matches_are_found_however_far_apart() {
+        // Feb 29 on a Sunday through not_on: 2032, then 2060 (28 years later).
+        let c = ScheduleConf {
+            not_on: ["mon", "tue", "wed", "thu", "fri", "sat"]
+                .map(str::to_string)
+                .to_vec(),
+            ..cron("0 0 29 2 *")
+        };
+        check_next(&c, "2032-03-01T00:00:00Z", Some("2060-02-29T00:00:00Z"));
+        check_next(&c, "2089-01-01T00:00:00Z", Some("2128-02-29T00:00:00Z"));
+        // Vixie's OR makes `0 0 29 2 1` (Feb 29 or any Monday) frequent.
+        check_next(
+            &cron("0 0 29 2 1"),
+            "2026-03-02T00:00:00Z",
+            Some("2027-02-01T00:00:00Z"),
+        );
     }
 
     #[test]
@@ -1133,187 +1014,5 @@ mod tests {
         assert_eq!(s.jittered(t, |n| n - 1), utc("2026-03-02T13:00:15Z"));
         let plain = build(&every("5m"));
         assert_eq!(plain.jittered(t, |_| 7), t);
-    }
-
-    #[test]
-    fn catch_up_and_if_running_values() {
-        let check = |catch_up: &str, if_running: &str, expected: (CatchUp, IfRunning)| {
-            let c = ScheduleConf {
-                catch_up: Some(catch_up.to_string()),
-                if_running: Some(if_running.to_string()),
-                ..every("5m")
-            };
-            let s = build(&c);
-            assert_eq!((s.catch_up, s.if_running), expected);
-        };
-        check("skip", "skip", (CatchUp::Skip, IfRunning::Skip));
-        check("run_once", "queue", (CatchUp::RunOnce, IfRunning::Queue));
-        check("run_all", "cancel", (CatchUp::RunAll, IfRunning::Cancel));
-        assert_eq!(CatchUp::RunOnce.as_str(), "run_once");
-        assert_eq!(IfRunning::Cancel.as_str(), "cancel");
-    }
-
-    #[test]
-    fn fingerprints() {
-        let fp = |c: &ScheduleConf| build(c).fingerprint;
-        let base = cron("0 9 * * 1-5");
-        assert_eq!(fp(&base), fp(&base.clone()));
-        assert_eq!(fp(&base).len(), 16);
-        assert!(fp(&base).bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(fp(&base), fp(&cron("0 10 * * 1-5")));
-        assert_eq!(fp(&cron("@daily")), fp(&cron("0 0 * * *")));
-        assert_eq!(fp(&cron("0 0 * * 7")), fp(&cron("0 0 * * sun")));
-        assert_eq!(fp(&every("hourly")), fp(&every("1h")));
-        assert_ne!(fp(&every("1h")), fp(&every("2h")));
-        let zoned = ScheduleConf {
-            timezone: Some("Australia/Sydney".to_string()),
-            ..base.clone()
-        };
-        assert_ne!(fp(&base), fp(&zoned));
-        let payload_a = ScheduleConf {
-            payload: serde_json::json!({"a": 1, "b": [1, {"c": 2, "d": 3}]}),
-            ..base.clone()
-        };
-        let payload_b = ScheduleConf {
-            payload: serde_json::json!({"b": [1, {"d": 3, "c": 2}], "a": 1}),
-            ..base.clone()
-        };
-        let payload_c = ScheduleConf {
-            payload: serde_json::json!({"a": 2}),
-            ..base.clone()
-        };
-        assert_eq!(fp(&payload_a), fp(&payload_b));
-        assert_ne!(fp(&payload_a), fp(&payload_c));
-        let other_plugin = compile("other", &base).unwrap().fingerprint;
-        assert_ne!(fp(&base), other_plugin);
-    }
-
-    #[test]
-    fn trigger_display() {
-        assert_eq!(build(&every("90m")).trigger.to_string(), "every 1h30m");
-        assert_eq!(
-            build(&cron("0  9 * * 1-5")).trigger.to_string(),
-            "cron 0 9 * * 1-5"
-        );
-        let at = ScheduleConf {
-            at: Some("2026-03-15T14:00:00Z".to_string()),
-            ..conf()
-        };
-        assert_eq!(
-            build(&at).trigger.to_string(),
-            "at 2026-03-15T14:00:00.000000Z"
-        );
-    }
-
-    #[test]
-    fn error_messages_name_the_schedule() {
-        check_err(
-            &cron("61 * * * *"),
-            "plugins.echo.schedules[0]: invalid cron expression `61 * * * *`: minute 61 out of range 0-59",
-        );
-        check_err(
-            &conf(),
-            "plugins.echo.schedules[0]: no trigger: set exactly one of every, cron, at or after",
-        );
-        check_err(
-            &ScheduleConf {
-                cron: Some("* * * * *".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: several triggers (every, cron): set exactly one of every, cron, at or after",
-        );
-        check_err(
-            &every("5x"),
-            "plugins.echo.schedules[0]: every: invalid duration `5x`: unknown unit `x` (use ms, s, m, h, d or w)",
-        );
-        check_err(
-            &every("500ms"),
-            "plugins.echo.schedules[0]: every `500ms` is shorter than the 1s minimum",
-        );
-        check_err(
-            &ScheduleConf {
-                at: Some("tomorrow".to_string()),
-                ..conf()
-            },
-            "plugins.echo.schedules[0]: invalid at `tomorrow`: expected an RFC 3339 timestamp such as 2026-03-15T14:00:00Z",
-        );
-        check_err(
-            &ScheduleConf {
-                after: Some("soon".to_string()),
-                ..conf()
-            },
-            "plugins.echo.schedules[0]: after: invalid duration `soon`: expected a number before `soon`",
-        );
-        check_err(
-            &ScheduleConf {
-                jitter: Some("1q".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: jitter: invalid duration `1q`: unknown unit `q` (use ms, s, m, h, d or w)",
-        );
-        check_err(
-            &ScheduleConf {
-                only_between: Some("08:00-08:00".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: invalid only_between `08:00-08:00`: start and end are equal, so the window would never open",
-        );
-        check_err(
-            &ScheduleConf {
-                only_between: Some("25:00-06:00".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: invalid only_between `25:00-06:00`: hour 25 out of range 0-23",
-        );
-        check_err(
-            &ScheduleConf {
-                timezone: Some("Mars/Base".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: unknown timezone `Mars/Base`",
-        );
-        check_err(
-            &ScheduleConf {
-                not_on: vec!["saturday".to_string(), "funday".to_string()],
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: not_on: unknown weekday `funday` (use sunday-saturday, sun-sat or 0-7)",
-        );
-        check_err(
-            &ScheduleConf {
-                not_on: ["0", "1", "2", "3", "4", "5", "6"]
-                    .map(str::to_string)
-                    .to_vec(),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: not_on excludes every day of the week, so the schedule would never run",
-        );
-        check_err(
-            &ScheduleConf {
-                catch_up: Some("sometimes".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: invalid catch_up `sometimes`: expected skip, run_once or run_all",
-        );
-        check_err(
-            &ScheduleConf {
-                if_running: Some("wait".to_string()),
-                ..every("5m")
-            },
-            "plugins.echo.schedules[0]: invalid if_running `wait`: expected skip, queue or cancel",
-        );
-    }
-
-    #[test]
-    fn error_origin_falls_back_to_plugin_and_id() {
-        let c = ScheduleConf {
-            id: "nightly".to_string(),
-            origin: String::new(),
-            ..cron("bad")
-        };
-        assert_eq!(
-            compile("echo", &c).unwrap_err().to_string(),
-            "plugins.echo.schedules.nightly: invalid cron expression `bad`: expected 5 fields (minute hour day-of-month month day-of-week), found 1"
-        );
     }
 }

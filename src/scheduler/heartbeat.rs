@@ -1,53 +1,63 @@
 //! The heartbeat: the scheduler thread's logic. On start it reconciles
-//! `schedule_entries` with the config (keeping the stored next run of unchanged
-//! schedules, so restarts neither double-fire nor reset timers) and applies
-//! `catch_up` to runs missed while the daemon was down. Each tick it fires due
+//! `schedule_entries` with the runtime's compiled schedules (keeping the stored
+//! next run of unchanged schedules, so restarts neither double-fire nor reset
+//! timers) and applies `catch_up` to runs missed while the daemon was down.
+//! Each tick it notices steps of the wall clock (see `jump`), fires due
 //! schedules — after `if_running`, the poll guard and the circuit breaker have
 //! had their say — and prunes old history.
 //!
 //! A firing is one transaction: the job row and the entry's new `next_run_at`
 //! land together, so a crash can never fire the same due instant twice.
 
+mod jump;
+
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use crossbeam_channel::{Receiver, Sender, select};
 use rusqlite::{Connection, params};
 use serde_json::json;
 
-use crate::clock::{Clock, format_ts, parse_ts, random_below};
+use crate::clock::{Clock, format_ts, parse_ts, random_below, sub_saturating};
 use crate::dispatch::pool::RunningJobs;
 use crate::runtime::Runtime;
-use crate::scheduler::expr::{self, CatchUp, IfRunning, Schedule, Trigger};
+use crate::scheduler::expr::{CatchUp, IfRunning, Schedule, Trigger};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 use crate::store::{StoreError, breakers, retention, schedules};
 
-/// The most catch-up runs one schedule may enqueue at start (`run_all`).
+/// The most catch-up runs one schedule may enqueue at once (`run_all`).
 pub const CATCH_UP_CAP: usize = 100;
 
 /// What one tick did, for tests and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tick {
-    /// Jobs enqueued: (plugin, schedule id).
+    /// Jobs enqueued, catch-up jobs included: (plugin, schedule id).
     pub fired: Vec<(String, String)>,
     /// Due schedules that did not fire, with why.
     pub skipped: Vec<(String, String, &'static str)>,
     /// Running jobs cancelled by `if_running: cancel`.
     pub cancelled: usize,
+    /// How far the wall clock stepped since the previous tick, beyond the time
+    /// that passed (positive: forward), when it did.
+    pub clock_jump: Option<TimeDelta>,
 }
 
 /// The scheduler's state; owned by its thread.
 pub struct Heartbeat {
     conn: Connection,
     clock: Arc<dyn Clock>,
+    /// When the service started, on the wall clock (moved along with any step).
     started_at: DateTime<Utc>,
     runtime: Arc<Runtime>,
-    schedules: Vec<Schedule>,
     running: Arc<RunningJobs>,
     wake_tx: Sender<()>,
-    last_retention: Option<DateTime<Utc>>,
+    /// Monotonic reading of the last retention pass.
+    last_retention: Option<Duration>,
+    /// Both clock readings when the heartbeat last looked, to tell a stepped
+    /// wall clock from elapsed time.
+    seen: jump::Reading,
 }
 
 impl Heartbeat {
@@ -59,16 +69,16 @@ impl Heartbeat {
         running: Arc<RunningJobs>,
         wake_tx: Sender<()>,
     ) -> Result<Heartbeat, StoreError> {
-        let started_at = clock.now();
+        let seen = jump::Reading::take(clock.as_ref());
         let mut hb = Heartbeat {
             conn,
             clock,
-            started_at,
+            started_at: seen.wall,
             runtime,
-            schedules: Vec::new(),
             running,
             wake_tx,
             last_retention: None,
+            seen,
         };
         hb.sync(true)?;
         Ok(hb)
@@ -76,117 +86,117 @@ impl Heartbeat {
 
     /// Adopts a reloaded runtime: new, changed and removed schedules take effect.
     pub fn reload(&mut self, runtime: Arc<Runtime>) -> Result<(), StoreError> {
+        // A step not yet noticed must be accounted for before new schedules are
+        // armed on the stepped clock, or the next tick would move them again.
+        self.observe_clock(&mut Tick::default())?;
         self.runtime = runtime;
         self.sync(false)
     }
 
     fn sync(&mut self, at_start: bool) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let mut keep = Vec::new();
-        let mut compiled = Vec::new();
+        // At the start, "now" is the start itself, so `after: 0s` is due at once.
+        let now = if at_start {
+            self.started_at
+        } else {
+            self.clock.now()
+        };
         let rt = self.runtime.clone();
-        for plugin in rt.registry.plugins() {
-            for conf in &plugin.conf.schedules {
-                keep.push((plugin.name.clone(), conf.id.clone()));
-                let s = match expr::compile(&plugin.name, conf) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::error!(plugin = plugin.name.as_str(); "schedule paused: {e}");
-                        schedules::upsert(
-                            &self.conn,
-                            &plugin.name,
-                            &conf.id,
-                            &conf.command,
-                            "-",
-                            "paused_invalid",
-                            Some(&e.to_string()),
-                            None,
-                            now,
-                        )?;
-                        continue;
-                    }
-                };
-                let existing = schedules::find(&self.conn, &s.plugin, &s.id)?;
-                match existing {
-                    Some(e) if e.fingerprint == s.fingerprint && e.status != "paused_invalid" => {
-                        let missed = e
-                            .next_run_at
-                            .as_deref()
-                            .and_then(parse_ts)
-                            .filter(|t| *t < now);
-                        if let (true, "active", Some(missed)) =
-                            (at_start, e.status.as_str(), missed)
-                        {
-                            self.catch_up(&s, missed, now)?;
-                        }
-                    }
-                    _ => {
-                        let next = self.next_for(&s, now);
-                        let status = if next.is_none() && s.is_one_shot() {
-                            "exhausted"
-                        } else {
-                            "active"
-                        };
-                        schedules::upsert(
-                            &self.conn,
-                            &s.plugin,
-                            &s.id,
-                            &s.command,
-                            &s.fingerprint,
-                            status,
-                            None,
-                            next,
-                            now,
-                        )?;
-                        log::info!(plugin = s.plugin.as_str(); "schedule `{}` ({}) next run at {}", s.id, s.trigger, next.map(format_ts).unwrap_or_else(|| "never".into()));
+        let mut keep = Vec::new();
+        for s in &rt.schedules {
+            keep.push((s.plugin.clone(), s.id.clone()));
+            // `after` counts from each start of the service, so every start arms it anew.
+            let rearm = at_start && matches!(s.trigger, Trigger::After(_));
+            match schedules::find(&self.conn, &s.plugin, &s.id)? {
+                Some(e) if e.fingerprint == s.fingerprint && !rearm => {
+                    let missed = e
+                        .next_run_at
+                        .as_deref()
+                        .and_then(parse_ts)
+                        .filter(|t| *t < now);
+                    if let (true, "active", Some(missed)) = (at_start, e.status.as_str(), missed) {
+                        let instants = self.missed_while_down(s, missed, now);
+                        self.make_up(s, &instants, now, "while stopped", true)?;
                     }
                 }
-                compiled.push(s);
+                _ => self.arm(s, now)?,
             }
         }
         schedules::retain(&self.conn, &keep)?;
-        self.schedules = compiled;
         Ok(())
     }
 
-    /// Runs missed while the daemon was down, per the schedule's `catch_up`.
-    fn catch_up(
-        &mut self,
+    /// Stores a new or changed schedule with its first due instant.
+    fn arm(&mut self, s: &Schedule, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let next = s
+            .first_due(now, self.started_at)
+            .map(|t| self.jittered(s, t, now));
+        let status = if next.is_none() && s.is_one_shot() {
+            "exhausted"
+        } else {
+            "active"
+        };
+        schedules::upsert(
+            &self.conn,
+            &s.plugin,
+            &s.id,
+            &s.command,
+            &s.fingerprint,
+            status,
+            None,
+            next,
+            now,
+        )?;
+        log::info!(plugin = s.plugin.as_str(); "schedule `{}` ({}) next run at {}", s.id, s.trigger, next.map(format_ts).unwrap_or_else(|| "never".into()));
+        Ok(())
+    }
+
+    /// Due instants missed while the daemon was down, from the stored due time.
+    fn missed_while_down(
+        &self,
         s: &Schedule,
         missed_from: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let missed: Vec<DateTime<Utc>> = match &s.trigger {
+    ) -> Vec<DateTime<Utc>> {
+        match &s.trigger {
             // An interval's missed runs sit on its own grid, starting at the stored due time.
             Trigger::Every(every) => {
-                let step = chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX);
+                let step = TimeDelta::from_std(*every).unwrap_or(TimeDelta::MAX);
                 std::iter::successors(Some(missed_from), |t| t.checked_add_signed(step))
                     .take_while(|t| *t <= now)
                     .filter(|t| s.permits(*t))
                     .take(CATCH_UP_CAP)
                     .collect()
             }
-            // A one-shot missed its single stored instant (an `after` is anchored
-            // to the previous start, which this start no longer knows).
+            // A one-shot missed its single stored instant.
             Trigger::At(_) | Trigger::After(_) => vec![missed_from],
             Trigger::Cron(_) => s.due_between(
-                missed_from - chrono::Duration::microseconds(1),
+                missed_from
+                    .checked_sub_signed(TimeDelta::microseconds(1))
+                    .unwrap_or(missed_from),
                 now,
                 self.started_at,
                 CATCH_UP_CAP,
             ),
+        }
+    }
+
+    /// Enqueues catch-up jobs for `missed` as the schedule's `catch_up` says and,
+    /// with `move_entry`, moves the entry to its next run (or exhausts a
+    /// one-shot), all in one transaction. Returns the jobs enqueued.
+    fn make_up(
+        &mut self,
+        s: &Schedule,
+        missed: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+        cause: &str,
+        move_entry: bool,
+    ) -> Result<usize, StoreError> {
+        let instants: &[DateTime<Utc>] = match s.catch_up {
+            CatchUp::Skip => &[],
+            CatchUp::RunOnce => &missed[..missed.len().min(1)],
+            CatchUp::RunAll => &missed[..missed.len().min(CATCH_UP_CAP)],
         };
-        let next = self.next_for(s, now);
-        let exhausted = s.is_one_shot();
-        let instants: Vec<DateTime<Utc>> = match s.catch_up {
-            CatchUp::Skip => Vec::new(),
-            CatchUp::RunOnce => missed
-                .first()
-                .map(|_| vec![missed_from])
-                .unwrap_or_default(),
-            CatchUp::RunAll => missed.clone(),
-        };
-        log::info!(plugin = s.plugin.as_str(); "schedule `{}` missed {} run(s) while stopped; catch_up: {} enqueues {}", s.id, missed.len(), s.catch_up.as_str(), instants.len());
+        log::info!(plugin = s.plugin.as_str(); "schedule `{}` missed {} run(s) {cause}; catch_up: {} enqueues {}", s.id, missed.len(), s.catch_up.as_str(), instants.len());
         let jobs: Vec<NewJob> = instants
             .iter()
             .map(|at| {
@@ -196,39 +206,45 @@ impl Heartbeat {
                 job
             })
             .collect();
+        let next = self.next_for(s, now, now);
+        let exhausted = s.is_one_shot();
         let default_ttl = self.runtime.config.service.dedupe_ttl;
         let tx = queue::begin(&mut self.conn)?;
+        let mut created = 0;
         for job in &jobs {
-            queue::enqueue_in(&tx, job, default_ttl, now)?;
-        }
-        if instants.is_empty() {
-            if exhausted {
-                schedules::fired(&tx, &s.plugin, &s.id, now, None, true)?;
-            } else {
-                schedules::reschedule(&tx, &s.plugin, &s.id, next, now)?;
+            if let Enqueued::Created(_) = queue::enqueue_in(&tx, job, default_ttl, now)? {
+                created += 1;
             }
-        } else {
-            schedules::fired(
-                &tx,
-                &s.plugin,
-                &s.id,
-                now,
-                if exhausted { None } else { next },
-                exhausted,
-            )?;
+        }
+        if move_entry {
+            if instants.is_empty() && !exhausted {
+                schedules::reschedule(&tx, &s.plugin, &s.id, next, now)?;
+            } else {
+                let next = if exhausted { None } else { next };
+                schedules::fired(&tx, &s.plugin, &s.id, now, next, exhausted)?;
+            }
         }
         tx.commit()
             .map_err(|e| StoreError::sqlite("commit catch-up", e))?;
-        if !instants.is_empty() {
+        if created > 0 {
             let _ = self.wake_tx.try_send(());
         }
-        Ok(())
+        Ok(created)
     }
 
-    /// The next due instant after `now`, jittered.
-    fn next_for(&self, s: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        s.next_after(now, self.started_at)
-            .map(|t| s.jittered(t, random_below).max(now))
+    /// The next due instant after `from` (never before `now`), jittered.
+    fn next_for(
+        &self,
+        s: &Schedule,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        s.next_after(from.max(now), self.started_at)
+            .map(|t| self.jittered(s, t, now))
+    }
+
+    fn jittered(&self, s: &Schedule, t: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        s.jittered(t, random_below).max(now)
     }
 
     fn job_for(&self, s: &Schedule, now: DateTime<Utc>) -> NewJob {
@@ -257,34 +273,32 @@ impl Heartbeat {
 
     /// Fires every due schedule once and prunes history when its cadence comes round.
     pub fn tick(&mut self) -> Result<Tick, StoreError> {
-        let now = self.clock.now();
         let mut report = Tick::default();
-        let due: Vec<Schedule> = self.schedules.clone();
-        for s in &due {
+        self.observe_clock(&mut report)?;
+        let now = self.seen.wall;
+        let rt = self.runtime.clone();
+        for s in &rt.schedules {
             let Some(entry) = schedules::find(&self.conn, &s.plugin, &s.id)? else {
                 continue;
             };
-            let is_due = entry.status == "active"
-                && entry
-                    .next_run_at
-                    .as_deref()
-                    .and_then(parse_ts)
-                    .is_some_and(|t| t <= now);
-            if is_due {
-                self.fire_if_allowed(s, now, &mut report)?;
+            let due = entry
+                .next_run_at
+                .as_deref()
+                .and_then(parse_ts)
+                .filter(|t| entry.status == "active" && *t <= now);
+            if let Some(due) = due {
+                self.fire_if_allowed(s, now, due, &mut report)?;
             }
         }
-        let interval = chrono::Duration::from_std(self.runtime.config.service.tick_interval)
-            .unwrap_or(chrono::Duration::seconds(60));
-        if self.last_retention.is_none_or(|t| now - t >= interval) {
-            self.last_retention = Some(now);
-            let svc = &self.runtime.config.service;
-            let log_cutoff = now
-                - chrono::Duration::from_std(svc.job_log_retention)
-                    .unwrap_or(chrono::Duration::MAX);
-            let queue_cutoff = now
-                - chrono::Duration::from_std(svc.job_queue_retention)
-                    .unwrap_or(chrono::Duration::MAX);
+        let svc = &rt.config.service;
+        let mono = self.seen.monotonic;
+        if self
+            .last_retention
+            .is_none_or(|t| mono.saturating_sub(t) >= svc.tick_interval)
+        {
+            self.last_retention = Some(mono);
+            let log_cutoff = sub_saturating(now, svc.job_log_retention);
+            let queue_cutoff = sub_saturating(now, svc.job_queue_retention);
             let pruned = retention::prune(&self.conn, log_cutoff, queue_cutoff, 10)?;
             if pruned != retention::Pruned::default() {
                 log::info!(
@@ -298,10 +312,14 @@ impl Heartbeat {
         Ok(report)
     }
 
+    /// Fires `s`, due at `due`, unless `if_running`, the poll guard or the
+    /// breaker holds it back. The next run follows both `now` and `due`, so an
+    /// occurrence fired early on a clock stepped back is not fired again.
     fn fire_if_allowed(
         &mut self,
         s: &Schedule,
         now: DateTime<Utc>,
+        due: DateTime<Utc>,
         report: &mut Tick,
     ) -> Result<(), StoreError> {
         let Some(plugin) = self.runtime.registry.get(&s.plugin).cloned() else {
@@ -310,7 +328,7 @@ impl Heartbeat {
         let next = if s.is_one_shot() {
             None
         } else {
-            self.next_for(s, now)
+            self.next_for(s, due, now)
         };
         let mut skip = |this: &mut Heartbeat, why: &'static str| -> Result<(), StoreError> {
             log::info!(plugin = s.plugin.as_str(); "schedule `{}` due but not fired: {why}", s.id);
@@ -433,7 +451,9 @@ pub fn spawn(
                     .ok()
                     .flatten()
                     .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
-                let wait = until_due.map_or(tick, |d| d.min(tick)) + Duration::from_millis(1);
+                let wait = until_due
+                    .map_or(tick, |d| d.min(tick))
+                    .saturating_add(Duration::from_millis(1));
                 select! {
                     recv(stop_rx) -> _ => return,
                     recv(reload_rx) -> msg => {
@@ -450,7 +470,7 @@ pub fn spawn(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Synchronous;
@@ -458,7 +478,7 @@ mod tests {
     use crossbeam_channel::bounded;
 
     /// A config dir with the `ok_basic` fixture plugin and `schedules` YAML.
-    fn setup(tag: &str, schedules: &str) -> (TempDir, std::path::PathBuf) {
+    pub(crate) fn setup(tag: &str, schedules: &str) -> (TempDir, std::path::PathBuf) {
         let tmp = TempDir::new(tag);
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/plugins/ok_basic");
@@ -476,19 +496,31 @@ mod tests {
         (tmp, root)
     }
 
-    fn heartbeat(root: &std::path::Path, clock: Arc<ManualClock>) -> Heartbeat {
-        let rt = Arc::new(Runtime::load(root).unwrap());
+    pub(crate) fn heartbeat(root: &std::path::Path, clock: Arc<ManualClock>) -> Heartbeat {
+        heartbeat_with(root, clock, |_| {})
+    }
+
+    /// [`heartbeat`] on a runtime that `adjust` may change first (to reach
+    /// values the config would refuse).
+    pub(crate) fn heartbeat_with(
+        root: &std::path::Path,
+        clock: Arc<ManualClock>,
+        adjust: impl FnOnce(&mut Runtime),
+    ) -> Heartbeat {
+        let mut rt = Runtime::load(root).unwrap();
+        adjust(&mut rt);
+        let rt = Arc::new(rt);
         assert!(rt.registry.get("ok_basic").is_some(), "{:?}", rt.warnings);
         let conn = crate::store::open(&rt.config.state.path, Synchronous::Normal).unwrap();
         let (wake_tx, _wake_rx) = bounded(1);
         Heartbeat::start(conn, rt, clock, Arc::new(RunningJobs::default()), wake_tx).unwrap()
     }
 
-    fn t(s: &str) -> DateTime<Utc> {
+    pub(crate) fn t(s: &str) -> DateTime<Utc> {
         parse_ts(s).unwrap()
     }
 
-    fn jobs(root: &std::path::Path) -> i64 {
+    pub(crate) fn jobs(root: &std::path::Path) -> i64 {
         let db = root.parent().unwrap().join("d.db");
         let c = Connection::open(db).unwrap();
         c.query_row(
@@ -500,7 +532,7 @@ mod tests {
     }
 
     /// Marks every scheduler job succeeded, as if workers ran them.
-    fn finish_all(root: &std::path::Path) {
+    pub(crate) fn finish_all(root: &std::path::Path) {
         let db = root.parent().unwrap().join("d.db");
         let c = Connection::open(db).unwrap();
         c.execute("UPDATE job_queue SET status = 'succeeded', completed_at = created_at WHERE status IN ('queued','running')", []).unwrap();
@@ -648,8 +680,8 @@ mod tests {
     #[test]
     fn a_one_shot_missed_while_down_fires_once_with_run_once() {
         let (_tmp, root) = setup(
-            "hb-after-catchup",
-            "      - after: 10m\n        catch_up: run_once\n",
+            "hb-at-catchup",
+            "      - at: \"2026-03-01T00:10:00Z\"\n        catch_up: run_once\n",
         );
         let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
         drop(heartbeat(&root, clock.clone()));
@@ -695,6 +727,68 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(entry.status, "exhausted");
+    }
+
+    /// The stored (status, next_run_at) of the fixture plugin's schedule `id`.
+    pub(crate) fn entry(hb: &Heartbeat, id: &str) -> (String, Option<String>) {
+        let e = schedules::find(&hb.conn, "ok_basic", id).unwrap().unwrap();
+        (e.status, e.next_run_at)
+    }
+
+    #[test]
+    fn after_zero_fires_at_once_on_every_start() {
+        let (_tmp, root) = setup("hb-after-zero", "      - after: 0s\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let mut hb = heartbeat(&root, clock.clone());
+        // Without the clock moving at all: due at the start itself.
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        assert_eq!(entry(&hb, "default").0, "exhausted");
+        assert!(hb.tick().unwrap().fired.is_empty(), "once per start");
+        finish_all(&root);
+        drop(hb);
+        // A later start runs it again: `after` counts from each start.
+        clock.set(t("2026-03-01T01:00:00Z"));
+        let mut hb = heartbeat(&root, clock.clone());
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+        assert_eq!(jobs(&root), 2);
+    }
+
+    #[test]
+    fn after_counts_from_this_start_not_the_previous_one() {
+        let (_tmp, root) = setup("hb-after-rearm", "      - after: 10m\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        drop(heartbeat(&root, clock.clone()));
+        // Stopped before it fired; the next start arms it ten minutes on.
+        clock.set(t("2026-03-01T01:00:00Z"));
+        let mut hb = heartbeat(&root, clock.clone());
+        assert_eq!(jobs(&root), 0, "no catch-up for an `after`");
+        assert_eq!(
+            entry(&hb, "default"),
+            (
+                "active".to_string(),
+                Some("2026-03-01T01:10:00.000000Z".to_string())
+            )
+        );
+        clock.set(t("2026-03-01T01:10:00Z"));
+        assert_eq!(hb.tick().unwrap().fired.len(), 1);
+    }
+
+    #[test]
+    fn huge_retention_and_tick_interval_never_panic() {
+        let (_tmp, root) = setup("hb-huge", "      - every: 1m\n");
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let huge = [Duration::MAX, Duration::from_secs(100_000_000 * 86_400)];
+        for retention in huge {
+            let mut hb = heartbeat_with(&root, clock.clone(), |rt| {
+                rt.config.service.job_log_retention = retention;
+                rt.config.service.job_queue_retention = retention;
+                rt.config.service.tick_interval = Duration::MAX;
+            });
+            hb.tick().unwrap();
+            clock.advance(Duration::from_secs(60));
+            assert_eq!(hb.tick().unwrap().fired.len(), 1, "{retention:?}");
+            finish_all(&root);
+        }
     }
 
     #[test]

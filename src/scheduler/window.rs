@@ -10,7 +10,9 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::offset::LocalResult;
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// How many local days ahead [`Gate::first_permitted_from`] looks: a week of
@@ -160,6 +162,13 @@ pub fn parse_timezone(text: &str) -> Result<Tz, String> {
         .map_err(|_| format!("unknown timezone `{}`", text.trim()))
 }
 
+/// The wall-clock reading of `t` in `tz`; None at the ends of the calendar,
+/// where chrono's own conversion (`naive_local`) would panic.
+pub fn wall_time(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+    let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+    t.naive_utc().checked_add_offset(offset)
+}
+
 /// The one DST rule: the instant at which local wall time `local` happens in `tz`.
 ///
 /// A wall time inside a spring-forward gap resolves to the first valid instant
@@ -177,8 +186,7 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
 /// The earliest instant whose wall time in `tz` is at or after `local`, found by
 /// bisection over whole seconds (transitions happen on whole seconds).
 fn gap_end(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
-    let wall =
-        |secs: i64| DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&tz).naive_local());
+    let wall = |secs: i64| DateTime::from_timestamp(secs, 0).and_then(|t| wall_time(tz, t));
     // Zone offsets stay well within ±26 hours, so the wall time at `lo` is
     // before `local` and at `hi` after it.
     let base = local.and_utc().timestamp();
@@ -202,7 +210,11 @@ pub fn jittered(
     jitter: Duration,
     random_below: impl FnOnce(u64) -> u64,
 ) -> DateTime<Utc> {
-    let half = u64::try_from(jitter.as_millis() / 2).unwrap_or(u64::MAX / 4);
+    // Capped so that the span below cannot overflow; a jitter that large moves
+    // `t` off the calendar anyway, and then `t` is kept.
+    let half = u64::try_from(jitter.as_millis() / 2)
+        .unwrap_or(u64::MAX)
+        .min(u64::MAX / 4);
     if half == 0 {
         return t;
     }
@@ -228,7 +240,7 @@ impl Gate<'_> {
     /// The local calendar day `t` belongs to: the day D with
     /// `resolve(D 00:00) <= t < resolve(D+1 00:00)`.
     pub fn local_day(&self, t: DateTime<Utc>) -> Option<NaiveDate> {
-        let d = t.with_timezone(&self.tz).date_naive();
+        let d = wall_time(self.tz, t)?.date();
         if t < resolve_local(self.tz, d.and_time(NaiveTime::MIN))? {
             return d.pred_opt();
         }
@@ -469,6 +481,15 @@ mod tests {
         });
         assert_eq!(asked, 30_001);
         assert_eq!(jittered(t, Duration::ZERO, |_| panic!("not called")), t);
+        // Jitters too large for the calendar never panic; they leave `t` alone.
+        for huge in [Duration::MAX, Duration::from_secs(20_000_000_000_000_000)] {
+            assert_eq!(jittered(t, huge, |_| 0), t, "{huge:?}");
+            assert_eq!(jittered(t, huge, |n| n - 1), t, "{huge:?}");
+        }
+        // One that still fits moves `t` by at most half of it.
+        let vast = Duration::from_secs(100_000_000 * 86_400);
+        let early = jittered(t, vast, |_| 0);
+        assert_eq!(t - early, TimeDelta::days(50_000_000));
         for _ in 0..200 {
             let got = jittered(t, j, crate::clock::random_below);
             assert!((got - t).num_milliseconds().abs() <= 15_000, "{got}");

@@ -13,4 +13,5 @@
 mod daemon;
 mod foundation;
 mod hardening;
+mod scheduler;
 mod support;
