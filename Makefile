@@ -27,9 +27,14 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	./scripts/forbid
 
-## Benchmarks: prints figures; not part of `make test`.
+## Benchmarks: prints figures; not part of `make test`. Ends with the crash
+## storm at full size (STORM_KILLS daemon kills under STORM_CLIENTS one-shot loops).
+STORM_KILLS ?= 60
+STORM_CLIENTS ?= 4
 bench: release
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
+	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
+		$(CARGO) test --test it crash_storm -- --nocapture
 
 release: build
 	@ls -l target/ductile

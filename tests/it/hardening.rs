@@ -661,3 +661,145 @@ fn item_14_new_ledgers_give_space_back() {
     dir.run(&["run", "echo"]).code(0);
     assert_eq!(dir.count("PRAGMA auto_vacuum"), 2, "INCREMENTAL");
 }
+
+// ---------------------------------------------------------------- crash storm
+
+/// A small deterministic generator (xorshift), seeded per run and printed, so
+/// a failing storm can be replayed with `DUCTILE_STORM_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn crash_storm_leaves_every_job_accounted_for() {
+    // Size from the environment: a few kills in CI, many under `make bench`.
+    let kills = env_number("DUCTILE_STORM_KILLS", 5);
+    let clients = env_number("DUCTILE_STORM_CLIENTS", 3);
+    let seed = env_number(
+        "DUCTILE_STORM_SEED",
+        u64::from(std::process::id()) << 16 | 0x9e37,
+    );
+    eprintln!("crash storm: {kills} kills, {clients} clients, seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let dir = TestDir::new("storm");
+    dir.fixture("storm");
+    let out = dir.path.join("out");
+    dir.config(&format!(
+        "service:\n  tick_interval: 1s\n  max_workers: 2\n  shutdown_timeout: 10s\nplugins:\n  storm:\n    max_outstanding_polls: 2\n    schedules:\n      - id: boot\n        after: 0s\n      - id: fast\n        every: 1s\n        if_running: queue\n    config:\n      out: {}\n",
+        out.display()
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            let outcomes = outcomes.clone();
+            let cmd = {
+                let c = dir.command(&["run", "storm"]);
+                (
+                    c.get_program().to_owned(),
+                    c.get_args().map(ToOwned::to_owned).collect::<Vec<_>>(),
+                )
+            };
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut c = std::process::Command::new(&cmd.0);
+                    c.args(&cmd.1)
+                        .env_remove("DUCTILE_CONFIG_DIR")
+                        .env_remove("DUCTILE_LOG");
+                    let done = Background::start(c).finish(Duration::from_secs(120));
+                    outcomes.lock().unwrap().push(done);
+                }
+            })
+        })
+        .collect();
+    let succeeded = || dir.count("SELECT COUNT(*) FROM job_queue WHERE status = 'succeeded'");
+    let mut daemon = dir.start();
+    for _ in 0..kills {
+        let target = succeeded() + 1 + rng.below(6) as i64;
+        dir.wait_until(LONG, "work done before the next kill", || {
+            succeeded() >= target
+        });
+        daemon.crash();
+        daemon = dir.start();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+
+    // Every client got an exit code with a message.
+    let outcomes = outcomes.lock().unwrap();
+    assert!(!outcomes.is_empty());
+    for o in outcomes.iter() {
+        match o.code {
+            0 => assert!(o.stdout.contains(" succeeded (storm poll)"), "{o:#?}"),
+            1 => assert!(
+                o.stderr.contains("error: ")
+                    || o.stdout.contains("note: ")
+                    || o.stdout.contains("error: "),
+                "a failed client says why: {o:#?}"
+            ),
+            _ => panic!("unexpected exit: {o:#?}"),
+        }
+    }
+    // Every job is terminal, or queued with the reason it is waiting.
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status = 'running'"),
+        0
+    );
+    assert_eq!(
+        dir.count("SELECT COUNT(*) FROM job_queue q WHERE status = 'queued' AND NOT EXISTS (SELECT 1 FROM job_transitions t WHERE t.job_id = q.id AND t.to_status = 'queued')"),
+        0
+    );
+    // No job ran twice at the same time.
+    assert!(
+        !out.join("overlap").exists(),
+        "{}",
+        std::fs::read_to_string(out.join("overlap")).unwrap_or_default()
+    );
+    assert_eq!(dir.text("PRAGMA integrity_check").as_deref(), Some("ok"));
+    // No plugin process survives (the test directory checks finished jobs'
+    // processes when it is dropped; here, every process of any job).
+    let left: Vec<i64> = proc_pids_of_jobs(&dir);
+    assert!(left.is_empty(), "leftover plugin processes: {left:?}");
+    eprintln!(
+        "crash storm: {} client runs, {} jobs ({} scheduled), {} recovered orphans",
+        outcomes.len(),
+        dir.count("SELECT COUNT(*) FROM job_queue"),
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE submitted_by = 'scheduler'"),
+        dir.count("SELECT COUNT(*) FROM job_transitions WHERE reason LIKE 'orphaned%'")
+    );
+}
+
+/// Live processes carrying the id of one of this test's jobs.
+fn proc_pids_of_jobs(dir: &TestDir) -> Vec<i64> {
+    let ids: Vec<String> = dir
+        .texts("SELECT id FROM job_queue")
+        .into_iter()
+        .flatten()
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()))
+        .filter(|pid| alive(*pid))
+        .filter(|pid| crate::support::job_of(*pid).is_some_and(|j| ids.contains(&j)))
+        .collect()
+}
