@@ -29,6 +29,15 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The message for a key the schema does not know, with a suggestion when one
+/// known key is a small edit away.
+pub(super) fn unknown_key(key: &str, known: &[&str]) -> String {
+    match crate::suggest::closest(key, known) {
+        Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+        None => format!("unknown key `{key}`"),
+    }
+}
+
 impl ConfigError {
     /// An error not tied to any file (nothing found to load).
     pub(crate) fn general(kind: ErrorKind) -> ConfigError {

@@ -1,7 +1,7 @@
 //! Finding and reading the config tree: root discovery, `include:` resolution,
-//! `environment_vars` files, `${VAR}` interpolation, YAML parsing with merge keys,
-//! and the merge of every file into one document with a record of which file
-//! set which key.
+//! `environment_vars` files, `${VAR}` interpolation, and the merge of every file
+//! into one document with a record of which file set which key. Validation
+//! happens afterwards, on the merged document (see `config::load`).
 //!
 //! Loading is two-phase. Phase one reads each file's raw bytes (hashed before
 //! anything else touches them), parses the un-interpolated text and follows its
@@ -9,19 +9,22 @@
 //! verifiable. Phase two interpolates every file's text with the environment
 //! (process first, then `.env` files), parses it again and merges in load order.
 //!
-//! Owns: file IO for config, include order, cycle detection, merge rules, provenance.
+//! Owns: file IO for config, include order, cycle detection, merge rules.
 //! Must not: interpret sections (validate does) or set process environment variables.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
+use super::error::unknown_key;
 use super::interpolate::{self, Failure, Var};
-use super::{ConfigError, ErrorKind, Finding};
-use super::{Loaded, LoadedFile, validate};
+use super::paths::{normalize, resolve_path};
+use super::provenance::{Provenance, join, key_text};
+use super::yaml::{describe, parse_document};
+use super::{ConfigError, ErrorKind, Finding, LoadedFile};
 
 /// The only file loaded implicitly.
 const ROOT_NAME: &str = "config.yaml";
@@ -79,25 +82,23 @@ fn make_absolute(file: &Path) -> Result<PathBuf, ConfigError> {
         .map_err(|source| ConfigError::in_file(file.to_path_buf(), ErrorKind::Read { source }))
 }
 
-/// Loads the tree rooted at `root_file` with the process environment.
-pub(super) fn load(root_file: &Path) -> Result<Loaded, ConfigError> {
-    load_with_env(root_file, &lookup_process_env)
+/// The whole tree merged into one document, not yet validated.
+pub(super) struct Merged {
+    /// The config directory (the root file's directory).
+    pub(super) dir: PathBuf,
+    /// Every file's document merged in load order, directives removed.
+    pub(super) document: Mapping,
+    /// Which file set each key path.
+    pub(super) provenance: Provenance,
+    /// Every file that contributed, in load order.
+    pub(super) files: Vec<LoadedFile>,
+    /// Findings about the tree itself (files included twice, unknown directives).
+    pub(super) warnings: Vec<Finding>,
 }
 
-fn lookup_process_env(name: &str) -> Var {
-    match std::env::var(name) {
-        Ok(value) => Var::Set(value),
-        Err(std::env::VarError::NotPresent) => Var::Unset,
-        Err(std::env::VarError::NotUnicode(_)) => Var::NotUnicode,
-    }
-}
-
-/// Loads the tree rooted at `root_file`, reading variables through `env` before
-/// falling back to `environment_vars` files.
-pub(super) fn load_with_env(
-    root_file: &Path,
-    env: &dyn Fn(&str) -> Var,
-) -> Result<Loaded, ConfigError> {
+/// Reads and merges the tree rooted at `root_file`, reading variables through
+/// `env` before falling back to `environment_vars` files.
+pub(super) fn read(root_file: &Path, env: &dyn Fn(&str) -> Var) -> Result<Merged, ConfigError> {
     let root = fs::canonicalize(root_file).map_err(|source| {
         let kind = if source.kind() == io::ErrorKind::NotFound {
             ErrorKind::Missing
@@ -124,14 +125,11 @@ pub(super) fn load_with_env(
         found => found,
     };
 
-    let mut provenance = Provenance {
-        files: tree.files.iter().map(|file| file.path.clone()).collect(),
-        by_path: HashMap::new(),
-    };
-    let mut merged = Mapping::new();
+    let mut provenance = Provenance::new(tree.files.iter().map(|file| file.path.clone()).collect());
+    let mut document = Mapping::new();
     for (index, file) in tree.files.iter().enumerate() {
-        let document = file.interpolated(&lookup)?;
-        merge_mapping(&mut merged, document, "", index, &mut provenance);
+        let parsed = file.interpolated(&lookup)?;
+        merge_mapping(&mut document, parsed, "", index, &mut provenance);
     }
 
     let files = tree
@@ -142,10 +140,13 @@ pub(super) fn load_with_env(
             hash: file.hash.clone(),
         })
         .collect();
-    let (config, findings) = validate::build(&merged, &provenance, &dir, files)?;
-    let mut warnings = tree.warnings;
-    warnings.extend(findings);
-    Ok(Loaded { config, warnings })
+    Ok(Merged {
+        dir,
+        document,
+        provenance,
+        files,
+        warnings: tree.warnings,
+    })
 }
 
 /// One config file as read in phase one.
@@ -216,7 +217,7 @@ impl Tree {
                     self.warnings.push(Finding {
                         file: path.to_path_buf(),
                         path: join("environment_vars", &key),
-                        message: validate::unknown_key(&key, ENVIRONMENT_KEYS),
+                        message: unknown_key(&key, ENVIRONMENT_KEYS),
                     });
                 }
             }
@@ -437,133 +438,6 @@ fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-/// Parses one document: YAML with `<<` merge keys applied; an empty file is an
-/// empty mapping.
-fn parse_document(file: &Path, text: &str) -> Result<Mapping, ConfigError> {
-    let mut value: Value = serde_yaml::from_str(text).map_err(|error| yaml_error(file, &error))?;
-    apply_merge_keys(&mut value)
-        .map_err(|message| ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message }))?;
-    match value {
-        Value::Null => Ok(Mapping::new()),
-        Value::Mapping(mapping) => Ok(mapping),
-        other => Err(ConfigError::in_file(
-            file.to_path_buf(),
-            ErrorKind::Invalid {
-                message: format!(
-                    "the top level must be a mapping of keys, found {}",
-                    describe(&other)
-                ),
-            },
-        )),
-    }
-}
-
-fn yaml_error(file: &Path, error: &serde_yaml::Error) -> ConfigError {
-    let message = error.to_string();
-    let Some(location) = error.location() else {
-        return ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message });
-    };
-    // The location goes in front, in the shared format; drop serde_yaml's copy.
-    let suffix = format!(" at line {} column {}", location.line(), location.column());
-    let message = message.replacen(&suffix, "", 1);
-    ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message })
-        .at_line(location.line(), Some(location.column()))
-}
-
-/// Applies YAML `<<` merge keys: explicit keys win, then earlier merge sources.
-///
-/// serde_yaml's `Value::apply_merge` does not resolve a `<<` that arrives inside
-/// a merged anchor (an anchor that itself merges another), so this resolves each
-/// merge source before merging it.
-fn apply_merge_keys(value: &mut Value) -> Result<(), String> {
-    match value {
-        Value::Mapping(mapping) => {
-            if let Some(mut merged) = mapping.remove("<<") {
-                apply_merge_keys(&mut merged)?;
-                let sources = match merged {
-                    Value::Mapping(source) => vec![source],
-                    Value::Sequence(items) => items
-                        .into_iter()
-                        .map(|item| match item {
-                            Value::Mapping(source) => Ok(source),
-                            other => Err(format!(
-                                "`<<` list entries must be mappings, found {}",
-                                describe(&other)
-                            )),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    other => {
-                        return Err(format!(
-                            "`<<` must merge a mapping or a list of mappings, found {}",
-                            describe(&other)
-                        ));
-                    }
-                };
-                for source in sources {
-                    for (key, item) in source {
-                        if !mapping.contains_key(&key) {
-                            mapping.insert(key, item);
-                        }
-                    }
-                }
-            }
-            for item in mapping.values_mut() {
-                apply_merge_keys(item)?;
-            }
-        }
-        Value::Sequence(items) => {
-            for item in items {
-                apply_merge_keys(item)?;
-            }
-        }
-        Value::Tagged(tagged) => apply_merge_keys(&mut tagged.value)?,
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Which file last set each dotted key path, so messages can name it.
-pub(super) struct Provenance {
-    /// Files in load order (index 0 is the root).
-    files: Vec<PathBuf>,
-    /// Dotted path (`plugins.echo.schedules[1]`) → index into `files`.
-    by_path: HashMap<String, usize>,
-}
-
-impl Provenance {
-    /// The file that set `path`, or the nearest enclosing key, or the root file.
-    pub(super) fn file_of(&self, path: &str) -> PathBuf {
-        let mut current = path;
-        loop {
-            if let Some(&index) = self.by_path.get(current) {
-                return self.files[index].clone();
-            }
-            match current.rfind(['.', '[']) {
-                Some(cut) => current = &current[..cut],
-                None => return self.files.first().cloned().unwrap_or_default(),
-            }
-        }
-    }
-
-    /// Records `file` as the setter of `path` and everything below it.
-    fn mark(&mut self, path: &str, value: &Value, file: usize) {
-        self.by_path.insert(path.to_string(), file);
-        match value {
-            Value::Mapping(mapping) => {
-                for (key, item) in mapping {
-                    self.mark(&join(path, &key_text(key)), item, file);
-                }
-            }
-            Value::Sequence(items) => {
-                for (index, item) in items.iter().enumerate() {
-                    self.mark(&format!("{path}[{index}]"), item, file);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Merges a later file's mapping into the accumulated one: keys merge
 /// recursively, lists append, scalars are replaced (so `false` can switch off
 /// an earlier `true`).
@@ -613,143 +487,11 @@ fn merge_value(
     }
 }
 
-/// `prefix.key`, or `key` at the top level.
-pub(super) fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// A mapping key as text (YAML allows numbers and booleans as keys).
-pub(super) fn key_text(key: &Value) -> String {
-    match key {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Null => "null".to_string(),
-        Value::Tagged(tagged) => key_text(&tagged.value),
-        Value::Sequence(_) | Value::Mapping(_) => "?".to_string(),
-    }
-}
-
-/// A value described for messages: scalars quoted as written, collections by kind.
-pub(super) fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "nothing".to_string(),
-        Value::Bool(flag) => format!("`{flag}`"),
-        Value::Number(number) => format!("`{number}`"),
-        Value::String(text) => format!("`{text}`"),
-        Value::Sequence(_) => "a list".to_string(),
-        Value::Mapping(_) => "a mapping".to_string(),
-        Value::Tagged(tagged) => describe(&tagged.value),
-    }
-}
-
-/// Resolves a configured path: `~` expanded, relative paths joined to `base`,
-/// `.` and `..` removed lexically (the path may not exist yet).
-pub(super) fn resolve_path(base: &Path, entry: &str) -> Result<PathBuf, String> {
-    let expanded = if entry == "~" || entry.starts_with("~/") {
-        let home = std::env::var_os("HOME")
-            .filter(|home| !home.is_empty())
-            .ok_or_else(|| format!("cannot expand `~` in `{entry}`: HOME is not set"))?;
-        PathBuf::from(home).join(entry[1..].trim_start_matches('/'))
-    } else {
-        PathBuf::from(entry)
-    };
-    Ok(normalize(&base.join(expanded)))
-}
-
-/// Removes `.` and resolves `..` without touching the filesystem.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// A scratch config directory for tests, removed on drop.
-#[cfg(test)]
-pub(super) struct TempTree {
-    /// Canonical path of the directory.
-    pub(super) dir: PathBuf,
-}
-
-#[cfg(test)]
-impl TempTree {
-    /// Creates a fresh, uniquely named directory.
-    pub(super) fn new() -> TempTree {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "ductile-config-{}-{n}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        TempTree {
-            dir: fs::canonicalize(&dir).unwrap(),
-        }
-    }
-
-    /// Writes `text` to `relative`, creating parent directories.
-    pub(super) fn write(&self, relative: &str, text: &str) -> PathBuf {
-        let path = self.dir.join(relative);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// The absolute path of `relative` inside the tree.
-    pub(super) fn path(&self, relative: &str) -> PathBuf {
-        self.dir.join(relative)
-    }
-
-    /// Loads `config.yaml` with variables from `vars` standing in for the process.
-    pub(super) fn load_with(&self, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        load_with_env(&self.path(ROOT_NAME), &move |name: &str| {
-            vars.get(name)
-                .map_or(Var::Unset, |value| Var::Set(value.clone()))
-        })
-    }
-
-    /// Loads `config.yaml` with no variables set.
-    pub(super) fn load(&self) -> Result<Loaded, ConfigError> {
-        self.load_with(&[])
-    }
-
-    /// The message of the error loading `config.yaml` must fail with.
-    pub(super) fn error(&self, vars: &[(&str, &str)]) -> String {
-        match self.load_with(vars) {
-            Ok(_) => panic!("expected the config to be refused"),
-            Err(error) => error.to_string(),
-        }
-    }
-}
-
-#[cfg(test)]
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::temp_tree::TempTree;
+    use crate::config::{Loaded, load};
 
     fn names(loaded: &Loaded, tree: &TempTree) -> Vec<String> {
         loaded
@@ -1127,25 +869,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn provenance_falls_back_to_the_enclosing_key() {
-        let mut provenance = Provenance {
-            files: vec![PathBuf::from("root.yaml"), PathBuf::from("b.yaml")],
-            by_path: HashMap::new(),
-        };
-        let value: Value = serde_yaml::from_str("{echo: {schedules: [{every: 5m}]}}").unwrap();
-        provenance.mark("plugins", &value, 1);
-        assert_eq!(
-            provenance.file_of("plugins.echo.schedules[0].every"),
-            Path::new("b.yaml")
-        );
-        assert_eq!(
-            provenance.file_of("plugins.echo.schedules[0].cron"),
-            Path::new("b.yaml")
-        );
-        assert_eq!(provenance.file_of("service.name"), Path::new("root.yaml"));
-    }
-
     // ---- interpolation ----
 
     #[test]
@@ -1388,25 +1111,6 @@ plugins:
     }
 
     #[test]
-    fn nested_merge_keys_resolve() {
-        let mut value: Value = serde_yaml::from_str(
-            "base: &base {a: 1}\nmid: &mid {<<: *base, b: 2}\ntop: {<<: [*mid, {c: 3, a: 9}], d: 4}\n",
-        )
-        .unwrap();
-        apply_merge_keys(&mut value).unwrap();
-        let expected: Value = serde_yaml::from_str(
-            "base: {a: 1}\nmid: {a: 1, b: 2}\ntop: {a: 1, b: 2, c: 3, d: 4}\n",
-        )
-        .unwrap();
-        assert_eq!(value, expected);
-        let mut bad: Value = serde_yaml::from_str("a: {<<: 3}").unwrap();
-        assert_eq!(
-            apply_merge_keys(&mut bad).unwrap_err(),
-            "`<<` must merge a mapping or a list of mappings, found `3`"
-        );
-    }
-
-    #[test]
     fn malformed_yaml_reports_line_and_column() {
         let tree = TempTree::new();
         tree.write("config.yaml", "include: [a.yaml]\n");
@@ -1484,18 +1188,6 @@ plugins:
                 "{}: config file does not exist",
                 tree.path("config.yaml").display()
             )
-        );
-    }
-
-    #[test]
-    fn paths_resolve_lexically() {
-        assert_eq!(
-            resolve_path(Path::new("/etc/d"), "./a/../b").unwrap(),
-            Path::new("/etc/d/b")
-        );
-        assert_eq!(
-            resolve_path(Path::new("/etc/d"), "/abs").unwrap(),
-            Path::new("/abs")
         );
     }
 }

@@ -11,7 +11,12 @@ pub mod duration;
 mod error;
 mod interpolate;
 mod load;
+mod paths;
+mod provenance;
+#[cfg(test)]
+mod temp_tree;
 mod validate;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -281,7 +286,34 @@ pub fn resolve_root(explicit: Option<&std::path::Path>) -> Result<PathBuf, Confi
 
 /// Loads, merges, interpolates and validates the tree rooted at `root_file`.
 pub fn load(root_file: &std::path::Path) -> Result<Loaded, ConfigError> {
-    load::load(root_file)
+    load_with_env(root_file, &lookup_process_env)
+}
+
+/// [`load`], reading variables through `env` before falling back to
+/// `environment_vars` files. Reading and merging come first, validation second,
+/// so neither stage knows the other.
+fn load_with_env(
+    root_file: &std::path::Path,
+    env: &dyn Fn(&str) -> interpolate::Var,
+) -> Result<Loaded, ConfigError> {
+    let merged = load::read(root_file, env)?;
+    let (config, findings) = validate::build(
+        &merged.document,
+        &merged.provenance,
+        &merged.dir,
+        merged.files,
+    )?;
+    let mut warnings = merged.warnings;
+    warnings.extend(findings);
+    Ok(Loaded { config, warnings })
+}
+
+fn lookup_process_env(name: &str) -> interpolate::Var {
+    match std::env::var(name) {
+        Ok(value) => interpolate::Var::Set(value),
+        Err(std::env::VarError::NotPresent) => interpolate::Var::Unset,
+        Err(std::env::VarError::NotUnicode(_)) => interpolate::Var::NotUnicode,
+    }
 }
 
 impl Config {

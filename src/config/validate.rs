@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::duration;
-use super::load::{Provenance, describe, join, key_text, resolve_path};
+use super::error::unknown_key;
+use super::paths::resolve_path;
+use super::provenance::{Provenance, join, key_text};
+use super::yaml::describe;
 use super::{Api, Config, LoadedFile, PluginConf, ScheduleConf, Service, State, Synchronous};
 use super::{ConfigError, Finding};
 
@@ -144,15 +147,6 @@ pub(super) fn build(
         extra,
     };
     Ok((config, ctx.warnings))
-}
-
-/// The message for a key the schema does not know, with a suggestion when one
-/// known key is a small edit away.
-pub(super) fn unknown_key(key: &str, known: &[&str]) -> String {
-    match crate::suggest::closest(key, known) {
-        Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
-        None => format!("unknown key `{key}`"),
-    }
 }
 
 /// What validation carries: where keys came from, and the warnings so far.
@@ -775,7 +769,7 @@ fn to_json(ctx: &Ctx, value: &Value, path: &str) -> Result<serde_json::Value, Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load::TempTree;
+    use crate::config::temp_tree::TempTree;
     use crate::config::{Breaker, Loaded, Retry, Synchronous, Timeouts};
     use std::path::PathBuf;
 
