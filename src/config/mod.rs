@@ -7,12 +7,14 @@
 //! the dotted key path and (where YAML gives it) the line and column.
 //! Must not: touch the database or spawn anything.
 
+mod depth;
 pub mod duration;
 mod error;
 mod interpolate;
 mod load;
 mod paths;
 mod provenance;
+mod source;
 #[cfg(test)]
 mod temp_tree;
 mod validate;
@@ -366,6 +368,35 @@ pub enum ErrorKind {
     },
     /// A file is not UTF-8 text.
     NotUtf8,
+    /// A path names a FIFO, device, socket or directory where a file belongs.
+    NotRegularFile,
+    /// A file is larger than the cap for one file.
+    FileTooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// The files of one tree together are larger than the cap for a tree.
+    TreeTooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// Values nest deeper than the parser may go.
+    TooDeep {
+        /// What nests (`values`, or flow collections).
+        what: &'static str,
+        /// The deepest nesting accepted.
+        limit: usize,
+    },
+    /// Aliases or variables expand the documents past the tree's allowance.
+    ExpandsTooFar {
+        /// The most values accepted.
+        values: u64,
+        /// The most bytes of text accepted.
+        text: u64,
+    },
+    /// A file holds U+FDD0 or U+FDD1, noncharacters the loader uses to mark
+    /// `${...}` references while parsing.
+    ReservedCharacter,
     /// A file is not valid YAML.
     Yaml {
         /// The parser's message, without its location (that is in `line`/`column`).

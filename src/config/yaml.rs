@@ -1,34 +1,96 @@
-//! YAML documents: parsing one file's text into a mapping with `<<` merge keys
-//! applied, parser errors placed at their line and column, and values described
-//! for messages.
+//! YAML documents: parsing one file's (reference-marked) text into a mapping
+//! with `<<` merge keys applied, within bounds on nesting and on how far aliases
+//! may expand it; parser errors placed at their line and column; values
+//! described for messages.
+//!
+//! Values are built by our own visitor rather than `serde_yaml::Value`'s, for
+//! two reasons: it counts every value and every byte of text as it is built
+//! (aliases included, each time they are used), so a small file cannot expand
+//! into gigabytes; and it sees where a scalar sat in the text, so a reference
+//! that is a whole unquoted scalar can be told from a quoted one.
 //!
 //! Owns: the parser and what a parsed document may look like at the top level.
 //! Must not: read files or know the config schema.
 
+use std::cell::Cell;
+use std::fmt;
 use std::path::Path;
 
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess};
+use serde::de::{VariantAccess, Visitor};
+use serde_yaml::value::{Tag, TaggedValue};
 use serde_yaml::{Mapping, Value};
 
+use super::depth::{self, FLOW_DEPTH_LIMIT};
+use super::interpolate::{self, REFERENCE_TAG};
 use super::{ConfigError, ErrorKind};
 
-/// Parses one document: YAML with `<<` merge keys applied; an empty file is an
-/// empty mapping.
-pub(super) fn parse_document(file: &Path, text: &str) -> Result<Mapping, ConfigError> {
-    let mut value: Value = serde_yaml::from_str(text).map_err(|error| yaml_error(file, &error))?;
-    apply_merge_keys(&mut value)
-        .map_err(|message| ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message }))?;
+/// The most values the documents of one tree may hold once aliases are expanded.
+pub(super) const VALUE_LIMIT: u64 = 500_000;
+
+/// The most text (bytes of scalars and keys, plus substituted variables) the
+/// documents of one tree may hold once aliases and references are expanded.
+pub(super) const TEXT_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The deepest nesting of values the parser accepts (serde_yaml's own limit).
+const NESTING_LIMIT: usize = 128;
+
+/// What is left of one tree's allowance of values and text.
+pub(super) struct Room {
+    values: Cell<u64>,
+    /// Bytes of text left; interpolation draws on it too.
+    pub(super) text: Cell<u64>,
+    /// Set when a parse stopped because the allowance ran out.
+    exhausted: Cell<bool>,
+}
+
+impl Room {
+    /// The allowance of one tree.
+    pub(super) fn new() -> Room {
+        Room {
+            values: Cell::new(VALUE_LIMIT),
+            text: Cell::new(TEXT_LIMIT),
+            exhausted: Cell::new(false),
+        }
+    }
+}
+
+/// Parses one document from marked `text` (see `interpolate::mark`): YAML with
+/// `<<` merge keys applied; an empty file is an empty mapping.
+pub(super) fn parse_document(file: &Path, text: &str, room: &Room) -> Result<Mapping, ConfigError> {
+    let in_file = |kind| ConfigError::in_file(file.to_path_buf(), kind);
+    depth::check(text).map_err(|at| {
+        in_file(ErrorKind::TooDeep {
+            what: "flow collections (`[...]`, `{...}`)",
+            limit: FLOW_DEPTH_LIMIT,
+        })
+        .at_line(at.line, Some(at.column))
+    })?;
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    let mut value = Node { text, room }
+        .deserialize(deserializer)
+        .map_err(|error| {
+            // serde_yaml has its own cap on alias jumps; either way the
+            // document expands too far.
+            if room.exhausted.get() || error.to_string().starts_with("repetition limit exceeded") {
+                in_file(ErrorKind::ExpandsTooFar {
+                    values: VALUE_LIMIT,
+                    text: TEXT_LIMIT,
+                })
+            } else {
+                yaml_error(file, &error)
+            }
+        })?;
+    apply_merge_keys(&mut value).map_err(|message| in_file(ErrorKind::Yaml { message }))?;
     match value {
         Value::Null => Ok(Mapping::new()),
         Value::Mapping(mapping) => Ok(mapping),
-        other => Err(ConfigError::in_file(
-            file.to_path_buf(),
-            ErrorKind::Invalid {
-                message: format!(
-                    "the top level must be a mapping of keys, found {}",
-                    describe(&other)
-                ),
-            },
-        )),
+        other => Err(in_file(ErrorKind::Invalid {
+            message: format!(
+                "the top level must be a mapping of keys, found {}",
+                describe(&other)
+            ),
+        })),
     }
 }
 
@@ -40,8 +102,191 @@ fn yaml_error(file: &Path, error: &serde_yaml::Error) -> ConfigError {
     // The location goes in front, in the shared format; drop serde_yaml's copy.
     let suffix = format!(" at line {} column {}", location.line(), location.column());
     let message = message.replacen(&suffix, "", 1);
-    ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message })
-        .at_line(location.line(), Some(location.column()))
+    let kind = if message == "recursion limit exceeded" {
+        ErrorKind::TooDeep {
+            what: "values",
+            limit: NESTING_LIMIT,
+        }
+    } else {
+        ErrorKind::Yaml {
+            message: interpolate::unmark(&message),
+        }
+    };
+    ConfigError::in_file(file.to_path_buf(), kind).at_line(location.line(), Some(location.column()))
+}
+
+/// Builds one value (and, through itself, everything below it).
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    /// The text being parsed, to see where a borrowed scalar sat.
+    text: &'a str,
+    room: &'a Room,
+}
+
+impl Node<'_> {
+    /// Takes one value and `bytes` of text from the room.
+    fn charge<E: de::Error>(&self, bytes: usize) -> Result<(), E> {
+        let values = self.room.values.get();
+        let text = self.room.text.get();
+        let bytes = bytes as u64;
+        if values == 0 || bytes > text {
+            self.room.exhausted.set(true);
+            return Err(E::custom("the document expands too far"));
+        }
+        self.room.values.set(values - 1);
+        self.room.text.set(text - bytes);
+        Ok(())
+    }
+
+    /// Whether `scalar`, a slice of the text, was written without quotes.
+    fn is_unquoted(&self, scalar: &str) -> bool {
+        let start = (scalar.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        let Some(before) = self.text.get(..start) else {
+            return false;
+        };
+        !matches!(before.chars().next_back(), Some('\'' | '"'))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, flag: bool) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Bool(flag))
+    }
+
+    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Number(number.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Number(number.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Number(number.into()))
+    }
+
+    /// A scalar the parser could lend from the text: plain or quoted, one line,
+    /// no escapes. Only such a scalar can be a whole unquoted reference.
+    fn visit_borrowed_str<E: de::Error>(self, scalar: &'de str) -> Result<Value, E> {
+        self.charge(scalar.len())?;
+        match interpolate::exact_reference(scalar) {
+            Some(name) if self.is_unquoted(scalar) => Ok(Value::Tagged(Box::new(TaggedValue {
+                tag: Tag::new(REFERENCE_TAG),
+                value: Value::String(name.to_string()),
+            }))),
+            _ => Ok(Value::String(scalar.to_string())),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, scalar: &str) -> Result<Value, E> {
+        self.charge(scalar.len())?;
+        Ok(Value::String(scalar.to_string()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.charge(0)?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.charge(0)?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Sequence(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.charge(0)?;
+        let mut mapping = Mapping::new();
+        while let Some(key) = map.next_key_seed(self)? {
+            if mapping.contains_key(&key) {
+                return Err(de::Error::custom(duplicate_key(&key)));
+            }
+            let value = map.next_value_seed(self)?;
+            mapping.insert(key, value);
+        }
+        Ok(Value::Mapping(mapping))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        self.charge(0)?;
+        let (tag, contents) = data.variant_seed(TagName)?;
+        let value = contents.newtype_variant_seed(self)?;
+        Ok(Value::Tagged(Box::new(TaggedValue { tag, value })))
+    }
+}
+
+/// serde_yaml's wording for a key that appears twice in one mapping.
+fn duplicate_key(key: &Value) -> String {
+    match key {
+        Value::Null => "duplicate entry with null key".to_string(),
+        Value::Bool(flag) => format!("duplicate entry with key `{flag}`"),
+        Value::Number(number) => format!("duplicate entry with key {number}"),
+        Value::String(text) => format!("duplicate entry with key {:?}", interpolate::unmark(text)),
+        Value::Tagged(tagged) if tagged.tag == Tag::new(REFERENCE_TAG) => {
+            format!(
+                "duplicate entry with key \"${{{}}}\"",
+                super::provenance::key_text(&tagged.value)
+            )
+        }
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => {
+            "duplicate entry in YAML map".to_string()
+        }
+    }
+}
+
+/// Reads the tag of a tagged node.
+struct TagName;
+
+impl<'de> DeserializeSeed<'de> for TagName {
+    type Value = Tag;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Tag, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for TagName {
+    type Value = Tag;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a YAML tag string")
+    }
+
+    fn visit_str<E: de::Error>(self, tag: &str) -> Result<Tag, E> {
+        if tag.is_empty() {
+            return Err(E::custom("empty YAML tag is not allowed"));
+        }
+        Ok(Tag::new(tag))
+    }
 }
 
 /// Applies YAML `<<` merge keys: explicit keys win, then earlier merge sources.
