@@ -11,6 +11,7 @@ mod depth;
 pub mod duration;
 mod error;
 mod interpolate;
+mod limits;
 mod load;
 mod paths;
 mod provenance;
@@ -62,7 +63,7 @@ pub struct Service {
     pub name: String,
     /// Scheduler heartbeat (default 60s).
     pub tick_interval: Duration,
-    /// Log filter (default `info`).
+    /// Daemon log level: trace, debug, info, warn or error (default `info`).
     pub log_level: String,
     /// Default dedupe window (default 24h).
     pub dedupe_ttl: Duration,
@@ -80,6 +81,8 @@ pub struct Service {
     pub plugin_env_passthrough: Vec<String>,
     /// How long shutdown waits for in-flight jobs (default 30s).
     pub shutdown_timeout: Duration,
+    /// The most events one plugin response may carry (default 1000, 1..=100000).
+    pub max_response_events: usize,
 }
 
 /// `state:` settings.

@@ -14,6 +14,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration;
 use super::error::unknown_key;
+use super::limits::{self, Counts, Span};
 use super::paths::resolve_path;
 use super::provenance::{KeyPath, Provenance, join, key_text};
 use super::yaml::describe;
@@ -61,6 +62,7 @@ const SERVICE_KEYS: &[&str] = &[
     "allow_symlinks",
     "plugin_env_passthrough",
     "shutdown_timeout",
+    "max_response_events",
     "tcc_paths",
     "preferred_window",
 ];
@@ -102,6 +104,9 @@ const SCHEDULE_KEYS: &[&str] = &[
     "if_running",
     "preferred_window",
 ];
+
+/// `service.log_level` values, most verbose first.
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
 
 /// The schedule kinds, exactly one of which each schedule sets.
 const SCHEDULE_KINDS: &str = "`every`, `cron`, `at` or `after`";
@@ -208,6 +213,7 @@ fn build_service(ctx: &mut Ctx, value: Option<&Value>) -> Result<Service, Config
         allow_symlinks: false,
         plugin_env_passthrough: Vec::new(),
         shutdown_timeout: Duration::from_secs(30),
+        max_response_events: 1000,
     };
     let Some(value) = value else {
         return Ok(service);
@@ -217,28 +223,39 @@ fn build_service(ctx: &mut Ctx, value: Option<&Value>) -> Result<Service, Config
         match key.as_str() {
             "name" => service.name = read_text(ctx, value, &path)?,
             "tick_interval" => {
-                service.tick_interval = read_duration(ctx, value, &path)?;
-                if service.tick_interval.is_zero() {
-                    return Err(ctx.error(&path, "must be greater than 0s"));
-                }
+                service.tick_interval = read_span(ctx, value, &path, limits::TICK_INTERVAL)?;
             }
-            "log_level" => service.log_level = read_text(ctx, value, &path)?,
+            "log_level" => {
+                service.log_level = read_choice(ctx, value, &path, LOG_LEVELS)?;
+            }
             // Accepted for compatibility: core logs are always JSON lines.
             "log_format" => {
                 read_text(ctx, value, &path)?;
             }
-            "dedupe_ttl" => service.dedupe_ttl = read_duration(ctx, value, &path)?,
-            "job_log_retention" => service.job_log_retention = read_duration(ctx, value, &path)?,
-            "job_queue_retention" => {
-                service.job_queue_retention = read_duration(ctx, value, &path)?;
+            "dedupe_ttl" => {
+                service.dedupe_ttl = read_span(ctx, value, &path, limits::DEDUPE_TTL)?;
             }
-            "max_workers" => service.max_workers = read_positive(ctx, value, &path)?,
+            "job_log_retention" => {
+                service.job_log_retention = read_span(ctx, value, &path, limits::RETENTION)?;
+            }
+            "job_queue_retention" => {
+                service.job_queue_retention = read_span(ctx, value, &path, limits::RETENTION)?;
+            }
+            "max_workers" => {
+                service.max_workers = read_in(ctx, value, &path, limits::MAX_WORKERS)?;
+            }
+            "max_response_events" => {
+                service.max_response_events =
+                    read_in(ctx, value, &path, limits::MAX_RESPONSE_EVENTS)?;
+            }
             "strict_mode" => service.strict_mode = read_flag(ctx, value, &path)?,
             "allow_symlinks" => service.allow_symlinks = read_flag(ctx, value, &path)?,
             "plugin_env_passthrough" => {
                 service.plugin_env_passthrough = read_strings(ctx, value, &path)?;
             }
-            "shutdown_timeout" => service.shutdown_timeout = read_duration(ctx, value, &path)?,
+            "shutdown_timeout" => {
+                service.shutdown_timeout = read_span(ctx, value, &path, limits::SHUTDOWN_TIMEOUT)?;
+            }
             // `tcc_paths` (a macOS permission prewarm) and `preferred_window` are
             // accepted so existing configs load, and have no effect here.
             _ => {}
@@ -392,25 +409,25 @@ fn build_plugin(
             }
             "enabled" => conf.enabled = read_flag(ctx, value, &path)?,
             "parallelism" => {
-                let parallelism = read_positive(ctx, value, &path)?;
-                if parallelism > max_workers {
+                let parallelism = read_count(ctx, value, &path)?;
+                if !(1..=max_workers as u64).contains(&parallelism) {
                     return Err(ctx.error(
                         &path,
                         format!(
-                            "must not exceed service.max_workers ({max_workers}), got {parallelism}"
+                            "must be between 1 and service.max_workers ({max_workers}), got {parallelism}"
                         ),
                     ));
                 }
-                conf.parallelism = Some(parallelism);
+                conf.parallelism = Some(narrow(ctx, parallelism, &path)?);
             }
-            "timeout" => plugin_timeout = Some(read_duration(ctx, value, &path)?),
+            "timeout" => plugin_timeout = Some(read_span(ctx, value, &path, limits::TIMEOUT)?),
             "timeouts" => {
                 for (command, value) in expect_mapping(ctx, value, &path)? {
                     let command = key_text(command);
                     if value.is_null() {
                         continue;
                     }
-                    let limit = read_duration(ctx, value, &join(&path, &command))?;
+                    let limit = read_span(ctx, value, &join(&path, &command), limits::TIMEOUT)?;
                     let slot = match command.as_str() {
                         "poll" => &mut conf.timeouts.poll,
                         "handle" => &mut conf.timeouts.handle,
@@ -426,26 +443,32 @@ fn build_plugin(
                 let retry = expect_mapping(ctx, value, &path)?;
                 for (key, path, value) in ctx.entries(retry, &path, RETRY_KEYS) {
                     if key == "max_attempts" {
-                        conf.retry.max_attempts = read_positive(ctx, value, &path)?;
+                        conf.retry.max_attempts = read_in(ctx, value, &path, limits::MAX_ATTEMPTS)?;
                         retry_attempts_set = true;
                     } else {
-                        conf.retry.backoff_base = read_duration(ctx, value, &path)?;
+                        conf.retry.backoff_base =
+                            read_span(ctx, value, &path, limits::BACKOFF_BASE)?;
                     }
                 }
             }
-            "max_attempts" => shorthand_attempts = Some(read_positive(ctx, value, &path)?),
+            "max_attempts" => {
+                shorthand_attempts = Some(read_in(ctx, value, &path, limits::MAX_ATTEMPTS)?);
+            }
             "circuit_breaker" => {
                 let breaker = expect_mapping(ctx, value, &path)?;
                 for (key, path, value) in ctx.entries(breaker, &path, BREAKER_KEYS) {
                     if key == "threshold" {
-                        conf.circuit_breaker.threshold = read_positive(ctx, value, &path)?;
+                        conf.circuit_breaker.threshold =
+                            read_in(ctx, value, &path, limits::BREAKER_THRESHOLD)?;
                     } else {
-                        conf.circuit_breaker.reset_after = read_duration(ctx, value, &path)?;
+                        conf.circuit_breaker.reset_after =
+                            read_span(ctx, value, &path, limits::BREAKER_RESET_AFTER)?;
                     }
                 }
             }
             "max_outstanding_polls" => {
-                conf.max_outstanding_polls = narrow(ctx, read_count(ctx, value, &path)?, &path)?;
+                conf.max_outstanding_polls =
+                    read_in(ctx, value, &path, limits::MAX_OUTSTANDING_POLLS)?;
             }
             "notify_on_complete" => conf.notify_on_complete = read_flag(ctx, value, &path)?,
             "schedules" => conf.schedules = build_schedules(ctx, value, &path)?,
@@ -529,11 +552,15 @@ fn build_schedule(ctx: &mut Ctx, value: &Value, prefix: &str) -> Result<Schedule
                 expect_mapping(ctx, value, &path)?;
                 schedule.payload = to_json(ctx, value, &path)?;
             }
-            "every" => schedule.every = Some(read_text(ctx, value, &path)?),
+            "every" => schedule.every = Some(read_every(ctx, value, &path)?),
             "cron" => schedule.cron = Some(read_text(ctx, value, &path)?),
             "at" => schedule.at = Some(read_text(ctx, value, &path)?),
-            "after" => schedule.after = Some(read_duration_text(ctx, value, &path)?),
-            "jitter" => schedule.jitter = Some(read_duration_text(ctx, value, &path)?),
+            "after" => {
+                schedule.after = Some(read_span_text(ctx, value, &path, limits::AFTER)?);
+            }
+            "jitter" => {
+                schedule.jitter = Some(read_span_text(ctx, value, &path, limits::JITTER)?);
+            }
             "only_between" => schedule.only_between = Some(read_text(ctx, value, &path)?),
             "timezone" => schedule.timezone = Some(read_text(ctx, value, &path)?),
             "not_on" => schedule.not_on = read_weekdays(ctx, value, &path)?,
@@ -669,35 +696,64 @@ fn narrow<T: TryFrom<u64>>(ctx: &Ctx, number: u64, path: &str) -> Result<T, Conf
     T::try_from(number).map_err(|_| ctx.error(path, format!("{number} is too large")))
 }
 
-fn read_positive<T: TryFrom<u64>>(ctx: &Ctx, value: &Value, path: &str) -> Result<T, ConfigError> {
-    let number = read_count(ctx, value, path)?;
-    if number < 1 {
-        return Err(ctx.error(path, "must be at least 1"));
-    }
+/// A count within `range`.
+fn read_in<T: TryFrom<u64>>(
+    ctx: &Ctx,
+    value: &Value,
+    path: &str,
+    range: Counts,
+) -> Result<T, ConfigError> {
+    let number = range
+        .check(read_count(ctx, value, path)?)
+        .map_err(|message| ctx.error(path, message))?;
     narrow(ctx, number, path)
 }
 
-fn read_duration(ctx: &Ctx, value: &Value, path: &str) -> Result<Duration, ConfigError> {
-    let text = match value {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        other => {
-            return Err(ctx.error(
-                path,
-                format!(
-                    "expected a duration such as `30s`, found {}",
-                    describe(other)
-                ),
-            ));
-        }
-    };
-    duration::parse(&text).map_err(|message| ctx.error(path, message))
+/// A duration as written (`30s`, or a bare number of seconds).
+fn duration_text(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigError> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Number(number) => Ok(number.to_string()),
+        other => Err(ctx.error(
+            path,
+            format!(
+                "expected a duration such as `30s`, found {}",
+                describe(other)
+            ),
+        )),
+    }
 }
 
-/// A duration kept as written (the scheduler reads it), checked to parse.
-fn read_duration_text(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigError> {
-    read_duration(ctx, value, path)?;
+/// A duration within `range`.
+fn read_span(ctx: &Ctx, value: &Value, path: &str, range: Span) -> Result<Duration, ConfigError> {
+    let text = duration_text(ctx, value, path)?;
+    let parsed = duration::parse(&text).map_err(|message| ctx.error(path, message))?;
+    range
+        .check(parsed, &text)
+        .map_err(|message| ctx.error(path, message))
+}
+
+/// A duration within `range`, kept as written (the scheduler reads it).
+fn read_span_text(
+    ctx: &Ctx,
+    value: &Value,
+    path: &str,
+    range: Span,
+) -> Result<String, ConfigError> {
+    read_span(ctx, value, path, range)?;
     read_text(ctx, value, path)
+}
+
+/// `every:` as written. Its syntax (`5m`, `hourly`, ...) is the scheduler's to
+/// check; a plain duration is held to its range here, like every other one.
+fn read_every(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigError> {
+    let text = read_text(ctx, value, path)?;
+    if let Ok(interval) = duration::parse(&text) {
+        limits::EVERY
+            .check(interval, &text)
+            .map_err(|message| ctx.error(path, message))?;
+    }
+    Ok(text)
 }
 
 fn read_choice(

@@ -178,6 +178,16 @@ impl<'de> Visitor<'de> for Node<'_> {
         Ok(Value::Number(number.into()))
     }
 
+    /// An integer beyond 64 bits: kept as the nearest float, as JSON would,
+    /// rather than refusing the whole file.
+    fn visit_i128<E: de::Error>(self, number: i128) -> Result<Value, E> {
+        self.visit_f64(number as f64)
+    }
+
+    fn visit_u128<E: de::Error>(self, number: u128) -> Result<Value, E> {
+        self.visit_f64(number as f64)
+    }
+
     fn visit_f64<E: de::Error>(self, number: f64) -> Result<Value, E> {
         self.charge(0)?;
         Ok(Value::Number(number.into()))

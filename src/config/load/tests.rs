@@ -372,7 +372,7 @@ fn provenance_names_the_file_that_set_a_key() {
     assert_eq!(
         tree.error(&[]),
         format!(
-            "{}: service.max_workers: must be at least 1",
+            "{}: service.max_workers: must be between 1 and 256, got 0",
             tree.path("a.yaml").display()
         )
     );

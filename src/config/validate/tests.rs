@@ -396,46 +396,26 @@ fn durations_must_parse() {
     check(
         "service: {tick_interval: 0s}\n",
         "service.tick_interval",
-        "must be greater than 0s",
+        "must be between 100ms and 1h, got 0s",
     );
 }
 
 #[test]
-fn counts_must_be_at_least_one() {
-    check(
-        "service: {max_workers: 0}\n",
-        "service.max_workers",
-        "must be at least 1",
-    );
+fn counts_are_whole_non_negative_numbers() {
     check(
         "service: {max_workers: -2}\n",
         "service.max_workers",
         "expected a non-negative integer, found `-2`",
     );
     check(
-        "plugins: {p: {parallelism: 0}}\n",
-        "plugins.p.parallelism",
-        "must be at least 1",
+        "service: {max_workers: 2.5}\n",
+        "service.max_workers",
+        "expected a non-negative integer, found `2.5`",
     );
     check(
-        "plugins: {p: {retry: {max_attempts: 0}}}\n",
-        "plugins.p.retry.max_attempts",
-        "must be at least 1",
-    );
-    check(
-        "plugins: {p: {max_attempts: 0}}\n",
-        "plugins.p.max_attempts",
-        "must be at least 1",
-    );
-    check(
-        "plugins: {p: {circuit_breaker: {threshold: 0}}}\n",
-        "plugins.p.circuit_breaker.threshold",
-        "must be at least 1",
-    );
-    check(
-        "plugins: {p: {max_outstanding_polls: 99999999999}}\n",
+        "plugins: {p: {max_outstanding_polls: 99999999999999999999}}\n",
         "plugins.p.max_outstanding_polls",
-        "99999999999 is too large",
+        "expected a non-negative integer, found `1e20`",
     );
 }
 
@@ -444,7 +424,7 @@ fn parallelism_is_capped_by_max_workers() {
     check(
         "service: {max_workers: 2}\nplugins: {p: {parallelism: 3}}\n",
         "plugins.p.parallelism",
-        "must not exceed service.max_workers (2), got 3",
+        "must be between 1 and service.max_workers (2), got 3",
     );
 }
 
@@ -638,4 +618,303 @@ fn an_unset_variable_inside_plugin_config_is_an_error() {
         loaded.config.plugin("p").unwrap().config,
         serde_json::json!({"nested": {"key": "s3cret"}})
     );
+}
+
+// ---- ranges ----
+
+/// One numeric or duration key: the config that sets it to `{}`, its bounds
+/// (accepted) and a value beyond each (refused), as written in the YAML.
+struct Bounded {
+    path: &'static str,
+    yaml: &'static str,
+    range: &'static str,
+    lowest: &'static str,
+    highest: &'static str,
+    below: Option<&'static str>,
+    above: &'static str,
+}
+
+const BOUNDED: &[Bounded] = &[
+    Bounded {
+        path: "service.max_workers",
+        yaml: "service: {max_workers: {}}",
+        range: "1 and 256",
+        lowest: "1",
+        highest: "256",
+        below: Some("0"),
+        above: "257",
+    },
+    Bounded {
+        path: "service.max_response_events",
+        yaml: "service: {max_response_events: {}}",
+        range: "1 and 100000",
+        lowest: "1",
+        highest: "100000",
+        below: Some("0"),
+        above: "100001",
+    },
+    Bounded {
+        path: "service.tick_interval",
+        yaml: "service: {tick_interval: {}}",
+        range: "100ms and 1h",
+        lowest: "100ms",
+        highest: "1h",
+        below: Some("99ms"),
+        above: "3601",
+    },
+    Bounded {
+        path: "service.dedupe_ttl",
+        yaml: "service: {dedupe_ttl: {}, job_queue_retention: 3650d}",
+        range: "1s and 365d",
+        lowest: "1s",
+        highest: "365d",
+        below: Some("999ms"),
+        above: "365d1s",
+    },
+    Bounded {
+        path: "service.job_log_retention",
+        yaml: "service: {job_log_retention: {}}",
+        range: "1h and 3650d",
+        lowest: "1h",
+        highest: "3650d",
+        below: Some("59m59s"),
+        above: "315360001",
+    },
+    Bounded {
+        path: "service.job_queue_retention",
+        yaml: "service: {job_queue_retention: {}, dedupe_ttl: 1s}",
+        range: "1h and 3650d",
+        lowest: "3600",
+        highest: "3650d",
+        below: Some("3599"),
+        above: "3651d",
+    },
+    Bounded {
+        path: "service.shutdown_timeout",
+        yaml: "service: {shutdown_timeout: {}}",
+        range: "0s and 1d",
+        lowest: "0s",
+        highest: "24h",
+        below: None,
+        above: "24h1ms",
+    },
+    Bounded {
+        path: "plugins.p.parallelism",
+        yaml: "service: {max_workers: 256}\nplugins: {p: {parallelism: {}}}",
+        range: "1 and service.max_workers (256)",
+        lowest: "1",
+        highest: "256",
+        below: Some("0"),
+        above: "257",
+    },
+    Bounded {
+        path: "plugins.p.timeout",
+        yaml: "plugins: {p: {timeout: {}}}",
+        range: "1s and 1d",
+        lowest: "1s",
+        highest: "1d",
+        below: Some("999ms"),
+        above: "86401",
+    },
+    Bounded {
+        path: "plugins.p.timeouts.poll",
+        yaml: "plugins: {p: {timeouts: {poll: {}}}}",
+        range: "1s and 1d",
+        lowest: "1",
+        highest: "24h",
+        below: Some("0s"),
+        above: "25h",
+    },
+    Bounded {
+        path: "plugins.p.timeouts.handle",
+        yaml: "plugins: {p: {timeouts: {handle: {}}}}",
+        range: "1s and 1d",
+        lowest: "1s",
+        highest: "24h",
+        below: Some("0"),
+        above: "1d1s",
+    },
+    Bounded {
+        path: "plugins.p.timeouts.health",
+        yaml: "plugins: {p: {timeouts: {health: {}}}}",
+        range: "1s and 1d",
+        lowest: "1000ms",
+        highest: "1440m",
+        below: Some("1ns"),
+        above: "1441m",
+    },
+    Bounded {
+        path: "plugins.p.timeouts.init",
+        yaml: "plugins: {p: {timeouts: {init: {}}}}",
+        range: "1s and 1d",
+        lowest: "1s",
+        highest: "24h",
+        below: Some("500ms"),
+        above: "2d",
+    },
+    Bounded {
+        path: "plugins.p.timeouts.deploy",
+        yaml: "plugins: {p: {timeouts: {deploy: {}}}}",
+        range: "1s and 1d",
+        lowest: "1s",
+        highest: "24h",
+        below: Some("0s"),
+        above: "1w",
+    },
+    Bounded {
+        path: "plugins.p.retry.max_attempts",
+        yaml: "plugins: {p: {retry: {max_attempts: {}}}}",
+        range: "1 and 100",
+        lowest: "1",
+        highest: "100",
+        below: Some("0"),
+        above: "101",
+    },
+    Bounded {
+        path: "plugins.p.max_attempts",
+        yaml: "plugins: {p: {max_attempts: {}}}",
+        range: "1 and 100",
+        lowest: "1",
+        highest: "100",
+        below: Some("0"),
+        above: "101",
+    },
+    Bounded {
+        path: "plugins.p.retry.backoff_base",
+        yaml: "plugins: {p: {retry: {backoff_base: {}}}}",
+        range: "100ms and 1d",
+        lowest: "100ms",
+        highest: "24h",
+        below: Some("99ms"),
+        above: "24h1s",
+    },
+    Bounded {
+        path: "plugins.p.circuit_breaker.threshold",
+        yaml: "plugins: {p: {circuit_breaker: {threshold: {}}}}",
+        range: "1 and 1000",
+        lowest: "1",
+        highest: "1000",
+        below: Some("0"),
+        above: "1001",
+    },
+    Bounded {
+        path: "plugins.p.circuit_breaker.reset_after",
+        yaml: "plugins: {p: {circuit_breaker: {reset_after: {}}}}",
+        range: "1s and 30d",
+        lowest: "1s",
+        highest: "30d",
+        below: Some("0s"),
+        above: "31d",
+    },
+    Bounded {
+        path: "plugins.p.max_outstanding_polls",
+        yaml: "plugins: {p: {max_outstanding_polls: {}}}",
+        range: "1 and 1000",
+        lowest: "1",
+        highest: "1000",
+        below: Some("0"),
+        above: "1001",
+    },
+    Bounded {
+        path: "plugins.p.schedules[0].every",
+        yaml: "plugins: {p: {schedules: [{every: {}}]}}",
+        range: "1s and 365d",
+        lowest: "1s",
+        highest: "365d",
+        below: Some("500ms"),
+        above: "366d",
+    },
+    Bounded {
+        path: "plugins.p.schedules[0].after",
+        yaml: "plugins: {p: {schedules: [{after: {}}]}}",
+        range: "0s and 365d",
+        lowest: "0s",
+        highest: "365d",
+        below: None,
+        above: "53w",
+    },
+    Bounded {
+        path: "plugins.p.schedules[0].jitter",
+        yaml: "plugins: {p: {schedules: [{every: 5m, jitter: {}}]}}",
+        range: "0s and 1d",
+        lowest: "0",
+        highest: "1d",
+        below: None,
+        above: "86400001ms",
+    },
+];
+
+#[test]
+fn every_numeric_and_duration_key_is_held_to_its_range() {
+    for key in BOUNDED {
+        let yaml = |value: &str| format!("{}\n", key.yaml.replace("{}", value));
+        for accepted in [key.lowest, key.highest] {
+            let tree = TempTree::new();
+            tree.write("config.yaml", &yaml(accepted));
+            if let Err(error) = tree.load() {
+                panic!("{} = {accepted} was refused: {error}", key.path);
+            }
+        }
+        let mut refused = vec![key.above];
+        refused.extend(key.below);
+        for value in refused {
+            check(
+                &yaml(value),
+                key.path,
+                &format!("must be between {}, got {value}", key.range),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_key_whose_range_starts_at_zero_refuses_negative_values() {
+    for key in BOUNDED.iter().filter(|key| key.below.is_none()) {
+        let yaml = format!("{}\n", key.yaml.replace("{}", "-1s"));
+        check(
+            &yaml,
+            key.path,
+            "invalid duration `-1s`: expected a number before `-1s`",
+        );
+    }
+}
+
+#[test]
+fn bare_integer_durations_are_bounded_too() {
+    check(
+        "service: {job_log_retention: 99999999999999999}\n",
+        "service.job_log_retention",
+        "invalid duration `99999999999999999`: longer than 100 years",
+    );
+    check(
+        "service: {job_log_retention: \"99999999999999999999999\"}\n",
+        "service.job_log_retention",
+        "invalid duration `99999999999999999999999`: longer than 100 years",
+    );
+}
+
+#[test]
+fn log_level_is_one_of_five() {
+    for level in LOG_LEVELS {
+        let (_tree, loaded) = load(&format!("service: {{log_level: {level}}}\n"));
+        assert_eq!(loaded.config.service.log_level, *level);
+    }
+    check(
+        "service: {log_level: verbose}\n",
+        "service.log_level",
+        "invalid log_level `verbose`: expected trace, debug, info, warn or error",
+    );
+    check(
+        "service: {log_level: INFO}\n",
+        "service.log_level",
+        "invalid log_level `INFO`: expected trace, debug, info, warn or error",
+    );
+}
+
+#[test]
+fn max_response_events_defaults_to_1000() {
+    let (_tree, loaded) = load("");
+    assert_eq!(loaded.config.service.max_response_events, 1000);
+    let (_tree, loaded) = load("service: {max_response_events: 50}\n");
+    assert_eq!(loaded.config.service.max_response_events, 50);
 }
