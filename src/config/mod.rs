@@ -45,6 +45,10 @@ pub struct Config {
     /// Sections owned by later capabilities (`routes`, `pipelines`, `webhooks`,
     /// `tokens`, relay files), kept merged but uninterpreted.
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// Keys present whose feature has not landed yet (`api`, `routes`,
+    /// `pipelines`, `webhooks`, `notify_on_complete: true`, ...), each "parsed but
+    /// not yet active". Shown as warnings, but `strict_mode` does not refuse them.
+    pub inactive: Vec<Finding>,
 }
 
 /// One file that contributed to the config.

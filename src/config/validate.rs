@@ -38,6 +38,21 @@ const TOP_KEYS: &[&str] = &[
     "relay",
 ];
 
+/// What a key whose feature has not landed yet is told (see `Config::inactive`).
+const INACTIVE: &str = "parsed but not yet active";
+
+/// Top-level sections that parse but do nothing yet.
+const INACTIVE_SECTIONS: &[&str] = &[
+    "api",
+    "routes",
+    "pipelines",
+    "webhooks",
+    "tokens",
+    "remote_ingress",
+    "instances",
+    "relay",
+];
+
 /// Sections owned by later capabilities: kept merged, not interpreted here.
 const EXTRA_SECTIONS: &[&str] = &[
     "routes",
@@ -121,11 +136,15 @@ pub(super) fn build(
     let mut ctx = Ctx {
         provenance,
         warnings: Vec::new(),
+        inactive: Vec::new(),
     };
-    for key in top.keys() {
+    for (key, value) in top {
         let key = key_text(key);
         if !key.starts_with("x-") && !TOP_KEYS.contains(&key.as_str()) {
             ctx.warn_unknown(&key, &key, TOP_KEYS);
+        }
+        if INACTIVE_SECTIONS.contains(&key.as_str()) && !is_empty(value) {
+            ctx.note_inactive(&key);
         }
     }
 
@@ -150,19 +169,40 @@ pub(super) fn build(
         api,
         plugins,
         extra,
+        inactive: ctx.inactive,
     };
     Ok((config, ctx.warnings))
+}
+
+/// Whether a section asks for nothing: null, or an empty list or mapping.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Sequence(items) => items.is_empty(),
+        Value::Mapping(map) => map.is_empty(),
+        _ => false,
+    }
 }
 
 /// What validation carries: where keys came from, and the warnings so far.
 struct Ctx<'a> {
     provenance: &'a Provenance,
     warnings: Vec<Finding>,
+    /// Keys present whose feature has not landed (see `Config::inactive`).
+    inactive: Vec<Finding>,
 }
 
 impl Ctx<'_> {
     fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::invalid(self.provenance.file_of(path), path, message)
+    }
+
+    fn note_inactive(&mut self, path: &str) {
+        self.inactive.push(Finding {
+            file: self.provenance.file_of(path),
+            path: path.to_string(),
+            message: INACTIVE.to_string(),
+        });
     }
 
     fn warn_unknown(&mut self, path: &str, key: &str, known: &[&str]) {
@@ -256,8 +296,8 @@ fn build_service(ctx: &mut Ctx, value: Option<&Value>) -> Result<Service, Config
             "shutdown_timeout" => {
                 service.shutdown_timeout = read_span(ctx, value, &path, limits::SHUTDOWN_TIMEOUT)?;
             }
-            // `tcc_paths` (a macOS permission prewarm) and `preferred_window` are
-            // accepted so existing configs load, and have no effect here.
+            "preferred_window" => ctx.note_inactive(&path),
+            // `tcc_paths` is a macOS permission prewarm, a no-op elsewhere.
             _ => {}
         }
     }
@@ -470,7 +510,12 @@ fn build_plugin(
                 conf.max_outstanding_polls =
                     read_in(ctx, value, &path, limits::MAX_OUTSTANDING_POLLS)?;
             }
-            "notify_on_complete" => conf.notify_on_complete = read_flag(ctx, value, &path)?,
+            "notify_on_complete" => {
+                conf.notify_on_complete = read_flag(ctx, value, &path)?;
+                if conf.notify_on_complete {
+                    ctx.note_inactive(&path);
+                }
+            }
             "schedules" => conf.schedules = build_schedules(ctx, value, &path)?,
             _ => {
                 expect_mapping(ctx, value, &path)?;
@@ -581,7 +626,7 @@ fn build_schedule(ctx: &mut Ctx, value: &Value, prefix: &str) -> Result<Schedule
                 )?);
             }
             // `preferred_window` is accepted so existing configs load; it is not enforced.
-            _ => {}
+            _ => ctx.note_inactive(&path),
         }
     }
     let kinds: Vec<&str> = [

@@ -303,6 +303,7 @@ mod tests {
             },
             plugins: plugins.into_iter().map(|c| (c.name.clone(), c)).collect(),
             extra: BTreeMap::new(),
+            inactive: Vec::new(),
         }
     }
 

@@ -918,3 +918,49 @@ fn max_response_events_defaults_to_1000() {
     let (_tree, loaded) = load("service: {max_response_events: 50}\n");
     assert_eq!(loaded.config.service.max_response_events, 50);
 }
+
+// ---- keys whose feature has not landed ----
+
+#[test]
+fn keys_that_do_nothing_yet_are_noted_with_file_and_path() {
+    let tree = TempTree::new();
+    tree.write(
+        "config.yaml",
+        "include: [routes.yaml]\nservice: {preferred_window: x}\napi: {enabled: true}\npipelines: []\nwebhooks: [{name: gh}]\nplugins:\n  a: {notify_on_complete: true, schedules: [{every: 5m, preferred_window: x}]}\n  b: {notify_on_complete: false}\n",
+    );
+    tree.write(
+        "routes.yaml",
+        "routes: [{from: a, to: b}]\ntokens: [{name: t}]\n",
+    );
+    let loaded = tree.load().unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let root = tree.path("config.yaml");
+    let routes = tree.path("routes.yaml");
+    let noted: Vec<String> = loaded
+        .config
+        .inactive
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        noted,
+        [
+            format!("{}: api: parsed but not yet active", root.display()),
+            format!("{}: webhooks: parsed but not yet active", root.display()),
+            format!("{}: routes: parsed but not yet active", routes.display()),
+            format!("{}: tokens: parsed but not yet active", routes.display()),
+            format!(
+                "{}: service.preferred_window: parsed but not yet active",
+                root.display()
+            ),
+            format!(
+                "{}: plugins.a.notify_on_complete: parsed but not yet active",
+                root.display()
+            ),
+            format!(
+                "{}: plugins.a.schedules[0].preferred_window: parsed but not yet active",
+                root.display()
+            ),
+        ]
+    );
+}
