@@ -175,4 +175,56 @@ mod tests {
         let backoff = chrono::Duration::from_std(BACKOFF_BASE.max * (1 << 20)).unwrap();
         assert!(now.checked_add_signed(backoff).is_some());
     }
+
+    #[test]
+    fn docs_config_md_lists_the_same_ranges() {
+        let doc = include_str!("../../docs/CONFIG.md");
+        let counts = [
+            ("service.max_workers", MAX_WORKERS),
+            ("service.max_response_events", MAX_RESPONSE_EVENTS),
+            ("plugins.<name>.retry.max_attempts", MAX_ATTEMPTS),
+            (
+                "plugins.<name>.circuit_breaker.threshold",
+                BREAKER_THRESHOLD,
+            ),
+            (
+                "plugins.<name>.max_outstanding_polls",
+                MAX_OUTSTANDING_POLLS,
+            ),
+        ]
+        .map(|(key, range)| (key, format!("{}–{}", range.min, range.max)));
+        let spans = [
+            ("service.tick_interval", TICK_INTERVAL),
+            ("service.dedupe_ttl", DEDUPE_TTL),
+            ("service.job_log_retention", RETENTION),
+            ("service.job_queue_retention", RETENTION),
+            ("service.shutdown_timeout", SHUTDOWN_TIMEOUT),
+            ("plugins.<name>.timeout", TIMEOUT),
+            ("plugins.<name>.timeouts.<command>", TIMEOUT),
+            ("plugins.<name>.retry.backoff_base", BACKOFF_BASE),
+            (
+                "plugins.<name>.circuit_breaker.reset_after",
+                BREAKER_RESET_AFTER,
+            ),
+            ("plugins.<name>.schedules[].every", EVERY),
+            ("plugins.<name>.schedules[].after", AFTER),
+            ("plugins.<name>.schedules[].jitter", JITTER),
+        ]
+        .map(|(key, range)| {
+            let range = format!(
+                "{}–{}",
+                duration::format(range.min),
+                duration::format(range.max)
+            );
+            (key, range)
+        });
+        for (key, range) in counts.iter().chain(spans.iter()) {
+            let row = doc
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("docs/CONFIG.md has no row for {key}"));
+            let cells: Vec<&str> = row.split(" | ").collect();
+            assert_eq!(cells.get(2), Some(&range.as_str()), "{row}");
+        }
+    }
 }
