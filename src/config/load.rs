@@ -63,6 +63,8 @@ fn find_explicit_root(path: &Path) -> Result<PathBuf, ConfigError> {
     };
     if file.is_file() {
         make_absolute(&file)
+    } else if file.exists() {
+        Err(ConfigError::in_file(file, ErrorKind::NotRegularFile))
     } else {
         Err(ConfigError::in_file(file, ErrorKind::Missing))
     }

@@ -138,13 +138,17 @@ impl Node<'_> {
         Ok(())
     }
 
-    /// Whether `scalar`, a slice of the text, was written without quotes.
+    /// Whether `scalar`, a slice of the text, was written without quotes (and
+    /// without a `!!str` tag, which asks for a string as plainly as quotes do).
     fn is_unquoted(&self, scalar: &str) -> bool {
         let start = (scalar.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
         let Some(before) = self.text.get(..start) else {
             return false;
         };
-        !matches!(before.chars().next_back(), Some('\'' | '"'))
+        let tag = before.trim_end_matches([' ', '\t']);
+        !(before.ends_with(['\'', '"'])
+            || tag.ends_with("!!str")
+            || tag.ends_with("!<tag:yaml.org,2002:str>"))
     }
 }
 
@@ -357,9 +361,12 @@ pub(super) fn describe(value: &Value) -> String {
         Value::Null => "nothing".to_string(),
         Value::Bool(flag) => format!("`{flag}`"),
         Value::Number(number) => format!("`{number}`"),
-        Value::String(text) => format!("`{text}`"),
+        Value::String(text) => format!("`{}`", interpolate::unmark(text)),
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),
+        Value::Tagged(tagged) if tagged.tag == Tag::new(REFERENCE_TAG) => {
+            format!("`${{{}}}`", super::provenance::key_text(&tagged.value))
+        }
         Value::Tagged(tagged) => describe(&tagged.value),
     }
 }
