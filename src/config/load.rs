@@ -3,11 +3,12 @@
 //! into one document with a record of which file set which key. Validation
 //! happens afterwards, on the merged document (see `config::load`).
 //!
-//! Loading is two-phase. Phase one reads each file's raw bytes (hashed before
-//! anything else touches them), parses the un-interpolated text and follows its
-//! `include:` and `environment_vars:` entries, so the file tree is static and
-//! verifiable. Phase two interpolates every file's text with the environment
-//! (process first, then `.env` files), parses it again and merges in load order.
+//! Loading is two-phase. Phase one reads each file under the file rules (its
+//! raw bytes hashed before anything else touches them), marks its `${VAR}`
+//! references, parses it once and follows its `include:` and
+//! `environment_vars:` entries, so the file tree is static and verifiable.
+//! Phase two substitutes the references of every parsed document with the
+//! environment (process first, then `.env` files) and merges in load order.
 //!
 //! Owns: file IO for config, include order, cycle detection, merge rules.
 //! Must not: interpret sections (validate does) or set process environment variables.

@@ -2,9 +2,10 @@
 //! validated into an immutable [`Config`]. Nothing downstream re-validates: a
 //! `Config` that exists is a config the daemon can run.
 //!
-//! Owns: directory discovery, include resolution, merge rules, `${VAR}` and `.env`
-//! interpolation, defaults, unknown-key warnings, and errors that name the file,
-//! the dotted key path and (where YAML gives it) the line and column.
+//! Owns: directory discovery, the file rules and bounds on reading, include
+//! resolution, merge rules, `${VAR}` and `.env` interpolation, defaults and
+//! value ranges, unknown-key and not-yet-active findings, and errors that name
+//! the file, the dotted key path and (where YAML gives it) the line and column.
 //! Must not: touch the database or spawn anything.
 
 mod depth;

@@ -95,22 +95,20 @@ pub(super) fn parse_document(file: &Path, text: &str, room: &Room) -> Result<Map
 }
 
 fn yaml_error(file: &Path, error: &serde_yaml::Error) -> ConfigError {
-    let message = error.to_string();
+    let message = interpolate::unmark(&error.to_string());
     let Some(location) = error.location() else {
         return ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message });
     };
     // The location goes in front, in the shared format; drop serde_yaml's copy.
     let suffix = format!(" at line {} column {}", location.line(), location.column());
     let message = message.replacen(&suffix, "", 1);
-    let kind = if message == "recursion limit exceeded" {
+    let kind = if message.ends_with("recursion limit exceeded") {
         ErrorKind::TooDeep {
             what: "values",
             limit: NESTING_LIMIT,
         }
     } else {
-        ErrorKind::Yaml {
-            message: interpolate::unmark(&message),
-        }
+        ErrorKind::Yaml { message }
     };
     ConfigError::in_file(file.to_path_buf(), kind).at_line(location.line(), Some(location.column()))
 }

@@ -262,3 +262,13 @@ fn a_directive_that_is_a_reference_is_named_as_written() {
         )
     );
 }
+
+#[test]
+fn yaml_errors_after_a_reference_keep_their_column() {
+    let tree = TempTree::new();
+    let text = "plugins: {echo: {config: {m: ${LONG_VARIABLE_NAME}, n: ]}}}\n";
+    tree.write("config.yaml", text);
+    let error = tree.load_with(&[("LONG_VARIABLE_NAME", "x")]).unwrap_err();
+    let column = text.find(']').unwrap() + 1;
+    assert_eq!((error.line(), error.column()), (Some(1), Some(column)));
+}
