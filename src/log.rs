@@ -4,7 +4,9 @@
 //! their `--json` results on stdout stay machine-readable.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use log::LevelFilter;
 use log::kv::{Key, Value, VisitSource};
 
 /// Where log lines go.
@@ -16,13 +18,49 @@ pub enum Target {
     Stderr,
 }
 
-/// Installs the JSON logger. The filter comes from `DUCTILE_LOG` (default
-/// `default_level`); `-v` raises the default to `debug`. Safe to call twice (the
-/// second call is ignored).
-pub fn init(target: Target, default_level: &str) {
-    let filter = std::env::var("DUCTILE_LOG").unwrap_or_else(|_| default_level.to_string());
+/// Where the log filter comes from, strongest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// `-v`: debug, whatever else is set.
+    Verbose,
+    /// `DUCTILE_LOG`, an env_logger filter (`debug`, `ductile::dispatch=trace`).
+    Env(String),
+    /// Nothing chose: this level, which `service.log_level` may replace.
+    Default(LevelFilter),
+}
+
+/// Whether the level may still follow `service.log_level` (neither `-v` nor
+/// `DUCTILE_LOG` chose it).
+static FOLLOWS_CONFIG: AtomicBool = AtomicBool::new(false);
+
+/// The filter for this process: `-v` forces debug; else `DUCTILE_LOG` when set
+/// and not empty; else `fallback`.
+pub fn resolve(verbose: bool, env: Option<String>, fallback: LevelFilter) -> Filter {
+    match env.filter(|spec| !spec.trim().is_empty()) {
+        _ if verbose => Filter::Verbose,
+        Some(spec) => Filter::Env(spec),
+        None => Filter::Default(fallback),
+    }
+}
+
+/// Installs the JSON logger with the filter [`resolve`] picks from `verbose`,
+/// `DUCTILE_LOG` and `fallback`. Safe to call twice (the second call is ignored).
+pub fn init(target: Target, verbose: bool, fallback: LevelFilter) {
+    let filter = resolve(verbose, std::env::var("DUCTILE_LOG").ok(), fallback);
     let mut builder = env_logger::Builder::new();
-    builder.parse_filters(&filter);
+    match &filter {
+        Filter::Verbose => {
+            builder.parse_filters("debug");
+        }
+        Filter::Env(spec) => {
+            builder.parse_filters(spec);
+        }
+        // Everything passes the logger's own filter; the global maximum (set
+        // below, and later by `set_level`) decides, so it can change at runtime.
+        Filter::Default(_) => {
+            builder.filter_level(LevelFilter::Trace);
+        }
+    }
     builder.target(match target {
         Target::Stdout => env_logger::Target::Stdout,
         Target::Stderr => env_logger::Target::Stderr,
@@ -31,7 +69,20 @@ pub fn init(target: Target, default_level: &str) {
         let line = render(record);
         buf.write_all(line.as_bytes())
     });
-    let _ = builder.try_init();
+    if builder.try_init().is_ok() {
+        if let Filter::Default(level) = filter {
+            log::set_max_level(level);
+            FOLLOWS_CONFIG.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Applies `service.log_level` (trace, debug, info, warn or error), unless `-v`
+/// or `DUCTILE_LOG` chose the level. The daemon calls it after every load.
+pub fn set_level(level: &str) {
+    if let (true, Ok(level)) = (FOLLOWS_CONFIG.load(Ordering::Relaxed), level.parse()) {
+        log::set_max_level(level);
+    }
 }
 
 /// Renders one record as a JSON line (with the trailing newline).
@@ -132,6 +183,38 @@ mod tests {
                 "message"
             ]
         );
+    }
+
+    #[test]
+    fn verbose_beats_the_environment_which_beats_the_config() {
+        let env = || Some("ductile::dispatch=trace".to_string());
+        assert_eq!(resolve(true, env(), LevelFilter::Info), Filter::Verbose);
+        assert_eq!(
+            resolve(false, env(), LevelFilter::Info),
+            Filter::Env("ductile::dispatch=trace".to_string())
+        );
+        assert_eq!(
+            resolve(false, None, LevelFilter::Info),
+            Filter::Default(LevelFilter::Info)
+        );
+        assert_eq!(
+            resolve(false, Some(" ".to_string()), LevelFilter::Warn),
+            Filter::Default(LevelFilter::Warn),
+            "an empty DUCTILE_LOG is as good as unset"
+        );
+    }
+
+    #[test]
+    fn config_levels_parse_as_log_levels() {
+        for (text, level) in [
+            ("trace", LevelFilter::Trace),
+            ("debug", LevelFilter::Debug),
+            ("info", LevelFilter::Info),
+            ("warn", LevelFilter::Warn),
+            ("error", LevelFilter::Error),
+        ] {
+            assert_eq!(text.parse::<LevelFilter>(), Ok(level));
+        }
     }
 
     #[test]

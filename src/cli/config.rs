@@ -7,7 +7,8 @@ use super::{Args, CliError, output};
 use crate::runtime::Runtime;
 
 /// `ductile config check [--json]`: exit 0 when clean, 78 on errors (and on
-/// warnings under `service.strict_mode`).
+/// warnings under `service.strict_mode`, except "parsed but not yet active",
+/// which the spec's own strict examples would trip).
 pub fn check(args: &Args) -> Result<(), CliError> {
     let root = super::config_root(args)?;
     let rt = match Runtime::load(&root) {
@@ -22,6 +23,12 @@ pub fn check(args: &Args) -> Result<(), CliError> {
     };
     let strict = rt.config.service.strict_mode;
     let ok = !strict || rt.warnings.is_empty();
+    let warnings: Vec<String> = rt
+        .warnings
+        .iter()
+        .cloned()
+        .chain(rt.config.inactive.iter().map(ToString::to_string))
+        .collect();
     if args.json {
         output::json(&json!({
             "ok": ok,
@@ -29,11 +36,11 @@ pub fn check(args: &Args) -> Result<(), CliError> {
             "files": rt.config.files.iter().map(|f| json!({"path": f.path, "hash": f.hash})).collect::<Vec<_>>(),
             "plugins": rt.registry.plugins().map(|p| p.name.clone()).collect::<Vec<_>>(),
             "errors": if ok { Vec::new() } else { vec!["strict_mode: warnings are errors".to_string()] },
-            "warnings": rt.warnings,
+            "warnings": warnings,
         }));
     } else {
         let mut out = String::new();
-        for w in &rt.warnings {
+        for w in &warnings {
             out.push_str(&format!("warning: {w}\n"));
         }
         out.push_str(&format!(
@@ -45,7 +52,7 @@ pub fn check(args: &Args) -> Result<(), CliError> {
             },
             rt.config.files.len(),
             rt.registry.plugins().count(),
-            rt.warnings.len()
+            warnings.len()
         ));
         output::text(&out);
     }

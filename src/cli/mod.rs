@@ -171,7 +171,7 @@ pub const VERBS: &[Verb] = &[
 ];
 
 /// Flags every verb accepts.
-const GLOBAL_FLAGS: &[&str] = &["config", "json", "verbose", "dry-run", "help"];
+const GLOBAL_FLAGS: &[&str] = &["config", "config-dir", "json", "verbose", "dry-run", "help"];
 /// Flags that take a value.
 const VALUE_FLAGS: &[&str] = &["config", "payload", "payload-file", "command"];
 
@@ -207,13 +207,13 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     let result = parse(argv).and_then(|args| {
         // The daemon logs to stdout for journald; verbs keep stdout for results.
         let daemon = args.words.len() >= 2 && args.words[0] == "system" && args.words[1] == "start";
-        let (target, level) = match (daemon, args.verbose) {
-            (true, false) => (crate::log::Target::Stdout, "info"),
-            (true, true) => (crate::log::Target::Stdout, "debug"),
-            (false, false) => (crate::log::Target::Stderr, "warn"),
-            (false, true) => (crate::log::Target::Stderr, "debug"),
+        // The daemon's level follows `service.log_level` once its config is loaded.
+        let (target, level) = if daemon {
+            (crate::log::Target::Stdout, log::LevelFilter::Info)
+        } else {
+            (crate::log::Target::Stderr, log::LevelFilter::Warn)
         };
-        crate::log::init(target, level);
+        crate::log::init(target, args.verbose, level);
         dispatch(args)
     });
     match result {
@@ -238,7 +238,8 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
             Short('v') | Long("verbose") => args.verbose = true,
             Long("json") => args.json = true,
             Long("dry-run") => args.dry_run = true,
-            Long("config") => {
+            // `--config-dir` is how the spec spells it.
+            Long("config" | "config-dir") => {
                 if args.config.is_some() {
                     return Err(CliError::Usage(
                         "`--config` given more than once; give it once".into(),
@@ -426,7 +427,7 @@ pub fn help(prefix: &[&str]) -> String {
         }
     }
     out.push_str(
-        "\nglobal flags:\n  --config <path>   config file or directory (default: $DUCTILE_CONFIG_DIR, ~/.config/ductile, /etc/ductile)\n  --json            machine-readable output\n  -v, --verbose     debug logging on stderr\n  --dry-run         show what a mutation would do, change nothing\n  -h, --help        this help\n\nexit codes: 0 ok, 1 failure, 2 usage error, 78 configuration error\n",
+        "\nglobal flags:\n  --config <path>   config file or directory, also --config-dir (default: $DUCTILE_CONFIG_DIR, ~/.config/ductile, /etc/ductile)\n  --json            machine-readable output\n  -v, --verbose     debug logging on stderr\n  --dry-run         show what a mutation would do, change nothing\n  -h, --help        this help\n\nexit codes: 0 ok, 1 failure, 2 usage error, 78 configuration error\n",
     );
     out
 }
@@ -507,11 +508,21 @@ mod tests {
             err.to_string(),
             "`--payload` given more than once; give it once"
         );
-        let err = parse(argv("run echo --config a --config b")).unwrap_err();
+        let err = parse(argv("run echo --config a --config-dir b")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "`--config` given more than once; give it once"
         );
+    }
+
+    #[test]
+    fn config_dir_is_an_alias_of_config() {
+        let a = parse(argv("config check --config-dir /etc/d")).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("/etc/d")));
+        assert_eq!(a.words, vec!["config", "check"]);
+        let a = parse(argv("--config-dir=/x run echo")).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("/x")));
+        assert!(a.flags.is_empty());
     }
 
     #[test]

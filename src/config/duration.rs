@@ -3,14 +3,22 @@
 
 use std::time::Duration;
 
+/// The longest duration any spelling may denote (100 years). Each key has its
+/// own, narrower range; this one keeps every duration far from overflow.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration such as `90s`, `1h30m` or `30d`.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".to_string());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let too_large = || format!("invalid duration `{text}`: longer than 100 years");
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(secs) if secs <= MAX.as_secs() => Ok(Duration::from_secs(secs)),
+            _ => Err(too_large()),
+        };
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -53,10 +61,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             }
         };
         let secs = number * scale;
-        if !secs.is_finite() || secs > 1e12 {
-            return Err(format!("invalid duration `{text}`: too large"));
+        // Checked before converting: `from_secs_f64` panics on overflow.
+        if !secs.is_finite() || secs > MAX.as_secs_f64() {
+            return Err(too_large());
         }
-        total += Duration::from_secs_f64(secs);
+        total = total
+            .checked_add(Duration::from_secs_f64(secs))
+            .filter(|total| *total <= MAX)
+            .ok_or_else(too_large)?;
     }
     Ok(total)
 }
@@ -113,6 +125,24 @@ mod tests {
             "invalid duration `5x`: unknown unit `x` (use ms, s, m, h, d or w)"
         );
         assert!(parse("").is_err());
+        assert_eq!(
+            parse("36501d").unwrap_err(),
+            "invalid duration `36501d`: longer than 100 years"
+        );
+        assert_eq!(
+            parse("18446744073709551615").unwrap_err(),
+            "invalid duration `18446744073709551615`: longer than 100 years"
+        );
+        assert_eq!(
+            parse("99999999999999999999999").unwrap_err(),
+            "invalid duration `99999999999999999999999`: longer than 100 years"
+        );
+        assert_eq!(
+            parse(&"36000d".repeat(2)).unwrap_err(),
+            "invalid duration `36000d36000d`: longer than 100 years"
+        );
+        assert_eq!(parse("36500d").unwrap(), MAX);
+        assert_eq!(parse("3153600000").unwrap(), MAX);
         assert!(parse("m").is_err());
         assert!(parse("1.2.3s").is_err());
     }

@@ -29,6 +29,15 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The message for a key the schema does not know, with a suggestion when one
+/// known key is a small edit away.
+pub(super) fn unknown_key(key: &str, known: &[&str]) -> String {
+    match crate::suggest::closest(key, known) {
+        Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+        None => format!("unknown key `{key}`"),
+    }
+}
+
 impl ConfigError {
     /// An error not tied to any file (nothing found to load).
     pub(crate) fn general(kind: ErrorKind) -> ConfigError {
@@ -114,6 +123,30 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Missing => f.write_str("config file does not exist"),
             ErrorKind::Read { source } => write!(f, "cannot read file: {source}"),
             ErrorKind::NotUtf8 => f.write_str("file is not valid UTF-8"),
+            ErrorKind::NotRegularFile => f.write_str(
+                "not a regular file; config and .env files must be plain files (not a FIFO, device or socket)",
+            ),
+            ErrorKind::FileTooLarge { limit } => write!(
+                f,
+                "file is larger than {}, the limit for one config file",
+                mebibytes(*limit)
+            ),
+            ErrorKind::TreeTooLarge { limit } => write!(
+                f,
+                "the config files together are larger than {}, the limit for one config tree",
+                mebibytes(*limit)
+            ),
+            ErrorKind::TooDeep { what, limit } => {
+                write!(f, "{what} nest more than {limit} levels deep")
+            }
+            ErrorKind::ExpandsTooFar { values, text } => write!(
+                f,
+                "the config expands to more than {values} values or {} of text (an alias counts each time it is used, a variable each time it is referenced)",
+                mebibytes(*text)
+            ),
+            ErrorKind::ReservedCharacter => f.write_str(
+                "file contains U+FDD0 or U+FDD1, noncharacters reserved for marking `${...}` references",
+            ),
             ErrorKind::Yaml { message } => write!(f, "invalid YAML: {message}"),
             ErrorKind::IncludeCycle { chain } => {
                 write!(f, "include cycle: {}", chain.join(" -> "))
@@ -136,6 +169,11 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Invalid { message } => f.write_str(message),
         }
     }
+}
+
+/// A byte count in whole mebibytes (`4 MiB`), as the caps are set.
+fn mebibytes(bytes: u64) -> String {
+    format!("{} MiB", bytes / (1024 * 1024))
 }
 
 impl fmt::Display for ConfigError {

@@ -1,27 +1,33 @@
 //! Finding and reading the config tree: root discovery, `include:` resolution,
-//! `environment_vars` files, `${VAR}` interpolation, YAML parsing with merge keys,
-//! and the merge of every file into one document with a record of which file
-//! set which key.
+//! `environment_vars` files, `${VAR}` interpolation, and the merge of every file
+//! into one document with a record of which file set which key. Validation
+//! happens afterwards, on the merged document (see `config::load`).
 //!
-//! Loading is two-phase. Phase one reads each file's raw bytes (hashed before
-//! anything else touches them), parses the un-interpolated text and follows its
-//! `include:` and `environment_vars:` entries, so the file tree is static and
-//! verifiable. Phase two interpolates every file's text with the environment
-//! (process first, then `.env` files), parses it again and merges in load order.
+//! Loading is two-phase. Phase one reads each file under the file rules (its
+//! raw bytes hashed before anything else touches them), marks its `${VAR}`
+//! references, parses it once and follows its `include:` and
+//! `environment_vars:` entries, so the file tree is static and verifiable.
+//! Phase two substitutes the references of every parsed document with the
+//! environment (process first, then `.env` files) and merges in load order.
 //!
-//! Owns: file IO for config, include order, cycle detection, merge rules, provenance.
+//! Owns: file IO for config, include order, cycle detection, merge rules.
 //! Must not: interpret sections (validate does) or set process environment variables.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+use serde_yaml::value::Tag;
 use serde_yaml::{Mapping, Value};
 
+use super::error::unknown_key;
 use super::interpolate::{self, Failure, Var};
-use super::{ConfigError, ErrorKind, Finding};
-use super::{Loaded, LoadedFile, validate};
+use super::paths::{normalize, resolve_path};
+use super::provenance::{Mark, Provenance, join, key_text};
+use super::source::{self, Allowance, Text, Unreadable};
+use super::yaml::{Room, TEXT_LIMIT, VALUE_LIMIT, describe, parse_document};
+use super::{ConfigError, ErrorKind, Finding, LoadedFile};
 
 /// The only file loaded implicitly.
 const ROOT_NAME: &str = "config.yaml";
@@ -58,6 +64,8 @@ fn find_explicit_root(path: &Path) -> Result<PathBuf, ConfigError> {
     };
     if file.is_file() {
         make_absolute(&file)
+    } else if file.exists() {
+        Err(ConfigError::in_file(file, ErrorKind::NotRegularFile))
     } else {
         Err(ConfigError::in_file(file, ErrorKind::Missing))
     }
@@ -79,25 +87,23 @@ fn make_absolute(file: &Path) -> Result<PathBuf, ConfigError> {
         .map_err(|source| ConfigError::in_file(file.to_path_buf(), ErrorKind::Read { source }))
 }
 
-/// Loads the tree rooted at `root_file` with the process environment.
-pub(super) fn load(root_file: &Path) -> Result<Loaded, ConfigError> {
-    load_with_env(root_file, &lookup_process_env)
+/// The whole tree merged into one document, not yet validated.
+pub(super) struct Merged {
+    /// The config directory (the root file's directory).
+    pub(super) dir: PathBuf,
+    /// Every file's document merged in load order, directives removed.
+    pub(super) document: Mapping,
+    /// Which file set each key path.
+    pub(super) provenance: Provenance,
+    /// Every file that contributed, in load order.
+    pub(super) files: Vec<LoadedFile>,
+    /// Findings about the tree itself (files included twice, unknown directives).
+    pub(super) warnings: Vec<Finding>,
 }
 
-fn lookup_process_env(name: &str) -> Var {
-    match std::env::var(name) {
-        Ok(value) => Var::Set(value),
-        Err(std::env::VarError::NotPresent) => Var::Unset,
-        Err(std::env::VarError::NotUnicode(_)) => Var::NotUnicode,
-    }
-}
-
-/// Loads the tree rooted at `root_file`, reading variables through `env` before
-/// falling back to `environment_vars` files.
-pub(super) fn load_with_env(
-    root_file: &Path,
-    env: &dyn Fn(&str) -> Var,
-) -> Result<Loaded, ConfigError> {
+/// Reads and merges the tree rooted at `root_file`, reading variables through
+/// `env` before falling back to `environment_vars` files.
+pub(super) fn read(root_file: &Path, env: &dyn Fn(&str) -> Var) -> Result<Merged, ConfigError> {
     let root = fs::canonicalize(root_file).map_err(|source| {
         let kind = if source.kind() == io::ErrorKind::NotFound {
             ErrorKind::Missing
@@ -113,6 +119,8 @@ pub(super) fn load_with_env(
         files: Vec::new(),
         env_files: Vec::new(),
         warnings: Vec::new(),
+        allowance: Allowance::new(),
+        room: Room::new(),
     };
     tree.visit(&root, &mut vec![root.clone()])?;
 
@@ -124,14 +132,11 @@ pub(super) fn load_with_env(
         found => found,
     };
 
-    let mut provenance = Provenance {
-        files: tree.files.iter().map(|file| file.path.clone()).collect(),
-        by_path: HashMap::new(),
-    };
-    let mut merged = Mapping::new();
-    for (index, file) in tree.files.iter().enumerate() {
-        let document = file.interpolated(&lookup)?;
-        merge_mapping(&mut merged, document, "", index, &mut provenance);
+    let mut provenance = Provenance::new(tree.files.iter().map(|file| file.path.clone()).collect());
+    let mut document = Mapping::new();
+    for (index, file) in tree.files.iter_mut().enumerate() {
+        let interpolated = file.interpolated(&lookup, &tree.room)?;
+        merge_mapping(&mut document, interpolated, provenance.root(), index);
     }
 
     let files = tree
@@ -142,10 +147,13 @@ pub(super) fn load_with_env(
             hash: file.hash.clone(),
         })
         .collect();
-    let (config, findings) = validate::build(&merged, &provenance, &dir, files)?;
-    let mut warnings = tree.warnings;
-    warnings.extend(findings);
-    Ok(Loaded { config, warnings })
+    Ok(Merged {
+        dir,
+        document,
+        provenance,
+        files,
+        warnings: tree.warnings,
+    })
 }
 
 /// One config file as read in phase one.
@@ -154,10 +162,11 @@ struct Source {
     path: PathBuf,
     /// `blake3:<hex>` of the raw bytes.
     hash: String,
-    /// The raw text, not yet interpolated.
-    text: String,
-    /// Whether the raw text parsed; if not, its directives could not be read.
-    raw_parsed: bool,
+    /// The text with references marked (see `interpolate::mark`), kept to
+    /// place errors about variables on their line.
+    marked: String,
+    /// The parsed document, references not yet substituted; taken in phase two.
+    document: Mapping,
 }
 
 /// An `environment_vars.include` entry awaiting reading.
@@ -174,35 +183,36 @@ struct Tree {
     files: Vec<Source>,
     env_files: Vec<EnvFile>,
     warnings: Vec<Finding>,
+    /// Bytes the tree's files may still take.
+    allowance: Allowance,
+    /// Values and text the tree's documents may still expand to.
+    room: Room,
 }
 
 impl Tree {
     /// Reads `path` and, depth-first, everything it includes. `stack` holds the
     /// chain of files including `path`, `path` last.
     fn visit(&mut self, path: &Path, stack: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
-        let bytes = fs::read(path).map_err(|source| {
-            ConfigError::in_file(path.to_path_buf(), ErrorKind::Read { source })
-        })?;
-        let hash = format!("blake3:{}", blake3::hash(&bytes).to_hex());
-        let text = String::from_utf8(bytes)
-            .map_err(|_| ConfigError::in_file(path.to_path_buf(), ErrorKind::NotUtf8))?;
-
-        // A file whose raw text does not parse may still parse once interpolated
-        // (`{a: ${X}}` is broken YAML until `${X}` is replaced); phase two reports
-        // the error if it persists, or refuses directives it could not see here.
-        let raw = parse_document(path, &text).ok();
-        self.files.push(Source {
-            path: path.to_path_buf(),
-            hash,
-            text,
-            raw_parsed: raw.is_some(),
-        });
-        let Some(raw) = raw else {
-            return Ok(());
-        };
+        let Text { hash, text } =
+            source::read(path, &mut self.allowance).map_err(|error| match error {
+                Unreadable::NotFound => {
+                    ConfigError::in_file(path.to_path_buf(), ErrorKind::Missing)
+                }
+                Unreadable::Error(error) => error,
+            })?;
+        if text.contains([interpolate::OPEN, interpolate::CLOSE]) {
+            return Err(ConfigError::in_file(
+                path.to_path_buf(),
+                ErrorKind::ReservedCharacter,
+            ));
+        }
+        let marked = interpolate::mark(&text);
+        drop(text);
+        let document = parse_document(path, &marked, &self.room)?;
 
         let base = path.parent().unwrap_or(Path::new("/"));
-        if let Some(env) = raw.get("environment_vars").filter(|v| !v.is_null()) {
+        let mut env_files = Vec::new();
+        if let Some(env) = document.get("environment_vars").filter(|v| !v.is_null()) {
             let Value::Mapping(env) = env else {
                 return Err(ConfigError::invalid(
                     path.to_path_buf(),
@@ -216,14 +226,14 @@ impl Tree {
                     self.warnings.push(Finding {
                         file: path.to_path_buf(),
                         path: join("environment_vars", &key),
-                        message: validate::unknown_key(&key, ENVIRONMENT_KEYS),
+                        message: unknown_key(&key, ENVIRONMENT_KEYS),
                     });
                 }
             }
             if let Some(list) = env.get("include") {
                 for (key_path, entry) in read_path_list(path, list, "environment_vars.include")? {
                     let resolved = resolve_entry(path, base, &key_path, &entry)?;
-                    self.env_files.push(EnvFile {
+                    env_files.push(EnvFile {
                         declared_in: path.to_path_buf(),
                         key_path,
                         entry,
@@ -232,11 +242,19 @@ impl Tree {
                 }
             }
         }
-
-        let Some(list) = raw.get("include") else {
-            return Ok(());
+        let includes = match document.get("include") {
+            Some(list) => read_path_list(path, list, "include")?,
+            None => Vec::new(),
         };
-        for (key_path, entry) in read_path_list(path, list, "include")? {
+        self.env_files.extend(env_files);
+        self.files.push(Source {
+            path: path.to_path_buf(),
+            hash,
+            marked,
+            document,
+        });
+
+        for (key_path, entry) in includes {
             let resolved = resolve_entry(path, base, &key_path, &entry)?;
             let missing = || {
                 ConfigError::at_path(
@@ -287,25 +305,22 @@ impl Tree {
 
     /// Reads every `environment_vars` file in load order; the first definition of
     /// a name wins, as the process environment wins over all of them.
-    fn read_env_files(&self) -> Result<HashMap<String, String>, ConfigError> {
+    fn read_env_files(&mut self) -> Result<HashMap<String, String>, ConfigError> {
         let mut values = HashMap::new();
         for env_file in &self.env_files {
-            let bytes = fs::read(&env_file.path).map_err(|source| {
-                if source.kind() == io::ErrorKind::NotFound {
-                    ConfigError::at_path(
+            let text = source::read(&env_file.path, &mut self.allowance)
+                .map_err(|error| match error {
+                    Unreadable::NotFound => ConfigError::at_path(
                         env_file.declared_in.clone(),
                         &env_file.key_path,
                         ErrorKind::IncludeMissing {
                             entry: env_file.entry.clone(),
                             resolved: env_file.path.clone(),
                         },
-                    )
-                } else {
-                    ConfigError::in_file(env_file.path.clone(), ErrorKind::Read { source })
-                }
-            })?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| ConfigError::in_file(env_file.path.clone(), ErrorKind::NotUtf8))?;
+                    ),
+                    Unreadable::Error(error) => error,
+                })?
+                .text;
             let pairs = interpolate::parse_dotenv(&text).map_err(|error| {
                 ConfigError::in_file(
                     env_file.path.clone(),
@@ -332,36 +347,45 @@ impl Tree {
 }
 
 impl Source {
-    /// Phase two: the interpolated, parsed document without loader directives
-    /// and `x-` anchor holders.
-    fn interpolated(&self, lookup: &dyn Fn(&str) -> Var) -> Result<Mapping, ConfigError> {
-        let text = interpolate::interpolate(&self.text, lookup).map_err(|failure| {
-            let (line, kind) = match failure {
-                Failure::Unset { line, name } => (line, ErrorKind::UnsetVariable { name }),
-                Failure::NotUnicode { line, name } => {
-                    (line, ErrorKind::NonUnicodeVariable { name })
-                }
-            };
-            ConfigError::in_file(self.path.clone(), kind).at_line(line, None)
-        })?;
-        let mut document = parse_document(&self.path, &text)?;
-        if !self.raw_parsed {
-            for directive in ["include", "environment_vars"] {
-                if document.contains_key(directive) {
-                    return Err(ConfigError::invalid(
-                        self.path.clone(),
-                        directive,
-                        "this file must be valid YAML before interpolation to use \
-                         `include` or `environment_vars`; quote `${...}` inside `{}` or `[]`",
-                    ));
-                }
-            }
-        }
+    /// Phase two: the document without loader directives and `x-` anchor
+    /// holders, its references substituted.
+    fn interpolated(
+        &mut self,
+        lookup: &dyn Fn(&str) -> Var,
+        room: &Room,
+    ) -> Result<Mapping, ConfigError> {
+        let mut document = std::mem::take(&mut self.document);
         document.retain(|key, _| {
             let key = key_text(key);
             !(key == "include" || key == "environment_vars" || key.starts_with("x-"))
         });
-        Ok(document)
+        interpolate::interpolate(document, lookup, &room.text).map_err(|failure| {
+            let in_file = |kind| ConfigError::in_file(self.path.clone(), kind);
+            let at_reference =
+                |error: ConfigError, name: &str| match interpolate::locate(&self.marked, name) {
+                    Some(line) => error.at_line(line, None),
+                    None => error,
+                };
+            match failure {
+                Failure::Unset { name } => at_reference(
+                    in_file(ErrorKind::UnsetVariable { name: name.clone() }),
+                    &name,
+                ),
+                Failure::NotUnicode { name } => at_reference(
+                    in_file(ErrorKind::NonUnicodeVariable { name: name.clone() }),
+                    &name,
+                ),
+                Failure::DuplicateKey { path, key } => ConfigError::invalid(
+                    self.path.clone(),
+                    &path,
+                    format!("two keys become `{key}` once variables are substituted"),
+                ),
+                Failure::TooLarge => in_file(ErrorKind::ExpandsTooFar {
+                    values: VALUE_LIMIT,
+                    text: TEXT_LIMIT,
+                }),
+            }
+        })
     }
 }
 
@@ -372,29 +396,45 @@ fn read_path_list(
     value: &Value,
     key: &str,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    match value {
-        Value::Null => Ok(Vec::new()),
-        Value::String(entry) => Ok(vec![(key.to_string(), entry.clone())]),
-        Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| {
-                let key_path = format!("{key}[{index}]");
-                match item {
-                    Value::String(entry) => Ok((key_path, entry.clone())),
-                    other => Err(ConfigError::invalid(
-                        file.to_path_buf(),
-                        &key_path,
-                        format!("expected a file path, found {}", describe(other)),
-                    )),
-                }
-            })
-            .collect(),
-        other => Err(ConfigError::invalid(
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    if let Some(entry) = path_entry(value) {
+        return Ok(vec![(key.to_string(), entry)]);
+    }
+    let Value::Sequence(items) = value else {
+        return Err(ConfigError::invalid(
             file.to_path_buf(),
             key,
-            format!("expected a list of file paths, found {}", describe(other)),
-        )),
+            format!("expected a list of file paths, found {}", describe(value)),
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let key_path = format!("{key}[{index}]");
+            match path_entry(item) {
+                Some(entry) => Ok((key_path, entry)),
+                None => Err(ConfigError::invalid(
+                    file.to_path_buf(),
+                    &key_path,
+                    format!("expected a file path, found {}", describe(item)),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// A file path entry as written (references spelled `${NAME}` again, so they
+/// can be refused by name).
+fn path_entry(value: &Value) -> Option<String> {
+    match value {
+        Value::String(entry) => Some(interpolate::unmark(entry)),
+        Value::Tagged(tagged) if tagged.tag == Tag::new(interpolate::REFERENCE_TAG) => {
+            Some(format!("${{{}}}", key_text(&tagged.value)))
+        }
+        _ => None,
     }
 }
 
@@ -437,169 +477,28 @@ fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-/// Parses one document: YAML with `<<` merge keys applied; an empty file is an
-/// empty mapping.
-fn parse_document(file: &Path, text: &str) -> Result<Mapping, ConfigError> {
-    let mut value: Value = serde_yaml::from_str(text).map_err(|error| yaml_error(file, &error))?;
-    apply_merge_keys(&mut value)
-        .map_err(|message| ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message }))?;
-    match value {
-        Value::Null => Ok(Mapping::new()),
-        Value::Mapping(mapping) => Ok(mapping),
-        other => Err(ConfigError::in_file(
-            file.to_path_buf(),
-            ErrorKind::Invalid {
-                message: format!(
-                    "the top level must be a mapping of keys, found {}",
-                    describe(&other)
-                ),
-            },
-        )),
-    }
-}
-
-fn yaml_error(file: &Path, error: &serde_yaml::Error) -> ConfigError {
-    let message = error.to_string();
-    let Some(location) = error.location() else {
-        return ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message });
-    };
-    // The location goes in front, in the shared format; drop serde_yaml's copy.
-    let suffix = format!(" at line {} column {}", location.line(), location.column());
-    let message = message.replacen(&suffix, "", 1);
-    ConfigError::in_file(file.to_path_buf(), ErrorKind::Yaml { message })
-        .at_line(location.line(), Some(location.column()))
-}
-
-/// Applies YAML `<<` merge keys: explicit keys win, then earlier merge sources.
-///
-/// serde_yaml's `Value::apply_merge` does not resolve a `<<` that arrives inside
-/// a merged anchor (an anchor that itself merges another), so this resolves each
-/// merge source before merging it.
-fn apply_merge_keys(value: &mut Value) -> Result<(), String> {
-    match value {
-        Value::Mapping(mapping) => {
-            if let Some(mut merged) = mapping.remove("<<") {
-                apply_merge_keys(&mut merged)?;
-                let sources = match merged {
-                    Value::Mapping(source) => vec![source],
-                    Value::Sequence(items) => items
-                        .into_iter()
-                        .map(|item| match item {
-                            Value::Mapping(source) => Ok(source),
-                            other => Err(format!(
-                                "`<<` list entries must be mappings, found {}",
-                                describe(&other)
-                            )),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    other => {
-                        return Err(format!(
-                            "`<<` must merge a mapping or a list of mappings, found {}",
-                            describe(&other)
-                        ));
-                    }
-                };
-                for source in sources {
-                    for (key, item) in source {
-                        if !mapping.contains_key(&key) {
-                            mapping.insert(key, item);
-                        }
-                    }
-                }
-            }
-            for item in mapping.values_mut() {
-                apply_merge_keys(item)?;
-            }
-        }
-        Value::Sequence(items) => {
-            for item in items {
-                apply_merge_keys(item)?;
-            }
-        }
-        Value::Tagged(tagged) => apply_merge_keys(&mut tagged.value)?,
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Which file last set each dotted key path, so messages can name it.
-pub(super) struct Provenance {
-    /// Files in load order (index 0 is the root).
-    files: Vec<PathBuf>,
-    /// Dotted path (`plugins.echo.schedules[1]`) → index into `files`.
-    by_path: HashMap<String, usize>,
-}
-
-impl Provenance {
-    /// The file that set `path`, or the nearest enclosing key, or the root file.
-    pub(super) fn file_of(&self, path: &str) -> PathBuf {
-        let mut current = path;
-        loop {
-            if let Some(&index) = self.by_path.get(current) {
-                return self.files[index].clone();
-            }
-            match current.rfind(['.', '[']) {
-                Some(cut) => current = &current[..cut],
-                None => return self.files.first().cloned().unwrap_or_default(),
-            }
-        }
-    }
-
-    /// Records `file` as the setter of `path` and everything below it.
-    fn mark(&mut self, path: &str, value: &Value, file: usize) {
-        self.by_path.insert(path.to_string(), file);
-        match value {
-            Value::Mapping(mapping) => {
-                for (key, item) in mapping {
-                    self.mark(&join(path, &key_text(key)), item, file);
-                }
-            }
-            Value::Sequence(items) => {
-                for (index, item) in items.iter().enumerate() {
-                    self.mark(&format!("{path}[{index}]"), item, file);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Merges a later file's mapping into the accumulated one: keys merge
 /// recursively, lists append, scalars are replaced (so `false` can switch off
-/// an earlier `true`).
-fn merge_mapping(
-    into: &mut Mapping,
-    from: Mapping,
-    path: &str,
-    file: usize,
-    provenance: &mut Provenance,
-) {
+/// an earlier `true`). `marks` records which file set what.
+fn merge_mapping(into: &mut Mapping, from: Mapping, marks: &mut Mark, file: usize) {
     for (key, value) in from {
-        let child = join(path, &key_text(&key));
+        let mark = marks.key(&key_text(&key));
         match into.get_mut(&key) {
-            Some(existing) => merge_value(existing, value, &child, file, provenance),
+            Some(existing) => merge_value(existing, value, mark, file),
             None => {
-                provenance.mark(&child, &value, file);
+                mark.set(file);
                 into.insert(key, value);
             }
         }
     }
 }
 
-fn merge_value(
-    into: &mut Value,
-    from: Value,
-    path: &str,
-    file: usize,
-    provenance: &mut Provenance,
-) {
+fn merge_value(into: &mut Value, from: Value, marks: &mut Mark, file: usize) {
     match (into, from) {
-        (Value::Mapping(into), Value::Mapping(from)) => {
-            merge_mapping(into, from, path, file, provenance);
-        }
+        (Value::Mapping(into), Value::Mapping(from)) => merge_mapping(into, from, marks, file),
         (Value::Sequence(into), Value::Sequence(from)) => {
             for item in from {
-                provenance.mark(&format!("{path}[{}]", into.len()), &item, file);
+                marks.item(into.len()).set(file);
                 into.push(item);
             }
         }
@@ -607,889 +506,11 @@ fn merge_value(
         // file must not wipe what earlier files declared.
         (Value::Mapping(_) | Value::Sequence(_), Value::Null) => {}
         (into, from) => {
-            provenance.mark(path, &from, file);
+            marks.set(file);
             *into = from;
         }
     }
 }
 
-/// `prefix.key`, or `key` at the top level.
-pub(super) fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// A mapping key as text (YAML allows numbers and booleans as keys).
-pub(super) fn key_text(key: &Value) -> String {
-    match key {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Null => "null".to_string(),
-        Value::Tagged(tagged) => key_text(&tagged.value),
-        Value::Sequence(_) | Value::Mapping(_) => "?".to_string(),
-    }
-}
-
-/// A value described for messages: scalars quoted as written, collections by kind.
-pub(super) fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "nothing".to_string(),
-        Value::Bool(flag) => format!("`{flag}`"),
-        Value::Number(number) => format!("`{number}`"),
-        Value::String(text) => format!("`{text}`"),
-        Value::Sequence(_) => "a list".to_string(),
-        Value::Mapping(_) => "a mapping".to_string(),
-        Value::Tagged(tagged) => describe(&tagged.value),
-    }
-}
-
-/// Resolves a configured path: `~` expanded, relative paths joined to `base`,
-/// `.` and `..` removed lexically (the path may not exist yet).
-pub(super) fn resolve_path(base: &Path, entry: &str) -> Result<PathBuf, String> {
-    let expanded = if entry == "~" || entry.starts_with("~/") {
-        let home = std::env::var_os("HOME")
-            .filter(|home| !home.is_empty())
-            .ok_or_else(|| format!("cannot expand `~` in `{entry}`: HOME is not set"))?;
-        PathBuf::from(home).join(entry[1..].trim_start_matches('/'))
-    } else {
-        PathBuf::from(entry)
-    };
-    Ok(normalize(&base.join(expanded)))
-}
-
-/// Removes `.` and resolves `..` without touching the filesystem.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// A scratch config directory for tests, removed on drop.
 #[cfg(test)]
-pub(super) struct TempTree {
-    /// Canonical path of the directory.
-    pub(super) dir: PathBuf,
-}
-
-#[cfg(test)]
-impl TempTree {
-    /// Creates a fresh, uniquely named directory.
-    pub(super) fn new() -> TempTree {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "ductile-config-{}-{n}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        TempTree {
-            dir: fs::canonicalize(&dir).unwrap(),
-        }
-    }
-
-    /// Writes `text` to `relative`, creating parent directories.
-    pub(super) fn write(&self, relative: &str, text: &str) -> PathBuf {
-        let path = self.dir.join(relative);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// The absolute path of `relative` inside the tree.
-    pub(super) fn path(&self, relative: &str) -> PathBuf {
-        self.dir.join(relative)
-    }
-
-    /// Loads `config.yaml` with variables from `vars` standing in for the process.
-    pub(super) fn load_with(&self, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        load_with_env(&self.path(ROOT_NAME), &move |name: &str| {
-            vars.get(name)
-                .map_or(Var::Unset, |value| Var::Set(value.clone()))
-        })
-    }
-
-    /// Loads `config.yaml` with no variables set.
-    pub(super) fn load(&self) -> Result<Loaded, ConfigError> {
-        self.load_with(&[])
-    }
-
-    /// The message of the error loading `config.yaml` must fail with.
-    pub(super) fn error(&self, vars: &[(&str, &str)]) -> String {
-        match self.load_with(vars) {
-            Ok(_) => panic!("expected the config to be refused"),
-            Err(error) => error.to_string(),
-        }
-    }
-}
-
-#[cfg(test)]
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(loaded: &Loaded, tree: &TempTree) -> Vec<String> {
-        loaded
-            .config
-            .files
-            .iter()
-            .map(|f| {
-                f.path
-                    .strip_prefix(&tree.dir)
-                    .unwrap()
-                    .display()
-                    .to_string()
-            })
-            .collect()
-    }
-
-    fn echo_message(loaded: &Loaded) -> &serde_json::Value {
-        &loaded.config.plugin("echo").unwrap().config["message"]
-    }
-
-    // ---- discovery ----
-
-    #[test]
-    fn resolves_an_explicit_directory_or_file() {
-        let tree = TempTree::new();
-        let root = tree.write("config.yaml", "");
-        tree.write("other.yaml", "");
-        assert_eq!(discover(Some(&tree.dir)).unwrap(), root);
-        assert_eq!(
-            discover(Some(&tree.path("other.yaml"))).unwrap(),
-            tree.path("other.yaml")
-        );
-    }
-
-    #[test]
-    fn refuses_an_explicit_path_without_config() {
-        let tree = TempTree::new();
-        fs::create_dir_all(tree.path("empty")).unwrap();
-        assert_eq!(
-            discover(Some(&tree.path("empty"))).unwrap_err().to_string(),
-            format!(
-                "{}: config file does not exist",
-                tree.path("empty/config.yaml").display()
-            )
-        );
-        assert_eq!(
-            discover(Some(&tree.path("nope.yaml")))
-                .unwrap_err()
-                .to_string(),
-            format!(
-                "{}: config file does not exist",
-                tree.path("nope.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn searches_default_directories_in_order() {
-        let tree = TempTree::new();
-        tree.write("b/config.yaml", "");
-        tree.write("c/config.yaml", "");
-        fs::create_dir_all(tree.path("a")).unwrap();
-        let dirs = [tree.path("a"), tree.path("b"), tree.path("c")];
-        assert_eq!(find_first_root(&dirs).unwrap(), tree.path("b/config.yaml"));
-        let error = find_first_root(&dirs[..1]).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "no config.yaml found (searched {})",
-                tree.path("a/config.yaml").display()
-            )
-        );
-        assert_eq!(error.exit_code(), 78);
-    }
-
-    #[test]
-    fn default_dirs_end_with_etc() {
-        let dirs = list_default_dirs();
-        assert_eq!(dirs.last().unwrap(), Path::new("/etc/ductile"));
-    }
-
-    // ---- includes ----
-
-    #[test]
-    fn loads_root_then_includes_depth_first() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [a.yaml, b.yaml]\n");
-        tree.write("a.yaml", "include: [sub/c.yaml]\n");
-        tree.write("sub/c.yaml", "include: [d.yaml]\n");
-        tree.write("sub/d.yaml", "");
-        tree.write("b.yaml", "");
-        let loaded = tree.load().unwrap();
-        assert_eq!(
-            names(&loaded, &tree),
-            [
-                "config.yaml",
-                "a.yaml",
-                "sub/c.yaml",
-                "sub/d.yaml",
-                "b.yaml"
-            ]
-        );
-    }
-
-    #[test]
-    fn include_paths_are_relative_to_the_including_file() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: conf/plugins.yaml\n");
-        tree.write("conf/plugins.yaml", "include: [../shared/more.yaml]\n");
-        tree.write("shared/more.yaml", "plugins: {echo: {}}\n");
-        let loaded = tree.load().unwrap();
-        assert_eq!(
-            names(&loaded, &tree),
-            ["config.yaml", "conf/plugins.yaml", "shared/more.yaml"]
-        );
-        assert!(loaded.config.plugin("echo").is_some());
-    }
-
-    #[test]
-    fn include_directories_load_yaml_files_alphabetically() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [conf.d]\n");
-        tree.write("conf.d/b.yaml", "");
-        tree.write("conf.d/a.yaml", "");
-        tree.write("conf.d/c.yml", "");
-        tree.write("conf.d/.hidden.yaml", "");
-        tree.write("conf.d/notes.txt", "");
-        tree.write("conf.d/nested/z.yaml", "");
-        let loaded = tree.load().unwrap();
-        assert_eq!(
-            names(&loaded, &tree),
-            ["config.yaml", "conf.d/a.yaml", "conf.d/b.yaml"]
-        );
-    }
-
-    #[test]
-    fn include_expands_home() {
-        let tree = TempTree::new();
-        let home = std::env::var("HOME").unwrap_or_default();
-        let Ok(relative) = tree.dir.strip_prefix(&home) else {
-            // The temp dir is outside HOME here; expansion itself is checked below.
-            assert_eq!(
-                resolve_path(Path::new("/x"), "~/a").unwrap(),
-                Path::new(&home).join("a")
-            );
-            return;
-        };
-        tree.write(
-            "config.yaml",
-            &format!("include: [\"~/{}/x.yaml\"]\n", relative.display()),
-        );
-        tree.write("x.yaml", "");
-        assert_eq!(
-            names(&tree.load().unwrap(), &tree),
-            ["config.yaml", "x.yaml"]
-        );
-    }
-
-    #[test]
-    fn include_cycles_are_refused_with_the_chain() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [a.yaml]\n");
-        tree.write("a.yaml", "include: [b.yaml]\n");
-        tree.write("b.yaml", "include: [a.yaml]\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: include[0]: include cycle: a.yaml -> b.yaml -> a.yaml",
-                tree.path("b.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn including_the_root_is_a_cycle() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [.]\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: include[0]: include cycle: config.yaml -> config.yaml",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn a_file_included_twice_loads_once_with_a_warning() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [a.yaml, b.yaml]\n");
-        tree.write("a.yaml", "include: [common.yaml]\n");
-        tree.write("b.yaml", "include: [common.yaml]\n");
-        tree.write("common.yaml", "plugin_roots: [/p]\n");
-        let loaded = tree.load().unwrap();
-        assert_eq!(
-            names(&loaded, &tree),
-            ["config.yaml", "a.yaml", "common.yaml", "b.yaml"]
-        );
-        assert_eq!(loaded.config.plugin_roots, [PathBuf::from("/p")]);
-        assert_eq!(
-            loaded.warnings[0].to_string(),
-            format!(
-                "{}: include[0]: `common.yaml` is already included; not loading it twice",
-                tree.path("b.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn a_missing_include_names_the_including_file() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [a.yaml]\n");
-        tree.write("a.yaml", "include:\n  - ok.yaml\n  - gone.yaml\n");
-        tree.write("ok.yaml", "");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: include[1]: included path `gone.yaml` does not exist ({})",
-                tree.path("a.yaml").display(),
-                tree.path("gone.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn interpolation_in_include_paths_is_refused() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [\"conf/${ENV}.yaml\"]\n");
-        assert_eq!(
-            tree.error(&[("ENV", "prod")]),
-            format!(
-                "{}: include[0]: `${{...}}` is not allowed in file paths (`conf/${{ENV}}.yaml`); paths must be static",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn include_must_list_paths() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: {a: b}\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: include: expected a list of file paths, found a mapping",
-                tree.path("config.yaml").display()
-            )
-        );
-        tree.write("config.yaml", "include: [a.yaml, 3]\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: include[1]: expected a file path, found `3`",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    // ---- merge rules ----
-
-    #[test]
-    fn later_files_override_scalars_and_merge_maps() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "include: [a.yaml]\nservice:\n  name: first\n  log_level: debug\nplugins:\n  echo:\n    config: {message: hi, keep: 1}\n",
-        );
-        tree.write(
-            "a.yaml",
-            "service:\n  name: second\nplugins:\n  echo:\n    config: {message: bye}\n  other: {}\n",
-        );
-        let loaded = tree.load().unwrap();
-        let config = &loaded.config;
-        assert_eq!(config.service.name, "second");
-        assert_eq!(config.service.log_level, "debug");
-        assert_eq!(
-            config.plugin("echo").unwrap().config,
-            serde_json::json!({"message": "bye", "keep": 1})
-        );
-        assert!(config.plugin("other").is_some());
-    }
-
-    #[test]
-    fn a_later_file_can_switch_a_boolean_off() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "include: [off.yaml]\napi: {enabled: true}\nplugins:\n  echo:\n    enabled: true\n",
-        );
-        tree.write(
-            "off.yaml",
-            "api: {enabled: false}\nplugins:\n  echo:\n    enabled: false\n",
-        );
-        let loaded = tree.load().unwrap();
-        assert!(!loaded.config.plugin("echo").unwrap().enabled);
-        assert!(!loaded.config.api.enabled);
-    }
-
-    #[test]
-    fn arrays_append_across_includes() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "include: [a.yaml, b.yaml]\nplugin_roots: [/one]\npipelines:\n  - name: p1\n",
-        );
-        tree.write("a.yaml", "plugin_roots: [/two]\npipelines:\n  - name: p2\n");
-        tree.write(
-            "b.yaml",
-            "plugins:\n  echo:\n    schedules:\n      - {id: x, every: 5m}\n",
-        );
-        let loaded = tree.load().unwrap();
-        assert_eq!(
-            loaded.config.plugin_roots,
-            [PathBuf::from("/one"), PathBuf::from("/two")]
-        );
-        assert_eq!(
-            loaded.config.extra["pipelines"],
-            serde_json::json!([{"name": "p1"}, {"name": "p2"}])
-        );
-    }
-
-    #[test]
-    fn schedules_append_and_keep_their_file() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "include: [more.yaml]\nplugins:\n  echo:\n    schedules:\n      - {id: a, every: 5m}\n",
-        );
-        tree.write(
-            "more.yaml",
-            "plugins:\n  echo:\n    schedules:\n      - {id: b, cron: '0 * * * *'}\n",
-        );
-        let loaded = tree.load().unwrap();
-        let schedules = &loaded.config.plugin("echo").unwrap().schedules;
-        let ids: Vec<&str> = schedules.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["a", "b"]);
-        assert_eq!(
-            (schedules[1].origin.as_str(), schedules[1].file.clone()),
-            ("plugins.echo.schedules[1]", tree.path("more.yaml"))
-        );
-        assert_eq!(
-            (schedules[0].origin.as_str(), schedules[0].file.clone()),
-            ("plugins.echo.schedules[0]", tree.path("config.yaml"))
-        );
-    }
-
-    #[test]
-    fn an_empty_later_section_keeps_earlier_entries() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [a.yaml]\nplugins:\n  echo: {}\n");
-        tree.write("a.yaml", "plugins:\n  # echo2: {}\n");
-        assert!(tree.load().unwrap().config.plugin("echo").is_some());
-    }
-
-    #[test]
-    fn provenance_names_the_file_that_set_a_key() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "include: [a.yaml]\nservice:\n  max_workers: 2\n",
-        );
-        tree.write("a.yaml", "service:\n  max_workers: 0\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: service.max_workers: must be at least 1",
-                tree.path("a.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn provenance_falls_back_to_the_enclosing_key() {
-        let mut provenance = Provenance {
-            files: vec![PathBuf::from("root.yaml"), PathBuf::from("b.yaml")],
-            by_path: HashMap::new(),
-        };
-        let value: Value = serde_yaml::from_str("{echo: {schedules: [{every: 5m}]}}").unwrap();
-        provenance.mark("plugins", &value, 1);
-        assert_eq!(
-            provenance.file_of("plugins.echo.schedules[0].every"),
-            Path::new("b.yaml")
-        );
-        assert_eq!(
-            provenance.file_of("plugins.echo.schedules[0].cron"),
-            Path::new("b.yaml")
-        );
-        assert_eq!(provenance.file_of("service.name"), Path::new("root.yaml"));
-    }
-
-    // ---- interpolation ----
-
-    #[test]
-    fn interpolates_set_variables() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "plugins:\n  echo:\n    config:\n      message: \"hello ${WHO}\"\n",
-        );
-        let loaded = tree.load_with(&[("WHO", "world")]).unwrap();
-        assert_eq!(echo_message(&loaded), "hello world");
-    }
-
-    #[test]
-    fn an_unset_variable_names_file_line_and_variable() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [p.yaml]\n");
-        tree.write(
-            "p.yaml",
-            "# ${COMMENTED_OUT}\nplugins:\n  echo:\n    config:\n      token: ${DUCTILE_TEST_NOT_SET}\n",
-        );
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}:5: environment variable `DUCTILE_TEST_NOT_SET` is not set",
-                tree.path("p.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn the_process_environment_is_the_default_source() {
-        let tree = TempTree::new();
-        let name = format!("DUCTILE_TEST_UNSET_{}_{}", std::process::id(), line!());
-        tree.write("config.yaml", &format!("service:\n  name: ${{{name}}}\n"));
-        let error = load(&tree.path("config.yaml")).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "{}:2: environment variable `{name}` is not set",
-                tree.path("config.yaml").display()
-            )
-        );
-        if let Ok(path) = std::env::var("PATH") {
-            tree.write(
-                "config.yaml",
-                "plugins:\n  echo:\n    config:\n      message: \"${PATH}\"\n",
-            );
-            let loaded = load(&tree.path("config.yaml")).unwrap();
-            assert_eq!(echo_message(&loaded), path.as_str());
-        }
-    }
-
-    #[test]
-    fn env_files_supply_unset_variables() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "include: [conf/p.yaml]\nplugins:\n  echo:\n    config:\n      message: ${FROM_DOTENV}\n      other: ${ALSO}\n",
-        );
-        tree.write(
-            "conf/p.yaml",
-            "environment_vars:\n  include: [secrets.env]\n",
-        );
-        tree.write(
-            "conf/secrets.env",
-            "# secrets\nexport FROM_DOTENV=\"from file\"\nALSO='x'\n",
-        );
-        let loaded = tree.load().unwrap();
-        let echo = loaded.config.plugin("echo").unwrap();
-        assert_eq!(echo.config["message"], "from file");
-        assert_eq!(echo.config["other"], "x");
-        assert_eq!(loaded.config.files.len(), 2);
-    }
-
-    #[test]
-    fn the_process_environment_wins_over_env_files() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "environment_vars:\n  include: [.env, second.env]\nplugins:\n  echo:\n    config:\n      message: ${WHO}\n      second: ${LATER}\n",
-        );
-        tree.write(".env", "WHO=dotenv\nLATER=first\n");
-        tree.write("second.env", "LATER=second\n");
-        assert_eq!(
-            echo_message(&tree.load_with(&[("WHO", "process")]).unwrap()),
-            "process"
-        );
-        let loaded = tree.load().unwrap();
-        assert_eq!(echo_message(&loaded), "dotenv");
-        assert_eq!(
-            loaded.config.plugin("echo").unwrap().config["second"],
-            "first"
-        );
-    }
-
-    #[test]
-    fn env_file_errors_name_their_file() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "environment_vars:\n  include: [.env]\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: environment_vars.include[0]: included path `.env` does not exist ({})",
-                tree.path("config.yaml").display(),
-                tree.path(".env").display()
-            )
-        );
-        tree.write(".env", "A=1\nnonsense\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!("{}:2: expected KEY=VALUE", tree.path(".env").display())
-        );
-        tree.write(
-            "config.yaml",
-            "environment_vars:\n  include: [\"${X}.env\"]\n",
-        );
-        assert_eq!(
-            tree.error(&[("X", "a")]),
-            format!(
-                "{}: environment_vars.include[0]: `${{...}}` is not allowed in file paths (`${{X}}.env`); paths must be static",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn environment_vars_unknown_keys_warn() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "environment_vars:\n  includes: []\n");
-        let loaded = tree.load().unwrap();
-        assert_eq!(
-            loaded.warnings[0].to_string(),
-            format!(
-                "{}: environment_vars.includes: unknown key `includes`; did you mean `include`?",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn interpolation_happens_after_hashing() {
-        let tree = TempTree::new();
-        let text = "service:\n  name: ${NAME}\n";
-        tree.write("config.yaml", text);
-        let loaded = tree.load_with(&[("NAME", "box")]).unwrap();
-        assert_eq!(loaded.config.service.name, "box");
-        assert_eq!(
-            loaded.config.files[0].hash,
-            format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex())
-        );
-        assert_eq!(loaded.config.files[0].path, tree.path("config.yaml"));
-    }
-
-    #[test]
-    fn flow_collections_may_hold_references() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            "plugins: {echo: {config: {message: ${WHO}}}}\n",
-        );
-        let loaded = tree.load_with(&[("WHO", "flow")]).unwrap();
-        assert_eq!(echo_message(&loaded), "flow");
-        tree.write(
-            "config.yaml",
-            "include: [a.yaml]\nplugins: {echo: {config: {message: ${WHO}}}}\n",
-        );
-        assert_eq!(
-            tree.error(&[("WHO", "flow")]),
-            format!(
-                "{}: include: this file must be valid YAML before interpolation to use `include` or `environment_vars`; quote `${{...}}` inside `{{}}` or `[]`",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    // ---- YAML ----
-
-    #[test]
-    fn anchors_and_merge_keys_work() {
-        let tree = TempTree::new();
-        tree.write(
-            "config.yaml",
-            r#"# Shared base — expanded by YAML parser, ignored as a key by ductile
-x-discord-test: &discord-test
-  uses: discord_notify
-  enabled: true
-  timeout: 15s
-  max_attempts: 2
-x-discord-config: &discord-config
-  webhook_url: "https://discord.com/api/webhooks/123/abc..."
-  default_username: "Ductile Scheduler"
-plugins:
-  discord_test_cron:
-    <<: *discord-test
-    schedules:
-      - cron: "*/5 * * * *"
-        command: poll
-    config:
-      <<: *discord-config
-      poll_message: "[T2] cron */5min"
-  discord_test_window:
-    <<: *discord-test
-    enabled: false
-    schedules:
-      - every: 3m
-        only_between: "07:00-22:00"
-        command: poll
-    config:
-      <<: *discord-config
-      poll_message: "[T3] only_between 07-22"
-"#,
-        );
-        let loaded = tree.load().unwrap();
-        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-        let config = &loaded.config;
-        assert_eq!(config.plugins.len(), 2);
-        let cron = config.plugin("discord_test_cron").unwrap();
-        assert_eq!(cron.uses.as_deref(), Some("discord_notify"));
-        assert!(cron.enabled);
-        assert_eq!(cron.timeouts.poll, std::time::Duration::from_secs(15));
-        assert_eq!(cron.retry.max_attempts, 2);
-        assert_eq!(cron.schedules[0].cron.as_deref(), Some("*/5 * * * *"));
-        assert_eq!(
-            cron.config,
-            serde_json::json!({
-                "webhook_url": "https://discord.com/api/webhooks/123/abc...",
-                "default_username": "Ductile Scheduler",
-                "poll_message": "[T2] cron */5min",
-            })
-        );
-        let window = config.plugin("discord_test_window").unwrap();
-        assert!(!window.enabled, "explicit keys win over merged ones");
-        assert_eq!(
-            window.schedules[0].only_between.as_deref(),
-            Some("07:00-22:00")
-        );
-        assert_eq!(window.config["poll_message"], "[T3] only_between 07-22");
-        assert!(!config.extra.contains_key("x-discord-test"));
-    }
-
-    #[test]
-    fn nested_merge_keys_resolve() {
-        let mut value: Value = serde_yaml::from_str(
-            "base: &base {a: 1}\nmid: &mid {<<: *base, b: 2}\ntop: {<<: [*mid, {c: 3, a: 9}], d: 4}\n",
-        )
-        .unwrap();
-        apply_merge_keys(&mut value).unwrap();
-        let expected: Value = serde_yaml::from_str(
-            "base: {a: 1}\nmid: {a: 1, b: 2}\ntop: {a: 1, b: 2, c: 3, d: 4}\n",
-        )
-        .unwrap();
-        assert_eq!(value, expected);
-        let mut bad: Value = serde_yaml::from_str("a: {<<: 3}").unwrap();
-        assert_eq!(
-            apply_merge_keys(&mut bad).unwrap_err(),
-            "`<<` must merge a mapping or a list of mappings, found `3`"
-        );
-    }
-
-    #[test]
-    fn malformed_yaml_reports_line_and_column() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [a.yaml]\n");
-        tree.write("a.yaml", "service:\n  name: x\n bad: [\n");
-        let error = tree.load().unwrap_err();
-        assert_eq!((error.line(), error.column()), (Some(3), Some(2)));
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "{}:3:2: invalid YAML: did not find expected key, while parsing a block mapping",
-                tree.path("a.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn duplicate_keys_are_yaml_errors() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "service: {}\nservice: {}\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}:1:1: invalid YAML: duplicate entry with key \"service\"",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn flow_mapping_errors_keep_their_context() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "service: {name\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}:2:1: invalid YAML: did not find expected ',' or '}}', while parsing a flow mapping at line 1 column 10",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn non_utf8_files_are_refused() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "include: [bin.yaml]\n");
-        fs::write(tree.path("bin.yaml"), b"a: \xff\xfe\n").unwrap();
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: file is not valid UTF-8",
-                tree.path("bin.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn the_top_level_must_be_a_mapping() {
-        let tree = TempTree::new();
-        tree.write("config.yaml", "- a\n- b\n");
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: the top level must be a mapping of keys, found a list",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn a_missing_root_is_reported() {
-        let tree = TempTree::new();
-        assert_eq!(
-            tree.error(&[]),
-            format!(
-                "{}: config file does not exist",
-                tree.path("config.yaml").display()
-            )
-        );
-    }
-
-    #[test]
-    fn paths_resolve_lexically() {
-        assert_eq!(
-            resolve_path(Path::new("/etc/d"), "./a/../b").unwrap(),
-            Path::new("/etc/d/b")
-        );
-        assert_eq!(
-            resolve_path(Path::new("/etc/d"), "/abs").unwrap(),
-            Path::new("/abs")
-        );
-    }
-}
+mod tests;

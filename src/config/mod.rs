@@ -2,16 +2,25 @@
 //! validated into an immutable [`Config`]. Nothing downstream re-validates: a
 //! `Config` that exists is a config the daemon can run.
 //!
-//! Owns: directory discovery, include resolution, merge rules, `${VAR}` and `.env`
-//! interpolation, defaults, unknown-key warnings, and errors that name the file,
-//! the dotted key path and (where YAML gives it) the line and column.
+//! Owns: directory discovery, the file rules and bounds on reading, include
+//! resolution, merge rules, `${VAR}` and `.env` interpolation, defaults and
+//! value ranges, unknown-key and not-yet-active findings, and errors that name
+//! the file, the dotted key path and (where YAML gives it) the line and column.
 //! Must not: touch the database or spawn anything.
 
+mod depth;
 pub mod duration;
 mod error;
 mod interpolate;
+mod limits;
 mod load;
+mod paths;
+mod provenance;
+mod source;
+#[cfg(test)]
+mod temp_tree;
 mod validate;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +46,10 @@ pub struct Config {
     /// Sections owned by later capabilities (`routes`, `pipelines`, `webhooks`,
     /// `tokens`, relay files), kept merged but uninterpreted.
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// Keys present whose feature has not landed yet (`api`, `routes`,
+    /// `pipelines`, `webhooks`, `notify_on_complete: true`, ...), each "parsed but
+    /// not yet active". Shown as warnings, but `strict_mode` does not refuse them.
+    pub inactive: Vec<Finding>,
 }
 
 /// One file that contributed to the config.
@@ -55,7 +68,7 @@ pub struct Service {
     pub name: String,
     /// Scheduler heartbeat (default 60s).
     pub tick_interval: Duration,
-    /// Log filter (default `info`).
+    /// Daemon log level: trace, debug, info, warn or error (default `info`).
     pub log_level: String,
     /// Default dedupe window (default 24h).
     pub dedupe_ttl: Duration,
@@ -73,6 +86,8 @@ pub struct Service {
     pub plugin_env_passthrough: Vec<String>,
     /// How long shutdown waits for in-flight jobs (default 30s).
     pub shutdown_timeout: Duration,
+    /// The most events one plugin response may carry (default 1000, 1..=100000).
+    pub max_response_events: usize,
 }
 
 /// `state:` settings.
@@ -283,7 +298,34 @@ pub fn resolve_root(explicit: Option<&std::path::Path>) -> Result<PathBuf, Confi
 
 /// Loads, merges, interpolates and validates the tree rooted at `root_file`.
 pub fn load(root_file: &std::path::Path) -> Result<Loaded, ConfigError> {
-    load::load(root_file)
+    load_with_env(root_file, &lookup_process_env)
+}
+
+/// [`load`], reading variables through `env` before falling back to
+/// `environment_vars` files. Reading and merging come first, validation second,
+/// so neither stage knows the other.
+fn load_with_env(
+    root_file: &std::path::Path,
+    env: &dyn Fn(&str) -> interpolate::Var,
+) -> Result<Loaded, ConfigError> {
+    let merged = load::read(root_file, env)?;
+    let (config, findings) = validate::build(
+        &merged.document,
+        &merged.provenance,
+        &merged.dir,
+        merged.files,
+    )?;
+    let mut warnings = merged.warnings;
+    warnings.extend(findings);
+    Ok(Loaded { config, warnings })
+}
+
+fn lookup_process_env(name: &str) -> interpolate::Var {
+    match std::env::var(name) {
+        Ok(value) => interpolate::Var::Set(value),
+        Err(std::env::VarError::NotPresent) => interpolate::Var::Unset,
+        Err(std::env::VarError::NotUnicode(_)) => interpolate::Var::NotUnicode,
+    }
 }
 
 impl Config {
@@ -336,6 +378,35 @@ pub enum ErrorKind {
     },
     /// A file is not UTF-8 text.
     NotUtf8,
+    /// A path names a FIFO, device, socket or directory where a file belongs.
+    NotRegularFile,
+    /// A file is larger than the cap for one file.
+    FileTooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// The files of one tree together are larger than the cap for a tree.
+    TreeTooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// Values nest deeper than the parser may go.
+    TooDeep {
+        /// What nests (`values`, or flow collections).
+        what: &'static str,
+        /// The deepest nesting accepted.
+        limit: usize,
+    },
+    /// Aliases or variables expand the documents past the tree's allowance.
+    ExpandsTooFar {
+        /// The most values accepted.
+        values: u64,
+        /// The most bytes of text accepted.
+        text: u64,
+    },
+    /// A file holds U+FDD0 or U+FDD1, noncharacters the loader uses to mark
+    /// `${...}` references while parsing.
+    ReservedCharacter,
     /// A file is not valid YAML.
     Yaml {
         /// The parser's message, without its location (that is in `line`/`column`).

@@ -117,7 +117,11 @@ pub fn run_with_clock(
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
         .map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
     let rt = Arc::new(Runtime::load(root).map_err(|e| DaemonError::Config(e.to_string()))?);
+    crate::log::set_level(&rt.config.service.log_level);
     for w in &rt.warnings {
+        log::warn!(target: "config", "{w}");
+    }
+    for w in &rt.config.inactive {
         log::warn!(target: "config", "{w}");
     }
     if rt.config.service.strict_mode && !rt.warnings.is_empty() {
@@ -456,7 +460,11 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) {
     for w in &new.warnings {
         log::warn!(target: "config", "{w}");
     }
+    for w in &new.config.inactive {
+        log::warn!(target: "config", "{w}");
+    }
     cell.swap(new.clone());
+    crate::log::set_level(&new.config.service.log_level);
     let result = (|| -> Result<(), StoreError> {
         let now = clock.now();
         let tx = queue::begin(conn)?;

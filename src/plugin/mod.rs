@@ -289,6 +289,7 @@ mod tests {
                 allow_symlinks: false,
                 plugin_env_passthrough: Vec::new(),
                 shutdown_timeout: Duration::from_secs(30),
+                max_response_events: 1000,
             },
             plugin_roots: roots,
             state: State {
@@ -302,6 +303,7 @@ mod tests {
             },
             plugins: plugins.into_iter().map(|c| (c.name.clone(), c)).collect(),
             extra: BTreeMap::new(),
+            inactive: Vec::new(),
         }
     }
 

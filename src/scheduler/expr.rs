@@ -634,29 +634,29 @@ pub(crate) mod tests {
         let max = DateTime::<Utc>::MAX_UTC;
         let min = DateTime::<Utc>::MIN_UTC;
         let now = utc("2026-03-02T00:00:00Z");
-        // Bare integers are seconds, so u64::MAX reaches the scheduler unchecked.
-        // Past the end of the calendar: never due.
-        let text = "18446744073709551615";
+        // The longest interval and jitter the config accepts (100 years),
+        // from an instant near the end of the calendar: never due, no panic.
+        let century = "3153600000";
         let s = build(&ScheduleConf {
-            jitter: Some(text.to_string()),
-            ..every(text)
+            jitter: Some(century.to_string()),
+            ..every(century)
         });
-        assert_eq!(s.next_after(now, now), None);
-        assert_eq!(s.first_due(now, now), None);
-        assert!(s.due_between(now, max, now, 10).is_empty());
-        assert_eq!(s.jittered(now, crate::clock::random_below), now);
+        let late = crate::clock::sub_saturating(max, Duration::from_secs(86_400));
+        assert_eq!(s.next_after(late, late), None);
+        assert!(s.due_between(late, max, late, 10).is_empty());
+        assert_eq!(s.jittered(max, crate::clock::random_below), max);
         let after = build(&ScheduleConf {
-            after: Some(text.to_string()),
+            after: Some(century.to_string()),
             ..conf()
         });
-        assert_eq!(after.first_due(now, now), None);
-        assert!(after.due_between(now, max, now, 10).is_empty());
-        // 31 700 years: due in year 33714.
-        let s = build(&every("999999999999"));
+        assert_eq!(after.first_due(late, late), None);
+        assert!(after.due_between(late, max, late, 10).is_empty());
+        // From now: due a century later.
+        let s = build(&every(century));
         let due = s.next_after(now, now).unwrap();
         assert_eq!(
             due,
-            crate::clock::add_saturating(now, Duration::from_secs(999_999_999_999))
+            crate::clock::add_saturating(now, Duration::from_secs(3_153_600_000))
         );
         assert_eq!(s.due_between(now, due, now, 10), [due]);
         let s = build(&every("1s"));

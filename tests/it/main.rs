@@ -10,6 +10,7 @@
 )]
 //! temp config dirs, real plugin processes and real SQLite files.
 
+mod config;
 mod daemon;
 mod foundation;
 mod hardening;
