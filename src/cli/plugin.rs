@@ -1,15 +1,19 @@
 //! `ductile plugin list`: what was discovered, what is loaded, and why anything
 //! was skipped.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use super::{Args, CliError, output};
+use crate::config::{self, ConfigError};
+use crate::plugin::Registry;
 use crate::runtime::Runtime;
 
 /// `ductile plugin list [--json]`.
 pub fn list(args: &Args) -> Result<(), CliError> {
     let root = super::config_root(args)?;
-    let rt = Runtime::load(&root)?;
+    let rt = surveyed(&root)?;
     let loaded: Vec<_> = rt
         .registry
         .plugins()
@@ -104,4 +108,28 @@ pub fn list(args: &Args) -> Result<(), CliError> {
     }
     output::text(&out);
     Ok(())
+}
+
+/// The runtime `plugin list` reports on: the config as every verb loads it, with
+/// a registry that read every manifest under the plugin roots, not only the
+/// configured ones, so unconfigured and broken plugins are listed too.
+fn surveyed(root: &Path) -> Result<Runtime, ConfigError> {
+    let loaded = config::load(root)?;
+    let registry = Registry::survey(&loaded.config);
+    let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    warnings.extend(registry.warnings().iter().cloned());
+    for s in registry.skipped() {
+        warnings.push(format!(
+            "plugin `{}` skipped ({}): {}",
+            s.name,
+            s.path.display(),
+            s.reason
+        ));
+    }
+    Ok(Runtime {
+        root: root.to_path_buf(),
+        config: loaded.config,
+        registry,
+        warnings,
+    })
 }
