@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The wire protocol this ductile speaks.
@@ -114,6 +114,22 @@ pub enum ProtocolError {
         /// Which rule, naming the field.
         detail: String,
     },
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// More events than [`ResponseLimits::max_events`].
+    TooManyEvents {
+        /// Events in the response.
+        count: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// More JSON values than [`ResponseLimits::max_values`].
+    TooManyValues {
+        /// JSON values in the response (every scalar, array and object).
+        count: usize,
+        /// The cap.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -125,6 +141,16 @@ impl fmt::Display for ProtocolError {
                 write!(f, "plugin stdout is JSON but not an object (got {found})")
             }
             ProtocolError::Invalid { detail } => write!(f, "{detail}"),
+            ProtocolError::TooDeep => write!(f, "response nests deeper than {MAX_DEPTH} levels"),
+            ProtocolError::TooManyEvents { count, max } => {
+                write!(f, "response has {count} events, over the cap of {max}")
+            }
+            ProtocolError::TooManyValues { count, max } => {
+                write!(
+                    f,
+                    "response holds {count} JSON values, over the cap of {max}"
+                )
+            }
         }
     }
 }
@@ -135,22 +161,99 @@ fn invalid(detail: String) -> ProtocolError {
     ProtocolError::Invalid { detail }
 }
 
-/// Decodes a plugin's stdout into a [`Response`], keeping at most `max_subs` sub-spans.
-pub fn decode(stdout: &[u8], max_subs: usize) -> Result<Response, ProtocolError> {
-    if stdout.iter().all(u8::is_ascii_whitespace) {
-        return Err(ProtocolError::Empty);
-    }
-    let value: Value = serde_json::from_slice(stdout).map_err(|e| ProtocolError::NotJson {
-        detail: e.to_string(),
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ProtocolError::NotObject {
-            found: kind_of(&value),
-        });
-    };
+/// Deepest nesting of arrays and objects accepted in a response (serde_json's
+/// own recursion limit, 128, is never reached).
+pub const MAX_DEPTH: usize = 64;
 
-    let status = match obj.get("status") {
-        None | Some(Value::Null) => {
+/// What one response may cost once decoded. The byte cap on stdout bounds the
+/// text, not its decoded form: a few bytes of JSON (`0,`) become a tree node of
+/// ~80 bytes, so counts are checked on the text before anything is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// Stopwatch sub-spans kept (the manifest's `stopwatch.max_subs`); the rest
+    /// are dropped and counted.
+    pub max_subs: usize,
+    /// Events accepted; a response with more is a protocol error (default 1000).
+    pub max_events: usize,
+    /// JSON values accepted in the whole response, every scalar, array and
+    /// object counted (default 250,000).
+    pub max_values: usize,
+}
+
+impl Default for ResponseLimits {
+    fn default() -> ResponseLimits {
+        ResponseLimits {
+            max_subs: crate::plugin::manifest::DEFAULT_MAX_SUBS,
+            max_events: 1000,
+            max_values: 250_000,
+        }
+    }
+}
+
+impl ResponseLimits {
+    /// The default limits with the manifest's sub-span cap.
+    pub fn with_subs(max_subs: usize) -> ResponseLimits {
+        ResponseLimits {
+            max_subs,
+            ..ResponseLimits::default()
+        }
+    }
+}
+
+/// The envelope as written: every field keeps its JSON value (null reads as
+/// absent) so the rule pass can say exactly what was wrong with it.
+#[derive(Deserialize)]
+struct Wire {
+    status: Option<Value>,
+    result: Option<Value>,
+    error: Option<Value>,
+    retry: Option<Value>,
+    events: Option<Value>,
+    state_updates: Option<Value>,
+    logs: Option<Value>,
+    ductile_stopwatch_subs: Option<Value>,
+}
+
+/// Decodes a plugin's stdout into a [`Response`] within `limits`.
+pub fn decode(stdout: &[u8], limits: &ResponseLimits) -> Result<Response, ProtocolError> {
+    let Some(&first) = stdout.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Err(ProtocolError::Empty);
+    };
+    let shape = measure(stdout)?;
+    if shape.events > limits.max_events {
+        return Err(ProtocolError::TooManyEvents {
+            count: shape.events,
+            max: limits.max_events,
+        });
+    }
+    if shape.values > limits.max_values {
+        return Err(ProtocolError::TooManyValues {
+            count: shape.values,
+            max: limits.max_values,
+        });
+    }
+    let not_json = |e: serde_json::Error| ProtocolError::NotJson {
+        detail: e.to_string(),
+    };
+    if first != b'{' {
+        serde_json::from_slice::<serde::de::IgnoredAny>(stdout).map_err(not_json)?;
+        let found = match first {
+            b'[' => "array",
+            b'"' => "string",
+            b't' | b'f' => "boolean",
+            b'n' => "null",
+            _ => "number",
+        };
+        return Err(ProtocolError::NotObject { found });
+    }
+    let wire: Wire = serde_json::from_slice(stdout).map_err(|e| match e.classify() {
+        // Well-formed JSON that no envelope can be (a duplicated field).
+        serde_json::error::Category::Data => invalid(format!("response is not an envelope: {e}")),
+        _ => not_json(e),
+    })?;
+
+    let status = match wire.status {
+        None => {
             return Err(invalid(
                 "response has no `status` (must be \"ok\" or \"error\")".to_string(),
             ));
@@ -160,26 +263,23 @@ pub fn decode(stdout: &[u8], max_subs: usize) -> Result<Response, ProtocolError>
         Some(v) => {
             return Err(invalid(format!(
                 "response `status` must be \"ok\" or \"error\", got {}",
-                show(v)
+                show(&v)
             )));
         }
     };
-    let result = match obj.remove("result") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v),
-    };
+    let result = wire.result;
     if status == ResponseStatus::Ok && result.is_none() {
         return Err(invalid(
             "response has status \"ok\" but no `result`".to_string(),
         ));
     }
-    let error = match obj.get("error") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+    let error = match wire.error {
+        None => None,
+        Some(Value::String(s)) => Some(s),
         Some(v) if status == ResponseStatus::Error => {
             return Err(invalid(format!(
                 "response `error` must be a string, got {}",
-                show(v)
+                show(&v)
             )));
         }
         // An ok response's stray non-string `error` carries no meaning; ignore it.
@@ -190,19 +290,26 @@ pub fn decode(stdout: &[u8], max_subs: usize) -> Result<Response, ProtocolError>
             "response has status \"error\" but no `error` message".to_string(),
         ));
     }
-    let retry = match obj.get("retry") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
+    let retry = match wire.retry {
+        None => true,
+        Some(Value::Bool(b)) => b,
         Some(v) => {
             return Err(invalid(format!(
                 "response `retry` must be true or false, got {}",
-                show(v)
+                show(&v)
             )));
         }
     };
-    let events = decode_events(obj.remove("events"))?;
-    let state_updates = match obj.remove("state_updates") {
-        None | Some(Value::Null) => None,
+    let events = decode_events(wire.events)?;
+    // `measure` knows the key only as written; `"ev\u0065nts"` is caught here.
+    if events.len() > limits.max_events {
+        return Err(ProtocolError::TooManyEvents {
+            count: events.len(),
+            max: limits.max_events,
+        });
+    }
+    let state_updates = match wire.state_updates {
+        None => None,
         Some(Value::Object(m)) => Some(m),
         Some(v) => {
             return Err(invalid(format!(
@@ -211,9 +318,8 @@ pub fn decode(stdout: &[u8], max_subs: usize) -> Result<Response, ProtocolError>
             )));
         }
     };
-    let logs = decode_logs(obj.remove("logs"));
-    let (stopwatch_subs, subs_dropped) =
-        decode_subs(obj.remove("ductile_stopwatch_subs"), max_subs);
+    let logs = decode_logs(wire.logs);
+    let (stopwatch_subs, subs_dropped) = decode_subs(wire.ductile_stopwatch_subs, limits.max_subs);
 
     Ok(Response {
         status,
@@ -226,6 +332,92 @@ pub fn decode(stdout: &[u8], max_subs: usize) -> Result<Response, ProtocolError>
         stopwatch_subs,
         subs_dropped,
     })
+}
+
+/// Counts found by [`measure`].
+struct Shape {
+    /// Every JSON value: scalars, arrays and objects (object keys not counted).
+    values: usize,
+    /// Elements of the top-level `events` array.
+    events: usize,
+}
+
+/// One pass over the text, before anything is allocated: counts the values and
+/// the events and refuses nesting deeper than [`MAX_DEPTH`]. Not a validator:
+/// malformed text is left for the parser to describe.
+fn measure(text: &[u8]) -> Result<Shape, ProtocolError> {
+    let mut shape = Shape {
+        values: 0,
+        events: 0,
+    };
+    let mut open: Vec<u8> = Vec::with_capacity(MAX_DEPTH);
+    // The innermost open container is an object whose next string is a key.
+    let mut expect_key = false;
+    // The last key of the top-level object was `events`.
+    let mut events_key = false;
+    // The top-level `events` array is open.
+    let mut in_events = false;
+    let mut i = 0;
+    while i < text.len() {
+        let c = text[i];
+        i += 1;
+        let is_value = match c {
+            b'{' | b'[' => true,
+            b'"' => {
+                let start = i;
+                while i < text.len() && text[i] != b'"' {
+                    i += if text[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = i.min(text.len());
+                i += 1;
+                if expect_key {
+                    expect_key = false;
+                    if open.len() == 1 {
+                        events_key = &text[start..end] == b"events";
+                    }
+                    false
+                } else {
+                    true
+                }
+            }
+            b'}' | b']' => {
+                if in_events && open.len() == 2 {
+                    in_events = false;
+                }
+                open.pop();
+                expect_key = false;
+                false
+            }
+            b',' => {
+                expect_key = open.last() == Some(&b'{');
+                false
+            }
+            b':' | b' ' | b'\t' | b'\n' | b'\r' => false,
+            _ => {
+                // A number or literal: skip to its end.
+                while i < text.len() && !b",]}: \t\n\r\"[{".contains(&text[i]) {
+                    i += 1;
+                }
+                true
+            }
+        };
+        if !is_value {
+            continue;
+        }
+        shape.values += 1;
+        if in_events && open.len() == 2 {
+            shape.events += 1;
+        }
+        if c == b'{' || c == b'[' {
+            if open.len() == MAX_DEPTH {
+                return Err(ProtocolError::TooDeep);
+            }
+            in_events |= c == b'[' && open.len() == 1 && events_key;
+            open.push(c);
+            expect_key = c == b'{';
+        }
+    }
+    Ok(shape)
 }
 
 fn decode_events(raw: Option<Value>) -> Result<Vec<Event>, ProtocolError> {
@@ -353,14 +545,14 @@ mod tests {
     use serde_json::json;
 
     fn ok(text: &str) -> Response {
-        match decode(text.as_bytes(), 32) {
+        match decode(text.as_bytes(), &ResponseLimits::with_subs(32)) {
             Ok(r) => r,
             Err(e) => panic!("expected a response for {text:?}, got: {e}"),
         }
     }
 
     fn check_err(text: &str, expected: &str) {
-        match decode(text.as_bytes(), 32) {
+        match decode(text.as_bytes(), &ResponseLimits::with_subs(32)) {
             Ok(r) => panic!("expected error {expected:?} for {text:?}, got {r:?}"),
             Err(e) => assert_eq!(e.to_string(), expected, "input: {text}"),
         }
@@ -492,7 +684,7 @@ mod tests {
         with_junk.extend(subs);
         let text =
             json!({"status": "ok", "result": "x", "ductile_stopwatch_subs": with_junk}).to_string();
-        let r = match decode(text.as_bytes(), 32) {
+        let r = match decode(text.as_bytes(), &ResponseLimits::with_subs(32)) {
             Ok(r) => r,
             Err(e) => panic!("{e}"),
         };
@@ -500,7 +692,7 @@ mod tests {
         assert_eq!(r.stopwatch_subs[0]["name"], "s0");
         assert_eq!(r.stopwatch_subs[31]["name"], "s31");
         assert_eq!(r.subs_dropped, 8);
-        let r = match decode(text.as_bytes(), 64) {
+        let r = match decode(text.as_bytes(), &ResponseLimits::with_subs(64)) {
             Ok(r) => r,
             Err(e) => panic!("{e}"),
         };
@@ -614,11 +806,138 @@ mod tests {
     fn long_scalars_are_shortened_in_messages() {
         let long = "x".repeat(200);
         let text = format!(r#"{{"status":"{long}"}}"#);
-        let err = match decode(text.as_bytes(), 32) {
+        let err = match decode(text.as_bytes(), &ResponseLimits::with_subs(32)) {
             Ok(r) => panic!("{r:?}"),
             Err(e) => e.to_string(),
         };
         assert!(err.ends_with("…"), "{err}");
         assert!(err.len() < 150, "{err}");
+    }
+
+    fn limits(max_events: usize, max_values: usize) -> ResponseLimits {
+        ResponseLimits {
+            max_subs: 32,
+            max_events,
+            max_values,
+        }
+    }
+
+    fn check_err_with(text: &str, limits: &ResponseLimits, expected: &str) {
+        match decode(text.as_bytes(), limits) {
+            Ok(r) => panic!("expected error {expected:?}, got {r:?}"),
+            Err(e) => assert_eq!(e.to_string(), expected),
+        }
+    }
+
+    fn events_doc(n: usize) -> String {
+        let events: Vec<Value> = (0..n)
+            .map(|i| json!({"type": "t", "payload": {"i": i, "deep": [[i]]}}))
+            .collect();
+        json!({"status": "ok", "result": "x", "events": events}).to_string()
+    }
+
+    #[test]
+    fn events_over_the_cap_fail_naming_count_and_cap() {
+        let at_cap = match decode(events_doc(1000).as_bytes(), &ResponseLimits::default()) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(at_cap.events.len(), 1000);
+        check_err_with(
+            &events_doc(1001),
+            &ResponseLimits::default(),
+            "response has 1001 events, over the cap of 1000",
+        );
+        check_err_with(
+            &events_doc(3),
+            &limits(2, 1000),
+            "response has 3 events, over the cap of 2",
+        );
+        // A key spelled with an escape is the same key; the decoded list is checked too.
+        check_err_with(
+            r#"{"status":"ok","result":"x","ev\u0065nts":[{"type":"a"},{"type":"b"},{"type":"c"}]}"#,
+            &limits(2, 1000),
+            "response has 3 events, over the cap of 2",
+        );
+        // Nested `events` keys and strings are not the envelope's events.
+        let r = match decode(
+            br#"{"status":"ok","result":{"events":[1,2,3]},"events":[{"type":"a","payload":{"events":[1,2,3]}}],"note":"events"}"#,
+            &limits(1, 1000),
+        ) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(r.events.len(), 1);
+    }
+
+    #[test]
+    fn values_over_the_cap_fail_before_anything_is_built() {
+        let text = json!({"status": "ok", "result": "x", "state_updates": {"list": [1, 2, 3, "a", null, true]}}).to_string();
+        // The envelope, status, result, state_updates, list and its 6 items.
+        let r = decode(text.as_bytes(), &limits(1000, 11));
+        assert!(r.is_ok(), "{r:?}");
+        check_err_with(
+            &text,
+            &limits(1000, 10),
+            "response holds 11 JSON values, over the cap of 10",
+        );
+        // Escapes, brackets and quotes inside strings are one value each.
+        let text = r#"{"status":"ok","result":"[[{\"x\\\"]}","logs":[{"message":"a,b:c"}]}"#;
+        check_err_with(
+            text,
+            &limits(1000, 5),
+            "response holds 6 JSON values, over the cap of 5",
+        );
+        let big = format!(r#"{{"status":"ok","result":[{}0]}}"#, "0,".repeat(300_000));
+        check_err_with(
+            &big,
+            &ResponseLimits::default(),
+            "response holds 300004 JSON values, over the cap of 250000",
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_protocol_error_never_a_stack_overflow() {
+        let nest = |n: usize| {
+            format!(
+                r#"{{"status":"ok","result":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        // The envelope is one level, so 63 more fit.
+        let r = match decode(nest(63).as_bytes(), &ResponseLimits::default()) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(r.result.is_some());
+        for n in [64, 200, 1_000_000] {
+            check_err_with(
+                &nest(n),
+                &ResponseLimits::default(),
+                "response nests deeper than 64 levels",
+            );
+        }
+        // Objects count as levels too, and brackets inside strings do not.
+        let objects = format!(
+            r#"{{"status":"ok","result":{}1{}}}"#,
+            r#"{"a":"#.repeat(64),
+            "}".repeat(64)
+        );
+        check_err_with(
+            &objects,
+            &ResponseLimits::default(),
+            "response nests deeper than 64 levels",
+        );
+        let quoted = format!(r#"{{"status":"ok","result":"{}"}}"#, "[".repeat(1000));
+        assert!(decode(quoted.as_bytes(), &ResponseLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_duplicated_field_is_not_an_envelope() {
+        check_err(
+            r#"{"status":"ok","result":"x","status":"error"}"#,
+            "response is not an envelope: duplicate field `status` at line 1 column 36",
+        );
     }
 }
