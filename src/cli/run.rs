@@ -150,7 +150,7 @@ fn run_own(
             command: command.to_string(),
             status: status.to_string(),
             last_error,
-            response,
+            response: response.and_then(|text| serde_json::from_str(&text).ok()),
             stderr,
             exit_code,
         }),

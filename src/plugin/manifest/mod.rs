@@ -201,11 +201,7 @@ fn flow_too_deep(text: &str, max: usize) -> Option<usize> {
                 while let Some(q) = chars.next() {
                     match q {
                         '\n' => line += 1,
-                        '\\' if c == '"' => {
-                            if chars.next() == Some('\n') {
-                                line += 1;
-                            }
-                        }
+                        '\\' if c == '"' => line += usize::from(chars.next() == Some('\n')),
                         // `''` inside a single-quoted scalar is an escaped quote.
                         '\'' if c == '\'' && chars.peek() == Some(&'\'') => {
                             chars.next();
