@@ -12,4 +12,5 @@
 
 mod daemon;
 mod foundation;
+mod limits;
 mod support;
