@@ -1,10 +1,12 @@
 //! Discovery and trust: which directories under the plugin roots hold plugins
 //! ductile is willing to run.
 //!
-//! Owns: scanning roots in order, reading and validating each `manifest.yaml`,
-//! first-name-wins deduplication, and the trust checks (entrypoint exists, is a
-//! regular executable file resolving inside its plugin dir and an approved root;
-//! the plugin dir is not world-writable; symlinks only when allowed).
+//! Owns: scanning roots in order (every directory, or only those named after the
+//! plugins asked for), reading each `manifest.yaml` within bounds (a regular
+//! file of at most [`MAX_MANIFEST_BYTES`]) and validating it, deciding which of
+//! several same-named manifests wins, and the trust checks (entrypoint exists, is
+//! a regular executable file resolving inside its plugin dir and an approved
+//! root; the plugin dir is not world-writable; symlinks only when allowed).
 //! Must not: look at `plugins:` config (aliases and required keys are the
 //! registry's business) or run anything.
 
