@@ -15,6 +15,8 @@ const LONG: Duration = Duration::from_secs(60);
 /// Runs `ductile <args> --config <dir>` to completion and returns the run and the
 /// peak RSS of the ductile process in bytes (`ru_maxrss` from `wait4` on exactly
 /// this child, so parallel tests cannot skew it).
+// The child is reaped by `wait4`, which std's `Child` cannot see.
+#[allow(clippy::zombie_processes)]
 fn run_measured(dir: &TestDir, args: &[&str]) -> (Run, u64) {
     let child = Command::new(bin())
         .args(args)
