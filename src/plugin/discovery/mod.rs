@@ -10,7 +10,7 @@
 //! Must not: look at `plugins:` config (aliases and required keys are the
 //! registry's business) or run anything.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::PathBuf;
 
@@ -101,6 +101,9 @@ struct Scanner<'a> {
     wanted: Option<Wanted<'a>>,
     out: Scan,
     candidates: Vec<Candidate>,
+    /// Directories already looked at (a root may be listed twice, or a named
+    /// lookup may precede the listing of its root).
+    seen: HashSet<PathBuf>,
 }
 
 impl<'a> Scanner<'a> {
@@ -111,6 +114,7 @@ impl<'a> Scanner<'a> {
             wanted,
             out: Scan::default(),
             candidates: Vec::new(),
+            seen: HashSet::new(),
         }
     }
 
@@ -158,9 +162,7 @@ impl<'a> Scanner<'a> {
             };
             dirs.sort();
             for dir in dirs {
-                if !self.candidates.iter().any(|c| c.dir == dir) {
-                    self.consider(root, dir);
-                }
+                self.consider(root, dir);
             }
         }
     }
@@ -168,7 +170,7 @@ impl<'a> Scanner<'a> {
     /// Reads the manifest in `dir`, if it is a plugin directory.
     fn consider(&mut self, root: usize, dir: PathBuf) {
         // Follows symlinks; whether a symlinked dir is acceptable is a trust question.
-        if !dir.is_dir() {
+        if !self.seen.insert(dir.clone()) || !dir.is_dir() {
             return;
         }
         let manifest_path = dir.join(MANIFEST_FILE);

@@ -464,3 +464,18 @@ pub(crate) fn manifest_named(name: &str) -> String {
         "manifest_spec: ductile.plugin\nmanifest_version: 1\nname: {name}\nversion: 1.0.0\nprotocol: 2\nentrypoint: run.sh\ncommands:\n  - name: poll\n    type: read\n"
     )
 }
+
+#[test]
+fn a_root_listed_twice_is_scanned_once() {
+    let tmp = TempDir::new("tworoots");
+    let root = tmp.sub("plugins");
+    copy_fixture("ok_basic", &root, "ok_basic");
+    let roots = [root.clone(), root.clone()];
+    let all = scan(&roots, false);
+    assert_eq!(found_names(&all), vec!["ok_basic"]);
+    assert!(all.skipped.is_empty(), "{:?}", all.skipped);
+    let names: BTreeSet<String> = ["ok_basic".to_string()].into();
+    let hot = scan_for(&roots, false, &names, &BTreeSet::new());
+    assert_eq!(found_names(&hot), vec!["ok_basic"]);
+    assert!(hot.skipped.is_empty(), "{:?}", hot.skipped);
+}

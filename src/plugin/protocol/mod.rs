@@ -4,6 +4,9 @@
 //! Owns: request serialization (compact JSON, fixed field order) and response
 //! decoding, which is lenient where the spec says so (logs, stopwatch sub-spans,
 //! defaults) and strict everywhere else (status, result, error, events, state).
+//! Decoding happens once, into serde-derived fields checked by a rule pass, and
+//! only after a pass over the text has checked what it would build (events,
+//! JSON values, nesting) against [`ResponseLimits`].
 //! Must not: run processes or interpret events, facts or retries; callers decide
 //! what a decoded response means.
 
