@@ -2,7 +2,9 @@
 //!
 //! Owns: the [`Registry`], built once per config snapshot, which maps every
 //! enabled instance name under `plugins:` (including `uses:` aliases) to a runnable
-//! [`Plugin`], and reports what was discovered, what was refused and why.
+//! [`Plugin`], and reports what was discovered, what was refused and why:
+//! [`Registry::load`] reads only the manifests the instances name (the daemon and
+//! `ductile run`), [`Registry::survey`] every manifest under the roots (`plugin list`).
 //! Must not: touch the database or spawn processes itself ([`spawn`] does that for
 //! the worker); nothing here re-validates a [`Config`].
 //!
