@@ -2,8 +2,9 @@
 //! daemon, printed as a table. Not a test: nothing here asserts; the targets are
 //! printed beside each figure so a reader can compare.
 //!
-//! Plugins: a no-op compiled from C at start (the "compiled plugin"), and the same
-//! no-op in Python run by Debian's /usr/bin/python3 when present.
+//! Plugins: a no-op compiled from C at start (the "compiled plugin"), the same
+//! no-op in Python run by Debian's /usr/bin/python3 when present, and the test
+//! fixture `big_response` for the memory cost of one large response.
 
 // Bench code: a failed unwrap aborts the measurement, and printing is its job.
 #![allow(
@@ -187,6 +188,9 @@ fn main() {
     }
     if want("memory") {
         memory_flat(&bench, &exe);
+    }
+    if want("response") {
+        response_memory(&bench, &exe);
     }
 }
 
@@ -478,6 +482,62 @@ fn memory_flat(bench: &Bench, exe: &Path) {
         "RSS after 100k jobs",
         format!("{:.2} MB", r2 as f64 / 1024.0),
         "within 2 MB of 1k",
+    );
+    stop_daemon(child);
+}
+
+fn hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Daemon RSS idle, at its peak during one ~9 MB response (1000 events of 9 KB,
+/// the test fixture `big_response`), and once that job is done.
+fn response_memory(bench: &Bench, exe: &Path) {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins/big_response");
+    let dst = bench.dir.join("plugins/big_response");
+    std::fs::create_dir_all(&dst).unwrap();
+    for file in ["manifest.yaml", "run.sh"] {
+        std::fs::copy(src.join(file), dst.join(file)).unwrap();
+    }
+    let root = bench.config(
+        "response",
+        "service:\n  max_workers: 1\nplugins:\n  big_response:\n    config:\n      events: 1000\n      pad: 9000\n",
+    );
+    let mut conn = open_rw(&root);
+    let child = start_daemon(exe, &root);
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_kb(pid);
+    fill(&mut conn, "big_response", 1);
+    unsafe_free_kill(pid, "USR1");
+    wait_drained(&conn, 1);
+    // Let the worker finish dropping the job before looking.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kb(pid);
+    let peak = hwm_kb(pid);
+    let size: i64 = conn
+        .query_row("SELECT length(result) FROM job_log", [], |r| r.get(0))
+        .unwrap_or(0);
+    let mb = |kb: u64| format!("{:.2} MB", kb as f64 / 1024.0);
+    row("daemon RSS idle (response section)", mb(idle), "");
+    row(
+        &format!(
+            "daemon peak RSS, one {:.1} MB response job",
+            size as f64 / 1e6
+        ),
+        mb(peak),
+        "<= idle + 10x response",
+    );
+    row(
+        "daemon RSS after that job",
+        mb(after),
+        "within 10 MB of idle",
     );
     stop_daemon(child);
 }

@@ -259,7 +259,7 @@ fn run_claimed(
             command: claimed.command.clone(),
             status,
             last_error,
-            response,
+            response: response.and_then(|text| serde_json::from_str(&text).ok()),
             stderr,
             exit_code,
             ran_by: "this process".to_string(),

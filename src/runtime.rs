@@ -28,9 +28,20 @@ impl Runtime {
     /// Loads the config rooted at `root`, compiles every schedule and discovers
     /// the plugins; a schedule that cannot run is a config error like any other.
     pub fn load(root: &Path) -> Result<Runtime, ConfigError> {
+        Runtime::load_with(root, Registry::load)
+    }
+
+    /// [`load`](Self::load) with a registry that read every manifest under the
+    /// plugin roots, not only the configured ones (`plugin list`, and the
+    /// explanation of why a plugin is not runnable).
+    pub fn survey(root: &Path) -> Result<Runtime, ConfigError> {
+        Runtime::load_with(root, Registry::survey)
+    }
+
+    fn load_with(root: &Path, registry: fn(&Config) -> Registry) -> Result<Runtime, ConfigError> {
         let loaded = config::load(root)?;
         let compiled = compile_schedules(&loaded.config)?;
-        let registry = Registry::load(&loaded.config);
+        let registry = registry(&loaded.config);
         // Only loaded plugins are scheduled; the others were still checked above,
         // so a config with a broken schedule is refused whichever plugins load.
         let schedules = registry

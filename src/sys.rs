@@ -233,6 +233,17 @@ pub fn kill_child_with_spawner(cmd: &mut std::process::Command) {
     }
 }
 
+/// Hands memory the allocator holds freed back to the OS (`malloc_trim`):
+/// walks every arena, so callers use it only after large allocations.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes
+    // no pointers and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// This process's pid.
 pub fn pid() -> i32 {
     std::process::id() as i32

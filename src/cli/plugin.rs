@@ -9,7 +9,7 @@ use crate::runtime::Runtime;
 /// `ductile plugin list [--json]`.
 pub fn list(args: &Args) -> Result<(), CliError> {
     let root = super::config_root(args)?;
-    let rt = Runtime::load(&root)?;
+    let rt = Runtime::survey(&root)?;
     let loaded: Vec<_> = rt
         .registry
         .plugins()

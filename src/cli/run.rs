@@ -74,7 +74,10 @@ fn find_plugin<'a>(
     if let Some(p) = rt.registry.get(name) {
         return Ok(p);
     }
-    if let Some(s) = rt.registry.skipped().iter().find(|s| s.name == name) {
+    // Only configured manifests were read; to say why `name` is not runnable,
+    // read them all.
+    let all = crate::plugin::Registry::survey(&rt.config);
+    if let Some(s) = all.skipped().iter().find(|s| s.name == name) {
         return Err(CliError::Config(format!(
             "plugin `{name}` was not loaded: {}",
             s.reason
@@ -87,7 +90,7 @@ fn find_plugin<'a>(
             )));
         }
     }
-    if rt.registry.discovered().iter().any(|d| d.name == name) {
+    if all.discovered().iter().any(|d| d.name == name) {
         return Err(CliError::Config(format!(
             "plugin `{name}` was discovered but is not configured; add `plugins: {{{name}: {{}}}}` to the config"
         )));

@@ -40,8 +40,8 @@ pub enum Executed {
         status: JobStatus,
         /// Error text for failures.
         last_error: Option<String>,
-        /// The decoded response, when the plugin gave one.
-        response: Option<Value>,
+        /// The plugin's response as the JSON text it wrote, when it gave a valid one.
+        response: Option<String>,
         /// Captured stderr.
         stderr: String,
         /// Time spent in the plugin process.
@@ -172,45 +172,76 @@ pub fn execute(
     }
     let now = clock.now();
     let (decision, last_error, state_write) = decide(conn, &plugin, job, &outcome, now)?;
-    let response = match &outcome.kind {
-        OutcomeKind::Succeeded(_)
-        | OutcomeKind::Failed(_)
-        | OutcomeKind::ConfigError {
-            response: Some(_), ..
-        } => serde_json::from_slice::<Value>(&outcome.stdout).ok(),
-        _ => None,
-    };
-    let record = AttemptRecord {
-        result: response.as_ref().map(Value::to_string),
-        stdout: if response.is_none() && !outcome.stdout.is_empty() {
-            Some(String::from_utf8_lossy(&outcome.stdout).into_owned())
-        } else {
-            None
-        },
-        stderr: outcome.stderr.clone(),
-        pid: outcome.pid,
-        exit_code: outcome.exit_code,
-        warnings: outcome.warnings.clone(),
-    };
-    for w in &outcome.warnings {
+    let Outcome {
+        kind,
+        stdout,
+        stderr,
+        pid,
+        exit_code,
+        started_at,
+        finished_at,
+        duration,
+        warnings,
+        ..
+    } = outcome;
+    for w in &warnings {
         log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "{w}");
     }
-    let subs = match &outcome.kind {
-        OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => r.stopwatch_subs.clone(),
+    let stdout_len = stdout.len();
+    let decoded = matches!(
+        kind,
+        OutcomeKind::Succeeded(_)
+            | OutcomeKind::Failed(_)
+            | OutcomeKind::ConfigError {
+                response: Some(_),
+                ..
+            }
+    );
+    let status_label = stopwatch_status(&kind);
+    let subs = match kind {
+        OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => {
+            if r.subs_dropped > 0 {
+                log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "dropped {} stopwatch sub-spans over the cap of {}", r.subs_dropped, plugin.manifest.stopwatch_max_subs);
+            }
+            r.stopwatch_subs
+        }
+        // The rest of the decoded response is dropped here: from now on the raw
+        // text is the only copy of it.
         _ => Vec::new(),
     };
-    if let OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) = &outcome.kind {
-        if r.subs_dropped > 0 {
-            log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "dropped {} stopwatch sub-spans over the cap of {}", r.subs_dropped, plugin.manifest.stopwatch_max_subs);
+    // A decoded response is valid JSON, hence UTF-8: its own bytes are the log's
+    // copy, neither parsed again nor re-serialized.
+    let (result, raw) = if decoded {
+        match String::from_utf8(stdout) {
+            Ok(mut text) => {
+                text.truncate(text.trim_end().len());
+                (Some(text), None)
+            }
+            Err(e) => (
+                None,
+                Some(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
         }
-    }
+    } else if stdout.is_empty() {
+        (None, None)
+    } else {
+        (None, Some(String::from_utf8_lossy(&stdout).into_owned()))
+    };
+    let record = AttemptRecord {
+        result,
+        stdout: raw,
+        stderr: stderr.clone(),
+        pid,
+        exit_code,
+        warnings,
+    };
     let mut stopwatch = Stopwatch {
-        enter_wall_ns: wall_ns(outcome.started_at),
-        exit_wall_ns: wall_ns(outcome.finished_at),
-        dur_ns: outcome.duration.as_nanos().min(i64::MAX as u128) as i64,
+        enter_wall_ns: wall_ns(started_at),
+        exit_wall_ns: wall_ns(finished_at),
+        dur_ns: duration.as_nanos().min(i64::MAX as u128) as i64,
         runtime_pre_ns: runtime_pre.as_nanos() as i64,
         runtime_post_ns: 0,
-        status: stopwatch_status(&outcome.kind),
+        status: status_label,
         subs,
     };
     stopwatch.runtime_post_ns = post_start.elapsed().as_nanos() as i64;
@@ -231,15 +262,24 @@ pub fn execute(
         last_error.as_deref(),
         &completion.decision,
     );
+    let response = completion.record.result;
+    if stdout_len >= LARGE_RESPONSE {
+        // glibc keeps freed small allocations in the worker thread's arena, so
+        // one big response would otherwise leave the daemon's RSS at its peak.
+        crate::sys::release_freed_memory();
+    }
     Ok(Executed::Recorded {
         status: done.status,
         last_error,
         response,
-        stderr: outcome.stderr,
-        plugin_time: outcome.duration,
-        exit_code: outcome.exit_code,
+        stderr,
+        plugin_time: duration,
+        exit_code,
     })
 }
+
+/// Responses at least this large are followed by [`crate::sys::release_freed_memory`].
+const LARGE_RESPONSE: usize = 1024 * 1024;
 
 /// Maps a process outcome to the job's decision, its error text and its state write.
 fn decide(

@@ -2,7 +2,9 @@
 //!
 //! Owns: the [`Registry`], built once per config snapshot, which maps every
 //! enabled instance name under `plugins:` (including `uses:` aliases) to a runnable
-//! [`Plugin`], and reports what was discovered, what was refused and why.
+//! [`Plugin`], and reports what was discovered, what was refused and why:
+//! [`Registry::load`] reads only the manifests the instances name (the daemon and
+//! `ductile run`), [`Registry::survey`] every manifest under the roots (`plugin list`).
 //! Must not: touch the database or spawn processes itself ([`spawn`] does that for
 //! the worker); nothing here re-validates a [`Config`].
 //!
@@ -16,7 +18,7 @@ pub mod manifest;
 pub mod protocol;
 pub mod spawn;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -76,9 +78,30 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Discovers plugins under `config.plugin_roots` and wires the enabled instances.
+    /// Wires the enabled instances, reading only the manifests they name (by
+    /// instance name or `uses:`); what the daemon and `ductile run` load.
     pub fn load(config: &Config) -> Registry {
+        let enabled = || config.plugins.iter().filter(|(_, conf)| conf.enabled);
+        let bases: BTreeSet<String> = enabled()
+            .map(|(name, conf)| conf.uses.clone().unwrap_or_else(|| name.clone()))
+            .collect();
+        let aliases: BTreeSet<String> = enabled()
+            .filter(|(name, conf)| conf.uses.as_ref().is_some_and(|u| u != *name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let (roots, allow) = (&config.plugin_roots, config.service.allow_symlinks);
+        Registry::wire(config, discovery::scan_for(roots, allow, &bases, &aliases))
+    }
+
+    /// Like [`Registry::load`], after reading every manifest under the plugin
+    /// roots, so [`Registry::discovered`] and [`Registry::skipped`] also cover
+    /// plugins no instance names (what `plugin list` shows).
+    pub fn survey(config: &Config) -> Registry {
         let scan = discovery::scan(&config.plugin_roots, config.service.allow_symlinks);
+        Registry::wire(config, scan)
+    }
+
+    fn wire(config: &Config, scan: discovery::Scan) -> Registry {
         let mut registry = Registry {
             plugins: BTreeMap::new(),
             discovered: Vec::new(),
@@ -142,7 +165,8 @@ impl Registry {
         self.plugins.values()
     }
 
-    /// Every trusted manifest found, configured or not, in scan order.
+    /// Every trusted manifest found, in scan order (configured or not after
+    /// [`Registry::survey`]; only the configured ones after [`Registry::load`]).
     pub fn discovered(&self) -> &[Discovered] {
         &self.discovered
     }
@@ -343,7 +367,7 @@ mod tests {
                 conf("hang", None, false, json!({})),
             ],
         );
-        let reg = Registry::load(&cfg);
+        let reg = Registry::survey(&cfg);
         let Some(p) = reg.get("ok_basic") else {
             panic!("ok_basic not loaded: {:?}", reg.skipped());
         };
@@ -380,6 +404,17 @@ mod tests {
                 )
             )]
         );
+        // The hot path reads only what the enabled instances name: the same
+        // plugin, and nothing about the unconfigured or disabled ones.
+        let hot = Registry::load(&cfg);
+        assert_eq!(
+            hot.get("ok_basic").map(|p| p.dir.clone()),
+            Some(root.join("ok_basic"))
+        );
+        let names: Vec<&str> = hot.discovered().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec!["ok_basic"]);
+        assert!(hot.skipped().is_empty(), "{:?}", hot.skipped());
+        assert!(hot.warnings().is_empty(), "{:?}", hot.warnings());
     }
 
     #[test]
@@ -479,6 +514,124 @@ mod tests {
             .find(|s| s.name == "needs_keys")
             .map(|s| s.path.clone());
         assert_eq!(needs, Some(root.join("needs_keys")));
+    }
+
+    #[test]
+    fn load_never_reads_unconfigured_manifests() {
+        let tmp = TempDir::new("hot");
+        let root = root_with_fixtures(&tmp);
+        // Broken in every way discovery can notice, none of it configured.
+        write(
+            &tmp.sub("plugins/broken").join("manifest.yaml"),
+            "name: [unclosed\n",
+        );
+        let fifo = tmp.sub("plugins/fifo").join("manifest.yaml");
+        mkfifo(&fifo);
+        let huge = tmp.sub("plugins/huge").join("manifest.yaml");
+        write(&huge, &"#".repeat(300 * 1024));
+        let cfg = config(
+            &tmp.path,
+            vec![root.clone()],
+            vec![conf("ok_basic", None, true, json!({}))],
+        );
+        let hot = Registry::load(&cfg);
+        assert!(hot.get("ok_basic").is_some());
+        assert!(hot.skipped().is_empty(), "{:?}", hot.skipped());
+        assert!(hot.warnings().is_empty(), "{:?}", hot.warnings());
+
+        let all = Registry::survey(&cfg);
+        let r = root.display();
+        let mut got = skipped_reasons(&all);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "broken".to_string(),
+                    format!(
+                        "{r}/broken/manifest.yaml: invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 7"
+                    )
+                ),
+                (
+                    "fifo".to_string(),
+                    format!(
+                        "{r}/fifo/manifest.yaml is not a regular file (it is a FIFO); it is not read"
+                    )
+                ),
+                (
+                    "huge".to_string(),
+                    format!(
+                        "{r}/huge/manifest.yaml is 307200 bytes, over the 256 KiB limit for a manifest; it is not read"
+                    )
+                ),
+                (
+                    "not_executable".to_string(),
+                    format!(
+                        "entrypoint `run.sh` in {r}/not_executable is not executable (run chmod +x on it)"
+                    )
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plugin_in_a_directory_named_otherwise_is_still_found() {
+        let tmp = TempDir::new("renamed");
+        let root = tmp.sub("plugins");
+        copy_fixture("ok_basic", &root, "ok-basic-v2");
+        copy_fixture("hang", &root, "hang");
+        let cfg = config(
+            &tmp.path,
+            vec![root.clone()],
+            vec![
+                conf("ok_basic", None, true, json!({})),
+                conf("hang", None, true, json!({})),
+            ],
+        );
+        let hot = Registry::load(&cfg);
+        assert_eq!(
+            hot.get("ok_basic").map(|p| p.dir.clone()),
+            Some(root.join("ok-basic-v2"))
+        );
+        assert!(hot.get("hang").is_some());
+        assert!(hot.skipped().is_empty(), "{:?}", hot.skipped());
+    }
+
+    #[test]
+    fn a_directory_named_after_the_plugin_takes_precedence_in_both_scans() {
+        let tmp = TempDir::new("prec");
+        let first = tmp.sub("first");
+        let second = tmp.sub("second");
+        let early = copy_fixture("ok_basic", &first, "aaa_copy");
+        let named = copy_fixture("ok_basic", &second, "ok_basic");
+        let cfg = config(
+            &tmp.path,
+            vec![first, second],
+            vec![conf("ok_basic", None, true, json!({}))],
+        );
+        let reason = format!(
+            "duplicate plugin `ok_basic` in {} is ignored: {} is named after it and comes first",
+            early.display(),
+            named.display()
+        );
+        let all = Registry::survey(&cfg);
+        assert_eq!(
+            all.get("ok_basic").map(|p| p.dir.clone()),
+            Some(named.clone())
+        );
+        assert_eq!(
+            skipped_reasons(&all),
+            vec![("ok_basic".to_string(), reason)]
+        );
+        // The hot path agrees without reading the other directory at all.
+        let hot = Registry::load(&cfg);
+        assert_eq!(hot.get("ok_basic").map(|p| p.dir.clone()), Some(named));
+        assert!(hot.skipped().is_empty(), "{:?}", hot.skipped());
+    }
+
+    fn mkfifo(path: &Path) {
+        let st = std::process::Command::new("mkfifo").arg(path).status();
+        assert!(st.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
     }
 
     #[test]

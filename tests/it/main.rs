@@ -14,5 +14,6 @@ mod config;
 mod daemon;
 mod foundation;
 mod hardening;
+mod limits;
 mod scheduler;
 mod support;

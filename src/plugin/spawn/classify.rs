@@ -26,7 +26,9 @@ pub(super) fn classify(
     let Some(status) = status else {
         return OutcomeKind::ProtocolError("plugin exit status could not be collected".to_string());
     };
-    let decoded = answer.unwrap_or_else(|| protocol::decode(stdout, max_subs));
+    let decoded = answer.unwrap_or_else(|| {
+        protocol::decode(stdout, &protocol::ResponseLimits::with_subs(max_subs))
+    });
     if status.code() == Some(EXIT_CONFIG) {
         let response = decoded.ok();
         let message = last_line(stderr)

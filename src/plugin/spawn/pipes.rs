@@ -46,7 +46,9 @@ impl Io<'_> {
         let max_subs = self.max_subs;
         let buf = &self.stdout.buf;
         self.answer
-            .get_or_insert_with(|| protocol::decode(buf, max_subs))
+            .get_or_insert_with(|| {
+                protocol::decode(buf, &protocol::ResponseLimits::with_subs(max_subs))
+            })
             .is_ok()
     }
 
