@@ -384,7 +384,7 @@ fn hand_over(
             what: "job",
             id: id.to_string(),
         })?;
-        let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
+        let status = row.status;
         if !matches!(status, JobStatus::Queued | JobStatus::Running) {
             let mut report = report_from_ledger(conn, id, &ran_by)?;
             if cancelled_here {
@@ -440,7 +440,7 @@ fn hand_over(
         }
         if set.ready(exit_at) {
             let row = queue::find(conn, id)?;
-            if row.is_some_and(|r| r.status == "queued" || r.status == "running") {
+            if row.is_some_and(|r| matches!(r.status, JobStatus::Queued | JobStatus::Running)) {
                 return Ok(None);
             }
         }
@@ -465,7 +465,7 @@ fn report_from_ledger(conn: &Connection, id: &str, ran_by: &str) -> Result<Repor
         id: id.to_string(),
         plugin: row.plugin,
         command: row.command,
-        status: JobStatus::parse(&row.status).unwrap_or(JobStatus::Dead),
+        status: row.status,
         last_error: row.last_error,
         response: log.result.and_then(|r| serde_json::from_str(&r).ok()),
         stderr: log.stderr.unwrap_or_default(),

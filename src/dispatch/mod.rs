@@ -155,7 +155,11 @@ pub fn execute(
             grace: KILL_GRACE,
             ..Limits::default()
         },
-        max_subs: plugin.manifest.stopwatch_max_subs,
+        response: protocol::ResponseLimits {
+            max_subs: plugin.manifest.stopwatch_max_subs,
+            max_events: rt.config.service.max_response_events,
+            ..protocol::ResponseLimits::default()
+        },
     };
     let runtime_pre = pre_start.elapsed();
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
@@ -321,7 +325,7 @@ fn decide(
         ),
         _ => fail(
             JobStatus::Failed,
-            outcome.retryable(),
+            retry::retryable(outcome),
             outcome
                 .error_message()
                 .unwrap_or_else(|| "plugin failed".into()),
@@ -411,7 +415,7 @@ fn log_outcome(job: &ClaimedJob, status: JobStatus, err: Option<&str>, decision:
 /// The side ledgers this job's outcome feeds.
 fn effects(job: &ClaimedJob, plugin: &Plugin) -> Vec<Effect> {
     let mut out = Vec::new();
-    if job.submitted_by == SubmittedBy::Scheduler.as_str() {
+    if job.submitted_by == SubmittedBy::Scheduler {
         if job.command == "poll" {
             out.push(Effect::Breaker {
                 threshold: plugin.conf.circuit_breaker.threshold,
@@ -423,7 +427,7 @@ fn effects(job: &ClaimedJob, plugin: &Plugin) -> Vec<Effect> {
             });
         }
     }
-    if job.command == "init" && job.submitted_by == SubmittedBy::System.as_str() {
+    if job.command == "init" && job.submitted_by == SubmittedBy::System {
         out.push(Effect::Init);
     }
     out

@@ -343,7 +343,7 @@ fn worker(
         let (plugin, id) = (work.job.plugin.as_str(), work.job.id.as_str());
         match result {
             Ok(Ok(Executed::Recorded { .. })) => {
-                if work.job.submitted_by == SubmittedBy::Cli.as_str() {
+                if work.job.submitted_by == SubmittedBy::Cli {
                     crate::oneshot::notify_done(id);
                 }
             }

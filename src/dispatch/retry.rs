@@ -6,8 +6,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::plugin::spawn::{Outcome, OutcomeKind};
 use crate::store::completion::Decision;
 use crate::store::queue::JobStatus;
+
+/// Whether another attempt could help (the attempt budget still applies): a
+/// timeout, an oversized or invalid answer, or a failed start may pass; exit
+/// 78, a cancellation and `"retry": false` are final.
+pub fn retryable(outcome: &Outcome) -> bool {
+    match &outcome.kind {
+        OutcomeKind::Succeeded(_) | OutcomeKind::ConfigError { .. } | OutcomeKind::Cancelled(_) => {
+            false
+        }
+        OutcomeKind::Failed(r) => r.retry,
+        OutcomeKind::TimedOut
+        | OutcomeKind::OutputTooLarge
+        | OutcomeKind::ProtocolError(_)
+        | OutcomeKind::SpawnFailed(_) => true,
+    }
+}
 
 /// The delay before attempt `attempt + 1`, given the failed attempt number.
 pub fn backoff(base: Duration, attempt: u32, random_below: impl FnOnce(u64) -> u64) -> Duration {

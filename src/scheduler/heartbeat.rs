@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use crossbeam_channel::{Receiver, Sender, select};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use serde_json::json;
 
 use crate::clock::{Clock, format_ts, parse_ts, random_below, sub_saturating};
@@ -340,7 +340,7 @@ impl Heartbeat {
             }
             schedules::reschedule(&this.conn, &s.plugin, &s.id, next, now)
         };
-        let inflight = inflight(&self.conn, &s.plugin, &s.command)?;
+        let inflight = queue::inflight(&self.conn, &s.plugin, &s.command)?;
         let mut cancelled: Vec<String> = Vec::new();
         if !inflight.is_empty() {
             match s.if_running {
@@ -358,7 +358,8 @@ impl Heartbeat {
                     tx.commit()
                         .map_err(|e| StoreError::sqlite("commit cancel", e))?;
                     for (id, status) in &inflight {
-                        if status == "running" && self.running.cancel(id, &reason) {
+                        if *status == queue::JobStatus::Running && self.running.cancel(id, &reason)
+                        {
                             report.cancelled += 1;
                         }
                         cancelled.push(id.clone());
@@ -413,19 +414,10 @@ impl Heartbeat {
     }
 }
 
-/// Queued or running jobs of a plugin+command: (id, status).
-fn inflight(
-    conn: &Connection,
-    plugin: &str,
-    command: &str,
-) -> Result<Vec<(String, String)>, StoreError> {
-    conn.prepare_cached("SELECT id, status FROM job_queue INDEXED BY idx_job_queue_status WHERE status IN ('queued','running') AND plugin = ?1 AND command = ?2 ORDER BY rowid")
-        .and_then(|mut s| s.query_map(params![plugin, command], |r| Ok((r.get(0)?, r.get(1)?))).and_then(|rows| rows.collect()))
-        .map_err(|e| StoreError::sqlite("find in-flight jobs", e))
-}
-
 /// Starts the scheduler thread: tick, then sleep until the next tick or the next
-/// due schedule, whichever is sooner; a reload or stop wakes it at once.
+/// due schedule, whichever is sooner; a reload or stop wakes it at once. A
+/// ledger error or a panic (a bug) stops the daemon through `fatal_tx`: a
+/// daemon whose scheduler is gone must not run on as if it were healthy.
 pub fn spawn(
     mut hb: Heartbeat,
     stop_rx: Receiver<()>,
@@ -435,38 +427,49 @@ pub fn spawn(
     thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || {
-            loop {
-                if let Err(e) = hb.tick() {
-                    if e.is_busy() {
-                        log::warn!("scheduler tick deferred: {e}");
-                    } else {
-                        let _ = fatal_tx.send(format!("scheduler cannot write the ledger: {e}"));
-                        return;
-                    }
-                }
-                let tick = hb.runtime.config.service.tick_interval;
-                let now = hb.clock.now();
-                let until_due = hb
-                    .next_due()
-                    .ok()
-                    .flatten()
-                    .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
-                let wait = until_due
-                    .map_or(tick, |d| d.min(tick))
-                    .saturating_add(Duration::from_millis(1));
-                select! {
-                    recv(stop_rx) -> _ => return,
-                    recv(reload_rx) -> msg => {
-                        if let Ok(rt) = msg {
-                            if let Err(e) = hb.reload(rt) {
-                                log::error!("scheduler reload failed: {e}");
-                            }
-                        }
-                    }
-                    default(wait) => {}
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_loop(&mut hb, &stop_rx, &reload_rx)
+            }));
+            let why = match result {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("scheduler cannot use the ledger: {e}"),
+                Err(_) => "the scheduler thread panicked (a bug in ductile); stopping".to_string(),
+            };
+            log::error!("{why}");
+            let _ = fatal_tx.send(why);
+        })
+}
+
+fn run_loop(
+    hb: &mut Heartbeat,
+    stop_rx: &Receiver<()>,
+    reload_rx: &Receiver<Arc<Runtime>>,
+) -> Result<(), StoreError> {
+    loop {
+        match hb.tick() {
+            Err(e) if e.is_busy() => log::warn!("scheduler tick deferred: {e}"),
+            other => {
+                other?;
+            }
+        }
+        let tick = hb.runtime.config.service.tick_interval;
+        let now = hb.clock.now();
+        let until_due = hb
+            .next_due()?
+            .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
+        let wait = until_due
+            .map_or(tick, |d| d.min(tick))
+            .saturating_add(Duration::from_millis(1));
+        select! {
+            recv(stop_rx) -> _ => return Ok(()),
+            recv(reload_rx) -> msg => {
+                if let Ok(rt) = msg {
+                    hb.reload(rt)?;
                 }
             }
-        })
+            default(wait) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ fn complete_in(
             log_status.as_str(),
             c.record.result,
             job.attempt,
-            job.submitted_by,
+            job.submitted_by.as_str(),
             job.created_at,
             ts,
             c.last_error,

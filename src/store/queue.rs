@@ -17,7 +17,8 @@ use super::StoreError;
 use crate::clock::format_ts;
 
 /// A job's status; the spec's six states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting in the queue (possibly for a retry time).
     Queued,
@@ -98,7 +99,8 @@ pub fn legal(from: JobStatus, to: JobStatus) -> bool {
 }
 
 /// Who produced a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SubmittedBy {
     /// The scheduler heartbeat.
     Scheduler,
@@ -125,6 +127,42 @@ impl SubmittedBy {
             SubmittedBy::Api => "api",
             SubmittedBy::System => "system",
         }
+    }
+
+    /// Parses the ledger's spelling.
+    pub fn parse(s: &str) -> Option<SubmittedBy> {
+        Some(match s {
+            "scheduler" => SubmittedBy::Scheduler,
+            "webhook" => SubmittedBy::Webhook,
+            "route" => SubmittedBy::Route,
+            "cli" => SubmittedBy::Cli,
+            "api" => SubmittedBy::Api,
+            "system" => SubmittedBy::System,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads a ledger column spelled by `parse`, refusing what it does not know.
+fn from_column<T>(
+    value: rusqlite::types::ValueRef<'_>,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::types::FromSqlResult<T> {
+    let text = value.as_str()?;
+    parse(text).ok_or_else(|| {
+        rusqlite::types::FromSqlError::Other(format!("unknown value `{text}`").into())
+    })
+}
+
+impl rusqlite::types::FromSql for JobStatus {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        from_column(value, JobStatus::parse)
+    }
+}
+
+impl rusqlite::types::FromSql for SubmittedBy {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        from_column(value, SubmittedBy::parse)
     }
 }
 
@@ -201,8 +239,8 @@ pub struct ClaimedJob {
     pub attempt: u32,
     /// Allowed attempts.
     pub max_attempts: u32,
-    /// Producer, as stored.
-    pub submitted_by: String,
+    /// Producer.
+    pub submitted_by: SubmittedBy,
     /// Dedupe key.
     pub dedupe_key: Option<String>,
     /// Creation time, as stored.
@@ -773,6 +811,23 @@ pub fn take_cancel_requests(
     Ok((running, cancelled))
 }
 
+/// Queued or running jobs of a plugin+command, oldest first: (id, status).
+pub fn inflight(
+    conn: &Connection,
+    plugin: &str,
+    command: &str,
+) -> Result<Vec<(String, JobStatus)>, StoreError> {
+    conn.prepare_cached("SELECT id, status FROM job_queue INDEXED BY idx_job_queue_status WHERE status IN ('queued','running') AND plugin = ?1 AND command = ?2 ORDER BY rowid")
+        .and_then(|mut s| {
+            s.query_map(params![plugin, command], |r| {
+                let status: String = r.get(1)?;
+                Ok((r.get(0)?, JobStatus::parse(&status).unwrap_or(JobStatus::Queued)))
+            })
+            .and_then(|rows| rows.collect())
+        })
+        .map_err(|e| StoreError::sqlite("find in-flight jobs", e))
+}
+
 /// The earliest pending retry time, if any job waits for one.
 pub fn next_retry_at(conn: &Connection) -> Result<Option<DateTime<Utc>>, StoreError> {
     let next: Option<String> = conn
@@ -803,13 +858,13 @@ pub struct JobRow {
     /// Command.
     pub command: String,
     /// Status.
-    pub status: String,
+    pub status: JobStatus,
     /// Attempt number.
     pub attempt: u32,
     /// Allowed attempts.
     pub max_attempts: u32,
     /// Producer.
-    pub submitted_by: String,
+    pub submitted_by: SubmittedBy,
     /// Dedupe key.
     pub dedupe_key: Option<String>,
     /// Created.
@@ -1061,7 +1116,7 @@ mod tests {
             payload: Value::Null,
             attempt: 1,
             max_attempts: 3,
-            submitted_by: "cli".into(),
+            submitted_by: SubmittedBy::Cli,
             dedupe_key: None,
             created_at: "2026-01-01T00:00:00.000000Z".into(),
             parent_job_id: None,
@@ -1143,7 +1198,7 @@ mod tests {
         comp2.last_error = Some("boom again".into());
         complete(&mut conn, &comp2, DAY, at).unwrap();
         let row = find(&conn, &id).unwrap().unwrap();
-        assert_eq!(row.status, "dead");
+        assert_eq!(row.status, JobStatus::Dead);
         assert_eq!(row.last_error.as_deref(), Some("boom again"));
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM job_log"), 2);
         let stderr: String = conn
@@ -1204,9 +1259,15 @@ mod tests {
             matches!(err, StoreError::StaleAttempt { attempt: 1, .. }),
             "{err}"
         );
-        assert_eq!(find(&conn, &id).unwrap().unwrap().status, "running");
+        assert_eq!(
+            find(&conn, &id).unwrap().unwrap().status,
+            JobStatus::Running
+        );
         complete(&mut conn, &done(&second, Decision::Succeeded), DAY, now).unwrap();
-        assert_eq!(find(&conn, &id).unwrap().unwrap().status, "succeeded");
+        assert_eq!(
+            find(&conn, &id).unwrap().unwrap().status,
+            JobStatus::Succeeded
+        );
     }
 
     #[test]
@@ -1231,9 +1292,9 @@ mod tests {
         let rec = recover_orphans(&mut conn, now).unwrap();
         assert_eq!(rec.len(), 2);
         let ra = find(&conn, &a).unwrap().unwrap();
-        assert_eq!((ra.status.as_str(), ra.attempt), ("queued", 2));
+        assert_eq!((ra.status, ra.attempt), (JobStatus::Queued, 2));
         let rb = find(&conn, &b).unwrap().unwrap();
-        assert_eq!(rb.status, "dead");
+        assert_eq!(rb.status, JobStatus::Dead);
         assert!(
             rb.last_error
                 .unwrap()

@@ -295,3 +295,19 @@ fn a_response_too_dense_to_decode_fails_naming_its_value_count() {
         "peak RSS {peak} B for a {size} B response (baseline {base} B)"
     );
 }
+
+#[test]
+fn the_event_cap_is_the_configured_service_max_response_events() {
+    let dir = TestDir::new("event-cap-config");
+    dir.fixture("big_response");
+    dir.config("service:\n  max_response_events: 5\nplugins:\n  big_response:\n    config:\n      events: 6\n");
+    let run = dir.run(&["run", "big_response", "--json"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        v["error"],
+        "protocol error: response has 6 events, over the cap of 5"
+    );
+    dir.config("service:\n  max_response_events: 6\nplugins:\n  big_response:\n    config:\n      events: 6\n");
+    dir.run(&["run", "big_response"]).code(0);
+}

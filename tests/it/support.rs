@@ -332,7 +332,7 @@ pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
             Instant::now() < deadline,
             "timed out after {within:?} waiting for: {what}"
         );
-        std::thread::park_timeout(pause);
+        std::thread::park_timeout(pause); // forbid: condition re-check
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }

@@ -11,7 +11,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::{EXIT_CONFIG, OutcomeKind, QUOTE_MAX};
-use crate::plugin::protocol::{self, ProtocolError, Response, ResponseStatus};
+use crate::plugin::protocol::{self, ProtocolError, Response, ResponseLimits, ResponseStatus};
 
 /// Classifies a run from its exit status and its response (`answer`, decoded
 /// from `stdout` when not given).
@@ -20,15 +20,13 @@ pub(super) fn classify(
     answer: Option<Result<Response, ProtocolError>>,
     stdout: &[u8],
     stderr: &str,
-    max_subs: usize,
+    limits: &ResponseLimits,
     warnings: &mut Vec<String>,
 ) -> OutcomeKind {
     let Some(status) = status else {
         return OutcomeKind::ProtocolError("plugin exit status could not be collected".to_string());
     };
-    let decoded = answer.unwrap_or_else(|| {
-        protocol::decode(stdout, &protocol::ResponseLimits::with_subs(max_subs))
-    });
+    let decoded = answer.unwrap_or_else(|| protocol::decode(stdout, limits));
     if status.code() == Some(EXIT_CONFIG) {
         let response = decoded.ok();
         let message = last_line(stderr)

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::plugin::protocol::Response;
+use crate::plugin::protocol::{Response, ResponseLimits};
 use crate::sys::{self, Interest, PollSet, SigpipeBlock};
 use classify::{human_bytes, human_duration, one_line};
 use group::Group;
@@ -103,8 +103,8 @@ pub struct Invocation<'a> {
     pub request: &'a [u8],
     /// Resource limits.
     pub limits: Limits,
-    /// Stopwatch sub-span cap from the manifest.
-    pub max_subs: usize,
+    /// What a response may hold (sub-spans, events, values).
+    pub response: ResponseLimits,
 }
 
 /// Cancels a run from another thread. Shared by reference; one token per job.
@@ -250,20 +250,6 @@ impl Outcome {
         };
         Some(one_line(&text, 2 * QUOTE_MAX))
     }
-
-    /// Whether another attempt could help (the caller still applies its policy).
-    pub fn retryable(&self) -> bool {
-        match &self.kind {
-            OutcomeKind::Succeeded(_)
-            | OutcomeKind::ConfigError { .. }
-            | OutcomeKind::Cancelled(_) => false,
-            OutcomeKind::Failed(r) => r.retry,
-            OutcomeKind::TimedOut
-            | OutcomeKind::OutputTooLarge
-            | OutcomeKind::ProtocolError(_)
-            | OutcomeKind::SpawnFailed(_) => true,
-        }
-    }
 }
 
 /// Why the runner is ending the group before it exited by itself.
@@ -359,7 +345,7 @@ fn run_watching(
         stderr: Capture::draining(stderr, inv.limits.stderr_cap),
         scratch: vec![0; pipes::CHUNK],
         answer: None,
-        max_subs: inv.max_subs,
+        response: inv.response,
     };
     let pidfd = open_pidfd(pid);
     let deadline = start.checked_add(inv.limits.timeout);
@@ -408,7 +394,7 @@ fn run_watching(
             io.take_answer(),
             &io.stdout.buf,
             &stderr_text,
-            inv.max_subs,
+            &inv.response,
             &mut warnings,
         )
     };

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use crate::plugin::protocol::{self, ProtocolError, Response};
+use crate::plugin::protocol::{self, ProtocolError, Response, ResponseLimits};
 use crate::sys::{self, Interest, PollSet};
 
 /// Size of one read from a pipe.
@@ -30,7 +30,7 @@ pub(super) struct Io<'r> {
     pub(super) scratch: Vec<u8>,
     /// stdout decoded once it reached EOF within its cap.
     pub(super) answer: Option<Result<Response, ProtocolError>>,
-    pub(super) max_subs: usize,
+    pub(super) response: ResponseLimits,
 }
 
 impl Io<'_> {
@@ -43,12 +43,9 @@ impl Io<'_> {
         if self.stdout.file.is_some() || self.stdout.overflowed {
             return false;
         }
-        let max_subs = self.max_subs;
-        let buf = &self.stdout.buf;
+        let (buf, limits) = (&self.stdout.buf, &self.response);
         self.answer
-            .get_or_insert_with(|| {
-                protocol::decode(buf, &protocol::ResponseLimits::with_subs(max_subs))
-            })
+            .get_or_insert_with(|| protocol::decode(buf, limits))
             .is_ok()
     }
 

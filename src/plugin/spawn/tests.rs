@@ -2,7 +2,7 @@
 
 use super::classify::{classify, human_bytes, human_duration, one_line};
 use super::*;
-use crate::plugin::protocol;
+use crate::plugin::protocol::{self, ResponseLimits};
 use serde_json::{Value, json};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -26,7 +26,7 @@ fn run_with(name: &str, limits: Limits, request: &[u8], passthrough: &[String]) 
         env_passthrough: passthrough,
         request,
         limits,
-        max_subs: 32,
+        response: ResponseLimits::with_subs(32),
     };
     run(&inv, &CancelToken::new())
 }
@@ -63,7 +63,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= end {
             return false;
         }
-        std::thread::park_timeout(Duration::from_millis(2));
+        std::thread::park_timeout(Duration::from_millis(2)); // forbid: condition re-check
     }
 }
 
@@ -71,6 +71,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// orphans are reaped by init, which may take its time.
 #[allow(unsafe_code)]
 fn group_alive(pgid: i32) -> bool {
+    assert!(pgid > 1, "no process group recorded");
     // SAFETY: kill(2) with signal 0 only checks for existence; it takes integers.
     let rc = unsafe { libc::kill(-pgid, 0) };
     if rc != 0 {
@@ -105,6 +106,8 @@ fn assert_group_gone(outcome: &Outcome) {
 
 #[allow(unsafe_code)]
 fn is_reaped(pid: u32) -> bool {
+    // waitpid(0) would mean "any child of our group": never a vacuous pass.
+    assert!(pid > 1, "no pid recorded");
     let mut status = 0;
     // SAFETY: waitpid with WNOHANG on a specific pid; `status` is a valid out-pointer.
     let rc = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
@@ -126,7 +129,7 @@ fn ok_basic_succeeds_and_is_reaped() {
     assert_eq!(o.stderr, "");
     assert!(!o.stderr_truncated);
     assert_eq!(o.error_message(), None);
-    assert!(!o.retryable());
+    assert!(!crate::dispatch::retry::retryable(&o));
     assert!(o.started_at <= o.finished_at);
     assert!(o.duration > Duration::ZERO);
     let pid = o.pid.unwrap_or(0);
@@ -158,7 +161,7 @@ fn protocol_errors_are_named() {
             o.kind
         );
         assert_eq!(o.error_message().as_deref(), Some(expected), "{name}");
-        assert!(o.retryable(), "{name}");
+        assert!(crate::dispatch::retry::retryable(&o), "{name}");
     }
 }
 
@@ -188,7 +191,7 @@ fn exit_78_is_a_config_error() {
         o.error_message().as_deref(),
         Some("plugin exited 78 (configuration error): exit_78: config key api_key is missing")
     );
-    assert!(!o.retryable());
+    assert!(!crate::dispatch::retry::retryable(&o));
     assert!(o.stderr.starts_with("exit_78: starting\n"));
 }
 
@@ -200,7 +203,7 @@ fn error_without_retry_is_failed_and_final() {
         o.error_message().as_deref(),
         Some("error_no_retry: this input can never succeed")
     );
-    assert!(!o.retryable());
+    assert!(!crate::dispatch::retry::retryable(&o));
 }
 
 #[test]
@@ -210,7 +213,7 @@ fn huge_stdout_keeps_exactly_the_cap() {
     assert_eq!(o.stdout.len(), 10 * 1024 * 1024);
     assert!(o.stdout.iter().all(|b| *b == b'a'));
     assert_eq!(o.error_message().as_deref(), Some("stdout exceeded 10 MiB"));
-    assert!(o.retryable());
+    assert!(crate::dispatch::retry::retryable(&o));
     assert_group_gone(&o);
 }
 
@@ -250,7 +253,7 @@ fn hang_times_out_even_with_an_unread_large_request() {
         msg.starts_with("timed out after ") && msg.ends_with("ms"),
         "{msg}"
     );
-    assert!(o.retryable());
+    assert!(crate::dispatch::retry::retryable(&o));
     assert!(is_reaped(o.pid.unwrap_or(0)));
     assert_group_gone(&o);
 }
@@ -381,7 +384,7 @@ fn stopwatch_subs_are_capped_by_max_subs() {
         env_passthrough: &[],
         request: REQUEST,
         limits: Limits::default(),
-        max_subs: 64,
+        response: ResponseLimits::with_subs(64),
     };
     let o = run(&inv, &CancelToken::new());
     let r = response(&o);
@@ -447,7 +450,7 @@ fn spawn_failures_are_reported() {
         env_passthrough: &[],
         request: REQUEST,
         limits: Limits::default(),
-        max_subs: 32,
+        response: ResponseLimits::with_subs(32),
     };
     let o = run(&inv, &CancelToken::new());
     let expected = format!(
@@ -457,7 +460,7 @@ fn spawn_failures_are_reported() {
     assert_eq!(o.kind, OutcomeKind::SpawnFailed(expected.clone()));
     assert_eq!(o.error_message(), Some(expected));
     assert_eq!(o.pid, None);
-    assert!(o.retryable());
+    assert!(crate::dispatch::retry::retryable(&o));
 
     let o = run_fixture("not_executable");
     let expected = format!(
@@ -481,13 +484,13 @@ fn cancelled_before_start_returns_at_once() {
         env_passthrough: &[],
         request: REQUEST,
         limits: Limits::default(),
-        max_subs: 32,
+        response: ResponseLimits::with_subs(32),
     };
     let o = run(&inv, &token);
     assert_eq!(o.kind, OutcomeKind::Cancelled("shutdown".to_string()));
     assert_eq!(o.pid, None);
     assert_eq!(o.error_message().as_deref(), Some("cancelled: shutdown"));
-    assert!(!o.retryable());
+    assert!(!crate::dispatch::retry::retryable(&o));
 }
 
 /// Whether process `pid` has installed a SIGTERM handler (per /proc).
@@ -511,7 +514,7 @@ fn cancel_while_running(name: &str, limits: Limits) -> (Outcome, Duration) {
         env_passthrough: &[],
         request: REQUEST,
         limits,
-        max_subs: 32,
+        response: ResponseLimits::with_subs(32),
     };
     std::thread::scope(|s| {
         let runner = s.spawn(|| run(&inv, &token));
@@ -582,7 +585,14 @@ fn check_classify_warned(
     expected_warnings: &[&str],
 ) {
     let mut warnings = Vec::new();
-    let kind = classify(status, None, stdout.as_bytes(), stderr, 32, &mut warnings);
+    let kind = classify(
+        status,
+        None,
+        stdout.as_bytes(),
+        stderr,
+        &ResponseLimits::with_subs(32),
+        &mut warnings,
+    );
     assert_eq!(warnings, expected_warnings, "stdout {stdout:?}");
     let o = Outcome {
         kind,
@@ -671,7 +681,7 @@ fn config_error_keeps_a_valid_response() {
         None,
         br#"{"status":"error","error":"no key","retry":true}"#,
         "",
-        32,
+        &ResponseLimits::with_subs(32),
         &mut Vec::new(),
     );
     assert!(
@@ -744,7 +754,7 @@ fn run_echo(command: &str, config: Value, state: Value, event: Option<Value>) ->
         env_passthrough: &[],
         request: &bytes,
         limits: Limits::default(),
-        max_subs: 32,
+        response: ResponseLimits::with_subs(32),
     };
     run(&inv, &CancelToken::new())
 }
@@ -812,7 +822,7 @@ fn waitid_fallback_behaves_the_same() {
             env_passthrough: &[],
             request: REQUEST,
             limits,
-            max_subs: 32,
+            response: ResponseLimits::with_subs(32),
         };
         run_watching(&inv, &CancelToken::new(), |_| None)
     };
