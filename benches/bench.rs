@@ -297,7 +297,11 @@ fn oneshot_wall(bench: &Bench, exe: &Path, noop: &Path) {
     }
     let a = percentile(&mut ours, 0.5);
     let b = percentile(&mut theirs, 0.5);
-    row("`ductile run noop` wall time, p50", format!("{a:.2} ms"), "");
+    row(
+        "`ductile run noop` wall time, p50",
+        format!("{a:.2} ms"),
+        "",
+    );
     row(
         "compiled plugin alone wall time, p50",
         format!("{b:.2} ms"),

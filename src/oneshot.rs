@@ -238,13 +238,11 @@ fn run_claimed(
     claimed: &ClaimedJob,
     clock: &dyn Clock,
 ) -> Result<Report, OneShotError> {
-    let token = Arc::new(CancelToken::new());
-    let watcher = interrupt_watcher(token.clone());
+    // Without handlers (they could not be installed) Ctrl-C still kills us;
+    // the job is then recovered by the next holder of the lock.
+    let token = CancelToken::on_interrupt().unwrap_or_default();
     let executed = dispatch::execute(conn, rt, claimed, &token, clock);
-    if let Some((handle, thread)) = watcher {
-        handle.close();
-        let _ = thread.join();
-    }
+    drop(token);
     match executed? {
         Executed::Recorded {
             status,
@@ -270,31 +268,6 @@ fn run_claimed(
             "job {} was abandoned while running; it is recovered by the next process that takes the lock",
             claimed.id
         ))),
-    }
-}
-
-/// Cancels `token` on SIGINT or SIGTERM until the returned handle is closed.
-fn interrupt_watcher(
-    token: Arc<CancelToken>,
-) -> Option<(signal_hook::iterator::Handle, std::thread::JoinHandle<()>)> {
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]).ok()?;
-    let handle = signals.handle();
-    let thread = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                token.cancel(&format!("interrupted by {}", signal_name(sig)));
-            }
-        })
-        .ok()?;
-    Some((handle, thread))
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    if sig == libc::SIGINT {
-        "SIGINT"
-    } else {
-        "SIGTERM"
     }
 }
 

@@ -274,7 +274,7 @@ fn save(
     conn.prepare_cached(
         "INSERT INTO circuit_breaker_transitions (id, plugin, command, from_state, to_state, failure_count, reason, job_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
-    .and_then(|mut s| s.execute(params![uuid::Uuid::new_v4().to_string(), plugin, command, from.as_str(), row.state, row.failure_count, reason, job_id, row.updated_at]))
+    .and_then(|mut s| s.execute(params![uuid::Uuid::now_v7().to_string(), plugin, command, from.as_str(), row.state, row.failure_count, reason, job_id, row.updated_at]))
     .map_err(|e| StoreError::sqlite(format!("record breaker transition {plugin}/{command}"), e))?;
     Ok(())
 }

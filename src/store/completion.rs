@@ -222,7 +222,7 @@ fn complete_in(
     )
     .and_then(|mut s| {
         s.execute(params![
-            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::now_v7().to_string(),
             job.id,
             job.plugin,
             job.command,

@@ -150,7 +150,7 @@ fn user_name(uid: u32) -> String {
 /// Refuses an open database that is not a ductile ledger (or empty), before
 /// anything has changed it: the caller has only opened it. SQLite reads a
 /// file lazily, so a file that is not SQLite at all shows here too.
-pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<Kind, StoreError> {
     let not_ours = |detail: String| StoreError::NotALedger {
         path: path.display().to_string(),
         detail,
@@ -159,7 +159,7 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), Store
         Ok(Kind::Foreign(what)) => Err(not_ours(format!(
             "a SQLite database of another application ({what})"
         ))),
-        Ok(_) => Ok(()),
+        Ok(kind) => Ok(kind),
         Err(StoreError::Sqlite {
             source: rusqlite::Error::SqliteFailure(e, _),
             ..
@@ -173,7 +173,7 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), Store
 /// [`refuse_foreign`] for a read-only connection, which (unlike a read-write
 /// one) leaves a `-wal` and `-shm` behind on a WAL-mode file: those are
 /// removed again when the file turns out not to be ours.
-pub(super) fn refuse_foreign_read_only(path: &Path) -> Result<(), StoreError> {
+pub(super) fn refuse_foreign_read_only(path: &Path) -> Result<Kind, StoreError> {
     let sides = [side_file(path, "-wal"), side_file(path, "-shm")];
     let existed = sides.clone().map(|p| p.exists());
     let verdict = {

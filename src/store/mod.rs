@@ -223,9 +223,9 @@ fn open_with(path: &Path, sync: Synchronous, depth: Depth) -> Result<Connection,
     let shown = path.display().to_string();
     location::prepare(path)?;
     let mut conn = open_rw(path)?;
-    location::refuse_foreign(&conn, path)?;
-    configure(&mut conn, sync)?;
-    schema::ensure(&mut conn, &shown, depth)?;
+    let kind = location::refuse_foreign(&conn, path)?;
+    configure(&mut conn, sync, kind == schema::Kind::Empty)?;
+    schema::ensure_kind(&mut conn, &shown, depth, kind)?;
     Ok(conn)
 }
 
@@ -237,8 +237,8 @@ pub fn open_for_migration(path: &Path, sync: Synchronous) -> Result<Connection, 
     }
     location::prepare(path)?;
     let mut conn = open_rw(path)?;
-    location::refuse_foreign(&conn, path)?;
-    configure(&mut conn, sync)?;
+    let kind = location::refuse_foreign(&conn, path)?;
+    configure(&mut conn, sync, kind == schema::Kind::Empty)?;
     Ok(conn)
 }
 
@@ -327,10 +327,13 @@ fn wait_when_busy(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// The connection pragmas; set once per connection, outside any transaction.
-fn configure(conn: &mut Connection, sync: Synchronous) -> Result<(), StoreError> {
+/// `fresh`: the file is still empty, so file-level settings are chosen now.
+fn configure(conn: &mut Connection, sync: Synchronous, fresh: bool) -> Result<(), StoreError> {
     wait_when_busy(conn)?;
-    // Before WAL mode writes the first header, or it is too late.
-    schema::set_incremental_vacuum(conn)?;
+    if fresh {
+        // Before WAL mode writes the first header, or it is too late.
+        schema::set_incremental_vacuum(conn)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| StoreError::sqlite("enable WAL", e))?;
     let level = match sync {

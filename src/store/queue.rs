@@ -310,7 +310,7 @@ pub fn enqueue_in(
             return Ok(Enqueued::Deduplicated(existing));
         }
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::now_v7().to_string();
     let ts = format_ts(now);
     let payload = if job.payload.is_null() {
         None
@@ -640,7 +640,7 @@ pub fn recover_orphans(
             "INSERT INTO job_log (id, job_id, plugin, command, status, attempt, submitted_by, created_at, completed_at, last_error, parent_job_id, source_event_id, event_context_id)
              SELECT ?2, id, plugin, command, 'dead', attempt, submitted_by, created_at, ?3, ?4, parent_job_id, source_event_id, event_context_id FROM job_queue WHERE id = ?1",
         )
-        .and_then(|mut s| s.execute(params![id, uuid::Uuid::new_v4().to_string(), ts, lost]))
+        .and_then(|mut s| s.execute(params![id, uuid::Uuid::now_v7().to_string(), ts, lost]))
         .map_err(|e| StoreError::sqlite(format!("log orphaned attempt of job {id}"), e))?;
         let status = if attempt >= max {
             let why =

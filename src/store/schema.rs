@@ -235,17 +235,20 @@ pub struct Identity {
 
 /// Reads the identity fields of the open database.
 pub fn identity(conn: &Connection) -> Result<Identity, StoreError> {
-    let read = |sql: &str| -> Result<i64, StoreError> {
-        conn.query_row(sql, [], |r| r.get(0))
-            .map_err(|e| StoreError::sqlite("read the database header", e))
-    };
-    Ok(Identity {
-        application_id: read("PRAGMA application_id")? as i32,
-        version: read("PRAGMA user_version")?,
-        tables: read(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'",
-        )?,
-    })
+    // One statement: it is the first on every connection, so it also pays for
+    // reading the schema, and every extra statement here is paid per `ductile run`.
+    conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%')",
+        [],
+        |r| {
+            Ok(Identity {
+                application_id: r.get::<_, i64>(0)? as i32,
+                version: r.get(1)?,
+                tables: r.get(2)?,
+            })
+        },
+    )
+    .map_err(|e| StoreError::sqlite("read the database header", e))
 }
 
 /// What an existing database is, judged from its identity and tables.
@@ -310,15 +313,33 @@ fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 /// re-checked inside the exclusive transaction, and the losers validate what
 /// the winner wrote.
 pub fn ensure(conn: &mut Connection, path: &str, depth: Depth) -> Result<(), StoreError> {
-    if classify(conn)? == Kind::Empty && create(conn)? {
+    let kind = classify(conn)?;
+    ensure_kind(conn, path, depth, kind)
+}
+
+/// [`ensure`] for a database already classified as `kind` (the caller looked
+/// before changing anything).
+pub(super) fn ensure_kind(
+    conn: &mut Connection,
+    path: &str,
+    depth: Depth,
+    kind: Kind,
+) -> Result<(), StoreError> {
+    if kind == Kind::Empty && create(conn)? {
         return Ok(());
     }
-    verify(conn, path, depth)
+    if kind == Kind::Empty {
+        // Another process created it meanwhile: judge what it wrote.
+        return verify(conn, path, depth);
+    }
+    verify_kind(conn, path, depth, kind)
 }
 
 /// Creates the schema if the database is still empty once the exclusive lock is
 /// held; false when another process created it first.
 fn create(conn: &mut Connection) -> Result<bool, StoreError> {
+    // Only effective before the first write (a connection that already chose
+    // WAL mode set it in `store::configure`).
     set_incremental_vacuum(conn)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Exclusive)
@@ -338,9 +359,10 @@ fn create(conn: &mut Connection) -> Result<bool, StoreError> {
 }
 
 /// Asks for incremental auto-vacuum: it takes effect only on a database that is
-/// still empty (no header written, not even WAL mode), and is a no-op
-/// otherwise. Incremental lets retention hand pages back to the file system
-/// (an SD card fills up otherwise) without the full rewrite a VACUUM costs.
+/// still empty (no header written, not even WAL mode), so it is issued only
+/// there; on a ledger it would cost a write transaction per open. Incremental
+/// lets retention hand pages back to the file system (an SD card fills up
+/// otherwise) without the full rewrite a VACUUM costs.
 pub(super) fn set_incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
         .map_err(|e| StoreError::sqlite("set auto_vacuum", e))
@@ -348,7 +370,11 @@ pub(super) fn set_incremental_vacuum(conn: &Connection) -> Result<(), StoreError
 
 /// Validates an existing database against this binary's schema.
 pub fn verify(conn: &Connection, path: &str, depth: Depth) -> Result<(), StoreError> {
-    match classify(conn)? {
+    verify_kind(conn, path, depth, classify(conn)?)
+}
+
+fn verify_kind(conn: &Connection, path: &str, depth: Depth, kind: Kind) -> Result<(), StoreError> {
+    match kind {
         Kind::Current => {}
         Kind::Empty => {
             return Err(StoreError::Schema {

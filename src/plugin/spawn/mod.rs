@@ -28,7 +28,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -107,11 +108,17 @@ pub struct Invocation<'a> {
     pub response: ResponseLimits,
 }
 
-/// Cancels a run from another thread. Shared by reference; one token per job.
+/// Cancels a run from another thread, or (see
+/// [`on_interrupt`](Self::on_interrupt)) from a signal. Shared by reference;
+/// one token per job.
 #[derive(Debug, Default)]
 pub struct CancelToken {
     cancelled: AtomicBool,
     inner: Mutex<CancelInner>,
+    /// The number of the interrupting signal, set by its handler (0: none).
+    signal: Arc<AtomicUsize>,
+    /// Handlers to remove when the token goes.
+    handlers: Vec<signal_hook::SigId>,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +135,19 @@ impl CancelToken {
         CancelToken::default()
     }
 
+    /// A token that SIGINT and SIGTERM cancel ("interrupted by SIGINT"), for a
+    /// process that runs one plugin in the foreground. The handler only sets a
+    /// flag (no thread): the runner sees it within one turn of its poll loop and
+    /// terminates the group itself.
+    pub fn on_interrupt() -> std::io::Result<CancelToken> {
+        let mut token = CancelToken::new();
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            let id = signal_hook::flag::register_usize(sig, token.signal.clone(), sig as usize)?;
+            token.handlers.push(id);
+        }
+        Ok(token)
+    }
+
     /// Cancels: SIGTERMs a running group (the runner sends SIGKILL after the grace)
     /// or makes a run that has not started return `Cancelled` at once. The first
     /// reason wins.
@@ -142,14 +162,21 @@ impl CancelToken {
         }
     }
 
-    /// Whether [`cancel`](Self::cancel) was called.
+    /// Whether [`cancel`](Self::cancel) was called or an interrupt arrived.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
+        self.cancelled.load(Ordering::SeqCst) || self.signal.load(Ordering::SeqCst) != 0
     }
 
-    /// The reason given to the first [`cancel`](Self::cancel).
+    /// The reason given to the first [`cancel`](Self::cancel), or the interrupt.
     pub fn reason(&self) -> Option<String> {
-        self.lock().reason.clone()
+        if let Some(r) = self.lock().reason.clone() {
+            return Some(r);
+        }
+        match self.signal.load(Ordering::SeqCst) as i32 {
+            0 => None,
+            libc::SIGINT => Some("interrupted by SIGINT".to_string()),
+            _ => Some("interrupted by SIGTERM".to_string()),
+        }
     }
 
     /// The process group currently registered, if a run is in progress.
@@ -171,6 +198,14 @@ impl CancelToken {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for CancelToken {
+    fn drop(&mut self) {
+        for id in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
