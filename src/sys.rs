@@ -199,40 +199,6 @@ pub fn become_subreaper() -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(|_| ())
 }
 
-/// In a freshly forked child, before exec: ask for SIGKILL when the thread that
-/// forked us dies (a crashed daemon takes its plugins with it), and close the
-/// race where it died before the request was made. Only async-signal-safe calls.
-pub fn die_with_parent(parent: i32) -> io::Result<()> {
-    // SAFETY: prctl and getppid take integers only and are async-signal-safe.
-    unsafe {
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ))?;
-        if libc::getppid() != parent {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-    }
-    Ok(())
-}
-
-/// Makes the child of `cmd` ask, between fork and exec, for SIGKILL when the
-/// thread that spawned it dies ([`die_with_parent`]). Costs the spawn its
-/// `posix_spawn` fast path: std forks instead when a hook is set.
-pub fn kill_child_with_spawner(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = pid();
-    // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed; die_with_parent makes exactly two
-    // (prctl, getppid), allocates nothing and captures a plain integer.
-    unsafe {
-        cmd.pre_exec(move || die_with_parent(parent));
-    }
-}
-
 /// Hands memory the allocator holds freed back to the OS (`malloc_trim`):
 /// walks every arena, so callers use it only after large allocations.
 pub fn release_freed_memory() {
@@ -286,6 +252,23 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) {
         if flags >= 0 {
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
+    }
+}
+
+/// Widens a pipe to hold `bytes` (up to 1 MiB, the default system maximum) so
+/// a request can be written whole before its reader starts. A pipe that cannot
+/// be widened keeps its size: the rest of the request is then streamed.
+pub fn widen_pipe(fd: BorrowedFd<'_>, bytes: usize) {
+    const DEFAULT: usize = 64 * 1024;
+    const MAX: usize = 1024 * 1024;
+    if bytes <= DEFAULT {
+        return;
+    }
+    let size = bytes.min(MAX) as libc::c_int;
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor the caller keeps open takes an
+    // integer and touches no memory of ours.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size);
     }
 }
 

@@ -69,8 +69,8 @@ fn item_1_a_crashed_daemons_plugins_never_run_beside_their_retry() {
     });
     let first = family_pids(&out);
     daemon.crash();
-    // The leader dies with the daemon (parent-death signal); the rest is
-    // found by its job id and killed when the next daemon recovers the job.
+    // The crashed daemon's plugin and its descendants run on until the next
+    // daemon recovers the job: found by their job id, they are killed first.
     std::fs::write(dir.path.join("config.yaml"), text).unwrap();
     let daemon = dir.start();
     dir.wait_until(LONG, "the retry succeeded", || {

@@ -333,16 +333,48 @@ fn run_watching(
     }
     group::reap_orphans_here();
 
+    // The request goes into stdin before the process exists: one that fits the
+    // pipe (most do, and the pipe is widened up to 1 MiB for it) is complete on
+    // the plugin's stdin whatever happens to us next, so a daemon dying
+    // mid-spawn can never leave a plugin reading an empty or truncated request.
+    let (stdin_read, stdin_write) = match std::io::pipe() {
+        Ok(ends) => ends,
+        Err(e) => {
+            return not_started(OutcomeKind::SpawnFailed(format!(
+                "cannot create a pipe for {}: {e}",
+                inv.entrypoint.display()
+            )));
+        }
+    };
+    let stdin = pipes::nonblocking(OwnedFd::from(stdin_write));
+    sys::widen_pipe(stdin.as_fd(), inv.request.len());
+    let mut io = Io {
+        stdin: Some(stdin),
+        request: inv.request,
+        written: 0,
+        stdout: Capture::stopping(None, inv.limits.stdout_cap),
+        stderr: Capture::draining(None, inv.limits.stderr_cap),
+        scratch: vec![0; pipes::CHUNK],
+        answer: None,
+        response: inv.response,
+    };
+    io.write_stdin();
+
     let mut cmd = Command::new(inv.entrypoint);
     cmd.env_clear()
         .envs(plugin_env(inv.env_passthrough))
         .env(JOB_ID_ENV, inv.job_id)
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(stdin_read))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    sys::kill_child_with_spawner(&mut cmd);
-    let mut child = match group::spawn_registered(&mut cmd, inv.job_id) {
+    // No pre-exec hook: std then starts the plugin with posix_spawn (vfork-like),
+    // which costs a fraction of a fork of the daemon.
+    let spawned = group::spawn_registered(&mut cmd, inv.job_id);
+    // Our copy of the read end goes with the command, so the writer sees EPIPE
+    // when the plugin closes stdin.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             return not_started(OutcomeKind::SpawnFailed(format!(
@@ -354,15 +386,11 @@ fn run_watching(
     let pid = child.id();
     // Non-blocking ends let one thread serve all three pipes: a write never waits
     // for a plugin that does not read, a read never waits for one that is silent.
-    let stdin = child
-        .stdin
-        .take()
-        .map(|s| pipes::nonblocking(OwnedFd::from(s)));
-    let stdout = child
+    io.stdout.file = child
         .stdout
         .take()
         .map(|s| pipes::nonblocking(OwnedFd::from(s)));
-    let stderr = child
+    io.stderr.file = child
         .stderr
         .take()
         .map(|s| pipes::nonblocking(OwnedFd::from(s)));
@@ -372,16 +400,6 @@ fn run_watching(
     // the flag on its first turn and terminates the group itself.
     cancel.attach(group.pgid());
 
-    let mut io = Io {
-        stdin,
-        request: inv.request,
-        written: 0,
-        stdout: Capture::stopping(stdout, inv.limits.stdout_cap),
-        stderr: Capture::draining(stderr, inv.limits.stderr_cap),
-        scratch: vec![0; pipes::CHUNK],
-        answer: None,
-        response: inv.response,
-    };
     let pidfd = open_pidfd(pid);
     let deadline = start.checked_add(inv.limits.timeout);
 
