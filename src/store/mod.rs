@@ -334,25 +334,22 @@ fn configure(conn: &mut Connection, sync: Synchronous, fresh: bool) -> Result<()
         // Before WAL mode writes the first header, or it is too late.
         schema::set_incremental_vacuum(conn)?;
     }
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| StoreError::sqlite("enable WAL", e))?;
     let level = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.pragma_update(None, "synchronous", level)
-        .map_err(|e| StoreError::sqlite("set synchronous", e))?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(|e| StoreError::sqlite("enable foreign keys", e))?;
-    // A job rewrites the same few hot pages (queue tail, index leaves) many
-    // times; checkpointing every 8000 frames instead of 1000 copies each page
-    // once per burst instead of eight times and fsyncs an eighth as often. The
-    // size limit truncates the WAL file back after a checkpoint so a burst does
-    // not leave a large file on a Pi's SD card.
-    conn.pragma_update(None, "wal_autocheckpoint", 8000)
-        .map_err(|e| StoreError::sqlite("set the checkpoint interval", e))?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
-        .map_err(|e| StoreError::sqlite("set the WAL size limit", e))?;
+    // One batch (every statement here is paid by each `ductile run`). WAL mode
+    // is persistent, but asking again costs little and repairs a file someone
+    // switched back. A job rewrites the same few hot pages (queue tail, index
+    // leaves) many times; checkpointing every 8000 frames instead of 1000
+    // copies each page once per burst instead of eight times and fsyncs an
+    // eighth as often. The size limit truncates the WAL file back after a
+    // checkpoint so a burst does not leave a large file on a Pi's SD card.
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {level}; PRAGMA wal_autocheckpoint = 8000; PRAGMA journal_size_limit = {};",
+        64 * 1024 * 1024
+    ))
+    .map_err(|e| StoreError::sqlite("configure the connection", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
