@@ -282,8 +282,16 @@ fn done_address(job_id: &str) -> io::Result<SocketAddr> {
 /// Daemon side: tells the one-shot waiting for job `job_id`, if any, that the
 /// job has ended. Best effort: nobody listening is the common case.
 pub fn notify_done(job_id: &str) {
-    if let (Ok(addr), Ok(sock)) = (done_address(job_id), UnixDatagram::unbound()) {
-        let _ = sock.send_to_addr(&[1], &addr);
+    thread_local! {
+        // One unbound socket per worker thread: a send is then one syscall.
+        static SOCKET: Option<UnixDatagram> = UnixDatagram::unbound().ok();
+    }
+    if let Ok(addr) = done_address(job_id) {
+        SOCKET.with(|s| {
+            if let Some(s) = s {
+                let _ = s.send_to_addr(&[1], &addr);
+            }
+        });
     }
 }
 
