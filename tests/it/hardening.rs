@@ -541,10 +541,15 @@ fn item_12_an_unwritable_state_directory_names_the_path_and_the_user() {
                 .is_ok(),
             "this test needs setpriv (util-linux) to run as an unprivileged user"
         );
+        // A copy of the binary the unprivileged user can reach, wherever the
+        // checkout lives.
+        let exe = dir.path.join("ductile");
+        std::fs::copy(crate::support::bin(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut wrapped = std::process::Command::new("setpriv");
         wrapped
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(crate::support::bin())
+            .arg(&exe)
             .args(["run", "echo", "--config"])
             .arg(&dir.path)
             .env_remove("DUCTILE_CONFIG_DIR");
