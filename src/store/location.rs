@@ -156,10 +156,11 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<Kind, Sto
         detail,
     };
     match schema::classify(conn) {
-        Ok(Kind::Foreign(what)) => Err(not_ours(format!(
-            "a SQLite database of another application ({what})"
-        ))),
-        Ok(kind) => Ok(kind),
+        Ok(kind) => match kind.refusal(&path.display().to_string()) {
+            // A newer ledger is ours: its version is judged (and refused) later.
+            Some(refused) if matches!(kind, Kind::Foreign(_)) => Err(refused),
+            _ => Ok(kind),
+        },
         Err(StoreError::Sqlite {
             source: rusqlite::Error::SqliteFailure(e, _),
             ..

@@ -54,7 +54,8 @@ pub struct Plan {
 
 /// Works out the steps from the ledger's version to [`SCHEMA_VERSION`]; reads only.
 pub fn plan(conn: &Connection, path: &str) -> Result<Plan, StoreError> {
-    let from = match schema::classify(conn)? {
+    let kind = schema::classify(conn)?;
+    let from = match kind {
         Kind::Current => SCHEMA_VERSION,
         Kind::Older(v) => v,
         Kind::Empty => {
@@ -63,19 +64,11 @@ pub fn plan(conn: &Connection, path: &str) -> Result<Plan, StoreError> {
                 message: "the database is empty; there is nothing to migrate (ductile creates a new ledger when it starts)".to_string(),
             });
         }
-        Kind::Newer(v) => {
-            return Err(StoreError::Schema {
+        Kind::Newer(_) | Kind::Foreign(_) => {
+            return Err(kind.refusal(path).unwrap_or_else(|| StoreError::Schema {
                 path: path.to_string(),
-                message: format!(
-                    "database schema version {v} is newer than this ductile supports ({SCHEMA_VERSION}); upgrade ductile or restore a backup"
-                ),
-            });
-        }
-        Kind::Foreign(what) => {
-            return Err(StoreError::NotALedger {
-                path: path.to_string(),
-                detail: format!("a SQLite database of another application ({what})"),
-            });
+                message: "not a ductile ledger".to_string(),
+            }));
         }
     };
     let steps: Vec<&'static Step> = STEPS

@@ -266,6 +266,26 @@ pub enum Kind {
     Foreign(String),
 }
 
+impl Kind {
+    /// Why nothing may use a database of this kind (`Newer`, `Foreign`);
+    /// `None` for the kinds ductile can work with (or migrate, or create).
+    pub(super) fn refusal(&self, path: &str) -> Option<StoreError> {
+        Some(match self {
+            Kind::Newer(version) => StoreError::Schema {
+                path: path.to_string(),
+                message: format!(
+                    "database schema version {version} is newer than this ductile supports ({SCHEMA_VERSION}); upgrade ductile or restore a backup"
+                ),
+            },
+            Kind::Foreign(what) => StoreError::NotALedger {
+                path: path.to_string(),
+                detail: format!("a SQLite database of another application ({what})"),
+            },
+            Kind::Empty | Kind::Current | Kind::Older(_) => return None,
+        })
+    }
+}
+
 /// Classifies the open database. Reads only; changes nothing.
 pub fn classify(conn: &Connection) -> Result<Kind, StoreError> {
     let id = identity(conn)?;
@@ -374,6 +394,9 @@ pub fn verify(conn: &Connection, path: &str, depth: Depth) -> Result<(), StoreEr
 }
 
 fn verify_kind(conn: &Connection, path: &str, depth: Depth, kind: Kind) -> Result<(), StoreError> {
+    if let Some(refused) = kind.refusal(path) {
+        return Err(refused);
+    }
     match kind {
         Kind::Current => {}
         Kind::Empty => {
@@ -389,20 +412,7 @@ fn verify_kind(conn: &Connection, path: &str, depth: Depth, kind: Kind) -> Resul
                 to: SCHEMA_VERSION,
             });
         }
-        Kind::Newer(version) => {
-            return Err(StoreError::Schema {
-                path: path.to_string(),
-                message: format!(
-                    "database schema version {version} is newer than this ductile supports ({SCHEMA_VERSION}); upgrade ductile or restore a backup"
-                ),
-            });
-        }
-        Kind::Foreign(what) => {
-            return Err(StoreError::NotALedger {
-                path: path.to_string(),
-                detail: format!("a SQLite database of another application ({what})"),
-            });
-        }
+        Kind::Newer(_) | Kind::Foreign(_) => {}
     }
     // Fast path (every open pays it, including each `ductile run`): a ledger we
     // created or migrated stores our DDL verbatim, so one query decides.

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ductile::config::Synchronous;
-use ductile::store::queue::{self, NewJob, SubmittedBy};
 use serde_json::Value;
 
 use crate::support::TestDir;
@@ -22,25 +20,8 @@ fn counter_config(dir: &TestDir, extra_plugin: &str, service: &str) {
     ));
 }
 
-/// Enqueues `n` jobs through the library's real enqueue path (no daemon needed).
 fn enqueue(dir: &TestDir, plugin: &str, n: usize) -> Vec<String> {
-    let mut conn = ductile::store::open(&dir.db_path(), Synchronous::Normal).unwrap();
-    (0..n)
-        .map(|_| {
-            let job = NewJob::new(plugin, "poll", Value::Null, SubmittedBy::Cli, 4);
-            match queue::enqueue(
-                &mut conn,
-                &job,
-                Duration::from_secs(86_400),
-                chrono::Utc::now(),
-            )
-            .unwrap()
-            {
-                queue::Enqueued::Created(id) => id,
-                other => panic!("{other:?}"),
-            }
-        })
-        .collect()
+    dir.enqueue(plugin, n)
 }
 
 fn status_counts(dir: &TestDir) -> HashMap<String, i64> {

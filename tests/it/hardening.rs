@@ -26,21 +26,19 @@ fn family_pids(out: &Path) -> Vec<i64> {
 }
 
 fn enqueue(dir: &TestDir, plugin: &str) -> String {
-    use ductile::store::queue::{self, Enqueued, NewJob, SubmittedBy};
-    let mut conn =
-        ductile::store::open(&dir.db_path(), ductile::config::Synchronous::Normal).unwrap();
-    let job = NewJob::new(plugin, "poll", serde_json::Value::Null, SubmittedBy::Cli, 4);
-    match queue::enqueue(
-        &mut conn,
-        &job,
-        Duration::from_secs(86_400),
-        chrono::Utc::now(),
-    )
-    .unwrap()
-    {
-        Enqueued::Created(id) => id,
-        other => panic!("{other:?}"),
-    }
+    dir.enqueue(plugin, 1).remove(0)
+}
+
+/// Sets the fixture's `config.delay` (seconds, as text) in the dir's config.
+fn set_delay(dir: &TestDir, delay: &str) {
+    let path = dir.path.join("config.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("delay:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, format!("{text}      delay: \"{delay}\"\n")).unwrap();
 }
 
 // ---------------------------------------------------------------- processes
@@ -56,13 +54,7 @@ fn item_1_a_crashed_daemons_plugins_never_run_beside_their_retry() {
     // The first attempt sleeps long; its retry (after recovery) answers at once.
     let job = enqueue(&dir, "family");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("README"), "delay is read from config").unwrap();
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"600\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "600");
     let daemon = dir.start();
     dir.wait_until(LONG, "leader, child and escaped grandchild running", || {
         family_pids(&out).len() == 3
@@ -71,7 +63,7 @@ fn item_1_a_crashed_daemons_plugins_never_run_beside_their_retry() {
     daemon.crash();
     // The crashed daemon's plugin and its descendants run on until the next
     // daemon recovers the job: found by their job id, they are killed first.
-    std::fs::write(dir.path.join("config.yaml"), text).unwrap();
+    set_delay(&dir, "0");
     let daemon = dir.start();
     dir.wait_until(LONG, "the retry succeeded", || {
         dir.text(&format!("SELECT status FROM job_queue WHERE id = '{job}'"))
@@ -152,12 +144,7 @@ fn item_3_an_answer_followed_by_lingering_succeeds_with_a_warning() {
 #[test]
 fn item_4_concurrent_one_shots_all_finish_and_none_is_signalled() {
     let (dir, out) = with_fixture("oneshot-storm", "counter", "", "");
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"0.05\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "0.05");
     let runs: Vec<Background> = (0..8)
         .map(|_| Background::start(dir.command(&["run", "counter"])))
         .collect();
@@ -175,12 +162,7 @@ fn item_4_concurrent_one_shots_all_finish_and_none_is_signalled() {
 #[test]
 fn item_4_sigusr1_and_sighup_do_not_kill_a_one_shot() {
     let (dir, out) = with_fixture("oneshot-signals", "counter", "", "");
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"2\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "2");
     let run = Background::start(dir.command(&["run", "counter"]));
     dir.wait_until(LONG, "the plugin runs", || {
         !recorded_pids(&out.join("pids")).is_empty()
@@ -204,12 +186,7 @@ fn item_4_sigusr1_and_sighup_do_not_kill_a_one_shot() {
 #[test]
 fn item_5_a_daemon_waits_for_a_one_shot_and_then_starts() {
     let (dir, out) = with_fixture("daemon-waits", "counter", "", "");
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"2\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "2");
     let run = Background::start(dir.command(&["run", "counter"]));
     dir.wait_until(LONG, "the one-shot's plugin runs", || {
         !recorded_pids(&out.join("pids")).is_empty()
@@ -250,12 +227,7 @@ fn item_5_a_daemon_waits_for_a_one_shot_and_then_starts() {
 #[test]
 fn item_6_ctrl_c_on_a_handed_over_one_shot_cancels_its_job() {
     let (dir, out) = with_fixture("handover-cancel", "counter", "", "");
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"600\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "600");
     let daemon = dir.start();
     let run = Background::start(dir.command(&["run", "counter"]));
     dir.wait_until(LONG, "the daemon runs the job", || {
@@ -288,12 +260,7 @@ fn item_6_ctrl_c_on_a_handed_over_one_shot_cancels_its_job() {
 #[test]
 fn item_6_ctrl_c_on_a_queued_handed_over_job_cancels_it_before_it_runs() {
     let (dir, out) = with_fixture("handover-queued", "counter", "    parallelism: 1\n", "");
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"600\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "600");
     let busy = enqueue(&dir, "counter");
     let _daemon = dir.start();
     dir.wait_until(LONG, "the daemon is busy", || {
@@ -326,12 +293,7 @@ fn item_6_ctrl_c_on_a_queued_handed_over_job_cancels_it_before_it_runs() {
 #[test]
 fn item_6_a_daemon_dying_mid_job_tells_the_one_shot_the_truth() {
     let (dir, out) = with_fixture("handover-crash", "counter", "", "");
-    let text = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
-    std::fs::write(
-        dir.path.join("config.yaml"),
-        format!("{text}      delay: \"600\"\n"),
-    )
-    .unwrap();
+    set_delay(&dir, "600");
     let daemon = dir.start();
     let run = Background::start(dir.command(&["run", "counter"]));
     dir.wait_until(LONG, "the daemon runs the job", || {

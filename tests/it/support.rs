@@ -147,6 +147,30 @@ impl TestDir {
         wait_on_files(&dirs, within, what, cond);
     }
 
+    /// Enqueues `n` poll jobs for `plugin` through the library's real enqueue
+    /// path (no daemon needed), allowed 4 attempts; returns their ids.
+    pub fn enqueue(&self, plugin: &str, n: usize) -> Vec<String> {
+        use ductile::store::queue::{self, Enqueued, NewJob, SubmittedBy};
+        let mut conn =
+            ductile::store::open(&self.db_path(), ductile::config::Synchronous::Normal).unwrap();
+        (0..n)
+            .map(|_| {
+                let job = NewJob::new(plugin, "poll", serde_json::Value::Null, SubmittedBy::Cli, 4);
+                match queue::enqueue(
+                    &mut conn,
+                    &job,
+                    Duration::from_secs(86_400),
+                    chrono::Utc::now(),
+                )
+                .unwrap()
+                {
+                    Enqueued::Created(id) => id,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
     /// Starts the daemon.
     pub fn start(&self) -> Daemon {
         Daemon::start(self.command(&["system", "start"]))
@@ -368,6 +392,19 @@ pub fn wait_on_files(
     }
 }
 
+/// Blocks until process `pid` (our child) has exited, on its pidfd, for at most
+/// `within`; true when it has. The child is not reaped.
+fn exited_within(pid: u32, within: Duration) -> bool {
+    use std::os::fd::AsFd;
+    let Ok(fd) = ductile::sys::pidfd_open(pid) else {
+        return true;
+    };
+    let mut set = ductile::sys::PollSet::default();
+    let at = set.push(fd.as_fd(), ductile::sys::Interest::Read);
+    set.wait(Some(within));
+    set.ready(at)
+}
+
 /// A running `ductile system start`; killed (SIGKILL) on drop if still alive.
 pub struct Daemon {
     child: Option<Child>,
@@ -455,13 +492,11 @@ impl Daemon {
                     self.log().join("\n")
                 );
             }
-            // Block on the process's exit (its pidfd) for the rest of the budget.
-            if let Ok(fd) = ductile::sys::pidfd_open(child.id()) {
-                use std::os::fd::AsFd;
-                let mut set = ductile::sys::PollSet::default();
-                set.push(fd.as_fd(), ductile::sys::Interest::Read);
-                set.wait(Some(deadline.saturating_duration_since(Instant::now())));
-            }
+            // Block on the process's exit for the rest of the budget.
+            exited_within(
+                child.id(),
+                deadline.saturating_duration_since(Instant::now()),
+            );
         }
     }
 
@@ -549,22 +584,24 @@ impl Background {
     /// panics after `within`.
     pub fn finish(mut self, within: Duration) -> Run {
         let child = self.child.take().unwrap();
-        if let Ok(fd) = ductile::sys::pidfd_open(child.id()) {
-            use std::os::fd::AsFd;
-            let mut set = ductile::sys::PollSet::default();
-            set.push(fd.as_fd(), ductile::sys::Interest::Read);
-            set.wait(Some(within));
-            let mut probe = ductile::sys::PollSet::default();
-            probe.push(fd.as_fd(), ductile::sys::Interest::Read);
-            probe.wait(Some(Duration::ZERO));
-            if !probe.ready(0) {
-                let mut child = child;
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
+        let pid = child.id();
+        // Collected on a thread, so a chatty process never blocks on a full pipe
+        // while we wait for it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(within) {
+            Ok(out) => Run::from(out.unwrap()),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+                let out = rx.recv().unwrap().unwrap();
                 panic!("still running after {within:?}: {:#?}", Run::from(out));
             }
         }
-        Run::from(child.wait_with_output().unwrap())
     }
 }
 
