@@ -48,6 +48,8 @@ pub enum Executed {
         plugin_time: Duration,
         /// The plugin's exit code, when it exited normally.
         exit_code: Option<i32>,
+        /// The next job, claimed in the same transaction (see [`execute_then_claim`]).
+        next: Option<Box<ClaimedJob>>,
     },
     /// Shutdown killed the plugin; the job stays `running` for crash recovery.
     Abandoned,
@@ -91,6 +93,19 @@ pub fn execute(
     job: &ClaimedJob,
     cancel: &CancelToken,
     clock: &dyn Clock,
+) -> Result<Executed, StoreError> {
+    execute_then_claim(conn, rt, job, cancel, clock, None)
+}
+
+/// [`execute`], and when `next` gives the parallelism caps, the worker's next
+/// job is claimed in the completion's own transaction.
+pub fn execute_then_claim(
+    conn: &mut Connection,
+    rt: &Arc<Runtime>,
+    job: &ClaimedJob,
+    cancel: &CancelToken,
+    clock: &dyn Clock,
+    next: Option<&dyn Fn(&str) -> usize>,
 ) -> Result<Executed, StoreError> {
     let pre_start = Instant::now();
     let Some(plugin) = rt.registry.get(&job.plugin).cloned() else {
@@ -259,7 +274,11 @@ pub fn execute(
         stopwatch: Some(stopwatch),
         effects: effects(job, &plugin),
     };
-    let done = completion::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
+    let ttl = rt.config.service.dedupe_ttl;
+    let (done, next) = match next {
+        Some(cap) => completion::complete_then_claim(conn, &completion, ttl, now, cap)?,
+        None => (completion::complete(conn, &completion, ttl, now)?, None),
+    };
     log_outcome(
         job,
         done.status,
@@ -279,6 +298,7 @@ pub fn execute(
         stderr,
         plugin_time: duration,
         exit_code,
+        next: next.map(Box::new),
     })
 }
 
@@ -394,6 +414,7 @@ fn record_without_run(
         stderr: String::new(),
         plugin_time: Duration::ZERO,
         exit_code: None,
+        next: None,
     })
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 use rusqlite::Connection;
 
-use super::{Executed, execute};
+use super::{Executed, execute_then_claim};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::plugin::spawn::CancelToken;
@@ -125,6 +125,8 @@ pub struct Pool {
     // Field order is drop order: the stop sender goes first so the dispatcher
     // exits and closes the job channel before anyone joins the workers.
     stop_tx: Option<Sender<()>>,
+    /// Whether workers may claim their next job as they complete one.
+    claiming: Arc<AtomicBool>,
     dispatcher: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     exited_rx: Receiver<()>,
@@ -138,19 +140,24 @@ impl Pool {
         let (done_tx, done_rx) = unbounded::<()>();
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let (exited_tx, exited_rx) = unbounded::<()>();
+        let claiming = Arc::new(AtomicBool::new(true));
         let mut handles = Vec::new();
         for n in 0..workers {
             let conn = store::open(&cfg.db, cfg.synchronous)?;
             let rx = job_rx.clone();
             let done = done_tx.clone();
             let exited = exited_tx.clone();
-            let clock = cfg.clock.clone();
-            let running = cfg.running.clone();
-            let fatal = cfg.fatal_tx.clone();
+            let ctx = WorkerContext {
+                clock: cfg.clock.clone(),
+                running: cfg.running.clone(),
+                runtime: cfg.runtime.clone(),
+                claiming: claiming.clone(),
+                fatal: cfg.fatal_tx.clone(),
+            };
             let h = thread::Builder::new()
                 .name(format!("worker-{n}"))
                 .spawn(move || {
-                    worker(conn, rx, done, clock, running, fatal);
+                    worker(conn, rx, done, ctx);
                     let _ = exited.send(());
                 })
                 .map_err(|e| StoreError::Io {
@@ -171,6 +178,7 @@ impl Pool {
             })?;
         Ok(Pool {
             stop_tx: Some(stop_tx),
+            claiming,
             dispatcher: Some(dispatcher),
             workers: handles,
             exited_rx,
@@ -179,6 +187,7 @@ impl Pool {
 
     /// Stops claiming new jobs; running ones continue.
     pub fn stop_claiming(&mut self) {
+        self.claiming.store(false, Ordering::SeqCst);
         self.stop_tx.take();
         if let Some(d) = self.dispatcher.take() {
             let _ = d.join();
@@ -296,12 +305,25 @@ fn carry_out_cancel_requests(conn: &mut Connection, cfg: &PoolConfig) -> Result<
         log::info!(job_id = id.as_str(); "cancelled a queued job on request");
         crate::oneshot::notify_done(id);
     }
+    let mut unseen = false;
     for req in running {
         if cfg.running.cancel(&req.job_id, &req.reason) {
             log::info!(job_id = req.job_id.as_str(); "cancelling a running job on request: {}", req.reason);
         } else {
-            log::warn!(job_id = req.job_id.as_str(); "cannot cancel job: it is marked running but this daemon is not running it");
+            // Claimed a moment ago and not registered yet (or run by nobody):
+            // keep the request and look again at the next wake.
+            queue::request_cancel(
+                conn,
+                &req.job_id,
+                &req.reason,
+                SubmittedBy::Cli,
+                cfg.clock.now(),
+            )?;
+            unseen = true;
         }
+    }
+    if unseen {
+        cfg.requests.store(true, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -321,63 +343,98 @@ fn next_retry_in(conn: &Connection, clock: &dyn Clock) -> Result<Duration, Store
     })
 }
 
-fn worker(
-    mut conn: Connection,
-    rx: Receiver<Work>,
-    done: Sender<()>,
+/// What a worker thread shares with the rest of the pool.
+struct WorkerContext {
     clock: Arc<dyn Clock>,
     running: Arc<RunningJobs>,
+    runtime: Arc<RuntimeCell>,
+    claiming: Arc<AtomicBool>,
     fatal: Sender<String>,
-) {
+}
+
+/// Runs jobs from the dispatcher; after each, claims the next eligible job in
+/// the same transaction as the completion and runs that too, so a draining
+/// queue costs one commit per job; tells the dispatcher only when it is idle.
+fn worker(mut conn: Connection, rx: Receiver<Work>, done: Sender<()>, ctx: WorkerContext) {
     for work in rx {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            execute(
-                &mut conn,
-                &work.runtime,
-                &work.job,
-                &work.token,
-                clock.as_ref(),
-            )
-        }));
-        running.remove(&work.job.id);
-        let (plugin, id) = (work.job.plugin.as_str(), work.job.id.as_str());
-        match result {
-            Ok(Ok(Executed::Recorded { .. })) => {
-                if work.job.submitted_by == SubmittedBy::Cli {
-                    crate::oneshot::notify_done(id);
-                }
-            }
-            Ok(Ok(Executed::Abandoned)) => {}
-            Ok(Err(e @ StoreError::StaleAttempt { .. })) => {
-                // Another process recovered and re-ran this job meanwhile (two
-                // ledgers were confused, or this one was replaced): its record
-                // stands, ours is dropped.
-                log::error!(plugin = plugin, job_id = id; "{e}");
-            }
-            Ok(Err(e)) => {
-                log::error!(plugin = plugin, job_id = id; "cannot record the job's outcome: {e}");
-                let _ = fatal.send(format!("ledger write failed: {e}"));
-            }
-            Err(_) => {
-                // A bug failed this job, not the daemon: record it (the panic
-                // unwound any open transaction) so it does not sit `running`.
-                let failed = completion::Completion {
-                    job: &work.job,
-                    decision: completion::Decision::Terminal(queue::JobStatus::Failed),
-                    last_error: Some("internal error: the worker panicked while running this job (a bug in ductile)".into()),
-                    record: completion::AttemptRecord::default(),
-                    state: None,
-                    children: Vec::new(),
-                    stopwatch: None,
-                    effects: Vec::new(),
-                };
-                let ttl = work.runtime.config.service.dedupe_ttl;
-                let recorded = completion::complete(&mut conn, &failed, ttl, clock.now()).is_ok();
-                log::error!(plugin = plugin, job_id = id; "worker panicked while running the job; this is a bug ({})", if recorded { "job marked failed" } else { "the job is recovered at the next start" });
-            }
+        let mut current = Some(work);
+        while let Some(work) = current.take() {
+            current = run_one(&mut conn, work, &ctx);
         }
         if done.send(()).is_err() {
             return;
+        }
+    }
+}
+
+/// Executes one job and records it; returns the next job it claimed, if any.
+fn run_one(conn: &mut Connection, work: Work, ctx: &WorkerContext) -> Option<Work> {
+    let rt = ctx.runtime.current();
+    let cap = |plugin: &str| rt.parallelism(plugin);
+    let claim_next: Option<&dyn Fn(&str) -> usize> = if ctx.claiming.load(Ordering::SeqCst) {
+        Some(&cap)
+    } else {
+        None
+    };
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        execute_then_claim(
+            conn,
+            &work.runtime,
+            &work.job,
+            &work.token,
+            ctx.clock.as_ref(),
+            claim_next,
+        )
+    }));
+    ctx.running.remove(&work.job.id);
+    let (plugin, id) = (work.job.plugin.as_str(), work.job.id.as_str());
+    match result {
+        Ok(Ok(Executed::Recorded { next, .. })) => {
+            if work.job.submitted_by == SubmittedBy::Cli {
+                crate::oneshot::notify_done(id);
+            }
+            next.map(|job| {
+                log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "claimed");
+                Work {
+                    token: ctx.running.register(&job.id),
+                    job: *job,
+                    runtime: rt.clone(),
+                }
+            })
+        }
+        Ok(Ok(Executed::Abandoned)) => None,
+        Ok(Err(e @ StoreError::StaleAttempt { .. })) => {
+            // Another process recovered and re-ran this job meanwhile (two
+            // ledgers were confused, or this one was replaced): its record
+            // stands, ours is dropped.
+            log::error!(plugin = plugin, job_id = id; "{e}");
+            None
+        }
+        Ok(Err(e)) => {
+            log::error!(plugin = plugin, job_id = id; "cannot record the job's outcome: {e}");
+            let _ = ctx.fatal.send(format!("ledger write failed: {e}"));
+            None
+        }
+        Err(_) => {
+            // A bug failed this job, not the daemon: record it (the panic
+            // unwound any open transaction) so it does not sit `running`.
+            let failed = completion::Completion {
+                job: &work.job,
+                decision: completion::Decision::Terminal(queue::JobStatus::Failed),
+                last_error: Some(
+                    "internal error: the worker panicked while running this job (a bug in ductile)"
+                        .into(),
+                ),
+                record: completion::AttemptRecord::default(),
+                state: None,
+                children: Vec::new(),
+                stopwatch: None,
+                effects: Vec::new(),
+            };
+            let ttl = work.runtime.config.service.dedupe_ttl;
+            let recorded = completion::complete(conn, &failed, ttl, ctx.clock.now()).is_ok();
+            log::error!(plugin = plugin, job_id = id; "worker panicked while running the job; this is a bug ({})", if recorded { "job marked failed" } else { "the job is recovered at the next start" });
+            None
         }
     }
 }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::queue::{
-    Change, ClaimedJob, Enqueued, JobStatus, NewJob, begin, enqueue_in, transition,
+    self, Change, ClaimedJob, Enqueued, JobStatus, NewJob, begin, enqueue_in, transition,
 };
 use super::{StoreError, facts};
 use crate::clock::format_ts;
@@ -132,6 +132,24 @@ pub fn complete(
     tx.commit()
         .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
     Ok(out)
+}
+
+/// [`complete`], and in the same transaction the next eligible job
+/// ([`queue::claim_next_in`]) for the worker that just finished: one commit
+/// per job instead of two when a queue is draining.
+pub fn complete_then_claim(
+    conn: &mut Connection,
+    c: &Completion<'_>,
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+    cap: &dyn Fn(&str) -> usize,
+) -> Result<(Completed, Option<ClaimedJob>), StoreError> {
+    let tx = begin(conn)?;
+    let out = complete_in(&tx, c, default_ttl, now)?;
+    let next = queue::claim_next_in(&tx, cap, now)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
+    Ok((out, next))
 }
 
 fn complete_in(

@@ -471,6 +471,21 @@ pub fn claim_next(
     now: DateTime<Utc>,
 ) -> Result<Option<ClaimedJob>, StoreError> {
     let tx = begin(conn)?;
+    let Some(job) = claim_next_in(&tx, cap, now)? else {
+        return Ok(None);
+    };
+    tx.commit()
+        .map_err(|e| StoreError::sqlite("commit claim", e))?;
+    Ok(Some(job))
+}
+
+/// [`claim_next`] inside an open transaction (a completion that claims the
+/// worker's next job in the same commit).
+pub fn claim_next_in(
+    tx: &Transaction<'_>,
+    cap: &dyn Fn(&str) -> usize,
+    now: DateTime<Utc>,
+) -> Result<Option<ClaimedJob>, StoreError> {
     let ts = format_ts(now);
     let mut full: Vec<String> = Vec::new();
     {
@@ -510,9 +525,7 @@ pub fn claim_next(
     let Some(job) = job else {
         return Ok(None);
     };
-    mark_running(&tx, &job, &ts)?;
-    tx.commit()
-        .map_err(|e| StoreError::sqlite("commit claim", e))?;
+    mark_running(tx, &job, &ts)?;
     Ok(Some(job))
 }
 
