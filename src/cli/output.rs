@@ -20,6 +20,10 @@ pub fn text(s: &str) {
 
 /// Reports an error: one line on stderr; under `--json` also a JSON object on stdout.
 pub fn error(message: &str, exit_code: i32, as_json: bool) {
+    // One line, whatever a lower layer put in the text: scripts read `error: `
+    // lines, and logs are one object per line.
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = message.as_str();
     let _ = writeln!(std::io::stderr(), "error: {message}");
     if as_json {
         json(&serde_json::json!({ "error": message, "exit_code": exit_code }));

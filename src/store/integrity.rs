@@ -49,7 +49,7 @@ pub fn quick_check(conn: &Connection, path: &str, budget: Duration) -> Result<Ch
         Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(Checked::Ok),
         Ok(lines) => Err(StoreError::Damaged {
             path: path.to_string(),
-            detail: format!("quick_check: {}", lines.join("; ")),
+            detail: format!("quick_check: {}", one_line(&lines)),
         }),
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::OperationInterrupted =>
@@ -69,6 +69,17 @@ pub fn quick_check(conn: &Connection, path: &str, budget: Duration) -> Result<Ch
         }
         Err(e) => Err(StoreError::sqlite("check the ledger's integrity", e)),
     }
+}
+
+/// SQLite's findings as one line: rows may hold several lines each, and the
+/// header naming the database adds nothing (there is one).
+fn one_line(rows: &[String]) -> String {
+    rows.iter()
+        .flat_map(|r| r.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("*** in database"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The device and inode of the ledger's files when a process opened them.
@@ -166,8 +177,15 @@ mod tests {
         let err = quick_check(&conn, &shown, Duration::from_secs(30))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with(&format!("{shown} is damaged (")), "{err}");
+        assert!(
+            err.starts_with(&format!("{shown} is damaged (quick_check: ")),
+            "{err}"
+        );
         assert!(err.contains(".recover"), "{err}");
+        assert!(
+            !err.contains('\n') && !err.contains("***"),
+            "one line: {err}"
+        );
     }
 
     #[test]

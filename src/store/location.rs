@@ -95,6 +95,13 @@ pub fn prepare(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether the database file has no content yet: no bytes, and no WAL that
+/// could hold some.
+pub(super) fn is_new(path: &Path) -> bool {
+    let len = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+    len(path) == 0 && len(&side_file(path, "-wal")) == 0
+}
+
 /// `<path><suffix>`, e.g. the `-wal` beside a database.
 pub(crate) fn side_file(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();

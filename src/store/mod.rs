@@ -223,6 +223,11 @@ fn open_with(path: &Path, sync: Synchronous, depth: Depth) -> Result<Connection,
     let shown = path.display().to_string();
     location::prepare(path)?;
     let mut conn = open_rw(path)?;
+    if location::is_new(path) {
+        // The page size must be chosen before the first read, not only
+        // before the first write.
+        schema::set_page_size(&conn)?;
+    }
     let kind = location::refuse_foreign(&conn, path)?;
     configure(&mut conn, sync, kind == schema::Kind::Empty)?;
     schema::ensure_kind(&mut conn, &shown, depth, kind)?;
@@ -403,6 +408,14 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "NORMAL");
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            page,
+            i64::from(schema::PAGE_SIZE),
+            "set before the first write"
+        );
         let file_mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(file_mode, 0o600);
         let dir_mode = std::fs::metadata(path.parent().unwrap())

@@ -123,8 +123,8 @@ fn give_space_back(conn: &Connection) -> Result<i64, StoreError> {
     Ok(before - free(conn)?)
 }
 
-/// Pages one retention pass gives back at most (4 MiB of 4 KiB pages).
-pub const VACUUM_PAGES: i64 = 1024;
+/// Pages one retention pass gives back at most (4 MiB of 1 KiB pages).
+pub const VACUUM_PAGES: i64 = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -388,6 +388,18 @@ pub(super) fn set_incremental_vacuum(conn: &Connection) -> Result<(), StoreError
         .map_err(|e| StoreError::sqlite("set auto_vacuum", e))
 }
 
+/// Page size of new ledgers, in bytes. A job changes a few small rows in ~20
+/// pages, and every changed page is written whole to the WAL (and again by the
+/// checkpoint): 1 KiB pages write 48 KiB per job where 4 KiB pages wrote
+/// 131 KiB, at the same throughput, which matters on an SD card.
+pub const PAGE_SIZE: u32 = 1024;
+
+/// Chooses [`PAGE_SIZE`]; effective only on an empty file, before its first read.
+pub(super) fn set_page_size(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(|e| StoreError::sqlite("set the page size", e))
+}
+
 /// Validates an existing database against this binary's schema.
 pub fn verify(conn: &Connection, path: &str, depth: Depth) -> Result<(), StoreError> {
     verify_kind(conn, path, depth, classify(conn)?)

@@ -420,17 +420,21 @@ fn item_10_a_damaged_ledger_is_refused_at_start_with_the_recovery_command() {
         .write(true)
         .open(dir.db_path())
         .unwrap();
+    // Scribble over the last 4 KiB (several pages of any page size).
     let len = f.metadata().unwrap().len();
-    assert!(len >= 4 * 4096, "a ledger with several pages: {len}");
+    assert!(len >= 8 * 4096, "a ledger with many pages: {len}");
     f.seek(SeekFrom::Start((len / 4096 - 1) * 4096)).unwrap();
     f.write_all(&[0xA5; 4096]).unwrap();
     drop(f);
     let start = dir.run(&["system", "start"]).code(1);
     let shown = dir.db_path().display().to_string();
     assert!(
-        start.error().starts_with(&format!("{shown} is damaged (")),
+        start
+            .error()
+            .starts_with(&format!("{shown} is damaged (quick_check: ")),
         "{start:#?}"
     );
+    assert_eq!(start.stderr.lines().count(), 1, "one line: {start:#?}");
     assert!(
         start.error().ends_with(&format!(
             "stop here and restore a backup, or salvage what SQLite can read with `sqlite3 {shown} .recover | sqlite3 recovered.db` and point state.path at recovered.db"
