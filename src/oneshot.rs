@@ -166,8 +166,8 @@ fn connection<'c>(
     rt: &Runtime,
 ) -> Result<&'c mut Connection, StoreError> {
     if slot.is_none() {
-        let conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
-        store::tune_for_one_shot(&conn)?;
+        let mut conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
+        store::tune_for_one_shot(&mut conn)?;
         *slot = Some(conn);
     }
     // Just filled when it was empty.

@@ -7,6 +7,7 @@
 //! Must not: spawn processes or know about HTTP.
 
 pub mod breakers;
+mod checkpoint;
 pub mod completion;
 pub mod context;
 pub mod facts;
@@ -27,11 +28,27 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Synchronous;
+pub use checkpoint::tune_for_one_shot;
 pub use location::{NotWritable, prepare};
 use schema::Depth;
 
 /// How long a writer waits for the write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// How long this thread's busy handler keeps retrying; lowered for the
+    /// duration of a checkpoint that must not hold writers up for long.
+    static BUSY_BUDGET: std::cell::Cell<Duration> = const { std::cell::Cell::new(BUSY_TIMEOUT) };
+}
+
+/// Runs `f` with this thread's busy waits limited to `budget`. A connection is
+/// only ever used by the thread that holds it, so its busy handler runs here.
+fn with_busy_budget<T>(budget: Duration, f: impl FnOnce() -> T) -> T {
+    let before = BUSY_BUDGET.with(|b| b.replace(budget));
+    let out = f();
+    BUSY_BUDGET.with(|b| b.set(before));
+    out
+}
 
 /// Errors from the ledger, each naming the operation that failed.
 #[derive(Debug)]
@@ -268,22 +285,6 @@ fn missing(path: &Path) -> StoreError {
     }
 }
 
-/// Tunes a short-lived writer (a `ductile run` one-shot): do not checkpoint on
-/// close, and checkpoint every 100 frames instead. Closing the last connection
-/// would otherwise fsync twice and delete the WAL, whose re-creation costs two
-/// more fsyncs (file and directory) on the next run; the small interval keeps the
-/// WAL that the next process must index to a few hundred KiB.
-pub fn tune_for_one_shot(conn: &Connection) -> Result<(), StoreError> {
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )
-    .map_err(|e| StoreError::sqlite("configure checkpointing", e))?;
-    conn.pragma_update(None, "wal_autocheckpoint", 100)
-        .map_err(|e| StoreError::sqlite("set the checkpoint interval", e))?;
-    Ok(())
-}
-
 /// Opens an existing ledger for a read-only verb; never creates anything.
 pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
@@ -301,7 +302,8 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Retries a busy database for up to [`BUSY_TIMEOUT`] with short naps.
+/// Retries a busy database for up to [`BUSY_TIMEOUT`] (or this thread's
+/// [`with_busy_budget`]) with short naps.
 ///
 /// SQLite's own busy timeout sleeps 1–100 ms between retries, while our writers
 /// hold the lock for tens of microseconds; under contention between workers
@@ -317,7 +319,7 @@ fn wait_when_busy(conn: &mut Connection) -> Result<(), StoreError> {
                 now
             }
         };
-        if t0.elapsed() >= BUSY_TIMEOUT {
+        if t0.elapsed() >= BUSY_BUDGET.with(std::cell::Cell::get) {
             return false;
         }
         let nap = match count {
@@ -345,18 +347,15 @@ fn configure(conn: &mut Connection, sync: Synchronous, fresh: bool) -> Result<()
     };
     // One batch (every statement here is paid by each `ductile run`). WAL mode
     // is persistent, but asking again costs little and repairs a file someone
-    // switched back. A job rewrites the same few hot pages (queue tail, index
-    // leaves) many times; checkpointing every 8000 frames instead of 1000
-    // copies each page once per burst instead of eight times and fsyncs an
-    // eighth as often. The size limit truncates the WAL file back after a
-    // checkpoint so a burst does not leave a large file on a Pi's SD card.
+    // switched back. The size limit truncates the WAL file back after the log
+    // rewinds so a burst does not leave a large file on a Pi's SD card.
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {level}; PRAGMA wal_autocheckpoint = 8000; PRAGMA journal_size_limit = {};",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {level}; PRAGMA journal_size_limit = {};",
         64 * 1024 * 1024
     ))
     .map_err(|e| StoreError::sqlite("configure the connection", e))?;
     conn.set_prepared_statement_cache_capacity(64);
-    Ok(())
+    checkpoint::install(conn, checkpoint::DAEMON_FRAMES)
 }
 
 #[cfg(test)]
