@@ -6,11 +6,12 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Instant;
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::{Limits, Request};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,15 +35,25 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    limits: Limits,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
     WrongRequestLine,
-    WrongHeader(HTTPVersion),
+    WrongHeader,
+    /// a line, the header count or the header bytes went over the limits
+    HeadersTooLarge,
+    /// headers or body arrived too slowly
+    TooSlow,
+    /// the body is larger than the URL accepts
+    BodyTooLarge,
+    /// the bytes are not a request at all
+    Malformed(&'static str),
     /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
+    ExpectationFailed,
     ReadIoError(IoError),
 }
 
@@ -51,6 +62,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,38 +77,57 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
         }
     }
 
-    /// true if the connection is HTTPS
-    pub fn secure(&self) -> bool {
-        self.secure
-    }
 
     /// Reads the next line from self.next_header_source.
     ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// Reads until `CRLF` is reached. The next read will start at the first
+    /// byte of the new line. `deadline` is set when the first byte of a request
+    /// arrives (the socket timeout alone restarts with every byte), and
+    /// `budget` is what is left of the header bytes allowed.
+    fn read_next_line(
+        &mut self,
+        deadline: &mut Option<Instant>,
+        budget: &mut usize,
+    ) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
+        let max_line = self.limits.max_line;
 
         loop {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+            match deadline {
+                None => *deadline = Some(Instant::now() + self.limits.header_timeout),
+                Some(at) if Instant::now() > *at => return Err(ReadError::TooSlow),
+                Some(_) => {}
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                    .map_err(|_| ReadError::Malformed("request line or header is not ASCII"));
             }
 
             prev_byte_was_cr = byte == b'\r';
 
+            if buf.len() >= max_line || *budget == 0 {
+                return Err(ReadError::HeadersTooLarge);
+            }
+            *budget -= 1;
             buf.push(byte);
         }
     }
@@ -104,10 +135,12 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let mut deadline = None;
+        let mut budget = self.limits.max_header_bytes;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(&mut deadline, &mut budget)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,15 +151,18 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut deadline, &mut budget)?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= self.limits.max_headers {
+                        return Err(ReadError::HeadersTooLarge);
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
+                        _ => return Err(ReadError::WrongHeader),
                     });
                 }
 
@@ -144,28 +180,60 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
+        let max_body = (self.limits.max_body)(&path);
+        let body_deadline = Instant::now() + self.limits.body_timeout;
+        let remote_addr = match self.remote_addr.as_ref() {
+            Ok(addr) => *addr,
+            Err(_) => None,
+        };
         let request = crate::request::new_request(
             self.secure,
             method,
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            remote_addr,
             data_source,
             writer,
+            crate::request::BodyLimits {
+                max: max_body,
+                deadline: body_deadline,
+            },
         )
         .map_err(|e| {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                    ReadError::ExpectationFailed
                 }
+                request::RequestCreationError::TooLarge => ReadError::BodyTooLarge,
+                request::RequestCreationError::TooSlow => ReadError::TooSlow,
+                request::RequestCreationError::Malformed(why) => ReadError::Malformed(why),
             }
         })?;
 
         // return the request
         Ok(request)
+    }
+}
+
+impl ClientConnection {
+    /// Answers a request that never reached the application, with the JSON
+    /// error body every ductile answer has, and marks the connection closing.
+    fn refuse(&mut self, status: u16, message: &str) {
+        use crate::{Header, Response, StatusCode};
+        self.no_more_requests = true;
+        if let Some(writer) = self.sink.next() {
+            let body = format!("{{\"error\":\"{}\"}}", message);
+            let mut response = Response::from_string(body).with_status_code(StatusCode(status));
+            if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+                response.add_header(h);
+            }
+            response
+                .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                .ok();
+        }
     }
 }
 
@@ -186,38 +254,48 @@ impl Iterator for ClientConnection {
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    self.refuse(400, "malformed request line");
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
 
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                Err(ReadError::WrongHeader) => {
+                    self.refuse(400, "malformed header");
+                    return None;
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
+                Err(ReadError::Malformed(why)) => {
+                    self.refuse(400, why);
+                    return None;
                 }
 
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
+                Err(ReadError::HeadersTooLarge) => {
+                    self.refuse(431, "request headers too large");
+                    return None;
+                }
+
+                Err(ReadError::BodyTooLarge) => {
+                    // The rest of the body is never read: the connection closes.
+                    self.refuse(413, "request body too large");
+                    return None;
+                }
+
+                Err(ReadError::TooSlow) => {
+                    self.refuse(408, "request not received in time");
+                    return None;
+                }
+
+                Err(ReadError::ReadIoError(ref err))
+                    if err.kind() == ErrorKind::TimedOut || err.kind() == ErrorKind::WouldBlock =>
+                {
+                    // An idle kept-alive connection closes quietly; a request
+                    // cut off mid-way is told why.
+                    return None;
+                }
+
+                Err(ReadError::ExpectationFailed) => {
+                    self.refuse(417, "unsupported Expect header");
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(_)) => return None,
@@ -227,15 +305,9 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+                let body = r#"{"error":"only HTTP/1.0 and 1.1 are served"}"#;
+                let _ = rq.respond(Response::from_string(body).with_status_code(StatusCode(505)));
+                return None;
             }
 
             // updating the status of the connection

@@ -95,6 +95,33 @@ impl Connection {
         }
     }
 
+    /// Applies a listener's socket timeouts (shared by every handle on the socket).
+    pub(crate) fn set_timeouts(&self, limits: &crate::Limits) -> std::io::Result<()> {
+        let read = Some(limits.read_timeout);
+        let write = Some(limits.write_timeout);
+        match self {
+            Self::Tcp(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)?;
+                // Answers are written whole; waiting for more would only add latency.
+                s.set_nodelay(true)
+            }
+            #[cfg(unix)]
+            Self::Unix(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(t),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

@@ -99,8 +99,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -114,7 +114,6 @@ pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
-pub use test::TestRequest;
 
 mod client;
 mod common;
@@ -122,7 +121,6 @@ mod connection;
 mod request;
 mod response;
 mod ssl;
-mod test;
 mod util;
 
 /// The main class of this library.
@@ -140,6 +138,50 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // connections being served
+    open: Arc<AtomicUsize>,
+}
+
+/// One of a listener's connection slots, given back when dropped.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        let mut now = open.load(SeqCst);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match open.compare_exchange(now, now + 1, SeqCst, SeqCst) {
+                Ok(_) => return Some(ConnectionSlot(open.clone())),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it, without waiting
+/// on the client for more than a moment.
+fn refuse_connection(sock: Connection, limits: &Limits) {
+    use std::io::Write;
+    let mut sock = sock;
+    let _ = sock.set_write_timeout(Some(Duration::from_millis(200)));
+    let body = r#"{"error":"too many connections"}"#;
+    let _ = write!(
+        sock,
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        body
+    );
+    let _ = limits;
+    let _ = sock.shutdown(Shutdown::Both);
 }
 
 enum Message {
@@ -161,12 +203,65 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)]
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
+}
+
+/// Limits a listener enforces before a request reaches the application, so
+/// that no client can hold more than its share of threads, memory or time.
+#[derive(Clone)]
+pub struct Limits {
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest request line or header line, in bytes (431 beyond).
+    pub max_line: usize,
+    /// Most header lines in one request (431 beyond).
+    pub max_headers: usize,
+    /// Most header bytes in one request (431 beyond).
+    pub max_header_bytes: usize,
+    /// Time from a request's first byte to the end of its headers (408 beyond).
+    pub header_timeout: Duration,
+    /// Time allowed to receive a whole body (408 beyond).
+    pub body_timeout: Duration,
+    /// Socket read timeout: the longest wait for the next request on a
+    /// kept-alive connection, and for any single read.
+    pub read_timeout: Duration,
+    /// Socket write timeout: the longest a single write may block.
+    pub write_timeout: Duration,
+    /// The largest body accepted for a request URL (413 beyond, unread).
+    pub max_body: Arc<dyn Fn(&str) -> usize + Send + Sync>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 256,
+            max_line: 8 * 1024,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_body: Arc::new(|_| 1024 * 1024),
+        }
+    }
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_connections", &self.max_connections)
+            .field("max_line", &self.max_line)
+            .field("max_headers", &self.max_headers)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .finish()
+    }
 }
 
 /// Represents the parameters required to create a server.
@@ -243,7 +338,18 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// Builds a server on `listener` that enforces `limits`.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let open = Arc::new(AtomicUsize::new(0));
+        let inside_open = open.clone();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -293,7 +399,23 @@ impl Server {
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
+                        if inside_close_trigger.load(Relaxed) {
+                            break;
+                        }
                         use util::RefinedTcpStream;
+                        // Over the cap the connection is told so and closed at
+                        // once: no thread, no buffer.
+                        let slot = ConnectionSlot::take(&inside_open, limits.max_connections);
+                        let slot = match slot {
+                            Some(slot) => slot,
+                            None => {
+                                refuse_connection(sock, &limits);
+                                continue;
+                            }
+                        };
+                        if sock.set_timeouts(&limits).is_err() {
+                            continue;
+                        }
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -311,27 +433,29 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok((
+                            ClientConnection::new(write_closable, read_closable, limits.clone()),
+                            slot,
+                        ))
                     }
                     Err(e) => Err(e),
                 };
 
                 match new_client {
-                    Ok(client) => {
+                    Ok((client, slot)) => {
                         let messages = inside_messages.clone();
-                        let mut client = Some(client);
+                        let mut client = Some((client, slot));
                         tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
+                            if let Some((client, _slot)) = client.take() {
+                                // One request in flight per connection: the next
+                                // one is read only once this one is answered, so
+                                // a pipelining client cannot queue bodies without
+                                // bound.
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    if receiver.recv().is_err() {
+                                        break;
                                     }
                                 }
                             }
@@ -353,6 +477,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            open,
         })
     }
 
@@ -372,8 +497,7 @@ impl Server {
 
     /// Returns the number of clients currently connected to the server.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.open.load(SeqCst)
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.

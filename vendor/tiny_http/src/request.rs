@@ -3,11 +3,11 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
+
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -46,7 +46,7 @@ use chunked_transfer::Decoder;
 ///
 /// # Testing
 ///
-/// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
+///
 pub struct Request {
     // where to read the body from
     data_reader: Option<Box<dyn Read + Send + 'static>>,
@@ -96,8 +96,14 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        let _ = self.sender.send(());
     }
+}
+
+/// What a request body may be: how large, and by when it must have arrived.
+pub(crate) struct BodyLimits {
+    pub(crate) max: usize,
+    pub(crate) deadline: std::time::Instant,
 }
 
 /// Error that can happen when building a `Request` object.
@@ -105,6 +111,15 @@ impl<R> Drop for NotifyOnDrop<R> {
 pub enum RequestCreationError {
     /// The client sent an `Expect` header that was not recognized by tiny-http.
     ExpectationFailed,
+
+    /// The body is larger than the URL accepts.
+    TooLarge,
+
+    /// The body did not arrive in time.
+    TooSlow,
+
+    /// The framing headers contradict each other or cannot be read.
+    Malformed(&'static str),
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
@@ -134,7 +149,8 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
+    limits: BodyLimits,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -146,16 +162,28 @@ where
         .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
         .map(|h| h.value.clone());
 
+    // Two Content-Length headers that disagree, or one that is not a number,
+    // make the body's end ambiguous (request smuggling): refused.
+    let mut lengths = headers
+        .iter()
+        .filter(|h: &&Header| h.field.equiv("Content-Length"))
+        .map(|h| h.value.as_str().trim().parse::<usize>());
+    let first_length = match lengths.next() {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Err(RequestCreationError::Malformed("invalid Content-Length")),
+    };
+    if lengths.any(|other| other.ok() != first_length) {
+        return Err(RequestCreationError::Malformed("conflicting Content-Length headers"));
+    }
+
     // finding the content-length header
     let content_length = if transfer_encoding.is_some() {
         // if transfer-encoding is specified, the Content-Length
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        first_length
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -171,60 +199,75 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
+    // The whole body is read here, on the connection's own thread and within
+    // the deadline, so a slow sender never holds one of the application's
+    // request threads, and a body over the limit is refused before any of it
+    // is read.
+    let body: Vec<u8> = if let Some(content_length) = content_length {
+        if content_length > limits.max {
+            return Err(RequestCreationError::TooLarge);
         }
-    };
-
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
+        if content_length > 0 && expects_continue {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            writer.flush()?;
+        }
+        let mut buffer = vec![0; content_length];
+        let mut offset = 0;
+        while offset != content_length {
+            let read = source_data.read(&mut buffer[offset..])?;
+            if read == 0 {
+                // the socket returned EOF, but we were before the expected content-length
+                // aborting
+                let info = "Connection has been closed before we received enough data";
+                let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                return Err(RequestCreationError::CreationIoError(err));
             }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            offset += read;
+            if offset != content_length && std::time::Instant::now() > limits.deadline {
+                return Err(RequestCreationError::TooSlow);
+            }
         }
+        buffer
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        if expects_continue {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            writer.flush()?;
+        }
+        let mut decoder = Decoder::new(source_data.by_ref());
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let read = match decoder.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::InvalidInput || e.kind() == ErrorKind::InvalidData => {
+                    return Err(RequestCreationError::Malformed("malformed chunked body"))
+                }
+                Err(e) => return Err(RequestCreationError::CreationIoError(e)),
+            };
+            if read == 0 {
+                break;
+            }
+            if buffer.len() + read > limits.max {
+                return Err(RequestCreationError::TooLarge);
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+            if std::time::Instant::now() > limits.deadline {
+                return Err(RequestCreationError::TooSlow);
+            }
+        }
+        buffer
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        Vec::new()
     };
+    // The source is not needed any more: dropping it lets the next request's
+    // headers be read.
+    drop(source_data);
+    let body_length = Some(body.len());
+    let reader = Box::new(Cursor::new(body)) as Box<dyn Read + Send + 'static>;
 
     Ok(Request {
         data_reader: Some(reader),
@@ -235,8 +278,8 @@ where
         path,
         http_version: version,
         headers,
-        body_length: content_length,
-        must_send_continue: expects_continue,
+        body_length,
+        must_send_continue: false,
         notify_when_responded: None,
     })
 }
@@ -435,7 +478,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            let _ = sender.send(());
         }
         res
     }
@@ -491,7 +534,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                let _ = sender.send(());
             }
         }
     }
