@@ -12,6 +12,7 @@
 //! Owns: reading and checking scope files. Must not: interpret scopes (the
 //! HTTP layer does).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use super::source::{self, TREE_LIMIT};
@@ -28,8 +29,9 @@ pub(super) fn apply(config: &mut Config, warnings: &mut Vec<Finding>) -> Result<
     // Many tokens may name one large file; the tree's byte allowance caps the
     // reading they cost together.
     let mut left = TREE_LIMIT;
-    let mut dropped: Vec<String> = Vec::new();
+    let mut dropped: HashSet<String> = HashSet::new();
     let mut read: Vec<LoadedFile> = Vec::new();
+    let mut recorded: HashSet<std::path::PathBuf> = HashSet::new();
     for token in &mut config.tokens {
         let (Some(file), Some(pin)) = (&token.scopes_file, &token.scopes_hash) else {
             continue;
@@ -48,7 +50,7 @@ pub(super) fn apply(config: &mut Config, warnings: &mut Vec<Finding>) -> Result<
                 let hash = format!("blake3:{}", blake3::hash(&bytes).to_hex());
                 if hash == *pin {
                     token.scopes = parse(file, &bytes, warnings)?;
-                    if !read.iter().any(|f| f.path == *file) {
+                    if recorded.insert(file.clone()) {
                         read.push(LoadedFile {
                             path: file.clone(),
                             hash,
@@ -74,7 +76,7 @@ pub(super) fn apply(config: &mut Config, warnings: &mut Vec<Finding>) -> Result<
             path: key_path,
             message: format!("token `{}` dropped: {problem}", token.name),
         });
-        dropped.push(token.name.clone());
+        dropped.insert(token.name.clone());
     }
     config.tokens.retain(|t| !dropped.contains(&t.name));
     config.files.extend(read);

@@ -369,15 +369,15 @@ fn check_distinct_secrets(
     let named = tokens
         .iter()
         .map(|t| (t.key.expose(), format!("{}.key", t.origin)));
-    let mut seen: Vec<(&String, String)> = Vec::new();
+    let mut seen: std::collections::HashMap<&String, String> = std::collections::HashMap::new();
     for (value, path) in api_values.chain(named) {
-        if let Some((_, first)) = seen.iter().find(|(v, _)| *v == value) {
+        if let Some(first) = seen.get(value) {
             return Err(ctx.error(
                 &path,
                 format!("the same token as {first}; every token must be different"),
             ));
         }
-        seen.push((value, path));
+        seen.insert(value, path);
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! inline or kept in a scope file pinned by its BLAKE3 hash. The scope files
 //! themselves are read after validation (`config::scope_files`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_yaml::Value;
@@ -21,15 +22,17 @@ pub(super) fn build_tokens(
         return Ok(Vec::new());
     };
     let mut tokens: Vec<NamedToken> = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
     for (index, item) in expect_list(ctx, value, "tokens")?.iter().enumerate() {
         let origin = format!("tokens[{index}]");
         let token = build_token(ctx, item, origin)?;
-        if let Some(first) = tokens.iter().find(|t| t.name == token.name) {
+        let first = *names.entry(token.name.clone()).or_insert(index);
+        if first != index {
             return Err(ctx.error(
                 &format!("{}.name", token.origin),
                 format!(
-                    "duplicate token name `{}` (also used by {})",
-                    token.name, first.origin
+                    "duplicate token name `{}` (also used by tokens[{first}])",
+                    token.name
                 ),
             ));
         }

@@ -5,6 +5,8 @@
 //! Whether an endpoint's plugin and command exist is checked by the runtime,
 //! which reads manifests; here, everything the config alone decides.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_yaml::Value;
 
 use super::super::limits;
@@ -49,6 +51,8 @@ pub(super) fn build_webhooks(
             ),
         ));
     };
+    let token_names: HashSet<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+    let mut seen = Seen::default();
     for (key, path, value) in ctx.entries(map, "webhooks", WEBHOOK_KEYS) {
         if key == "listen" {
             webhooks.listen = Some(read_listen(ctx, value, &path)?);
@@ -56,8 +60,8 @@ pub(super) fn build_webhooks(
         }
         for (index, item) in expect_list(ctx, value, &path)?.iter().enumerate() {
             let origin = format!("{path}[{index}]");
-            let endpoint = build_endpoint(ctx, item, origin, tokens)?;
-            check_unique(ctx, &webhooks.endpoints, &endpoint)?;
+            let endpoint = build_endpoint(ctx, item, origin, &token_names)?;
+            seen.check(ctx, &webhooks.endpoints, &endpoint)?;
             webhooks.endpoints.push(endpoint);
         }
     }
@@ -74,7 +78,7 @@ fn build_endpoint(
     ctx: &mut Ctx,
     value: &Value,
     origin: String,
-    tokens: &[NamedToken],
+    tokens: &HashSet<&str>,
 ) -> Result<WebhookEndpoint, ConfigError> {
     let map = expect_mapping(ctx, value, &origin)?;
     let mut endpoint = WebhookEndpoint {
@@ -131,14 +135,36 @@ fn build_endpoint(
     Ok(endpoint)
 }
 
-/// Names and paths are unique: a second endpoint on one path could never be
-/// reached, and a shared name would make logs ambiguous.
+/// The names and paths taken so far, each with the index of its endpoint.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, usize>,
+    paths: HashMap<String, usize>,
+}
+
+impl Seen {
+    /// Names and paths are unique: a second endpoint on one path could never
+    /// be reached, and a shared name would make logs ambiguous.
+    fn check(
+        &mut self,
+        ctx: &Ctx,
+        earlier: &[WebhookEndpoint],
+        endpoint: &WebhookEndpoint,
+    ) -> Result<(), ConfigError> {
+        let index = earlier.len();
+        let by_name = self.names.entry(endpoint.name.clone()).or_insert(index);
+        let by_path = self.paths.entry(endpoint.path.clone()).or_insert(index);
+        check_unique(ctx, earlier.get(*by_name), earlier.get(*by_path), endpoint)
+    }
+}
+
 fn check_unique(
     ctx: &Ctx,
-    earlier: &[WebhookEndpoint],
+    same_name: Option<&WebhookEndpoint>,
+    same_path: Option<&WebhookEndpoint>,
     endpoint: &WebhookEndpoint,
 ) -> Result<(), ConfigError> {
-    if let Some(first) = earlier.iter().find(|e| e.name == endpoint.name) {
+    if let Some(first) = same_name {
         return Err(ctx.error(
             &format!("{}.name", endpoint.origin),
             format!(
@@ -149,7 +175,7 @@ fn check_unique(
             ),
         ));
     }
-    if let Some(first) = earlier.iter().find(|e| e.path == endpoint.path) {
+    if let Some(first) = same_path {
         return Err(ctx.error(
             &format!("{}.path", endpoint.origin),
             format!(
@@ -227,13 +253,14 @@ fn read_secret_ref(
     ctx: &Ctx,
     value: &Value,
     path: &str,
-    tokens: &[NamedToken],
+    tokens: &HashSet<&str>,
 ) -> Result<String, ConfigError> {
     let name = read_text(ctx, value, path)?;
-    if tokens.iter().any(|t| t.name == name) {
+    if tokens.contains(name.as_str()) {
         return Ok(name);
     }
-    let names: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+    let mut names: Vec<&str> = tokens.iter().copied().collect();
+    names.sort_unstable();
     let hint = match crate::suggest::closest(&name, &names) {
         Some(near) => format!("; did you mean `{near}`?"),
         None if names.is_empty() => " (no tokens are declared)".to_string(),
