@@ -4,8 +4,9 @@
 //!
 //! Owns: directory discovery, the file rules and bounds on reading, include
 //! resolution, merge rules, `${VAR}` and `.env` interpolation, defaults and
-//! value ranges, unknown-key and not-yet-active findings, and errors that name
-//! the file, the dotted key path and (where YAML gives it) the line and column.
+//! value ranges, unknown-key and not-yet-active findings, the pinned scope
+//! files of `tokens:`, and errors that name the file, the dotted key path and
+//! (where YAML gives it) the line and column.
 //! Must not: touch the database or spawn anything.
 
 mod depth;
@@ -141,6 +142,9 @@ pub struct Api {
     pub extra: serde_json::Value,
 }
 
+/// The default body cap of the API and of each webhook endpoint (1 MiB).
+const DEFAULT_BODY_SIZE: usize = 1024 * 1024;
+
 impl Default for Api {
     /// The API off, on `127.0.0.1:8080`, with no tokens and the default limits.
     fn default() -> Api {
@@ -148,7 +152,7 @@ impl Default for Api {
             enabled: false,
             listen: "127.0.0.1:8080".to_string(),
             auth_tokens: Vec::new(),
-            max_body_size: 1024 * 1024,
+            max_body_size: DEFAULT_BODY_SIZE,
             metrics_public: false,
             threads: 4,
             max_connections: 256,

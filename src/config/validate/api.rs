@@ -27,9 +27,6 @@ const AUTH_KEYS: &[&str] = &["tokens"];
 
 const TOKEN_KEYS: &[&str] = &["token", "scopes"];
 
-/// The default body cap of each webhook endpoint (1 MiB, as the API's).
-pub(super) const DEFAULT_BODY_SIZE: usize = 1024 * 1024;
-
 pub(super) fn build_api(ctx: &mut Ctx, value: Option<&Value>) -> Result<Api, ConfigError> {
     let mut api = Api::default();
     let Some(value) = value else {

@@ -11,8 +11,10 @@ use serde_yaml::Value;
 
 use super::super::limits;
 use super::super::yaml::describe;
-use super::super::{ConfigError, NamedToken, WebhookAuth, WebhookEndpoint, Webhooks};
-use super::api::{DEFAULT_BODY_SIZE, read_listen};
+use super::super::{
+    ConfigError, DEFAULT_BODY_SIZE, NamedToken, WebhookAuth, WebhookEndpoint, Webhooks,
+};
+use super::api::read_listen;
 use super::{Ctx, expect_list, expect_mapping, read_choice, read_size, read_text};
 
 pub(super) const WEBHOOK_KEYS: &[&str] = &["listen", "endpoints"];
