@@ -9,20 +9,24 @@
 //! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
+//! - [`http`]: the HTTP surfaces; [`http::auth`] decides who may call what.
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
 //!   instance lock, the operating-system calls (every `unsafe` block).
+//! - [`secret`]: values that never reach a log line.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod http;
 pub mod lock;
 pub mod log;
 pub mod oneshot;
 pub mod plugin;
 pub mod runtime;
 pub mod scheduler;
+pub mod secret;
 pub mod store;
 pub mod suggest;
 pub mod sys;

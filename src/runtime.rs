@@ -1,10 +1,11 @@
 //! The runtime snapshot: a validated [`Config`], the plugin [`Registry`] built
-//! from it, and its compiled schedules. Immutable; the daemon swaps a whole new
+//! from it, its compiled schedules and the API tokens. Immutable; the daemon swaps a whole new
 //! `Arc<Runtime>` on reload and every job keeps the snapshot it was claimed with.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, ConfigError};
+use crate::http::auth::Tokens;
 use crate::plugin::Registry;
 use crate::scheduler::compile;
 use crate::scheduler::expr::Schedule;
@@ -20,6 +21,8 @@ pub struct Runtime {
     pub registry: Registry,
     /// The schedules of the loaded plugins, compiled, in plugin then declaration order.
     pub schedules: Vec<Schedule>,
+    /// The API tokens and webhook secrets, ready to check requests.
+    pub tokens: Tokens,
     /// Non-fatal findings from loading (unknown keys, skipped plugins).
     pub warnings: Vec<String>,
 }
@@ -42,6 +45,8 @@ impl Runtime {
         let loaded = config::load(root)?;
         let compiled = compile_schedules(&loaded.config)?;
         let registry = registry(&loaded.config);
+        check_webhooks(&loaded.config, &registry)?;
+        let (tokens, scope_warnings) = Tokens::build(&loaded.config);
         // Only loaded plugins are scheduled; the others were still checked above,
         // so a config with a broken schedule is refused whichever plugins load.
         let schedules = registry
@@ -50,6 +55,7 @@ impl Runtime {
             .cloned()
             .collect();
         let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        warnings.extend(scope_warnings.iter().map(ToString::to_string));
         warnings.extend(registry.warnings().iter().cloned());
         for s in registry.skipped() {
             warnings.push(format!(
@@ -64,6 +70,7 @@ impl Runtime {
             config: loaded.config,
             registry,
             schedules,
+            tokens,
             warnings,
         })
     }
@@ -97,6 +104,37 @@ fn compile_schedules(config: &Config) -> Result<Vec<Schedule>, ConfigError> {
         }
     }
     Ok(compiled)
+}
+
+/// Every webhook endpoint must reach a loaded plugin and a command its manifest
+/// declares; a request would otherwise be accepted and fail later, far from
+/// the config line at fault.
+fn check_webhooks(config: &Config, registry: &Registry) -> Result<(), ConfigError> {
+    for endpoint in &config.webhooks.endpoints {
+        let fail = |field: &str, message: String| {
+            let path = format!("{}.{field}", endpoint.origin);
+            ConfigError::invalid(endpoint.file.clone(), &path, message)
+        };
+        let Some(plugin) = registry.get(&endpoint.plugin) else {
+            return Err(fail(
+                "plugin",
+                format!(
+                    "webhook `{}`: plugin `{}` is not loaded (not configured, disabled or skipped)",
+                    endpoint.name, endpoint.plugin
+                ),
+            ));
+        };
+        if plugin.manifest.command(&endpoint.command).is_none() {
+            return Err(fail(
+                "command",
+                format!(
+                    "webhook `{}`: plugin `{}` declares no command `{}`",
+                    endpoint.name, endpoint.plugin, endpoint.command
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The current runtime, swapped atomically on reload. Locked only to clone or

@@ -9,11 +9,18 @@
 
 use std::time::Duration;
 
-use super::duration;
+use super::{duration, size};
 
 /// An inclusive range a count must fall in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Counts {
+    pub(super) min: u64,
+    pub(super) max: u64,
+}
+
+/// An inclusive range a byte size must fall in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sizes {
     pub(super) min: u64,
     pub(super) max: u64,
 }
@@ -96,6 +103,19 @@ pub(super) const JITTER: Span = Span {
     max: secs(24 * HOUR),
 };
 
+/// `api.threads`: request threads per listener.
+pub(super) const API_THREADS: Counts = Counts { min: 1, max: 64 };
+/// `api.max_connections`: open connections per listener.
+pub(super) const API_MAX_CONNECTIONS: Counts = Counts { min: 1, max: 4096 };
+/// `api.max_event_streams`: 0 turns the event stream off.
+pub(super) const API_MAX_EVENT_STREAMS: Counts = Counts { min: 0, max: 1024 };
+/// `api.max_body_size` and `webhooks.endpoints[].max_body_size`: a body is
+/// held in memory while it is checked, once per request thread.
+pub(super) const BODY_SIZE: Sizes = Sizes {
+    min: 1024,
+    max: 32 * 1024 * 1024,
+};
+
 impl Counts {
     /// `number` if it is in range, else the message saying so.
     pub(super) fn check(self, number: u64) -> Result<u64, String> {
@@ -105,6 +125,22 @@ impl Counts {
             Err(format!(
                 "must be between {} and {}, got {number}",
                 self.min, self.max
+            ))
+        }
+    }
+}
+
+impl Sizes {
+    /// `bytes` (written as `written`) if it is in range, else the message saying so.
+    pub(super) fn check(self, bytes: u64, written: &str) -> Result<u64, String> {
+        if (self.min..=self.max).contains(&bytes) {
+            Ok(bytes)
+        } else {
+            Err(format!(
+                "must be between {} and {}, got {}",
+                size::format(self.min),
+                size::format(self.max),
+                written.trim()
             ))
         }
     }
@@ -191,6 +227,9 @@ mod tests {
                 "plugins.<name>.max_outstanding_polls",
                 MAX_OUTSTANDING_POLLS,
             ),
+            ("api.threads", API_THREADS),
+            ("api.max_connections", API_MAX_CONNECTIONS),
+            ("api.max_event_streams", API_MAX_EVENT_STREAMS),
         ]
         .map(|(key, range)| (key, format!("{}–{}", range.min, range.max)));
         let spans = [
@@ -218,7 +257,15 @@ mod tests {
             );
             (key, range)
         });
-        for (key, range) in counts.iter().chain(spans.iter()) {
+        let sizes = [
+            ("api.max_body_size", BODY_SIZE),
+            ("webhooks.endpoints[].max_body_size", BODY_SIZE),
+        ]
+        .map(|(key, range)| {
+            let range = format!("{}–{}", size::format(range.min), size::format(range.max));
+            (key, range)
+        });
+        for (key, range) in counts.iter().chain(spans.iter()).chain(sizes.iter()) {
             let row = doc
                 .lines()
                 .find(|line| line.starts_with(&format!("| `{key}` |")))

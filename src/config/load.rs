@@ -135,7 +135,8 @@ pub(super) fn read(root_file: &Path, env: &dyn Fn(&str) -> Var) -> Result<Merged
     let mut provenance = Provenance::new(tree.files.iter().map(|file| file.path.clone()).collect());
     let mut document = Mapping::new();
     for (index, file) in tree.files.iter_mut().enumerate() {
-        let interpolated = file.interpolated(&lookup, &tree.room)?;
+        let mut interpolated = file.interpolated(&lookup, &tree.room)?;
+        lift_webhook_list(&mut interpolated);
         merge_mapping(&mut document, interpolated, provenance.root(), index);
     }
 
@@ -475,6 +476,23 @@ fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     }
     files.sort();
     Ok(files)
+}
+
+/// `webhooks: [...]` (a plain list of endpoints, as the spec's `webhooks.yaml`
+/// writes it) becomes `webhooks: {endpoints: [...]}`, the shape `config.yaml`
+/// uses for `webhooks.listen`. Done per file before merging, so a listener in
+/// one file and endpoints in another merge whichever shape each file uses
+/// (merging a list into a mapping would otherwise replace it).
+fn lift_webhook_list(document: &mut Mapping) {
+    let Some(section) = document.get_mut("webhooks") else {
+        return;
+    };
+    if let Value::Sequence(_) = section {
+        let endpoints = std::mem::take(section);
+        let mut lifted = Mapping::new();
+        lifted.insert(Value::String("endpoints".to_string()), endpoints);
+        *section = Value::Mapping(lifted);
+    }
 }
 
 /// Merges a later file's mapping into the accumulated one: keys merge

@@ -4,8 +4,9 @@
 //!
 //! Owns: directory discovery, the file rules and bounds on reading, include
 //! resolution, merge rules, `${VAR}` and `.env` interpolation, defaults and
-//! value ranges, unknown-key and not-yet-active findings, and errors that name
-//! the file, the dotted key path and (where YAML gives it) the line and column.
+//! value ranges, unknown-key and not-yet-active findings, the pinned scope
+//! files of `tokens:`, and errors that name the file, the dotted key path and
+//! (where YAML gives it) the line and column.
 //! Must not: touch the database or spawn anything.
 
 mod depth;
@@ -16,6 +17,8 @@ mod limits;
 mod load;
 mod paths;
 mod provenance;
+mod scope_files;
+mod size;
 mod source;
 #[cfg(test)]
 mod temp_tree;
@@ -25,6 +28,8 @@ mod yaml;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::secret::Secret;
 
 /// The validated, merged configuration of one instance.
 #[derive(Debug, Clone)]
@@ -43,12 +48,17 @@ pub struct Config {
     pub api: Api,
     /// `plugins:` instances by name (including aliases declared with `uses:`).
     pub plugins: BTreeMap<String, PluginConf>,
-    /// Sections owned by later capabilities (`routes`, `pipelines`, `webhooks`,
-    /// `tokens`, relay files), kept merged but uninterpreted.
+    /// `tokens:` (normally from an included `tokens.yaml`), in declaration
+    /// order; tokens whose scope file did not match its pin are left out.
+    pub tokens: Vec<NamedToken>,
+    /// `webhooks:` listener and endpoints.
+    pub webhooks: Webhooks,
+    /// Sections owned by later capabilities (`routes`, `pipelines`, relay
+    /// files), kept merged but uninterpreted.
     pub extra: BTreeMap<String, serde_json::Value>,
-    /// Keys present whose feature has not landed yet (`api`, `routes`,
-    /// `pipelines`, `webhooks`, `notify_on_complete: true`, ...), each "parsed but
-    /// not yet active". Shown as warnings, but `strict_mode` does not refuse them.
+    /// Keys present whose feature has not landed yet (`routes`, `pipelines`,
+    /// `api.max_concurrent_sync`, `notify_on_complete: true`, ...), each "parsed
+    /// but not yet active". Shown as warnings, but `strict_mode` does not refuse them.
     pub inactive: Vec<Finding>,
 }
 
@@ -115,8 +125,120 @@ pub struct Api {
     pub enabled: bool,
     /// Listen address (default `127.0.0.1:8080`).
     pub listen: String,
-    /// Everything else under `api:`, for the HTTP capability.
+    /// `api.auth.tokens`, in declaration order.
+    pub auth_tokens: Vec<ApiToken>,
+    /// The largest request body accepted, in bytes (default 1 MiB).
+    pub max_body_size: usize,
+    /// Whether `/metrics` is served without a token (default false).
+    pub metrics_public: bool,
+    /// Request threads per listener (default 4, 1..=64).
+    pub threads: usize,
+    /// Open connections per listener (default 256, 1..=4096).
+    pub max_connections: usize,
+    /// Event streams open at once (default 16, 0..=1024; 0 turns them off).
+    pub max_event_streams: usize,
+    /// Keys under `api:` owned by later capabilities (`max_concurrent_sync`,
+    /// `max_sync_timeout`), kept uninterpreted.
     pub extra: serde_json::Value,
+}
+
+/// The default body cap of the API and of each webhook endpoint (1 MiB).
+const DEFAULT_BODY_SIZE: usize = 1024 * 1024;
+
+impl Default for Api {
+    /// The API off, on `127.0.0.1:8080`, with no tokens and the default limits.
+    fn default() -> Api {
+        Api {
+            enabled: false,
+            listen: "127.0.0.1:8080".to_string(),
+            auth_tokens: Vec::new(),
+            max_body_size: DEFAULT_BODY_SIZE,
+            metrics_public: false,
+            threads: 4,
+            max_connections: 256,
+            max_event_streams: 16,
+            extra: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+/// One entry of `api.auth.tokens`.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    /// The bearer token, interpolated.
+    pub token: Secret<String>,
+    /// Scopes as written (`auth` normalises them).
+    pub scopes: Vec<String>,
+    /// The file that declared the entry.
+    pub file: PathBuf,
+    /// The entry's key path (`api.auth.tokens[0]`); also its display name.
+    pub origin: String,
+}
+
+/// One entry of the top-level `tokens:` list (`tokens.yaml`).
+#[derive(Debug, Clone)]
+pub struct NamedToken {
+    /// Unique name: what logs and `submitted_by` show, and what `secret_ref` names.
+    pub name: String,
+    /// The key, interpolated, never empty.
+    pub key: Secret<String>,
+    /// Scopes as written, from `scopes_file` when set, else the inline `scopes`.
+    pub scopes: Vec<String>,
+    /// The pinned scope file, absolute, when the scopes came from one.
+    pub scopes_file: Option<PathBuf>,
+    /// `blake3:<hex>` the scope file's raw bytes must hash to (set with `scopes_file`).
+    pub scopes_hash: Option<String>,
+    /// The file that declared the entry.
+    pub file: PathBuf,
+    /// The entry's key path (`tokens[0]`).
+    pub origin: String,
+}
+
+/// `webhooks:` settings.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    /// Listen address of the webhook listener; none means no listener.
+    pub listen: Option<String>,
+    /// Endpoints, in declaration order; names and paths are unique.
+    pub endpoints: Vec<WebhookEndpoint>,
+}
+
+/// One webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct WebhookEndpoint {
+    /// Unique name, for logs and messages.
+    pub name: String,
+    /// Request path, starting with `/`, unique among endpoints.
+    pub path: String,
+    /// Plugin instance the job goes to.
+    pub plugin: String,
+    /// Command of the job (default `handle`).
+    pub command: String,
+    /// Name of the `tokens:` entry whose key is the secret.
+    pub secret_ref: String,
+    /// How a request proves it knows the secret.
+    pub auth: WebhookAuth,
+    /// Header carrying the HMAC signature (default `X-Ductile-Signature-256`).
+    pub signature_header: String,
+    /// Header that may carry the key under `auth: token`, besides `Authorization: Bearer`.
+    pub token_header: Option<String>,
+    /// The largest body accepted, in bytes (default 1 MiB).
+    pub max_body_size: usize,
+    /// Header whose value becomes the job's dedupe key, if any.
+    pub dedupe_header: Option<String>,
+    /// The file that declared the endpoint.
+    pub file: PathBuf,
+    /// The endpoint's key path (`webhooks.endpoints[0]`).
+    pub origin: String,
+}
+
+/// How a webhook request is authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// HMAC-SHA256 of the raw body with the secret, in `signature_header` (default).
+    Hmac,
+    /// The secret itself, as a bearer token or in `token_header`.
+    Token,
 }
 
 /// One plugin instance under `plugins:`.
@@ -309,7 +431,7 @@ fn load_with_env(
     env: &dyn Fn(&str) -> interpolate::Var,
 ) -> Result<Loaded, ConfigError> {
     let merged = load::read(root_file, env)?;
-    let (config, findings) = validate::build(
+    let (mut config, findings) = validate::build(
         &merged.document,
         &merged.provenance,
         &merged.dir,
@@ -317,6 +439,7 @@ fn load_with_env(
     )?;
     let mut warnings = merged.warnings;
     warnings.extend(findings);
+    scope_files::apply(&mut config, &mut warnings)?;
     Ok(Loaded { config, warnings })
 }
 

@@ -95,6 +95,32 @@ pub(super) fn read(path: &Path, allowance: &mut Allowance) -> Result<Text, Unrea
     Ok(Text { hash, text })
 }
 
+/// Reads the regular file at `path`, at most `limit` bytes, for files checked
+/// against a pin rather than parsed as config (scope files). The error is a
+/// short reason for a message that names the file.
+pub(super) fn read_pinned(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let reason = |error: io::Error| match error.kind() {
+        io::ErrorKind::NotFound => "it does not exist".to_string(),
+        _ => error.to_string(),
+    };
+    let not_regular = || "it is not a regular file".to_string();
+    if !fs::metadata(path).map_err(reason)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = open_nonblocking(path).map_err(reason)?;
+    if !file.metadata().map_err(reason)?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(reason)?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("it is larger than {} KiB", limit / 1024));
+    }
+    Ok(bytes)
+}
+
 /// Opens for reading without blocking on a FIFO and without leaking the
 /// descriptor into plugin processes.
 fn open_nonblocking(path: &Path) -> io::Result<File> {

@@ -14,11 +14,11 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration;
 use super::error::unknown_key;
-use super::limits::{self, Counts, Span};
+use super::limits::{self, Counts, Sizes, Span};
 use super::paths::resolve_path;
 use super::provenance::{KeyPath, Provenance, join, key_text};
 use super::yaml::describe;
-use super::{Api, Config, LoadedFile, Service, State, Synchronous};
+use super::{Config, LoadedFile, Service, State, Synchronous, size};
 use super::{ConfigError, Finding};
 
 const TOP_KEYS: &[&str] = &[
@@ -43,11 +43,8 @@ const INACTIVE: &str = "parsed but not yet active";
 
 /// Top-level sections that parse but do nothing yet.
 const INACTIVE_SECTIONS: &[&str] = &[
-    "api",
     "routes",
     "pipelines",
-    "webhooks",
-    "tokens",
     "remote_ingress",
     "instances",
     "relay",
@@ -57,8 +54,6 @@ const INACTIVE_SECTIONS: &[&str] = &[
 const EXTRA_SECTIONS: &[&str] = &[
     "routes",
     "pipelines",
-    "webhooks",
-    "tokens",
     "remote_ingress",
     "instances",
     "relay",
@@ -112,9 +107,21 @@ pub(super) fn build(
     let service = build_service(&mut ctx, find_section(top, "service"))?;
     let plugin_roots = resolve_plugin_roots(&ctx, find_section(top, "plugin_roots"), dir)?;
     let state = build_state(&mut ctx, find_section(top, "state"), dir)?;
-    let api = build_api(&ctx, find_section(top, "api"))?;
+    let api = api::build_api(&mut ctx, find_section(top, "api"))?;
     let plugins =
         plugins::build_plugins(&mut ctx, find_section(top, "plugins"), service.max_workers)?;
+    let tokens = tokens::build_tokens(&mut ctx, find_section(top, "tokens"))?;
+    let webhooks = webhooks::build_webhooks(&mut ctx, find_section(top, "webhooks"), &tokens)?;
+    check_distinct_secrets(&ctx, &api, &tokens)?;
+    if api.enabled && webhooks.listen.as_deref() == Some(api.listen.as_str()) {
+        return Err(ctx.error(
+            "webhooks.listen",
+            format!(
+                "`{}` is also `api.listen`; the webhook listener needs its own address",
+                api.listen
+            ),
+        ));
+    }
     let mut extra = BTreeMap::new();
     for &name in EXTRA_SECTIONS {
         if let Some(value) = find_section(top, name) {
@@ -130,6 +137,8 @@ pub(super) fn build(
         state,
         api,
         plugins,
+        tokens,
+        webhooks,
         extra,
         inactive: ctx.inactive,
     };
@@ -157,6 +166,14 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::invalid(self.provenance.file_of(path), path, message)
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(Finding {
+            file: self.provenance.file_of(path),
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 
     fn note_inactive(&mut self, path: &str) {
@@ -337,30 +354,32 @@ fn build_state(ctx: &mut Ctx, value: Option<&Value>, dir: &Path) -> Result<State
     Ok(state)
 }
 
-fn build_api(ctx: &Ctx, value: Option<&Value>) -> Result<Api, ConfigError> {
-    let mut api = Api {
-        enabled: false,
-        listen: "127.0.0.1:8080".to_string(),
-        extra: serde_json::Value::Object(serde_json::Map::new()),
-    };
-    let Some(value) = value else {
-        return Ok(api);
-    };
-    let mut extra = serde_json::Map::new();
-    for (key, value) in expect_mapping(ctx, value, "api")? {
-        let key = key_text(key);
-        let path = join("api", &key);
-        match key.as_str() {
-            _ if value.is_null() => {}
-            "enabled" => api.enabled = read_flag(ctx, value, &path)?,
-            "listen" => api.listen = read_text(ctx, value, &path)?,
-            _ => {
-                extra.insert(key, to_json(ctx, value, &path)?);
-            }
+/// Two tokens with one value would make a request's caller ambiguous, so every
+/// API token and every `tokens:` key differs from all the others. The message
+/// names both places, never the value.
+fn check_distinct_secrets(
+    ctx: &Ctx,
+    api: &super::Api,
+    tokens: &[super::NamedToken],
+) -> Result<(), ConfigError> {
+    let api_values = api
+        .auth_tokens
+        .iter()
+        .map(|t| (t.token.expose(), format!("{}.token", t.origin)));
+    let named = tokens
+        .iter()
+        .map(|t| (t.key.expose(), format!("{}.key", t.origin)));
+    let mut seen: std::collections::HashMap<&String, String> = std::collections::HashMap::new();
+    for (value, path) in api_values.chain(named) {
+        if let Some(first) = seen.get(value) {
+            return Err(ctx.error(
+                &path,
+                format!("the same token as {first}; every token must be different"),
+            ));
         }
+        seen.insert(value, path);
     }
-    api.extra = serde_json::Value::Object(extra);
-    Ok(api)
+    Ok(())
 }
 
 fn expect_mapping<'v>(ctx: &Ctx, value: &'v Value, path: &str) -> Result<&'v Mapping, ConfigError> {
@@ -384,6 +403,45 @@ fn read_text(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigError
             format!("expected a string, found {}", describe(other)),
         )),
     }
+}
+
+fn expect_list<'v>(ctx: &Ctx, value: &'v Value, path: &str) -> Result<&'v [Value], ConfigError> {
+    match value {
+        Value::Sequence(items) => Ok(items),
+        other => Err(ctx.error(path, format!("expected a list, found {}", describe(other)))),
+    }
+}
+
+/// A secret (a token or key): not empty, and without surrounding whitespace,
+/// which no request could present. Messages never quote the value.
+fn read_key(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigError> {
+    let key = read_text(ctx, value, path)?;
+    if key.trim().is_empty() {
+        return Err(ctx.error(path, "must not be empty"));
+    }
+    if key.trim() != key {
+        return Err(ctx.error(path, "must not start or end with whitespace"));
+    }
+    Ok(key)
+}
+
+/// A byte size (`1MB`, `512KB`, a bare number of bytes) within `range`.
+fn read_size(ctx: &Ctx, value: &Value, path: &str, range: Sizes) -> Result<usize, ConfigError> {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        other => {
+            return Err(ctx.error(
+                path,
+                format!("expected a size such as `1MB`, found {}", describe(other)),
+            ));
+        }
+    };
+    let bytes = size::parse(&text).map_err(|message| ctx.error(path, message))?;
+    let bytes = range
+        .check(bytes, &text)
+        .map_err(|message| ctx.error(path, message))?;
+    narrow(ctx, bytes, path)
 }
 
 fn read_strings(ctx: &Ctx, value: &Value, path: &str) -> Result<Vec<String>, ConfigError> {
@@ -553,7 +611,10 @@ fn json_of(ctx: &Ctx, value: &Value, path: &KeyPath<'_>) -> Result<serde_json::V
     })
 }
 
+mod api;
 mod plugins;
+mod tokens;
+mod webhooks;
 
 #[cfg(test)]
 mod tests;

@@ -282,7 +282,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Api, Service, State, Synchronous};
+    use crate::config::{Api, Service, State, Synchronous, Webhooks};
     use crate::plugin::discovery::tests::{TempDir, copy_fixture, manifest_named, write};
     use serde_json::{Value, json};
     use std::path::Path;
@@ -320,12 +320,10 @@ mod tests {
                 path: dir.join("ductile.db"),
                 synchronous: Synchronous::Normal,
             },
-            api: Api {
-                enabled: false,
-                listen: "127.0.0.1:8080".to_string(),
-                extra: Value::Null,
-            },
+            api: Api::default(),
             plugins: plugins.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            tokens: Vec::new(),
+            webhooks: Webhooks::default(),
             extra: BTreeMap::new(),
             inactive: Vec::new(),
         }

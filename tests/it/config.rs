@@ -127,7 +127,7 @@ fn deep_flow_nesting_is_refused_with_its_position() {
     );
 }
 
-const INACTIVE_BODY: &str = "service:\n  strict_mode: true\napi:\n  enabled: true\n  listen: 127.0.0.1:8080\nroutes:\n  - {from: echo, event_type: e, to: echo}\n";
+const INACTIVE_BODY: &str = "service:\n  strict_mode: true\napi:\n  max_concurrent_sync: 10\nroutes:\n  - {from: echo, event_type: e, to: echo}\n";
 
 #[test]
 fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
@@ -136,7 +136,7 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         run.stdout,
         format!(
-            "warning: {f}: api: parsed but not yet active\nwarning: {f}: routes: parsed but not yet active\nconfig ok: 1 file(s), 1 plugin(s) loaded, 2 warning(s)\n",
+            "warning: {f}: routes: parsed but not yet active\nwarning: {f}: api.max_concurrent_sync: parsed but not yet active\nconfig ok: 1 file(s), 1 plugin(s) loaded, 2 warning(s)\n",
             f = file.display()
         )
     );
@@ -145,8 +145,11 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         v["warnings"],
         serde_json::json!([
-            format!("{}: api: parsed but not yet active", file.display()),
             format!("{}: routes: parsed but not yet active", file.display()),
+            format!(
+                "{}: api.max_concurrent_sync: parsed but not yet active",
+                file.display()
+            ),
         ])
     );
     // Any other warning still makes strict_mode refuse.
@@ -166,7 +169,10 @@ fn logged(line: &str, level: &str, message: &str) -> bool {
 fn the_daemon_starts_under_strict_mode_and_warns_about_inactive_keys_at_start_and_reload() {
     let (dir, file) = echo_with("inactive-daemon", INACTIVE_BODY);
     let daemon = dir.start();
-    let warning = format!("{}: api: parsed but not yet active", file.display());
+    let warning = format!(
+        "{}: api.max_concurrent_sync: parsed but not yet active",
+        file.display()
+    );
     let count = |daemon: &crate::support::Daemon| {
         daemon
             .log()
@@ -222,4 +228,68 @@ fn the_default_level_logs_no_debug_lines_until_a_reload_asks_for_them() {
     crate::support::wait_until(LONG, "a debug `claimed` line after the reload", || {
         daemon.log().iter().any(|l| logged(l, "debug", "claimed"))
     });
+}
+
+#[test]
+fn a_webhook_must_reach_a_loaded_plugin_and_a_declared_command() {
+    let hooks = |plugin: &str, command: &str| {
+        format!(
+            "tokens:\n  - {{name: gh, key: s3cret}}\nwebhooks:\n  listen: 127.0.0.1:0\n  endpoints:\n    - {{name: github, path: /hook, plugin: {plugin}, command: {command}, secret_ref: gh}}\n"
+        )
+    };
+    let (dir, file) = echo_with("webhook-plugin", &hooks("echo", "handle"));
+    dir.run(&["config", "check"]).code(0);
+    dir.config(&format!(
+        "{}plugins:\n  echo: {{}}\n",
+        hooks("ehco", "handle")
+    ));
+    assert_refused(
+        &dir,
+        &file,
+        "webhooks.endpoints[0].plugin: webhook `github`: plugin `ehco` is not loaded (not configured, disabled or skipped)",
+    );
+    dir.config(&format!(
+        "{}plugins:\n  echo: {{}}\n",
+        hooks("echo", "deploy")
+    ));
+    assert_refused(
+        &dir,
+        &file,
+        "webhooks.endpoints[0].command: webhook `github`: plugin `echo` declares no command `deploy`",
+    );
+}
+
+#[test]
+fn a_token_whose_scope_file_fails_its_pin_is_dropped_with_a_warning_or_refused_under_strict_mode() {
+    let pin = format!(
+        "blake3:{}",
+        blake3::hash(b"{\"scopes\": [\"jobs:ro\"]}").to_hex()
+    );
+    let body = "include: [tokens.yaml]\n";
+    let (dir, _) = echo_with("scope-pin", body);
+    let tokens = dir.write(
+        "tokens.yaml",
+        &format!("tokens:\n  - {{name: cli, key: k1, scopes_file: scopes/cli.json, scopes_hash: '{pin}'}}\n"),
+    );
+    let scopes = dir.write("scopes/cli.json", "{\"scopes\": [\"*\"]}");
+    let run = dir.run(&["config", "check"]).code(0);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "warning: {}: tokens[0].scopes_file: token `cli` dropped: scopes file `{}` does not match scopes_hash\nconfig ok: 2 file(s), 1 plugin(s) loaded, 1 warning(s)\n",
+            tokens.display(),
+            scopes.display()
+        )
+    );
+    dir.config(&format!(
+        "service:\n  strict_mode: true\n{body}plugins:\n  echo: {{}}\n"
+    ));
+    assert_refused(
+        &dir,
+        &tokens,
+        &format!(
+            "tokens[0].scopes_file: token `cli`: scopes file `{}` does not match scopes_hash (strict_mode)",
+            scopes.display()
+        ),
+    );
 }

@@ -66,7 +66,16 @@ fn an_empty_config_gets_every_default() {
     assert!(!config.api.enabled);
     assert_eq!(config.api.listen, "127.0.0.1:8080");
     assert_eq!(config.api.extra, serde_json::json!({}));
+    assert!(config.api.auth_tokens.is_empty());
+    assert_eq!(config.api.max_body_size, 1024 * 1024);
+    assert!(!config.api.metrics_public);
+    assert_eq!(config.api.threads, 4);
+    assert_eq!(config.api.max_connections, 256);
+    assert_eq!(config.api.max_event_streams, 16);
     assert!(config.plugins.is_empty());
+    assert!(config.tokens.is_empty());
+    assert!(config.webhooks.listen.is_none());
+    assert!(config.webhooks.endpoints.is_empty());
     assert!(config.extra.is_empty());
 }
 
@@ -164,24 +173,9 @@ fn expands_home_in_paths() {
 }
 
 #[test]
-fn api_keeps_unknown_keys_for_later() {
-    let (_tree, loaded) = load(
-        "api:\n  enabled: true\n  listen: 0.0.0.0:9000\n  auth:\n    tokens: [{token: t, scopes: ['*']}]\n  max_concurrent_sync: 10\n",
-    );
-    assert!(loaded.warnings.is_empty());
-    let api = loaded.config.api;
-    assert!(api.enabled);
-    assert_eq!(api.listen, "0.0.0.0:9000");
-    assert_eq!(
-        api.extra,
-        serde_json::json!({"auth": {"tokens": [{"token": "t", "scopes": ["*"]}]}, "max_concurrent_sync": 10})
-    );
-}
-
-#[test]
 fn keeps_later_sections_uninterpreted() {
     let (_tree, loaded) = load(
-        "routes: [{from: a, event_type: e, to: b}]\nwebhooks: [{name: gh}]\ntokens: [{name: t}]\nremote_ingress: {listen_path: /ingest}\ninstances: [{name: lab}]\nrelay: {x: 1}\npipelines: []\n",
+        "routes: [{from: a, event_type: e, to: b}]\nremote_ingress: {listen_path: /ingest}\ninstances: [{name: lab}]\nrelay: {x: 1}\npipelines: []\n",
     );
     assert!(loaded.warnings.is_empty());
     let extra = loaded.config.extra;
@@ -193,9 +187,7 @@ fn keeps_later_sections_uninterpreted() {
             "pipelines",
             "relay",
             "remote_ingress",
-            "routes",
-            "tokens",
-            "webhooks"
+            "routes"
         ]
     );
     assert_eq!(
@@ -620,3 +612,4 @@ fn an_unset_variable_inside_plugin_config_is_an_error() {
 }
 
 mod ranges;
+mod surfaces;

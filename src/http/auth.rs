@@ -1,0 +1,362 @@
+//! Who may call what: bearer tokens and their scopes for the API, and the
+//! secret checks of webhook requests.
+//!
+//! Tokens come from `api.auth.tokens` and from `tokens:` (tokens.yaml). Every
+//! comparison with a secret is constant-time: a presented token is hashed with
+//! BLAKE3 and compared with every stored hash (`blake3::Hash` equality is
+//! constant-time), all of them, without stopping at a match.
+//!
+//! Owns: scope parsing and normalisation, the scope × need decision, bearer
+//! header parsing, HMAC verification. Must not: log or echo a token, read
+//! files, or know routes (the router names the [`Need`] of each request).
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::{Config, Finding};
+use crate::secret::Secret;
+
+/// A part of the API a scope can grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// Plugin and pipeline triggers, plugin details.
+    Plugin,
+    /// Job status, lists and logs.
+    Jobs,
+    /// The event stream.
+    Events,
+}
+
+/// Read-only or read-write; `Rw` implies `Ro`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Read access (`:ro`).
+    Ro,
+    /// Read and write access (`:rw`).
+    Rw,
+}
+
+/// What a request needs to be allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: discovery and health endpoints.
+    Public,
+    /// `area` at `level` or above (`jobs:ro` for `GET /jobs`).
+    Area(Area, Level),
+    /// Access to one plugin: `plugin:ro|rw`, or that plugin's own scope.
+    Plugin {
+        /// The plugin instance.
+        plugin: String,
+        /// Whether the command writes (needs `rw`).
+        write: bool,
+    },
+    /// Full access (`*`): reload, config view, analytics.
+    Admin,
+}
+
+/// One granted scope, normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    /// `*` or `admin`.
+    All,
+    /// `plugin:ro`, `jobs:rw`, ... (and the legacy `read:jobs`, `write:jobs`, ...).
+    Area(Area, Level),
+    /// `<plugin>:ro|rw`: that plugin only.
+    OnePlugin { plugin: String, level: Level },
+}
+
+impl Scope {
+    /// The scope `text` spells, or `None` for a string that is not a scope.
+    fn parse(text: &str) -> Option<Scope> {
+        if text == "*" || text == "admin" {
+            return Some(Scope::All);
+        }
+        let (left, right) = text.split_once(':')?;
+        let area = |name: &str| match name {
+            "plugin" => Some(Area::Plugin),
+            "jobs" => Some(Area::Jobs),
+            "events" => Some(Area::Events),
+            _ => None,
+        };
+        let level = match right {
+            "ro" => Some(Level::Ro),
+            "rw" => Some(Level::Rw),
+            _ => None,
+        };
+        match (left, level) {
+            // The spec's legacy spellings: `read:jobs`, `write:events`, ...
+            ("read", None) => area(right).map(|a| Scope::Area(a, Level::Ro)),
+            ("write", None) => area(right).map(|a| Scope::Area(a, Level::Rw)),
+            (_, Some(level)) => match area(left) {
+                Some(a) => Some(Scope::Area(a, level)),
+                None if is_plugin_name(left) => Some(Scope::OnePlugin {
+                    plugin: left.to_string(),
+                    level,
+                }),
+                None => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether this scope alone allows `need`.
+    fn grants(&self, need: &Need) -> bool {
+        match (self, need) {
+            (_, Need::Public) | (Scope::All, _) => true,
+            (Scope::Area(area, level), Need::Area(wanted, at_least)) => {
+                area == wanted && level >= at_least
+            }
+            (Scope::Area(Area::Plugin, level), Need::Plugin { write, .. }) => {
+                *level >= required(*write)
+            }
+            (Scope::OnePlugin { plugin, level }, Need::Plugin { plugin: p, write }) => {
+                plugin == p && *level >= required(*write)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn required(write: bool) -> Level {
+    if write { Level::Rw } else { Level::Ro }
+}
+
+/// Plugin names as a per-plugin scope may spell them. `read` and `write` are
+/// the legacy prefixes, so `read:rw` is no plugin scope.
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && !matches!(name, "read" | "write")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The caller a request was authorised as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's display name (`api.auth.tokens[0]`, or its tokens.yaml
+    /// `name`), `anonymous` on public endpoints; never the secret.
+    pub name: String,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// A header that is not `Bearer <known token>`.
+    Unknown,
+    /// A known token without the scope the request needs.
+    Forbidden,
+}
+
+impl AuthError {
+    /// The HTTP status: 401 for a missing or unknown token, 403 for a missing scope.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Missing | AuthError::Unknown => 401,
+            AuthError::Forbidden => 403,
+        }
+    }
+
+    /// A short message for the response body; it never quotes the token.
+    pub fn message(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing bearer token",
+            AuthError::Unknown => "invalid bearer token",
+            AuthError::Forbidden => "token lacks the scope for this request",
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// One token as the API checks it.
+struct Entry {
+    /// Display name (see [`Caller::name`]).
+    name: String,
+    /// BLAKE3 of the token.
+    hash: blake3::Hash,
+    /// Its scopes, normalised; unknown strings left out.
+    scopes: Vec<Scope>,
+    /// The key, for `tokens:` entries (webhook `secret_ref`); none for `api.auth.tokens`.
+    secret: Option<Secret<String>>,
+}
+
+/// The tokens of one config snapshot, ready to authorise requests.
+pub struct Tokens {
+    entries: Vec<Entry>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| &e.name))
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// The tokens of `config` (`api.auth.tokens`, then `tokens:`), and a
+    /// warning for each scope string that is not a scope: it grants nothing.
+    pub fn build(config: &Config) -> (Tokens, Vec<Finding>) {
+        let mut warnings = Vec::new();
+        let mut entries = Vec::new();
+        let mut scopes_of = |name: &str, written: &[String], file: &std::path::Path, at: &str| {
+            let mut scopes = Vec::new();
+            for (index, text) in written.iter().enumerate() {
+                match Scope::parse(text) {
+                    Some(scope) => scopes.push(scope),
+                    None => warnings.push(Finding {
+                        file: file.to_path_buf(),
+                        path: format!("{at}[{index}]"),
+                        message: format!(
+                            "token `{name}`: unknown scope `{}`; it grants nothing",
+                            text.escape_debug()
+                        ),
+                    }),
+                }
+            }
+            scopes
+        };
+        for token in &config.api.auth_tokens {
+            let at = format!("{}.scopes", token.origin);
+            entries.push(Entry {
+                name: token.origin.clone(),
+                hash: blake3::hash(token.token.expose().as_bytes()),
+                scopes: scopes_of(&token.origin, &token.scopes, &token.file, &at),
+                secret: None,
+            });
+        }
+        for token in &config.tokens {
+            let (file, at) = match &token.scopes_file {
+                Some(file) => (file.clone(), "scopes".to_string()),
+                None => (token.file.clone(), format!("{}.scopes", token.origin)),
+            };
+            entries.push(Entry {
+                name: token.name.clone(),
+                hash: blake3::hash(token.key.expose().as_bytes()),
+                scopes: scopes_of(&token.name, &token.scopes, &file, &at),
+                secret: Some(token.key.clone()),
+            });
+        }
+        (Tokens { entries }, warnings)
+    }
+
+    /// Whether no token is configured (every non-public request is then refused).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The key of the `tokens:` entry called `name`, for a webhook's
+    /// `secret_ref`. `None` when there is none (its token was dropped): the
+    /// webhook must then refuse the request.
+    pub fn secret(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .filter(|e| e.name == name)
+            .find_map(|e| e.secret.as_ref())
+            .map(|s| s.expose().as_bytes())
+    }
+
+    /// Decides a request from its `Authorization` header value. Public needs
+    /// no header; anything else needs `Bearer <token>` exactly: the scheme in
+    /// any case, one space, the token, nothing around it.
+    pub fn authorize(
+        &self,
+        authorization_header: Option<&[u8]>,
+        need: &Need,
+    ) -> Result<Caller, AuthError> {
+        if *need == Need::Public {
+            return Ok(Caller {
+                name: "anonymous".to_string(),
+            });
+        }
+        let header = authorization_header.ok_or(AuthError::Missing)?;
+        let token = bearer(header).ok_or(AuthError::Unknown)?;
+        let presented = blake3::hash(token);
+        let mut found = None;
+        // Every entry is compared, match or not, so the time taken does not
+        // say where (or whether) a token matched.
+        for entry in &self.entries {
+            let matched = entry.hash == presented;
+            if matched && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        let entry = found.ok_or(AuthError::Unknown)?;
+        if entry.scopes.iter().any(|scope| scope.grants(need)) {
+            Ok(Caller {
+                name: entry.name.clone(),
+            })
+        } else {
+            Err(AuthError::Forbidden)
+        }
+    }
+}
+
+/// The token of a `Bearer <token>` header value; `None` for anything else.
+fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.split_at_checked(7)?;
+    if !scheme[..6].eq_ignore_ascii_case(b"bearer") || scheme[6] != b' ' {
+        return None;
+    }
+    let around = |b: Option<&u8>| b.is_some_and(u8::is_ascii_whitespace);
+    if rest.is_empty() || around(rest.first()) || around(rest.last()) {
+        return None;
+    }
+    Some(rest)
+}
+
+/// Whether `header_value` is the HMAC-SHA256 of `body` under `secret`, written
+/// `sha256=<hex>` (GitHub's form) or as bare hex, in either case. Constant-time
+/// in the signature; an empty secret verifies nothing.
+pub fn verify_hmac(secret: &[u8], body: &[u8], header_value: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let value = header_value.trim_ascii();
+    let hex = match value.split_at_checked(7) {
+        Some((prefix, hex)) if prefix.eq_ignore_ascii_case(b"sha256=") => hex,
+        _ => value,
+    };
+    let Some(signature) = decode_hex(hex) else {
+        return false;
+    };
+    if signature.len() != 32 {
+        return false;
+    }
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&signature).is_ok()
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where they
+/// differ: both are hashed and the hashes compared in constant time. For
+/// `auth: token` webhooks, whose secret arrives as is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    blake3::hash(a) == blake3::hash(b)
+}
+
+fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16);
+    hex.chunks_exact(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
