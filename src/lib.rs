@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod http;
 pub mod lock;
 pub mod log;
 pub mod oneshot;
