@@ -112,10 +112,6 @@ impl Rules<'_> {
                 ));
             };
             let field_path = format!("{path}.{field}");
-            let expected = || {
-                let (last, rest) = COMPACT_TYPES.split_last().unwrap_or((&"", &[]));
-                format!("{} or {last}", rest.join(", "))
-            };
             match v {
                 Value::String(t) if COMPACT_TYPES.contains(&t.as_str()) => {
                     properties.insert(field, json!({ "type": t }));
@@ -123,13 +119,21 @@ impl Rules<'_> {
                 Value::String(_) => {
                     return Err(self.err(
                         &field_path,
-                        format!("unknown type {} (expected {})", show(&v), expected()),
+                        format!(
+                            "unknown type {} (expected {})",
+                            show(&v),
+                            compact_type_list()
+                        ),
                     ));
                 }
                 other => {
                     return Err(self.err(
                         &field_path,
-                        format!("must be a type name ({}), got {}", expected(), show(&other)),
+                        format!(
+                            "must be a type name ({}), got {}",
+                            compact_type_list(),
+                            show(&other)
+                        ),
                     ));
                 }
             }
@@ -273,6 +277,12 @@ impl Rules<'_> {
             })
             .collect()
     }
+}
+
+/// `string, integer, number, boolean, object or array`, for messages.
+fn compact_type_list() -> String {
+    let [rest @ .., last] = COMPACT_TYPES;
+    format!("{} or {last}", rest.join(", "))
 }
 
 /// Renders a JSON value for an error message, like `show` does for YAML.
