@@ -1,2 +1,3 @@
 //! HTTP surfaces.
 pub mod auth;
+pub mod openapi;

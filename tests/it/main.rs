@@ -15,5 +15,6 @@ mod daemon;
 mod foundation;
 mod hardening;
 mod limits;
+mod openapi;
 mod scheduler;
 mod support;

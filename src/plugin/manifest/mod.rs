@@ -1,9 +1,10 @@
 //! `manifest.yaml`: the plugin's contract, parsed and validated into a [`Manifest`].
 //!
 //! Owns: every rule of the manifest format (required fields, the protocol check,
-//! entrypoint shape, commands in both array and map form, `fact_outputs`,
+//! entrypoint shape, commands in both array and map form, `input_schema` and
+//! `output_schema` in their full and compact forms, `values`, `fact_outputs`,
 //! `config_keys`, `stopwatch.max_subs`). Unknown keys are tolerated so that
-//! documentation-only fields (`values`, `input_schema`, ...) never break a load.
+//! fields a later ductile adds never break a load here.
 //! Must not: touch the file system beyond the text it is given; trust checks on the
 //! entrypoint file live in `discovery`.
 
@@ -73,7 +74,35 @@ pub struct CommandSpec {
     pub idempotent: Option<bool>,
     /// Author's retry-safety hint, if given.
     pub retry_safe: Option<bool>,
+    /// JSON Schema of the request payload, if given (a compact `field: type` map
+    /// is stored expanded).
+    pub input_schema: Option<serde_json::Value>,
+    /// JSON Schema of the response, if given (expanded like `input_schema`).
+    pub output_schema: Option<serde_json::Value>,
+    /// The names-only payload contract, if given.
+    pub values: Option<Values>,
 }
+
+/// A command's `values`: which payload names it reads and which each event carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Values {
+    /// Payload names read from the request (`payload.url`), in declaration order.
+    pub consume: Vec<String>,
+    /// Per emitted event type, the payload names it carries.
+    pub emit: Vec<EmittedValues>,
+}
+
+/// One `values.emit` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmittedValues {
+    /// The event type (`echo.poll`).
+    pub event: String,
+    /// Payload names the event carries.
+    pub values: Vec<String>,
+}
+
+/// The JSON Schema `type` names a compact `field: type` schema map may use.
+pub const COMPACT_TYPES: [&str; 6] = ["string", "integer", "number", "boolean", "object", "array"];
 
 /// A command's side-effect class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

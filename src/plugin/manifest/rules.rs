@@ -16,6 +16,8 @@ use super::{
 };
 use crate::plugin::protocol::PROTOCOL_VERSION;
 
+mod contract;
+
 /// The top level as written. `manifest_spec` and `manifest_version` keep an explicit
 /// null apart from a missing key (the message differs); elsewhere null is "not set".
 #[derive(Deserialize)]
@@ -44,6 +46,9 @@ struct RawCommand {
     description: Option<Value>,
     idempotent: Option<Value>,
     retry_safe: Option<Value>,
+    input_schema: Option<Value>,
+    output_schema: Option<Value>,
+    values: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +348,9 @@ impl Rules<'_> {
             description: self.optional_string(c.description, &format!("{path}.description"))?,
             idempotent: self.optional_bool(c.idempotent, &format!("{path}.idempotent"))?,
             retry_safe: self.optional_bool(c.retry_safe, &format!("{path}.retry_safe"))?,
+            input_schema: self.schema(c.input_schema, &format!("{path}.input_schema"))?,
+            output_schema: self.schema(c.output_schema, &format!("{path}.output_schema"))?,
+            values: self.values(c.values, &format!("{path}.values"))?,
         })
     }
 

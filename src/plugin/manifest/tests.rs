@@ -106,6 +106,18 @@ stopwatch:
             description: Some("Fetch.".into()),
             idempotent: Some(true),
             retry_safe: Some(false),
+            input_schema: Some(serde_json::json!({
+                "type": "object",
+                "properties": {"url": {"type": "string"}}
+            })),
+            output_schema: None,
+            values: Some(Values {
+                consume: Vec::new(),
+                emit: vec![EmittedValues {
+                    event: "demo.x".into(),
+                    values: vec!["payload.a".into()],
+                }],
+            }),
         })
     );
     assert_eq!(
@@ -533,5 +545,232 @@ fn many_commands_are_checked_for_duplicates_in_linear_time() {
     check_err(
         &text,
         "plugins/demo/manifest.yaml: commands[20000].name: duplicate command `cmd_7`",
+    );
+}
+
+/// The `poll` command of BASE plus one command whose body is `body` (indented
+/// under `- name: poll`).
+fn poll_with(body: &str) -> String {
+    let mut text = format!("{BASE}commands:\n  - name: poll\n");
+    for line in body.lines() {
+        text.push_str("    ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+fn poll(body: &str) -> CommandSpec {
+    match ok(&poll_with(body)).command("poll").cloned() {
+        Some(c) => c,
+        None => panic!("no poll command"),
+    }
+}
+
+#[test]
+fn schemas_and_values_are_none_when_absent_or_null() {
+    let c = poll("type: read\ninput_schema: null\nvalues: ~");
+    assert_eq!(
+        (c.input_schema, c.output_schema, c.values),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn compact_schema_expands_to_an_object_schema() {
+    let c = poll(
+        "input_schema:\n  url: string\n  depth: integer\n  ratio: number\n  deep: boolean\n  opts: object\n  tags: array\noutput_schema: {}",
+    );
+    assert_eq!(
+        c.input_schema,
+        Some(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "url": {"type": "string"},
+                "depth": {"type": "integer"},
+                "ratio": {"type": "number"},
+                "deep": {"type": "boolean"},
+                "opts": {"type": "object"},
+                "tags": {"type": "array"}
+            }
+        }))
+    );
+    // `input_schema: {}` (the spec's own example) documents an empty payload.
+    assert_eq!(
+        c.output_schema,
+        Some(serde_json::json!({"type": "object", "properties": {}}))
+    );
+}
+
+#[test]
+fn full_schema_is_kept_as_written() {
+    let c = poll(
+        "input_schema:\n  type: object\n  required: [url]\n  properties:\n    url: {type: string, format: uri}\n    depth: {type: integer, minimum: 1, maximum: 5.5}\n  additionalProperties: false",
+    );
+    assert_eq!(
+        c.input_schema,
+        Some(serde_json::json!({
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string", "format": "uri"},
+                "depth": {"type": "integer", "minimum": 1, "maximum": 5.5}
+            },
+            "additionalProperties": false
+        }))
+    );
+}
+
+#[test]
+fn each_full_schema_marker_selects_the_full_form() {
+    for (marker, json) in [
+        (
+            "type: [string, \"null\"]",
+            serde_json::json!({"type": ["string", "null"]}),
+        ),
+        ("properties: {}", serde_json::json!({"properties": {}})),
+        ("$ref: '#/x'", serde_json::json!({"$ref": "#/x"})),
+        (
+            "oneOf: [{type: string}]",
+            serde_json::json!({"oneOf": [{"type": "string"}]}),
+        ),
+        ("anyOf: []", serde_json::json!({"anyOf": []})),
+        ("allOf: []", serde_json::json!({"allOf": []})),
+    ] {
+        let c = poll(&format!("output_schema:\n  {marker}"));
+        assert_eq!(c.output_schema, Some(json), "{marker}");
+    }
+}
+
+#[test]
+fn values_are_kept_in_declaration_order() {
+    let c = poll(
+        "values:\n  consume: [payload.url, payload.opts.depth, payload.*]\n  emit:\n    - event: demo.scraped\n      values: [payload.url, payload.text]\n    - event: demo.empty",
+    );
+    assert_eq!(
+        c.values,
+        Some(Values {
+            consume: vec![
+                "payload.url".into(),
+                "payload.opts.depth".into(),
+                "payload.*".into()
+            ],
+            emit: vec![
+                EmittedValues {
+                    event: "demo.scraped".into(),
+                    values: vec!["payload.url".into(), "payload.text".into()],
+                },
+                EmittedValues {
+                    event: "demo.empty".into(),
+                    values: Vec::new(),
+                },
+            ],
+        })
+    );
+}
+
+#[test]
+fn schema_errors() {
+    let f = "plugins/demo/manifest.yaml";
+    for (body, expected) in [
+        (
+            "input_schema:\n  url: strin",
+            "commands[0].input_schema.url: unknown type `strin` (expected string, integer, number, boolean, object or array)",
+        ),
+        (
+            "output_schema:\n  url: {format: uri}",
+            "commands[0].output_schema.url: must be a type name (string, integer, number, boolean, object or array), got a mapping",
+        ),
+        (
+            "input_schema:\n  1: string",
+            "commands[0].input_schema: field names must be strings, got `1`",
+        ),
+        (
+            "input_schema: string",
+            "commands[0].input_schema: must be a JSON Schema object or a `field: type` mapping, got `string`",
+        ),
+        (
+            "input_schema: [url]",
+            "commands[0].input_schema: must be a JSON Schema object or a `field: type` mapping, got a list",
+        ),
+        (
+            "input_schema:\n  type: strng",
+            "commands[0].input_schema.type: must be a JSON Schema type (string, integer, number, boolean, object, array, null) or a list of them, got `strng`",
+        ),
+        (
+            "input_schema:\n  type: []",
+            "commands[0].input_schema.type: must be a JSON Schema type (string, integer, number, boolean, object, array, null) or a list of them, got a list",
+        ),
+        (
+            "input_schema:\n  type: object\n  properties: [url]",
+            "commands[0].input_schema.properties: must be a mapping of field schemas, got a list",
+        ),
+        (
+            "input_schema:\n  type: object\n  properties:\n    200: {type: string}",
+            "commands[0].input_schema.properties: keys must be strings in a JSON Schema, got `200`",
+        ),
+        (
+            "input_schema:\n  type: object\n  properties:\n    x: !custom {type: string}",
+            "commands[0].input_schema.properties.x: YAML tags (`!custom`) have no JSON form",
+        ),
+        (
+            "input_schema:\n  type: number\n  maximum: .inf",
+            "commands[0].input_schema.maximum: `.inf` is not a finite number",
+        ),
+    ] {
+        check_err(&poll_with(body), &format!("{f}: {expected}"));
+    }
+}
+
+#[test]
+fn values_errors() {
+    let f = "plugins/demo/manifest.yaml";
+    for (body, expected) in [
+        (
+            "values: [payload.url]",
+            "commands[0].values: must be a mapping with `consume` and `emit`, got a list",
+        ),
+        (
+            "values:\n  consume: payload.url",
+            "commands[0].values.consume: must be a list of payload names, got `payload.url`",
+        ),
+        (
+            "values:\n  consume: [url]",
+            "commands[0].values.consume[0]: must be a payload name starting with `payload.` (`payload.url`), got `url`",
+        ),
+        (
+            "values:\n  consume: [payload.a, payload.]",
+            "commands[0].values.consume[1]: must be a payload name starting with `payload.` (`payload.url`), got `payload.`",
+        ),
+        (
+            "values:\n  consume: [{a: 1}]",
+            "commands[0].values.consume[0]: must be a payload name starting with `payload.` (`payload.url`), got a mapping",
+        ),
+        (
+            "values:\n  emit: {event: x}",
+            "commands[0].values.emit: must be a list of `event` + `values` entries, got a mapping",
+        ),
+        (
+            "values:\n  emit: [demo.x]",
+            "commands[0].values.emit[0]: must be a mapping with `event` and `values`, got `demo.x`",
+        ),
+        (
+            "values:\n  emit:\n    - values: [payload.a]",
+            "commands[0].values.emit[0].event: is required",
+        ),
+        (
+            "values:\n  emit:\n    - event: demo.x\n      values: [text]",
+            "commands[0].values.emit[0].values[0]: must be a payload name starting with `payload.` (`payload.url`), got `text`",
+        ),
+    ] {
+        check_err(&poll_with(body), &format!("{f}: {expected}"));
+    }
+}
+
+#[test]
+fn map_form_commands_name_their_schema_fields_by_command() {
+    check_err(
+        &format!("{BASE}commands:\n  poll:\n    input_schema: {{url: uri}}\n"),
+        "plugins/demo/manifest.yaml: commands.poll.input_schema.url: unknown type `uri` (expected string, integer, number, boolean, object or array)",
     );
 }

@@ -1,0 +1,475 @@
+//! The route table: every route of the API with its parameters, bodies,
+//! statuses and whether it needs a token. The OpenAPI document is built from
+//! it, and the HTTP layer can check its own routing against it, so the two
+//! cannot drift apart unnoticed.
+
+/// Whether a route needs a bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Served to anyone (discovery and health).
+    Public,
+    /// Needs `Authorization: Bearer <token>` with a fitting scope.
+    Bearer,
+}
+
+/// Where a parameter travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// A `{name}` segment of the path.
+    Path,
+    /// A query-string parameter.
+    Query,
+    /// A request header.
+    Header,
+}
+
+/// A parameter's value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Any string.
+    Text,
+    /// An integer in `min..=max`, `default` when absent.
+    Integer {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+        /// Value used when the parameter is absent.
+        default: i64,
+    },
+    /// `true` or `false`.
+    Boolean,
+    /// An RFC 3339 timestamp.
+    DateTime,
+    /// One of the listed strings.
+    OneOf(&'static [&'static str]),
+}
+
+/// One documented parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    /// Name as it appears in the path template, query string or header.
+    pub name: &'static str,
+    /// Where it travels.
+    pub location: Location,
+    /// Its value type.
+    pub kind: Kind,
+    /// One line for the reader.
+    pub description: &'static str,
+}
+
+/// A body: JSON described by a component schema, or text of one media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `application/json` described by `components.schemas.<name>`.
+    Json(&'static str),
+    /// Text of this media type (`text/plain`, `text/event-stream`).
+    Text(&'static str),
+}
+
+/// One documented response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// What the body holds.
+    pub body: Body,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Path template with `{name}` segments.
+    pub path: &'static str,
+    /// The operation's unique id.
+    pub operation_id: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// The tag grouping it.
+    pub tag: &'static str,
+    /// Whether it needs a token.
+    pub access: Access,
+    /// Path, query and header parameters.
+    pub params: &'static [Param],
+    /// The JSON request body's component schema, if it takes one.
+    pub request: Option<&'static str>,
+    /// The success response.
+    pub ok: Reply,
+    /// Every documented failure.
+    pub errors: &'static [Reply],
+}
+
+const fn path(name: &'static str, description: &'static str) -> Param {
+    Param {
+        name,
+        location: Location::Path,
+        kind: Kind::Text,
+        description,
+    }
+}
+
+const fn query(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param {
+        name,
+        location: Location::Query,
+        kind,
+        description,
+    }
+}
+
+pub(super) const fn json_reply(status: u16, schema: &'static str) -> Reply {
+    Reply {
+        status,
+        body: Body::Json(schema),
+    }
+}
+
+pub(super) const E400: Reply = json_reply(400, "Error");
+pub(super) const E401: Reply = json_reply(401, "Error");
+pub(super) const E403: Reply = json_reply(403, "Error");
+pub(super) const E404: Reply = json_reply(404, "Error");
+const E413: Reply = json_reply(413, "Error");
+const E503: Reply = json_reply(503, "Error");
+
+const PLUGIN: Param = path("plugin", "Plugin instance name (a key under `plugins:`).");
+const COMMAND: Param = path("command", "Command declared in the plugin's manifest.");
+const NAME: Param = path("name", "Plugin instance name (a key under `plugins:`).");
+const JOB_ID: Param = path("id", "Job id.");
+
+/// Accepted by the `status` filters: the ledger's statuses and their aliases
+/// (`pending` = queued, `ok` = succeeded, `error` = failed).
+const STATUS_FILTER: &[&str] = &[
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "dead",
+    "pending",
+    "ok",
+    "error",
+];
+const LIMIT: Param = query(
+    "limit",
+    Kind::Integer {
+        min: 1,
+        max: 200,
+        default: 50,
+    },
+    "Most rows returned.",
+);
+const PLUGIN_FILTER: Param = query("plugin", Kind::Text, "Exact plugin name.");
+const COMMAND_FILTER: Param = query("command", Kind::Text, "Exact command name.");
+const STATUS: Param = query(
+    "status",
+    Kind::OneOf(STATUS_FILTER),
+    "Job status (`pending`, `ok` and `error` are aliases of queued, succeeded and failed).",
+);
+
+/// Every route of the API, in the order the documents list them.
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/",
+        operation_id: "root",
+        summary: "Discovery index",
+        tag: "discovery",
+        access: Access::Public,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "Root"),
+        errors: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/healthz",
+        operation_id: "health",
+        summary: "Service health",
+        tag: "system",
+        access: Access::Public,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "Health"),
+        errors: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/plugin/{plugin}/{command}",
+        operation_id: "trigger_plugin_command",
+        summary: "Enqueue one job for a plugin command (bypasses pipeline routing)",
+        tag: "plugins",
+        access: Access::Bearer,
+        params: &[PLUGIN, COMMAND],
+        request: Some("TriggerRequest"),
+        ok: json_reply(202, "JobAccepted"),
+        errors: &[E400, E401, E403, E404, E413],
+    },
+    Route {
+        method: "GET",
+        path: "/job/{id}",
+        operation_id: "get_job",
+        summary: "A job's status and result",
+        tag: "jobs",
+        access: Access::Bearer,
+        params: &[JOB_ID],
+        request: None,
+        ok: json_reply(200, "Job"),
+        errors: &[E401, E403, E404],
+    },
+    Route {
+        method: "GET",
+        path: "/job/{id}/tree",
+        operation_id: "get_job_tree",
+        summary: "A job and every job descended from it",
+        tag: "jobs",
+        access: Access::Bearer,
+        params: &[JOB_ID],
+        request: None,
+        ok: json_reply(200, "JobTree"),
+        errors: &[E401, E403, E404],
+    },
+    Route {
+        method: "GET",
+        path: "/jobs",
+        operation_id: "list_jobs",
+        summary: "Jobs, most recent first",
+        tag: "jobs",
+        access: Access::Bearer,
+        params: &[PLUGIN_FILTER, COMMAND_FILTER, STATUS, LIMIT],
+        request: None,
+        ok: json_reply(200, "JobList"),
+        errors: &[E400, E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/job-logs",
+        operation_id: "list_job_logs",
+        summary: "Stored attempt records, most recently completed first",
+        tag: "jobs",
+        access: Access::Bearer,
+        params: &[
+            query("job_id", Kind::Text, "Job id."),
+            PLUGIN_FILTER,
+            COMMAND_FILTER,
+            STATUS,
+            query("submitted_by", Kind::Text, "Exact submitter."),
+            query("from", Kind::DateTime, "Completed at or after."),
+            query("to", Kind::DateTime, "Completed at or before."),
+            query(
+                "query",
+                Kind::Text,
+                "Text searched in last_error, stderr and result.",
+            ),
+            LIMIT,
+            query(
+                "include_result",
+                Kind::Boolean,
+                "Include each attempt's full result.",
+            ),
+        ],
+        request: None,
+        ok: json_reply(200, "JobLogList"),
+        errors: &[E400, E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/plugins",
+        operation_id: "list_plugins",
+        summary: "Catalog of loaded plugins",
+        tag: "discovery",
+        access: Access::Public,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "PluginCatalog"),
+        errors: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/plugin/{name}",
+        operation_id: "get_plugin",
+        summary: "A plugin's manifest details and command schemas",
+        tag: "plugins",
+        access: Access::Bearer,
+        params: &[NAME],
+        request: None,
+        ok: json_reply(200, "PluginDetail"),
+        errors: &[E401, E403, E404],
+    },
+    Route {
+        method: "GET",
+        path: "/plugin/{name}/openapi.json",
+        operation_id: "get_plugin_openapi",
+        summary: "OpenAPI document scoped to one plugin's commands",
+        tag: "discovery",
+        access: Access::Public,
+        params: &[NAME],
+        request: None,
+        ok: json_reply(200, "OpenApiDocument"),
+        errors: &[E404],
+    },
+    Route {
+        method: "GET",
+        path: "/openapi.json",
+        operation_id: "get_openapi",
+        summary: "This document",
+        tag: "discovery",
+        access: Access::Public,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "OpenApiDocument"),
+        errors: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/skills",
+        operation_id: "list_skills",
+        summary: "Skill index: plugin commands and pipelines",
+        tag: "discovery",
+        access: Access::Public,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "SkillIndex"),
+        errors: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/.well-known/ai-plugin.json",
+        operation_id: "get_ai_plugin",
+        summary: "AI plugin manifest pointing at /openapi.json",
+        tag: "discovery",
+        access: Access::Public,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "AiPlugin"),
+        errors: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/system/reload",
+        operation_id: "reload",
+        summary: "Reload the configuration without restarting",
+        tag: "system",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "ReloadResult"),
+        errors: &[json_reply(400, "ReloadError"), E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/analytics/queue",
+        operation_id: "queue_analytics",
+        summary: "Queue depth and worker utilisation",
+        tag: "analytics",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "QueueAnalytics"),
+        errors: &[E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/analytics/summary",
+        operation_id: "summary_analytics",
+        summary: "Job outcomes over the last 24 hours",
+        tag: "analytics",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "SummaryAnalytics"),
+        errors: &[E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/config/view",
+        operation_id: "view_config",
+        summary: "The reconciled configuration, secrets redacted",
+        tag: "system",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "ConfigView"),
+        errors: &[E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/stopwatch/{plugin}",
+        operation_id: "stopwatch",
+        summary: "Latency percentiles of a plugin's jobs",
+        tag: "analytics",
+        access: Access::Bearer,
+        params: &[
+            PLUGIN,
+            query(
+                "window",
+                Kind::Text,
+                "How far back to look, as a duration such as `1h`.",
+            ),
+        ],
+        request: None,
+        ok: json_reply(200, "Stopwatch"),
+        errors: &[E400, E401, E403, E404],
+    },
+    Route {
+        method: "GET",
+        path: "/topology",
+        operation_id: "topology",
+        summary: "Plugins, schedules, webhooks, routes and pipelines as a graph",
+        tag: "system",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "Topology"),
+        errors: &[E401, E403],
+    },
+    Route {
+        method: "GET",
+        path: "/events",
+        operation_id: "events",
+        summary: "Server-sent event stream, resumable from Last-Event-ID",
+        tag: "events",
+        access: Access::Bearer,
+        params: &[Param {
+            name: "Last-Event-ID",
+            location: Location::Header,
+            kind: Kind::Text,
+            description: "Resume after this event id.",
+        }],
+        request: None,
+        ok: Reply {
+            status: 200,
+            body: Body::Text("text/event-stream"),
+        },
+        errors: &[E401, E403, E503],
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        operation_id: "metrics",
+        summary: "Metrics in the Prometheus text format",
+        tag: "analytics",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: Reply {
+            status: 200,
+            body: Body::Text("text/plain"),
+        },
+        errors: &[E401, E403],
+    },
+];
+
+/// The core tags, with what they group.
+pub(super) const TAGS: &[(&str, &str)] = &[
+    (
+        "discovery",
+        "Unauthenticated documents describing this API.",
+    ),
+    ("system", "Health, reload and configuration."),
+    ("plugins", "Plugin details and direct command execution."),
+    ("jobs", "The job ledger."),
+    ("analytics", "Queue, outcome and latency figures."),
+    ("events", "Live event stream."),
+];
