@@ -486,6 +486,14 @@ impl Drop for SigpipeBlock {
     }
 }
 
+/// The size of a memory page (for turning /proc page counts into bytes).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointers and only reads a constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    // Every Linux answers this; 4 KiB is the page size of every target we run on.
+    u64::try_from(n).unwrap_or(4096)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 //! to one file per noun. Errors decide the exit code: 0 ok, 1 failure, 2 usage,
 //! 78 configuration error.
 
+pub mod api;
 pub mod config;
+pub mod job;
 pub mod output;
 pub mod plugin;
 pub mod run;
@@ -162,6 +164,52 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 1),
     },
     Verb {
+        path: &["api"],
+        args: "<path>",
+        about: "call the running daemon's HTTP API (-X METHOD, -f key=value, -b BODY|-b -, -H 'Name: value'; exit 0 on 2xx, 4 on 4xx, 5 on 5xx)",
+        flags: &["method", "field", "body", "header", "api-url", "api-key"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["job", "show"],
+        args: "<job-id>",
+        about: "one job: status, attempts, result (read from the ledger; no daemon needed)",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["job", "list"],
+        args: "",
+        about: "recent jobs, newest first (--plugin, --command, --status, --limit)",
+        flags: &["plugin", "command", "status", "limit"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["job", "tree"],
+        args: "<job-id>",
+        about: "a job and every job it caused",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["job", "logs"],
+        args: "",
+        about: "job log records, most recent first (--job, --plugin, --command, --status, --submitted-by, --from, --to, --query, --limit, --include-result)",
+        flags: &[
+            "job",
+            "plugin",
+            "command",
+            "status",
+            "submitted-by",
+            "from",
+            "to",
+            "query",
+            "limit",
+            "include-result",
+        ],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["config", "check"],
         args: "",
         about: "validate the configuration and plugins without running anything",
@@ -173,7 +221,28 @@ pub const VERBS: &[Verb] = &[
 /// Flags every verb accepts.
 const GLOBAL_FLAGS: &[&str] = &["config", "config-dir", "json", "verbose", "dry-run", "help"];
 /// Flags that take a value.
-const VALUE_FLAGS: &[&str] = &["config", "payload", "payload-file", "command"];
+const VALUE_FLAGS: &[&str] = &[
+    "config",
+    "payload",
+    "payload-file",
+    "command",
+    "method",
+    "body",
+    "api-url",
+    "api-key",
+    "plugin",
+    "status",
+    "limit",
+    "job",
+    "submitted-by",
+    "from",
+    "to",
+    "query",
+];
+/// Flags that take a value and may be repeated.
+const MULTI_FLAGS: &[&str] = &["field", "header"];
+/// Verb flags without a value.
+const BOOL_FLAGS: &[&str] = &["include-result"];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
@@ -192,12 +261,19 @@ pub struct Args {
     pub words: Vec<String>,
     /// Verb-specific flags and their values.
     pub flags: BTreeMap<String, String>,
+    /// Repeatable flags and their values, in order.
+    pub multi: BTreeMap<String, Vec<String>>,
 }
 
 impl Args {
     /// The value of a verb flag.
     pub fn flag(&self, name: &str) -> Option<&str> {
         self.flags.get(name).map(String::as_str)
+    }
+
+    /// Every value of a repeatable flag.
+    pub fn values(&self, name: &str) -> &[String] {
+        self.multi.get(name).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -246,6 +322,40 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
                     ));
                 }
                 args.config = Some(PathBuf::from(parser.value().map_err(usage)?));
+            }
+            Long(name) if MULTI_FLAGS.contains(&name) => {
+                let name = name.to_string();
+                let value = parser
+                    .value()
+                    .map_err(usage)?
+                    .to_string_lossy()
+                    .into_owned();
+                args.multi.entry(name).or_default().push(value);
+            }
+            Short(c @ ('f' | 'H')) => {
+                let name = if c == 'f' { "field" } else { "header" };
+                let value = parser
+                    .value()
+                    .map_err(usage)?
+                    .to_string_lossy()
+                    .into_owned();
+                args.multi.entry(name.to_string()).or_default().push(value);
+            }
+            Long(name) if BOOL_FLAGS.contains(&name) => {
+                args.flags.insert(name.to_string(), "true".to_string());
+            }
+            Short(c @ ('X' | 'b')) => {
+                let name = if c == 'X' { "method" } else { "body" };
+                let value = parser
+                    .value()
+                    .map_err(usage)?
+                    .to_string_lossy()
+                    .into_owned();
+                if args.flags.insert(name.to_string(), value).is_some() {
+                    return Err(CliError::Usage(format!(
+                        "`-{c}` given more than once; give it once"
+                    )));
+                }
             }
             Long(name) if VALUE_FLAGS.contains(&name) => {
                 let name = name.to_string();
@@ -323,7 +433,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
             positionals[max]
         )));
     }
-    for name in args.flags.keys() {
+    for name in args.flags.keys().chain(args.multi.keys()) {
         if !verb.flags.contains(&name.as_str()) {
             return Err(CliError::Usage(with_hint(
                 format!(
@@ -339,6 +449,11 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["version"] => version(&args),
         ["plugin", "list"] => plugin::list(&args),
         ["config", "check"] => config::check(&args),
+        ["api"] => api::call(&args, &positionals[0]),
+        ["job", "show"] => job::show(&args, &positionals[0]),
+        ["job", "list"] => job::list(&args),
+        ["job", "tree"] => job::tree(&args, &positionals[0]),
+        ["job", "logs"] => job::logs(&args),
         ["system", "start"] => system::start(&args),
         ["system", "status"] => system::status(&args),
         ["system", "reload"] => system::reload(&args),

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Args, CliError, output};
-use crate::clock::{Clock, SystemClock, format_ts};
+use crate::clock::{Clock, SystemClock};
 use crate::oneshot::{self, OneShotError, Report};
 use crate::runtime::Runtime;
-use crate::store::queue::{JobStatus, NewJob, SubmittedBy};
+use crate::store::queue::{self, JobStatus, NewJob, SubmittedBy};
 
 /// Entry point of `ductile run` and `ductile plugin run`.
 pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
@@ -40,8 +40,8 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
     let payload = read_payload(args)?;
     let clock = SystemClock;
     let envelope = match (&payload, command) {
-        (Some(p), _) => envelope(p.clone(), clock.now()),
-        (None, "handle") => envelope(json!({}), clock.now()),
+        (Some(p), _) => queue::envelope("cli.run", "cli", p.clone(), clock.now()),
+        (None, "handle") => queue::envelope("cli.run", "cli", json!({}), clock.now()),
         (None, _) => Value::Null,
     };
     let job = NewJob::new(name, command, envelope, SubmittedBy::Cli, 1);
@@ -123,17 +123,6 @@ fn read_payload(args: &Args) -> Result<Option<Value>, CliError> {
         return Err(CliError::Usage(format!("{source} must be a JSON object")));
     }
     Ok(Some(v))
-}
-
-/// The event envelope a one-shot delivers: the payload plus core-injected fields.
-fn envelope(payload: Value, now: chrono::DateTime<chrono::Utc>) -> Value {
-    json!({
-        "type": "cli.run",
-        "payload": payload,
-        "source": "cli",
-        "timestamp": format_ts(now),
-        "event_id": uuid::Uuid::new_v4().to_string(),
-    })
 }
 
 fn report(args: &Args, r: &Report) -> Result<(), CliError> {

@@ -24,8 +24,12 @@ pub fn start(args: &Args) -> Result<(), CliError> {
     let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let started = |s: &crate::daemon::Started| {
         if on_terminal {
+            let http = match s.listening.first() {
+                Some(addr) => format!(" HTTP on http://{addr} (try `curl http://{addr}/healthz`)."),
+                None => String::new(),
+            };
             output::notice(&format!(
-                "ductile is running (pid {}) with {} plugin(s) [{}] and {} worker(s); ledger {}. In another terminal try `ductile system status --config {}` or `ductile run {} --config {}`; Ctrl-C stops it.",
+                "ductile is running (pid {}) with {} plugin(s) [{}] and {} worker(s); ledger {}.{http} In another terminal try `ductile system status --config {}` or `ductile run {} --config {}`; Ctrl-C stops it.",
                 s.pid,
                 s.plugins.len(),
                 s.plugins.join(", "),

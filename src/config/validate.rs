@@ -113,7 +113,11 @@ pub(super) fn build(
     let tokens = tokens::build_tokens(&mut ctx, find_section(top, "tokens"))?;
     let webhooks = webhooks::build_webhooks(&mut ctx, find_section(top, "webhooks"), &tokens)?;
     check_distinct_secrets(&ctx, &api, &tokens)?;
-    if api.enabled && webhooks.listen.as_deref() == Some(api.listen.as_str()) {
+    // Port 0 asks the OS for a free port on each listener: never a clash.
+    if api.enabled
+        && webhooks.listen.as_deref() == Some(api.listen.as_str())
+        && !api.listen.ends_with(":0")
+    {
         return Err(ctx.error(
             "webhooks.listen",
             format!(

@@ -73,6 +73,8 @@ impl From<StoreError> for DaemonError {
 /// Messages to the main (control) thread.
 enum Control {
     Reload,
+    /// `POST /system/reload`: reload, then answer with the verdict.
+    ReloadAndAnswer(Sender<Result<String, Vec<String>>>),
     Shutdown(&'static str),
     /// A file of the ledger or the lock changed on disk ([`watch`]).
     FilesChanged,
@@ -91,6 +93,8 @@ pub struct Started {
     pub plugins: Vec<String>,
     /// Workers.
     pub workers: usize,
+    /// Addresses the HTTP listeners bound (API first when enabled).
+    pub listening: Vec<String>,
 }
 
 /// How long a starting daemon waits for one-shots to finish with the ledger.
@@ -206,6 +210,37 @@ pub fn run_with_clock(
     let (reload_tx, reload_rx) = bounded::<Arc<Runtime>>(1);
     let scheduler = heartbeat::spawn(hb, sched_stop_rx, reload_rx, fatal_tx.clone())
         .map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
+    let hub = crate::http::events::Hub::start(db.clone(), sync, rt.config.api.max_event_streams)?;
+    let services = Arc::new(crate::http::Services {
+        cell: cell.clone(),
+        db: db.clone(),
+        synchronous: sync,
+        wake: wake_tx.clone(),
+        reload: api_reload(control_tx.clone()),
+        started: Instant::now(),
+        clock: clock.clone(),
+        running: running.clone(),
+        workers: rt.config.service.max_workers,
+        metrics: crate::http::metrics::Metrics::default(),
+        events: hub.clone(),
+    });
+    let listeners = match crate::http::Listeners::start(services) {
+        Ok(l) => l,
+        Err(e) => {
+            // Nothing was accepted yet: stop what started, in order.
+            drop(sched_stop_tx);
+            let _ = scheduler.join();
+            pool.stop_claiming();
+            pool.join();
+            hub.stop();
+            signal_handle.close();
+            let _ = signal_thread.join();
+            return Err(match e {
+                crate::http::HttpError::Refused(why) => DaemonError::Config(why),
+                other => DaemonError::Failed(other.to_string()),
+            });
+        }
+    };
     // Only now may one-shots hand over and `system reload` signal us.
     lock.advertise_ready()
         .map_err(|e| DaemonError::Failed(e.to_string()))?;
@@ -223,6 +258,7 @@ pub fn run_with_clock(
         config: root.to_path_buf(),
         plugins: rt.registry.plugins().map(|p| p.name.clone()).collect(),
         workers: rt.config.service.max_workers,
+        listening: listeners.addresses(),
     });
 
     let reloader = Reloader {
@@ -239,6 +275,9 @@ pub fn run_with_clock(
     let outcome = control_loop(&reloader, &mut conn, &control_rx, &fatal_rx, &mut guard);
 
     // Orderly stop; the comments number the steps of docs/ARCHITECTURE.md.
+    // 0. No new work from outside: the listeners stop and finish their answers.
+    listeners.stop();
+    hub.stop();
     // 1. No new scheduled work.
     drop(sched_stop_tx);
     if scheduler.join().is_err() {
@@ -281,6 +320,19 @@ pub fn run_with_clock(
             Err(DaemonError::Failed(e))
         }
     }
+}
+
+/// The API's reload: asks the control thread, which reloads exactly as on
+/// SIGHUP, and waits for its verdict.
+fn api_reload(control_tx: Sender<Control>) -> Box<crate::http::ReloadFn> {
+    Box::new(move || {
+        let (tx, rx) = bounded(1);
+        if control_tx.send(Control::ReloadAndAnswer(tx)).is_err() {
+            return Err(vec!["the daemon is shutting down".to_string()]);
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(vec!["the daemon is shutting down".to_string()]))
+    })
 }
 
 /// Takes the instance lock for a daemon. A one-shot holding it is waited for
@@ -400,7 +452,15 @@ fn control_loop(
     loop {
         select! {
             recv(control_rx) -> msg => match msg {
-                Ok(Control::Reload) => reload(r, conn),
+                Ok(Control::Reload) => {
+                    let _ = reload(r, conn);
+                }
+                Ok(Control::ReloadAndAnswer(answer)) => {
+                    let verdict = reload(r, conn)
+                        .map(|()| crate::clock::format_ts(r.clock.now()))
+                        .map_err(|why| why.lines().map(str::to_string).collect());
+                    let _ = answer.send(verdict);
+                }
                 Ok(Control::FilesChanged) => guard.check()?,
                 Ok(Control::Shutdown(why)) => {
                     log::info!("{why} received: shutting down");
@@ -419,9 +479,10 @@ fn control_loop(
 }
 
 /// SIGHUP: validate the new config off to the side; keep the old one if it is
-/// invalid; otherwise swap it in, retire removed plugins' queued jobs, run
-/// `init` where needed and let the scheduler pick up its changes.
-fn reload(r: &Reloader<'_>, conn: &mut Connection) {
+/// invalid (the reason is returned); otherwise swap it in, retire removed
+/// plugins' queued jobs, run `init` where needed and let the scheduler pick up
+/// its changes.
+fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
     let Reloader {
         root,
         cell,
@@ -431,7 +492,7 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) {
     } = *r;
     let old = cell.current();
     // A rejection is recorded too: `system reload` waits for the verdict.
-    let reject = |conn: &Connection, why: String| {
+    let reject = |conn: &Connection, why: String| -> Result<(), String> {
         log::error!(target: "config", "reload rejected, keeping the running config: {why}");
         if let Err(e) = snapshots::record(
             conn,
@@ -442,6 +503,7 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) {
         ) {
             log::error!("cannot record the rejected reload: {e}");
         }
+        Err(why)
     };
     let new = match Runtime::load(root) {
         Ok(rt) => Arc::new(rt),
@@ -491,7 +553,14 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) {
     let _ = reload_tx.send(new.clone());
     // Init jobs may have been enqueued, and new parallelism caps may admit more.
     let _ = wake_tx.try_send(());
+    if new.config.api.listen != old.config.api.listen
+        || new.config.api.enabled != old.config.api.enabled
+        || new.config.webhooks.listen != old.config.webhooks.listen
+    {
+        log::warn!(target: "config", "api.enabled, api.listen and webhooks.listen take effect at the next start; tokens, webhook endpoints and limits apply now");
+    }
     log::info!(target: "config", plugins = new.registry.plugins().count(); "config reloaded");
+    Ok(())
 }
 
 /// Records which files made up the running config.

@@ -101,6 +101,26 @@ impl Scope {
         }
     }
 
+    /// The normalised spelling (`jobs:ro`, `withings:rw`, `*`).
+    fn spell(&self) -> String {
+        let level = |l: &Level| match l {
+            Level::Ro => "ro",
+            Level::Rw => "rw",
+        };
+        match self {
+            Scope::All => "*".to_string(),
+            Scope::Area(area, l) => {
+                let a = match area {
+                    Area::Plugin => "plugin",
+                    Area::Jobs => "jobs",
+                    Area::Events => "events",
+                };
+                format!("{a}:{}", level(l))
+            }
+            Scope::OnePlugin { plugin, level: l } => format!("{plugin}:{}", level(l)),
+        }
+    }
+
     /// Whether this scope alone allows `need`.
     fn grants(&self, need: &Need) -> bool {
         match (self, need) {
@@ -249,6 +269,21 @@ impl Tokens {
             });
         }
         (Tokens { entries }, warnings)
+    }
+
+    /// Each token's name and normalised scopes, never its value (`/config/view`).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "name": e.name,
+                        "scopes": e.scopes.iter().map(Scope::spell).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Whether no token is configured (every non-public request is then refused).

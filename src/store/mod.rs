@@ -13,6 +13,7 @@ pub mod context;
 pub mod facts;
 pub mod health;
 pub mod integrity;
+pub mod jobs;
 mod location;
 pub mod migrate;
 pub mod queue;

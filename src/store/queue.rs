@@ -129,9 +129,11 @@ impl SubmittedBy {
         }
     }
 
-    /// Parses the ledger's spelling.
+    /// Parses the ledger's spelling; a detail after `:` (`webhook:github`)
+    /// names the producer within its kind.
     pub fn parse(s: &str) -> Option<SubmittedBy> {
-        Some(match s {
+        let kind = s.split_once(':').map_or(s, |(kind, _)| kind);
+        Some(match kind {
             "scheduler" => SubmittedBy::Scheduler,
             "webhook" => SubmittedBy::Webhook,
             "route" => SubmittedBy::Route,
@@ -183,6 +185,8 @@ pub struct NewJob {
     pub dedupe_key: Option<String>,
     /// Per-enqueue dedupe window; when set, in-flight duplicates are refused too.
     pub dedupe_ttl: Option<Duration>,
+    /// Which producer of its kind, recorded as `kind:detail` (a webhook's name).
+    pub submitter: Option<String>,
     /// Producing job, for routed jobs.
     pub parent_job_id: Option<String>,
     /// Core-assigned id of the event that produced this job.
@@ -208,11 +212,34 @@ impl NewJob {
             max_attempts,
             dedupe_key: None,
             dedupe_ttl: None,
+            submitter: None,
             parent_job_id: None,
             source_event_id: None,
             event_context_id: None,
         }
     }
+}
+
+impl NewJob {
+    /// The ledger's `submitted_by`: the kind, with its detail when there is one.
+    fn submitted_by_column(&self) -> std::borrow::Cow<'static, str> {
+        match &self.submitter {
+            Some(detail) => format!("{}:{detail}", self.submitted_by.as_str()).into(),
+            None => self.submitted_by.as_str().into(),
+        }
+    }
+}
+
+/// The event envelope of an externally triggered job: the payload plus the
+/// fields the core injects (type, source, timestamp, event id).
+pub fn envelope(event_type: &str, source: &str, payload: Value, now: DateTime<Utc>) -> Value {
+    serde_json::json!({
+        "type": event_type,
+        "payload": payload,
+        "source": source,
+        "timestamp": format_ts(now),
+        "event_id": uuid::Uuid::new_v4().to_string(),
+    })
 }
 
 /// What enqueue did.
@@ -328,7 +355,7 @@ pub fn enqueue_in(
             job.command,
             payload,
             job.max_attempts.max(1),
-            job.submitted_by.as_str(),
+            job.submitted_by_column().as_ref(),
             job.dedupe_key,
             ts,
             job.parent_job_id,

@@ -4,41 +4,17 @@
 //! the venv is missing, so a fresh clone's `cargo test` still validates).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use ductile::http::openapi;
 use ductile::runtime::Runtime;
 
-use crate::support::{TestDir, repo};
-
-fn both(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::support::TestDir;
+use crate::tools::both;
 
 /// The validator's path, installing it first when the venv is not complete.
 fn validator() -> PathBuf {
-    let venv = repo().join("target/pyenv");
-    let tool = venv.join("bin/openapi-spec-validator");
-    if !(tool.is_file() && venv.join(".installed").is_file()) {
-        let out = Command::new(repo().join("scripts/python-tools"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the OpenAPI validator is missing and scripts/python-tools could not install it:\n{}",
-            both(&out)
-        );
-    }
-    assert!(
-        tool.is_file(),
-        "scripts/python-tools succeeded but {} is missing",
-        tool.display()
-    );
-    tool
+    crate::tools::tool("openapi-spec-validator")
 }
 
 fn validate(files: &[&Path]) {

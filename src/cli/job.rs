@@ -1,0 +1,162 @@
+//! `ductile job show|list|tree|logs`: jobs read straight from the ledger
+//! (a read-only connection), so they work with or without a running daemon
+//! and answer exactly what `GET /job…`, `/jobs` and `/job-logs` answer.
+
+use serde_json::Value;
+
+use super::{Args, CliError, output};
+use crate::store::{self, jobs};
+
+fn ledger(args: &Args) -> Result<rusqlite::Connection, CliError> {
+    let root = super::config_root(args)?;
+    let loaded = crate::config::load(&root)?;
+    Ok(store::open_read_only(&loaded.config.state.path)?)
+}
+
+fn usage(e: String) -> CliError {
+    CliError::Usage(e)
+}
+
+fn status(args: &Args) -> Result<Option<&'static str>, CliError> {
+    args.flag("status")
+        .map(jobs::status_filter)
+        .transpose()
+        .map_err(usage)
+}
+
+fn time(args: &Args, key: &str) -> Result<Option<String>, CliError> {
+    match args.flag(key) {
+        None => Ok(None),
+        Some(t) => crate::clock::parse_ts(t)
+            .map(|ts| Some(crate::clock::format_ts(ts)))
+            .ok_or_else(|| {
+                usage(format!(
+                    "--{key} must be an RFC 3339 time like 2026-02-21T10:00:00Z, not `{t}`"
+                ))
+            }),
+    }
+}
+
+fn owned(args: &Args, key: &str) -> Option<String> {
+    args.flag(key).map(str::to_string)
+}
+
+fn field<'v>(v: &'v Value, key: &str) -> &'v str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// `ductile job show <id>`.
+pub fn show(args: &Args, id: &str) -> Result<(), CliError> {
+    let conn = ledger(args)?;
+    let Some(job) = jobs::job(&conn, id)? else {
+        return Err(CliError::Failed(format!("no job `{id}` in the ledger")));
+    };
+    if args.json {
+        output::json(&job);
+    } else {
+        let mut lines = vec![format!(
+            "job {} — {} {} {} (attempt {})",
+            field(&job, "job_id"),
+            field(&job, "plugin"),
+            field(&job, "command"),
+            field(&job, "status"),
+            job.get("attempt").cloned().unwrap_or(Value::Null)
+        )];
+        for key in [
+            "submitted_by",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "last_error",
+            "parent_job_id",
+        ] {
+            if let Some(v) = job.get(key).and_then(Value::as_str) {
+                lines.push(format!("  {key}: {v}"));
+            }
+        }
+        if let Some(r) = job.get("result").filter(|r| !r.is_null()) {
+            lines.push(format!("  result: {r}"));
+        }
+        output::text(&lines.join("\n"));
+    }
+    Ok(())
+}
+
+fn table(rows: &[Value], total: i64, noun: &str) -> String {
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(format!(
+            "{}  {:<10} {}/{}  {}  {}",
+            field(r, "job_id"),
+            field(r, "status"),
+            field(r, "plugin"),
+            field(r, "command"),
+            field(r, "completed_at"),
+            r.get("last_error").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    out.push(format!("{} of {total} {noun}", rows.len()));
+    out.join("\n")
+}
+
+fn print_list(args: &Args, listed: &Value, key: &str, noun: &str) {
+    if args.json {
+        output::json(listed);
+    } else {
+        let rows = listed
+            .get(key)
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let total = listed.get("total").and_then(Value::as_i64).unwrap_or(0);
+        output::text(&table(rows, total, noun));
+    }
+}
+
+/// `ductile job list`.
+pub fn list(args: &Args) -> Result<(), CliError> {
+    let q = jobs::JobQuery {
+        plugin: owned(args, "plugin"),
+        command: owned(args, "command"),
+        status: status(args)?,
+        limit: jobs::parse_limit(args.flag("limit")).map_err(usage)?,
+    };
+    let conn = ledger(args)?;
+    let listed = jobs::list(&conn, &q)?;
+    print_list(args, &listed, "jobs", "jobs");
+    Ok(())
+}
+
+/// `ductile job tree <id>`.
+pub fn tree(args: &Args, id: &str) -> Result<(), CliError> {
+    let conn = ledger(args)?;
+    let Some(tree) = jobs::tree(&conn, id)? else {
+        return Err(CliError::Failed(format!("no job `{id}` in the ledger")));
+    };
+    if args.json {
+        output::json(&Value::Array(tree));
+    } else {
+        let total = tree.len() as i64;
+        output::text(&table(&tree, total, "jobs in the tree"));
+    }
+    Ok(())
+}
+
+/// `ductile job logs`.
+pub fn logs(args: &Args) -> Result<(), CliError> {
+    let q = jobs::LogQuery {
+        job_id: owned(args, "job"),
+        plugin: owned(args, "plugin"),
+        command: owned(args, "command"),
+        status: status(args)?,
+        submitted_by: owned(args, "submitted-by"),
+        from: time(args, "from")?,
+        to: time(args, "to")?,
+        query: owned(args, "query"),
+        limit: jobs::parse_limit(args.flag("limit")).map_err(usage)?,
+        include_result: args.flag("include-result").is_some(),
+    };
+    let conn = ledger(args)?;
+    let listed = jobs::logs(&conn, &q)?;
+    print_list(args, &listed, "logs", "log records");
+    Ok(())
+}

@@ -1,0 +1,856 @@
+//! The REST API (20-api-reference): one route table, read by the router, the
+//! 405 `Allow` answers and the scope checks alike.
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::auth::{Area, AuthError, Level, Need};
+use super::request::Outcome;
+use super::settings::Settings;
+use super::{Db, Reply, Req, Services, openapi};
+use crate::clock::{format_ts, parse_ts};
+use crate::plugin::manifest::CommandKind;
+use crate::runtime::Runtime;
+use crate::store::StoreError;
+use crate::store::jobs::{self, JobQuery, LogQuery};
+use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// Anyone.
+    Public,
+    /// A token with this scope.
+    Scope(Area, Level),
+    /// A token with `*`.
+    Admin,
+    /// Decided by the handler once it knows what is asked (plugin commands).
+    Handler,
+    /// `/metrics`: `jobs:ro` unless `api.metrics_public`.
+    Metrics,
+}
+
+type Handler = fn(&mut Ctx<'_>) -> Result<Outcome, Reply>;
+
+/// One route: method, path template (`{x}` is a segment), access, handler.
+struct Route {
+    method: &'static str,
+    template: &'static str,
+    access: Access,
+    handler: Handler,
+}
+
+const fn route(
+    method: &'static str,
+    template: &'static str,
+    access: Access,
+    handler: Handler,
+) -> Route {
+    Route {
+        method,
+        template,
+        access,
+        handler,
+    }
+}
+
+use Access::{Admin, Handler as ByHandler, Metrics, Public, Scope};
+
+/// Every route of the API.
+const ROUTES: &[Route] = &[
+    route("GET", "/", Public, root),
+    route("GET", "/healthz", Public, healthz),
+    route("POST", "/plugin/{plugin}/{command}", ByHandler, trigger),
+    route("GET", "/job/{id}", Scope(Area::Jobs, Level::Ro), job),
+    route(
+        "GET",
+        "/job/{id}/tree",
+        Scope(Area::Jobs, Level::Ro),
+        job_tree,
+    ),
+    route("GET", "/jobs", Scope(Area::Jobs, Level::Ro), jobs_list),
+    route("GET", "/job-logs", Scope(Area::Jobs, Level::Ro), job_logs),
+    route("GET", "/plugins", Public, plugins),
+    route(
+        "GET",
+        "/plugin/{name}",
+        Scope(Area::Plugin, Level::Ro),
+        plugin,
+    ),
+    route("GET", "/plugin/{name}/openapi.json", Public, plugin_openapi),
+    route("GET", "/openapi.json", Public, openapi_document),
+    route("GET", "/skills", Public, skills),
+    route("GET", "/.well-known/ai-plugin.json", Public, ai_plugin),
+    route("POST", "/system/reload", Admin, reload),
+    route("GET", "/analytics/queue", Admin, analytics_queue),
+    route("GET", "/analytics/summary", Admin, analytics_summary),
+    route("GET", "/config/view", Admin, config_view),
+    route(
+        "GET",
+        "/stopwatch/{plugin}",
+        Scope(Area::Jobs, Level::Ro),
+        stopwatch,
+    ),
+    route("GET", "/topology", Scope(Area::Plugin, Level::Ro), topology),
+    route("GET", "/events", Scope(Area::Events, Level::Ro), events),
+    route("GET", "/metrics", Metrics, metrics),
+];
+
+/// What a handler works with.
+pub struct Ctx<'a> {
+    svc: &'a Services,
+    db: &'a mut Db,
+    req: &'a Req,
+    params: Vec<&'a str>,
+    rt: Arc<Runtime>,
+    settings: Arc<Settings>,
+}
+
+impl Ctx<'_> {
+    fn param(&self, i: usize) -> &str {
+        self.params.get(i).copied().unwrap_or("")
+    }
+
+    fn authorize(&self, need: &Need) -> Result<(), Reply> {
+        self.rt
+            .tokens
+            .authorize(self.req.header("authorization"), need)
+            .map(|_| ())
+            .map_err(|e| auth_reply(&e))
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, Reply> {
+        if let Err(e) = self.db.get() {
+            return Err(store_reply(self.db, &e));
+        }
+        self.db
+            .get()
+            .map_err(|_| Reply::error(500, "the ledger cannot be opened"))
+    }
+}
+
+fn auth_reply(e: &AuthError) -> Reply {
+    let r = Reply::error(e.status(), e.message());
+    if e.status() == 401 {
+        r.with("WWW-Authenticate", "Bearer".into())
+    } else {
+        r
+    }
+}
+
+/// A ledger error: logged with its context, answered 500 (503 when busy).
+fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
+    log::error!(target: "http", "ledger error: {e}");
+    db.reset();
+    if e.to_string().contains("locked") || e.to_string().contains("busy") {
+        Reply::error(503, "the ledger is busy; retry").with("Retry-After", "1".into())
+    } else {
+        Reply::error(500, "internal error reading or writing the ledger")
+    }
+}
+
+/// Routes one API request.
+pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let mut allowed: Vec<&'static str> = Vec::new();
+    let mut found = None;
+    for r in ROUTES {
+        if let Some(params) = matches(r.template, &segs) {
+            if r.method == req.method || (r.method == "GET" && req.method == "HEAD") {
+                found = Some((r, params));
+                break;
+            }
+            allowed.push(r.method);
+        }
+    }
+    let Some((r, params)) = found else {
+        if allowed.is_empty() {
+            return Reply::error(404, &format!("no route for {} {}", req.method, req.path)).into();
+        }
+        allowed.dedup();
+        return Reply::error(
+            405,
+            &format!("{} is not allowed on {}", req.method, req.path),
+        )
+        .with("Allow", allowed.join(", "))
+        .into();
+    };
+    req.route = r.template;
+    let rt = svc.cell.current();
+    let settings = Settings::of(&rt);
+    let mut ctx = Ctx {
+        svc,
+        db,
+        req,
+        params,
+        rt,
+        settings,
+    };
+    let checked = match r.access {
+        Public | ByHandler => Ok(()),
+        Scope(area, level) => ctx.authorize(&Need::Area(area, level)),
+        Admin => ctx.authorize(&Need::Admin),
+        Metrics if ctx.settings.api.metrics_public => Ok(()),
+        Metrics => ctx.authorize(&Need::Area(Area::Jobs, Level::Ro)),
+    };
+    match checked.and_then(|()| (r.handler)(&mut ctx)) {
+        Ok(o) => o,
+        Err(reply) => reply.into(),
+    }
+}
+
+/// The parameters of `segs` under `template`, or None when it does not match.
+fn matches<'s>(template: &str, segs: &[&'s str]) -> Option<Vec<&'s str>> {
+    let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+    if parts.len() != segs.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (p, s) in parts.iter().zip(segs) {
+        if p.starts_with('{') {
+            params.push(*s);
+        } else if p != s {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+fn ok(value: Value) -> Result<Outcome, Reply> {
+    Ok(Reply::json(200, &value).into())
+}
+
+fn sql_err(db: &mut Db, what: &'static str, e: rusqlite::Error) -> Reply {
+    store_reply(db, &StoreError::sqlite(what, e))
+}
+
+// ------------------------------------------------------------------ discovery
+
+fn root(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    ok(openapi::root(c.svc.started.elapsed().as_secs()))
+}
+
+fn plugins(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    ok(openapi::plugins_catalog(&c.rt))
+}
+
+fn plugin(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let name = c.param(0).to_string();
+    match openapi::plugin_detail(&c.rt, &name) {
+        Some(v) => ok(v),
+        None => Err(unknown_plugin(&c.rt, &name)),
+    }
+}
+
+fn plugin_openapi(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let name = c.param(0).to_string();
+    match openapi::plugin_document(&c.rt, &name) {
+        Some(v) => ok(v),
+        None => Err(unknown_plugin(&c.rt, &name)),
+    }
+}
+
+fn openapi_document(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    ok(openapi::document(&c.rt))
+}
+
+fn skills(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    ok(openapi::skills(&c.rt))
+}
+
+fn ai_plugin(_: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    ok(openapi::ai_plugin())
+}
+
+fn unknown_plugin(rt: &Runtime, name: &str) -> Reply {
+    let names: Vec<&str> = rt.registry.plugins().map(|p| p.name.as_str()).collect();
+    let hint = crate::suggest::closest(name, &names)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default();
+    Reply::error(404, &format!("no plugin `{name}` is loaded{hint}"))
+}
+
+// ------------------------------------------------------------------ health
+
+/// The `/healthz` body, shared with the webhook listener.
+pub fn health_body(svc: &Services, db: &mut Db) -> Reply {
+    let rt = svc.cell.current();
+    let counts = db.get().and_then(|conn| {
+        let depth: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM job_queue WHERE status = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| StoreError::sqlite("count queued jobs", e))?;
+        let open: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM circuit_breakers WHERE state = 'open'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| StoreError::sqlite("count open breakers", e))?;
+        Ok((depth, open))
+    });
+    let (depth, open) = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!(target: "http", "health check cannot read the ledger: {e}");
+            db.reset();
+            return Reply::json(
+                503,
+                &json!({"status": "unavailable", "error": "the ledger cannot be read"}),
+            );
+        }
+    };
+    let binary = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Reply::json(
+        200,
+        &json!({
+            "status": "ok",
+            "uptime_seconds": svc.started.elapsed().as_secs(),
+            "queue_depth": depth,
+            "plugins_loaded": rt.registry.plugins().count(),
+            "plugins_circuit_open": open,
+            "config_path": rt.config.dir.display().to_string(),
+            "binary_path": binary,
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}
+
+fn healthz(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    Ok(health_body(c.svc, c.db).into())
+}
+
+// ------------------------------------------------------------------ trigger
+
+/// The commands every plugin may declare: asking for one the plugin did not
+/// declare is a bad request, asking for any other name is not found.
+const STANDARD_COMMANDS: &[&str] = &["poll", "handle", "health", "init"];
+
+fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    // Who asks comes first: an anonymous caller learns nothing about plugins.
+    if let Err(e) = c.rt.tokens.authorize(
+        c.req.header("authorization"),
+        &Need::Area(Area::Plugin, Level::Ro),
+    ) {
+        if e.status() == 401 {
+            return Err(auth_reply(&e));
+        }
+    }
+    let name = c.param(0).to_string();
+    let command = c.param(1).to_string();
+    let rt = c.rt.clone();
+    let Some(p) = rt.registry.get(&name) else {
+        return Err(unknown_plugin(&rt, &name));
+    };
+    let Some(spec) = p.manifest.command(&command) else {
+        let declared: Vec<&str> = p
+            .manifest
+            .commands
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let msg = format!(
+            "plugin `{name}` does not declare command `{command}` (it declares: {})",
+            declared.join(", ")
+        );
+        let status = if STANDARD_COMMANDS.contains(&command.as_str()) {
+            400
+        } else {
+            404
+        };
+        return Err(Reply::error(status, &msg));
+    };
+    c.authorize(&Need::Plugin {
+        plugin: name.clone(),
+        write: spec.kind == CommandKind::Write,
+    })?;
+    let payload = match c.req.json()? {
+        None => Value::Object(Map::new()),
+        Some(Value::Object(mut body)) => match body.remove("payload") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v,
+            Some(other) => {
+                return Err(Reply::error(
+                    400,
+                    &format!("`payload` must be a JSON object, not {}", json_kind(&other)),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(Reply::error(
+                400,
+                &format!(
+                    "the body must be a JSON object like {{\"payload\": {{...}}}}, not {}",
+                    json_kind(&other)
+                ),
+            ));
+        }
+    };
+    let now = c.svc.clock.now();
+    let envelope = if command == "handle" {
+        queue::envelope("api.trigger", "api", payload, now)
+    } else {
+        payload
+    };
+    let job = NewJob::new(
+        &name,
+        &command,
+        envelope,
+        SubmittedBy::Api,
+        p.conf.retry.max_attempts,
+    );
+    let ttl = rt.config.service.dedupe_ttl;
+    let conn = c.conn()?;
+    let id = match queue::enqueue(conn, &job, ttl, now) {
+        Ok(Enqueued::Created(id) | Enqueued::Deduplicated(id)) => id,
+        Err(e) => return Err(store_reply(c.db, &e)),
+    };
+    c.svc.wake_dispatcher();
+    Ok(Reply::json(
+        202,
+        &json!({"job_id": id, "status": "queued", "plugin": name, "command": command}),
+    )
+    .into())
+}
+
+/// "an object", "a string"... for error messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// ------------------------------------------------------------------ jobs
+
+fn job(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let id = c.param(0).to_string();
+    let found = jobs::job(c.conn()?, &id);
+    match found {
+        Ok(Some(v)) => ok(v),
+        Ok(None) => Err(Reply::error(404, &format!("no job `{id}`"))),
+        Err(e) => Err(store_reply(c.db, &e)),
+    }
+}
+
+fn job_tree(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let id = c.param(0).to_string();
+    let found = jobs::tree(c.conn()?, &id);
+    match found {
+        Ok(Some(v)) => ok(Value::Array(v)),
+        Ok(None) => Err(Reply::error(404, &format!("no job `{id}`"))),
+        Err(e) => Err(store_reply(c.db, &e)),
+    }
+}
+
+fn bad(msg: String) -> Reply {
+    Reply::error(400, &msg)
+}
+
+fn reject_unknown_params(req: &Req, known: &[&str]) -> Result<(), Reply> {
+    match req.query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        Some((k, _)) if known.is_empty() => Err(bad(format!(
+            "unknown query parameter `{k}` (this route takes none)"
+        ))),
+        Some((k, _)) => Err(bad(format!(
+            "unknown query parameter `{k}` (expected: {})",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn owned(req: &Req, key: &str) -> Option<String> {
+    req.param(key).map(str::to_string)
+}
+
+fn status_param(req: &Req) -> Result<Option<&'static str>, Reply> {
+    req.param("status")
+        .map(jobs::status_filter)
+        .transpose()
+        .map_err(bad)
+}
+
+fn jobs_list(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    reject_unknown_params(c.req, &["plugin", "command", "status", "limit"])?;
+    let q = JobQuery {
+        plugin: owned(c.req, "plugin"),
+        command: owned(c.req, "command"),
+        status: status_param(c.req)?,
+        limit: jobs::parse_limit(c.req.param("limit")).map_err(bad)?,
+    };
+    let listed = jobs::list(c.conn()?, &q);
+    listed.map_or_else(|e| Err(store_reply(c.db, &e)), ok)
+}
+
+fn parse_time(req: &Req, key: &str) -> Result<Option<String>, Reply> {
+    match req.param(key) {
+        None => Ok(None),
+        Some(t) => match parse_ts(t) {
+            Some(ts) => Ok(Some(format_ts(ts))),
+            None => Err(bad(format!(
+                "`{key}` must be an RFC 3339 time like 2026-02-21T10:00:00Z, not `{t}`"
+            ))),
+        },
+    }
+}
+
+fn parse_bool(req: &Req, key: &str) -> Result<bool, Reply> {
+    match req.param(key) {
+        None => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(bad(format!("`{key}` must be true or false, not `{other}`"))),
+    }
+}
+
+fn job_logs(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    reject_unknown_params(
+        c.req,
+        &[
+            "job_id",
+            "plugin",
+            "command",
+            "status",
+            "submitted_by",
+            "from",
+            "to",
+            "query",
+            "limit",
+            "include_result",
+        ],
+    )?;
+    let q = LogQuery {
+        job_id: owned(c.req, "job_id"),
+        plugin: owned(c.req, "plugin"),
+        command: owned(c.req, "command"),
+        status: status_param(c.req)?,
+        submitted_by: owned(c.req, "submitted_by"),
+        from: parse_time(c.req, "from")?,
+        to: parse_time(c.req, "to")?,
+        query: owned(c.req, "query"),
+        limit: jobs::parse_limit(c.req.param("limit")).map_err(bad)?,
+        include_result: parse_bool(c.req, "include_result")?,
+    };
+    let listed = jobs::logs(c.conn()?, &q);
+    listed.map_or_else(|e| Err(store_reply(c.db, &e)), ok)
+}
+
+// ------------------------------------------------------------------ operations
+
+fn reload(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    match (c.svc.reload)() {
+        Ok(at) => ok(json!({
+            "status": "ok",
+            "reloaded_at": at,
+            "message": "Configuration reloaded successfully.",
+        })),
+        Err(findings) => Err(Reply::json(
+            400,
+            &json!({
+                "error": "the new configuration is invalid; the running one is kept",
+                "findings": findings,
+            }),
+        )),
+    }
+}
+
+fn analytics_queue(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let conn = c.conn()?;
+    let counts = (|| -> rusqlite::Result<(i64, i64)> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM job_queue WHERE status IN ('queued','running') GROUP BY status",
+        )?;
+        let mut q = 0;
+        let mut r = 0;
+        for row in stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })? {
+            let (s, n) = row?;
+            if s == "queued" {
+                q = n;
+            } else {
+                r = n;
+            }
+        }
+        Ok((q, r))
+    })();
+    let (queued, running) = counts.map_err(|e| sql_err(c.db, "count the queue", e))?;
+    let total = c.rt.config.service.max_workers;
+    let busy = c.svc.running.len().min(total);
+    ok(json!({
+        "queue_depth": {"queued": queued, "running": running},
+        "workers": {"total": total, "busy": busy, "utilization": if total == 0 { 0.0 } else { busy as f64 / total as f64 }},
+    }))
+}
+
+fn analytics_summary(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let since = format_ts(c.svc.clock.now() - chrono::Duration::hours(24));
+    let conn = c.conn()?;
+    let stats = (|| -> rusqlite::Result<Map<String, Value>> {
+        let mut m = Map::new();
+        for s in ["succeeded", "failed", "timed_out", "dead"] {
+            m.insert(s.into(), json!(0));
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM job_queue WHERE completed_at >= ?1 GROUP BY status",
+        )?;
+        for row in stmt.query_map([&since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (s, n) = row?;
+            m.insert(s, json!(n));
+        }
+        Ok(m)
+    })();
+    let stats = stats.map_err(|e| sql_err(c.db, "summarise jobs", e))?;
+    ok(json!({"window": "24h", "stats": stats}))
+}
+
+/// Keys whose values never leave the daemon.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "key",
+        "token",
+        "password",
+        "passwd",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+}
+
+/// `value` with every secret-looking key's value replaced.
+pub fn redact(value: &Value) -> Value {
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(k) {
+                        json!("[REDACTED]")
+                    } else {
+                        redact(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+fn config_view(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    ok(config_document(&c.rt, &c.settings))
+}
+
+/// The reconciled config with secrets removed (`GET /config/view`).
+pub fn config_document(rt: &Runtime, settings: &Settings) -> Value {
+    let cfg = &rt.config;
+    let s = &cfg.service;
+    let plugins: Map<String, Value> = cfg
+        .plugins
+        .values()
+        .map(|p| {
+            (
+                p.name.clone(),
+                json!({
+                    "enabled": p.enabled,
+                    "uses": p.uses,
+                    "parallelism": p.parallelism,
+                    "max_outstanding_polls": p.max_outstanding_polls,
+                    "schedules": p.schedules.iter().map(|s| json!({"id": s.id, "command": s.command, "every": s.every, "cron": s.cron, "at": s.at, "after": s.after})).collect::<Vec<_>>(),
+                    "config": redact(&p.config),
+                }),
+            )
+        })
+        .collect();
+    let extra: Map<String, Value> = cfg
+        .extra
+        .iter()
+        .map(|(k, v)| (k.clone(), redact(v)))
+        .collect();
+    json!({
+        "service": {
+            "name": s.name,
+            "tick_interval": crate::config::duration::format(s.tick_interval),
+            "log_level": s.log_level,
+            "max_workers": s.max_workers,
+            "strict_mode": s.strict_mode,
+            "dedupe_ttl": crate::config::duration::format(s.dedupe_ttl),
+            "job_log_retention": crate::config::duration::format(s.job_log_retention),
+            "job_queue_retention": crate::config::duration::format(s.job_queue_retention),
+            "shutdown_timeout": crate::config::duration::format(s.shutdown_timeout),
+        },
+        "plugin_roots": cfg.plugin_roots,
+        "state": {"path": cfg.state.path},
+        "api": {
+            "enabled": settings.api.enabled,
+            "listen": settings.api.listen,
+            "threads": settings.api.threads,
+            "max_connections": settings.api.max_connections,
+            "max_body_size": settings.api.max_body_size,
+            "metrics_public": settings.api.metrics_public,
+            "max_event_streams": settings.api.max_event_streams,
+            "tokens": rt.tokens.describe(),
+        },
+        "webhooks": {
+            "listen": settings.webhooks_listen,
+            "endpoints": settings.webhooks.iter().map(|e| json!({
+                "name": e.name, "path": e.path, "plugin": e.plugin, "command": e.command,
+                "signature_header": e.signature_header, "max_body_size": e.max_body_size,
+                "dedupe_header": e.dedupe_header, "auth": if e.token_auth { "token" } else { "hmac" },
+            })).collect::<Vec<_>>(),
+        },
+        "plugins": plugins,
+        "other": extra,
+    })
+}
+
+fn stopwatch(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    reject_unknown_params(c.req, &["window"])?;
+    let name = c.param(0).to_string();
+    if c.rt.registry.get(&name).is_none() {
+        return Err(unknown_plugin(&c.rt, &name));
+    }
+    let window_text = c.req.param("window").unwrap_or("1h").to_string();
+    let window = crate::config::duration::parse(&window_text)
+        .map_err(|e| Reply::error(400, &format!("window `{window_text}`: {e}")))?;
+    let since = format_ts(crate::clock::sub_saturating(c.svc.clock.now(), window));
+    let conn = c.conn()?;
+    let rows = (|| -> rusqlite::Result<Vec<(String, i64)>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT command, dur_ns FROM job_stopwatch WHERE plugin = ?1 AND created_at >= ?2",
+        )?;
+        stmt.query_map(rusqlite::params![name, since], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect()
+    })();
+    let rows = rows.map_err(|e| sql_err(c.db, "read the stopwatch", e))?;
+    let summary = |durs: &mut Vec<i64>| -> Value {
+        durs.sort_unstable();
+        let pick = |p: f64| -> Value {
+            if durs.is_empty() {
+                return Value::Null;
+            }
+            let i = ((durs.len() as f64 - 1.0) * p).round() as usize;
+            json!(durs[i.min(durs.len() - 1)] as f64 / 1e6)
+        };
+        json!({"count": durs.len(), "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99)})
+    };
+    let mut all: Vec<i64> = rows.iter().map(|(_, d)| *d).collect();
+    let mut by_command: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (cmd, d) in rows {
+        by_command.entry(cmd).or_default().push(d);
+    }
+    let mut out = summary(&mut all);
+    if let Value::Object(m) = &mut out {
+        m.insert("plugin".into(), json!(name));
+        m.insert("window".into(), json!(window_text));
+        m.insert(
+            "commands".into(),
+            Value::Object(
+                by_command
+                    .iter_mut()
+                    .map(|(k, v)| (k.clone(), summary(v)))
+                    .collect(),
+            ),
+        );
+    }
+    ok(out)
+}
+
+fn topology(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let rt = &c.rt;
+    let plugins: Vec<Value> = rt
+        .registry
+        .plugins()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "uses": p.base,
+                "commands": p.manifest.commands.iter().map(|c| json!({"name": c.name, "type": if c.kind == CommandKind::Read { "read" } else { "write" }})).collect::<Vec<_>>(),
+                "schedules": p.conf.schedules.iter().map(|s| json!({"id": s.id, "command": s.command})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let webhooks: Vec<Value> = c
+        .settings
+        .webhooks
+        .iter()
+        .map(|e| json!({"name": e.name, "path": e.path, "plugin": e.plugin, "command": e.command}))
+        .collect();
+    ok(json!({"plugins": plugins, "webhooks": webhooks, "routes": [], "pipelines": []}))
+}
+
+fn events(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    reject_unknown_params(c.req, &[])?;
+    if c.req.method == "HEAD" {
+        // What a GET would start, without holding a stream open.
+        return Ok(Reply::text(200, "text/event-stream", String::new()).into());
+    }
+    let last = match c.req.header("last-event-id") {
+        Some(v) => Some(
+            std::str::from_utf8(v)
+                .map_err(|_| Reply::error(400, "Last-Event-ID is not UTF-8"))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    match c.svc.events.open(last.as_deref()) {
+        Ok(stream) => Ok(Outcome::Stream(stream)),
+        Err((status, msg)) => Err(Reply::error(status, &msg)),
+    }
+}
+
+fn metrics(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    let svc = c.svc;
+    let conn = c.conn()?;
+    match svc.metrics.render(svc, conn) {
+        Ok(text) => Ok(Reply::text(200, "text/plain; version=0.0.4; charset=utf-8", text).into()),
+        Err(e) => Err(store_reply(c.db, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_segments_and_capture_parameters() {
+        assert_eq!(matches("/job/{id}", &["job", "x"]), Some(vec!["x"]));
+        assert_eq!(matches("/job/{id}", &["job"]), None);
+        assert_eq!(
+            matches("/job/{id}/tree", &["job", "x", "tree"]),
+            Some(vec!["x"])
+        );
+        assert_eq!(matches("/", &[]), Some(vec![]));
+    }
+
+    #[test]
+    fn redaction_covers_nested_secret_keys() {
+        let v =
+            json!({"api_key": "k", "nested": {"Password": "p", "ok": 1}, "list": [{"token": "t"}]});
+        let r = redact(&v);
+        assert_eq!(r["api_key"], "[REDACTED]");
+        assert_eq!(r["nested"]["Password"], "[REDACTED]");
+        assert_eq!(r["nested"]["ok"], 1);
+        assert_eq!(r["list"][0]["token"], "[REDACTED]");
+    }
+}

@@ -1,0 +1,322 @@
+//! Reading jobs back as JSON: one job, its tree, filtered lists of jobs and of
+//! job log records. Shared by the API (`GET /job…`, `/jobs`, `/job-logs`) and
+//! `ductile job …`, so both answer the same thing from the same rows.
+
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
+use serde_json::{Map, Value, json};
+
+use super::StoreError;
+
+/// Most rows one list returns.
+pub const MAX_LIMIT: i64 = 200;
+/// Rows a list returns when not told.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Most jobs one tree returns (a pathological fan-out stays bounded).
+const MAX_TREE: usize = 10_000;
+
+/// Filters of `GET /jobs` / `ductile job list`.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// Exact plugin.
+    pub plugin: Option<String>,
+    /// Exact command.
+    pub command: Option<String>,
+    /// Native status (see [`status_filter`]).
+    pub status: Option<&'static str>,
+    /// Rows wanted (1..=200).
+    pub limit: i64,
+}
+
+/// Filters of `GET /job-logs` / `ductile job logs`.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Exact job id.
+    pub job_id: Option<String>,
+    /// Exact plugin.
+    pub plugin: Option<String>,
+    /// Exact command.
+    pub command: Option<String>,
+    /// Native status.
+    pub status: Option<&'static str>,
+    /// Exact submitter (`api`, `webhook:github`...).
+    pub submitted_by: Option<String>,
+    /// Completed at or after (ledger time format).
+    pub from: Option<String>,
+    /// Completed at or before.
+    pub to: Option<String>,
+    /// Substring of last_error, stderr or result.
+    pub query: Option<String>,
+    /// Rows wanted.
+    pub limit: i64,
+    /// Include each record's stored response.
+    pub include_result: bool,
+}
+
+/// The native status for a filter value, accepting the spec's aliases
+/// (`pending`, `ok`, `error`); the error lists what is accepted.
+pub fn status_filter(s: &str) -> Result<&'static str, String> {
+    Ok(match s {
+        "queued" | "pending" => "queued",
+        "running" => "running",
+        "succeeded" | "ok" => "succeeded",
+        "failed" | "error" => "failed",
+        "timed_out" => "timed_out",
+        "dead" => "dead",
+        other => {
+            return Err(format!(
+                "unknown status `{other}`: expected queued, running, succeeded, failed, timed_out, dead (or pending, ok, error)"
+            ));
+        }
+    })
+}
+
+/// A list limit from text: 1..=200.
+pub fn parse_limit(text: Option<&str>) -> Result<i64, String> {
+    match text {
+        None => Ok(DEFAULT_LIMIT),
+        Some(t) => match t.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}, not `{t}`"
+            )),
+        },
+    }
+}
+
+const JOB_COLUMNS: &str = "id, status, plugin, command, submitted_by, created_at, started_at, completed_at, attempt, last_error, parent_job_id";
+
+fn text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Value> {
+    Ok(r.get::<_, Option<String>>(i)?
+        .map_or(Value::Null, Value::String))
+}
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for (i, key) in [
+        "job_id",
+        "status",
+        "plugin",
+        "command",
+        "submitted_by",
+        "created_at",
+        "started_at",
+        "completed_at",
+    ]
+    .iter()
+    .enumerate()
+    {
+        m.insert((*key).into(), text(r, i)?);
+    }
+    m.insert("attempt".into(), json!(r.get::<_, i64>(8)?));
+    m.insert("last_error".into(), text(r, 9)?);
+    m.insert("parent_job_id".into(), text(r, 10)?);
+    Ok(m)
+}
+
+/// A stored response: JSON when it parses, else the text as stored.
+fn stored(raw: Option<String>) -> Value {
+    raw.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+        .unwrap_or(Value::Null)
+}
+
+fn latest_result(conn: &Connection, id: &str) -> rusqlite::Result<Value> {
+    let raw: Option<String> = conn
+        .prepare_cached(
+            "SELECT result FROM job_log WHERE job_id = ?1 ORDER BY attempt DESC, completed_at DESC LIMIT 1",
+        )?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(stored(raw))
+}
+
+fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<Map<String, Value>>> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM job_queue WHERE id = ?1"
+        ))?
+        .query_row([id], job_row)
+        .optional()?;
+    if row.is_some() {
+        return Ok(row);
+    }
+    // Pruned from the queue: the log still knows its last attempt.
+    conn.prepare_cached(
+        "SELECT job_id, status, plugin, command, submitted_by, created_at, NULL, completed_at, attempt, last_error, parent_job_id FROM job_log WHERE job_id = ?1 ORDER BY attempt DESC LIMIT 1",
+    )?
+    .query_row([id], job_row)
+    .optional()
+}
+
+/// One job with its latest result, or None.
+pub fn job(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError> {
+    (|| {
+        let Some(mut m) = find(conn, id)? else {
+            return Ok(None);
+        };
+        m.insert("result".into(), latest_result(conn, id)?);
+        Ok(Some(Value::Object(m)))
+    })()
+    .map_err(|e| StoreError::sqlite("read a job", e))
+}
+
+/// A job and every descendant (breadth first, root first), or None.
+pub fn tree(conn: &Connection, id: &str) -> Result<Option<Vec<Value>>, StoreError> {
+    (|| {
+        let Some(root) = find(conn, id)? else {
+            return Ok(None);
+        };
+        let mut out = vec![root];
+        let mut i = 0;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM job_queue WHERE parent_job_id = ?1 ORDER BY rowid"
+        ))?;
+        while i < out.len() && out.len() < MAX_TREE {
+            let parent = out[i]
+                .get("job_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let children = stmt
+                .query_map([&parent], job_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.extend(children);
+            i += 1;
+        }
+        out.truncate(MAX_TREE);
+        let mut values = Vec::with_capacity(out.len());
+        for mut m in out {
+            let jid = m
+                .get("job_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            m.insert("result".into(), latest_result(conn, &jid)?);
+            values.push(Value::Object(m));
+        }
+        Ok(Some(values))
+    })()
+    .map_err(|e| StoreError::sqlite("read a job tree", e))
+}
+
+/// WHERE clauses and their parameters.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl Where {
+    fn push(&mut self, column: &str, op: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.params.push(SqlValue::Text(v.to_string()));
+            self.clauses
+                .push(format!("{column} {op} ?{}", self.params.len()));
+        }
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// `{"jobs": [...], "total": n}`, newest first.
+pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
+    let mut w = Where::default();
+    w.push("plugin", "=", q.plugin.as_deref());
+    w.push("command", "=", q.command.as_deref());
+    w.push("status", "=", q.status);
+    (|| {
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM job_queue {}", w.sql()),
+            params_from_iter(w.params.iter()),
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM job_queue {} ORDER BY created_at DESC, rowid DESC LIMIT {}",
+            w.sql(),
+            q.limit.clamp(1, MAX_LIMIT)
+        ))?;
+        let rows = stmt
+            .query_map(params_from_iter(w.params.iter()), job_row)?
+            .map(|r| r.map(Value::Object))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(json!({"jobs": rows, "total": total}))
+    })()
+    .map_err(|e| StoreError::sqlite("list jobs", e))
+}
+
+/// `{"logs": [...], "total": n}`, most recently completed first.
+pub fn logs(conn: &Connection, q: &LogQuery) -> Result<Value, StoreError> {
+    let mut w = Where::default();
+    w.push("job_id", "=", q.job_id.as_deref());
+    w.push("plugin", "=", q.plugin.as_deref());
+    w.push("command", "=", q.command.as_deref());
+    w.push("status", "=", q.status);
+    w.push("submitted_by", "=", q.submitted_by.as_deref());
+    w.push("completed_at", ">=", q.from.as_deref());
+    w.push("completed_at", "<=", q.to.as_deref());
+    if let Some(text) = &q.query {
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        w.params.push(SqlValue::Text(pattern));
+        let n = w.params.len();
+        w.clauses.push(format!(
+            "(last_error LIKE ?{n} ESCAPE '\\' OR stderr LIKE ?{n} ESCAPE '\\' OR result LIKE ?{n} ESCAPE '\\')"
+        ));
+    }
+    (|| {
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM job_log {}", w.sql()),
+            params_from_iter(w.params.iter()),
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT job_id, id, plugin, command, status, attempt, submitted_by, created_at, completed_at, last_error, stderr, warnings, result FROM job_log {} ORDER BY completed_at DESC, rowid DESC LIMIT {}",
+            w.sql(),
+            q.limit.clamp(1, MAX_LIMIT)
+        ))?;
+        let rows = stmt
+            .query_map(params_from_iter(w.params.iter()), |r| {
+                let mut m = Map::new();
+                for (i, key) in [
+                    "job_id",
+                    "log_id",
+                    "plugin",
+                    "command",
+                    "status",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    m.insert((*key).into(), text(r, i)?);
+                }
+                m.insert("attempt".into(), json!(r.get::<_, i64>(5)?));
+                for (i, key) in [
+                    (6, "submitted_by"),
+                    (7, "created_at"),
+                    (8, "completed_at"),
+                    (9, "last_error"),
+                    (10, "stderr"),
+                    (11, "warnings"),
+                ] {
+                    m.insert(key.into(), text(r, i)?);
+                }
+                if q.include_result {
+                    m.insert("result".into(), stored(r.get(12)?));
+                }
+                Ok(Value::Object(m))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(json!({"logs": rows, "total": total}))
+    })()
+    .map_err(|e| StoreError::sqlite("list job logs", e))
+}
