@@ -8,6 +8,7 @@
 //! - [`dispatch`]: who runs next; the worker pool.
 //! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
+//! - [`http`]: the HTTP surfaces; [`http::events`] streams the ledger's events (SSE).
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
 //!   instance lock, the operating-system calls (every `unsafe` block).
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod http;
 pub mod lock;
 pub mod log;
 pub mod oneshot;

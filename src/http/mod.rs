@@ -1,0 +1,2 @@
+//! HTTP surfaces.
+pub mod events;
