@@ -663,8 +663,29 @@ pub(super) mod tests {
         let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
         drop(heartbeat(&root, clock.clone()));
         clock.set(t("2026-03-01T00:35:00Z"));
-        heartbeat(&root, clock.clone());
+        let hb = heartbeat(&root, clock.clone());
         assert_eq!(jobs(&root), 3, "00:10, 00:20, 00:30");
+        let fired: Vec<(String, serde_json::Value)> = system_events(&hb.conn)
+            .into_iter()
+            .map(|e| (e.kind, e.data["due_at"].clone()))
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                (
+                    "scheduler.fired".into(),
+                    json!("2026-03-01T00:10:00.000000Z")
+                ),
+                (
+                    "scheduler.fired".into(),
+                    json!("2026-03-01T00:20:00.000000Z")
+                ),
+                (
+                    "scheduler.fired".into(),
+                    json!("2026-03-01T00:30:00.000000Z")
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -687,6 +708,31 @@ pub(super) mod tests {
             entry.next_run_at.as_deref(),
             Some("2026-03-01T00:03:00.000000Z")
         );
+        let recorded = system_events(&hb.conn);
+        assert_eq!(
+            recorded.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["scheduler.fired", "scheduler.skipped"]
+        );
+        let job_id: String = hb
+            .conn
+            .query_row("SELECT id FROM job_queue", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(recorded[0].data["job_id"], json!(job_id));
+        assert_eq!(recorded[0].data["schedule"], "default");
+        assert_eq!(
+            recorded[1].data["why"],
+            "a previous run is still queued or running (if_running: skip)"
+        );
+        assert_eq!(recorded[1].data["due_at"], "2026-03-01T00:02:00.000000Z");
+    }
+
+    /// The system events recorded so far (the job events left out).
+    fn system_events(conn: &Connection) -> Vec<crate::store::events::Event> {
+        crate::store::events::since(conn, crate::store::events::Cursor::default(), 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| !e.kind.starts_with("job."))
+            .collect()
     }
 
     #[test]
@@ -739,6 +785,21 @@ pub(super) mod tests {
                 .state,
             "half_open"
         );
+        let recorded = system_events(&hb.conn);
+        let kinds: Vec<&str> = recorded.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "breaker.open",
+                "scheduler.skipped",
+                "breaker.half_open",
+                "scheduler.fired"
+            ]
+        );
+        assert_eq!(recorded[0].data["from"], "closed");
+        assert_eq!(recorded[0].data["reason"], "failure_threshold");
+        assert_eq!(recorded[0].data["job_id"], "j");
+        assert_eq!(recorded[2].data["reason"], "cooldown_elapsed");
     }
 
     #[test]
