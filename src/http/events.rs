@@ -45,6 +45,10 @@ pub const BUFFER: usize = 1024;
 /// Rows the hub reads per query.
 const HUB_BATCH: usize = 256;
 
+/// How soon the hub reads on when it paused a backlog for its streams to
+/// catch up (see [`HubLoop::poll`]).
+const PACE: Duration = Duration::from_millis(5);
+
 /// Rows a stream replays per query (and per write).
 const REPLAY_BATCH: usize = 256;
 
@@ -154,6 +158,7 @@ impl Hub {
             subscribers: Vec::new(),
             count: subscribers.clone(),
             last_error: None,
+            behind: false,
         };
         let (hub_stop, hub_control) = (stop_rx.clone(), control_rx);
         let thread = thread::Builder::new()
@@ -279,6 +284,8 @@ struct HubLoop {
     count: Arc<AtomicUsize>,
     /// The last read failure logged, so a lasting one is logged once.
     last_error: Option<String>,
+    /// A backlog was paused: read on after [`PACE`] instead of [`POLL`].
+    behind: bool,
 }
 
 impl HubLoop {
@@ -292,6 +299,8 @@ impl HubLoop {
             // The timer runs only while someone listens: an idle hub sleeps.
             let timer = if self.subscribers.is_empty() {
                 never()
+            } else if self.behind {
+                crossbeam_channel::after(PACE)
             } else {
                 crossbeam_channel::after(POLL)
             };
@@ -330,8 +339,13 @@ impl HubLoop {
         let _ = reply_tx.send(reply);
     }
 
-    /// Offers every row after the cursor to every subscriber.
+    /// Offers the rows after the cursor to every subscriber. A backlog (rows
+    /// written faster than streams drain, e.g. a burst between two looks) is
+    /// read on a few milliseconds later once some subscriber's buffer is half
+    /// full, so streams that are merely busy are not dropped as slow; a client
+    /// that does not drain at all still fills its buffer and is dropped.
     fn poll(&mut self) {
+        self.behind = false;
         while !self.subscribers.is_empty() {
             let batch = match events::since(&self.conn, self.cursor, HUB_BATCH) {
                 Ok(batch) => batch,
@@ -350,6 +364,10 @@ impl HubLoop {
                 self.cursor = ev.cursor;
             }
             if batch.len() < HUB_BATCH {
+                return;
+            }
+            if self.subscribers.iter().any(|tx| tx.len() > BUFFER / 2) {
+                self.behind = true;
                 return;
             }
         }

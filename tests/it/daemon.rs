@@ -317,6 +317,10 @@ fn reload_with_a_broken_file_keeps_serving() {
     std::fs::write(dir.path.join("config.yaml"), "plugins: [unclosed\n").unwrap();
     daemon.signal("HUP");
     daemon.wait_log(LONG, "reload rejected");
+    // The verdict is logged first, then recorded.
+    dir.wait_until(LONG, "the rejection recorded", || {
+        dir.count("SELECT COUNT(*) FROM system_events WHERE kind = 'config.reload_rejected'") == 1
+    });
     let rejected: String = dir
         .db()
         .query_row(

@@ -405,6 +405,32 @@ fn a_slow_reader_is_dropped_while_a_fast_one_keeps_up() {
 }
 
 #[test]
+fn a_burst_larger_than_the_buffer_reaches_a_reading_client() {
+    let (_tmp, db, conn) = ledger("sse-burst");
+    let served = Served::start(&db, 16, HEARTBEAT);
+    let mut c = served.connect(None);
+    let burst = 4 * BUFFER;
+    let tx = conn.unchecked_transaction().unwrap();
+    for n in 0..burst {
+        events::record(
+            &tx,
+            "test.bulk",
+            None,
+            None,
+            None,
+            &json!({ "n": n }),
+            t("2026-01-01T00:00:00Z"),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    served.hub.notify();
+    assert_eq!(c.take(burst), expected(&conn));
+    assert_eq!(served.hub.subscribers(), 1, "paced, not dropped");
+    served.shutdown();
+}
+
+#[test]
 fn the_seventeenth_stream_is_refused_with_503_until_one_ends() {
     let (_tmp, db, _conn) = ledger("sse-cap");
     // A short heartbeat: a stream notices its client has gone at the next one.
