@@ -8,6 +8,7 @@
 //! - [`dispatch`]: who runs next; the worker pool.
 //! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
+//! - [`http`]: the HTTP surfaces; [`http::events`] streams the ledger's events (SSE).
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
 //! - [`http`]: the HTTP surfaces; [`http::auth`] decides who may call what.
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the

@@ -27,7 +27,7 @@ use crate::lock::{self, InstanceLock, StartIntent};
 use crate::runtime::{Runtime, RuntimeCell};
 use crate::scheduler::heartbeat::{self, Heartbeat};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
-use crate::store::{self, StoreError, health, integrity, snapshots};
+use crate::store::{self, StoreError, events, health, integrity, snapshots};
 
 mod watch;
 
@@ -492,15 +492,33 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
     } = *r;
     let old = cell.current();
     // A rejection is recorded too: `system reload` waits for the verdict.
-    let reject = |conn: &Connection, why: String| -> Result<(), String> {
+    let reject = |conn: &mut Connection, why: String| -> Result<(), String> {
         log::error!(target: "config", "reload rejected, keeping the running config: {why}");
-        if let Err(e) = snapshots::record(
-            conn,
-            "-",
-            "[]",
-            &format!("{}{why}", snapshots::REJECTED),
-            clock.now(),
-        ) {
+        let now = clock.now();
+        let recorded = (|| -> Result<(), StoreError> {
+            let tx = queue::begin(conn)?;
+            snapshots::record(
+                &tx,
+                "-",
+                "[]",
+                &format!("{}{why}", snapshots::REJECTED),
+                now,
+            )?;
+            let findings: Vec<&str> = why.lines().collect();
+            let fields = serde_json::json!({ "findings": findings });
+            events::record(
+                &tx,
+                "config.reload_rejected",
+                None,
+                None,
+                None,
+                &fields,
+                now,
+            )?;
+            tx.commit()
+                .map_err(|e| StoreError::sqlite("commit the rejected reload", e))
+        })();
+        if let Err(e) = recorded {
             log::error!("cannot record the rejected reload: {e}");
         }
         Err(why)
@@ -530,6 +548,7 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
     let result = (|| -> Result<(), StoreError> {
         let now = clock.now();
         let tx = queue::begin(conn)?;
+        let mut removed = Vec::new();
         for p in old.registry.plugins() {
             if new.registry.get(&p.name).is_none() {
                 let reason = format!(
@@ -540,8 +559,21 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
                 if !killed.is_empty() {
                     log::warn!(plugin = p.name.as_str(); "{} queued job(s) marked dead: {reason}", killed.len());
                 }
+                removed.push(p.name.clone());
             }
         }
+        let findings: Vec<String> = new
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .chain(new.config.inactive.iter().map(|w| w.to_string()))
+            .collect();
+        let fields = serde_json::json!({
+            "plugins": new.registry.plugins().count(),
+            "removed": removed,
+            "findings": findings,
+        });
+        events::record(&tx, "config.reloaded", None, None, None, &fields, now)?;
         tx.commit()
             .map_err(|e| StoreError::sqlite("commit reload", e))?;
         snapshot(conn, &new, "reload", clock)?;

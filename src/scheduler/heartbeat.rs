@@ -25,7 +25,7 @@ use crate::dispatch::pool::RunningJobs;
 use crate::runtime::Runtime;
 use crate::scheduler::expr::{CatchUp, IfRunning, Schedule, Trigger};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
-use crate::store::{StoreError, breakers, retention, schedules};
+use crate::store::{StoreError, breakers, events, retention, schedules};
 
 /// The most catch-up runs one schedule may enqueue at once (`run_all`).
 pub const CATCH_UP_CAP: usize = 100;
@@ -211,10 +211,38 @@ impl Heartbeat {
         let default_ttl = self.runtime.config.service.dedupe_ttl;
         let tx = queue::begin(&mut self.conn)?;
         let mut created = 0;
-        for job in &jobs {
-            if let Enqueued::Created(_) = queue::enqueue_in(&tx, job, default_ttl, now)? {
+        for (job, at) in jobs.iter().zip(instants) {
+            if let Enqueued::Created(id) = queue::enqueue_in(&tx, job, default_ttl, now)? {
                 created += 1;
+                let fields = json!({"schedule": s.id, "due_at": format_ts(*at), "catch_up": s.catch_up.as_str()});
+                events::record(
+                    &tx,
+                    "scheduler.fired",
+                    Some(&s.plugin),
+                    Some(&s.command),
+                    Some(&id),
+                    &fields,
+                    now,
+                )?;
             }
+        }
+        if missed.len() > instants.len() {
+            let why = format!(
+                "missed {} run(s) {cause}; catch_up: {} enqueued {}",
+                missed.len(),
+                s.catch_up.as_str(),
+                instants.len()
+            );
+            let fields = json!({"schedule": s.id, "why": why, "missed": missed.len()});
+            events::record(
+                &tx,
+                "scheduler.skipped",
+                Some(&s.plugin),
+                Some(&s.command),
+                None,
+                &fields,
+                now,
+            )?;
         }
         if move_entry {
             if instants.is_empty() && !exhausted {
@@ -333,12 +361,24 @@ impl Heartbeat {
         let mut skip = |this: &mut Heartbeat, why: &'static str| -> Result<(), StoreError> {
             log::info!(plugin = s.plugin.as_str(); "schedule `{}` due but not fired: {why}", s.id);
             report.skipped.push((s.plugin.clone(), s.id.clone(), why));
-            if s.is_one_shot() {
-                // A one-shot has no next occurrence to move to: it stays due and
-                // fires on the first tick that allows it.
-                return Ok(());
+            let tx = queue::begin(&mut this.conn)?;
+            let fields = json!({"schedule": s.id, "why": why, "due_at": format_ts(due)});
+            events::record(
+                &tx,
+                "scheduler.skipped",
+                Some(&s.plugin),
+                Some(&s.command),
+                None,
+                &fields,
+                now,
+            )?;
+            // A one-shot has no next occurrence to move to: it stays due and
+            // fires on the first tick that allows it.
+            if !s.is_one_shot() {
+                schedules::reschedule(&tx, &s.plugin, &s.id, next, now)?;
             }
-            schedules::reschedule(&this.conn, &s.plugin, &s.id, next, now)
+            tx.commit()
+                .map_err(|e| StoreError::sqlite("commit a skipped schedule", e))
         };
         let inflight = queue::inflight(&self.conn, &s.plugin, &s.command)?;
         let mut cancelled: Vec<String> = Vec::new();
@@ -393,6 +433,27 @@ impl Heartbeat {
         let default_ttl = self.runtime.config.service.dedupe_ttl;
         let tx = queue::begin(&mut self.conn)?;
         let enq = queue::enqueue_in(&tx, &job, default_ttl, now)?;
+        let (kind, job_id, fields) = match &enq {
+            Enqueued::Created(id) => (
+                "scheduler.fired",
+                id,
+                json!({"schedule": s.id, "due_at": format_ts(due), "next_run_at": next.map(format_ts)}),
+            ),
+            Enqueued::Deduplicated(existing) => (
+                "scheduler.skipped",
+                existing,
+                json!({"schedule": s.id, "due_at": format_ts(due), "why": "deduplicated: an identical job is in flight or succeeded recently"}),
+            ),
+        };
+        events::record(
+            &tx,
+            kind,
+            Some(&s.plugin),
+            Some(&s.command),
+            Some(job_id),
+            &fields,
+            now,
+        )?;
         schedules::fired(&tx, &s.plugin, &s.id, now, next, s.is_one_shot())?;
         tx.commit()
             .map_err(|e| StoreError::sqlite("commit schedule firing", e))?;
@@ -602,8 +663,29 @@ pub(super) mod tests {
         let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
         drop(heartbeat(&root, clock.clone()));
         clock.set(t("2026-03-01T00:35:00Z"));
-        heartbeat(&root, clock.clone());
+        let hb = heartbeat(&root, clock.clone());
         assert_eq!(jobs(&root), 3, "00:10, 00:20, 00:30");
+        let fired: Vec<(String, serde_json::Value)> = system_events(&hb.conn)
+            .into_iter()
+            .map(|e| (e.kind, e.data["due_at"].clone()))
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                (
+                    "scheduler.fired".into(),
+                    json!("2026-03-01T00:10:00.000000Z")
+                ),
+                (
+                    "scheduler.fired".into(),
+                    json!("2026-03-01T00:20:00.000000Z")
+                ),
+                (
+                    "scheduler.fired".into(),
+                    json!("2026-03-01T00:30:00.000000Z")
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -626,6 +708,31 @@ pub(super) mod tests {
             entry.next_run_at.as_deref(),
             Some("2026-03-01T00:03:00.000000Z")
         );
+        let recorded = system_events(&hb.conn);
+        assert_eq!(
+            recorded.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["scheduler.fired", "scheduler.skipped"]
+        );
+        let job_id: String = hb
+            .conn
+            .query_row("SELECT id FROM job_queue", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(recorded[0].data["job_id"], json!(job_id));
+        assert_eq!(recorded[0].data["schedule"], "default");
+        assert_eq!(
+            recorded[1].data["why"],
+            "a previous run is still queued or running (if_running: skip)"
+        );
+        assert_eq!(recorded[1].data["due_at"], "2026-03-01T00:02:00.000000Z");
+    }
+
+    /// The system events recorded so far (the job events left out).
+    fn system_events(conn: &Connection) -> Vec<crate::store::events::Event> {
+        crate::store::events::since(conn, crate::store::events::Cursor::default(), 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| !e.kind.starts_with("job."))
+            .collect()
     }
 
     #[test]
@@ -678,6 +785,21 @@ pub(super) mod tests {
                 .state,
             "half_open"
         );
+        let recorded = system_events(&hb.conn);
+        let kinds: Vec<&str> = recorded.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "breaker.open",
+                "scheduler.skipped",
+                "breaker.half_open",
+                "scheduler.fired"
+            ]
+        );
+        assert_eq!(recorded[0].data["from"], "closed");
+        assert_eq!(recorded[0].data["reason"], "failure_threshold");
+        assert_eq!(recorded[0].data["job_id"], "j");
+        assert_eq!(recorded[2].data["reason"], "cooldown_elapsed");
     }
 
     #[test]

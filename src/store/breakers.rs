@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
 use crate::clock::{format_ts, parse_ts};
@@ -252,8 +252,27 @@ pub fn reset(
 }
 
 /// Writes the current row and, for a state change, its append-only transition
-/// (`change` = previous state, reason, job) in the caller's transaction.
+/// (`change` = previous state, reason, job) and its `breaker.<state>` event in
+/// the caller's transaction. Callers outside a transaction ([`admit`] on the
+/// scheduler's connection, [`reset`] from the CLI) get one of their own, so the
+/// row, its history and its event still land together.
 fn save(
+    conn: &Connection,
+    row: &Breaker,
+    change: Option<(BreakerState, &str, Option<&str>)>,
+) -> Result<(), StoreError> {
+    if change.is_none() || !conn.is_autocommit() {
+        return write(conn, row, change);
+    }
+    let what = || format!("breaker {}/{}", row.plugin, row.command);
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::sqlite(format!("begin writing {}", what()), e))?;
+    write(&tx, row, change)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite(format!("commit {}", what()), e))
+}
+
+fn write(
     conn: &Connection,
     row: &Breaker,
     change: Option<(BreakerState, &str, Option<&str>)>,
@@ -276,7 +295,15 @@ fn save(
     )
     .and_then(|mut s| s.execute(params![uuid::Uuid::now_v7().to_string(), plugin, command, from.as_str(), row.state, row.failure_count, reason, job_id, row.updated_at]))
     .map_err(|e| StoreError::sqlite(format!("record breaker transition {plugin}/{command}"), e))?;
-    Ok(())
+    super::events::record_at(
+        conn,
+        &format!("breaker.{}", row.state),
+        Some(plugin),
+        Some(command),
+        job_id,
+        &serde_json::json!({"from": from.as_str(), "to": row.state, "reason": reason, "failure_count": row.failure_count}),
+        &row.updated_at,
+    )
 }
 
 /// One history row.

@@ -29,17 +29,32 @@ pub struct Step {
 }
 
 /// Every step, in order. Append only.
-pub const STEPS: &[Step] = &[Step {
-    from: 1,
-    summary: "add job_log.warnings (a succeeded attempt's warnings) and job_cancel_requests (cancelling a job another process runs); mark the file with ductile's application id",
-    sql: "ALTER TABLE job_log ADD COLUMN warnings TEXT;
+pub const STEPS: &[Step] = &[
+    Step {
+        from: 1,
+        summary: "add job_log.warnings (a succeeded attempt's warnings) and job_cancel_requests (cancelling a job another process runs); mark the file with ductile's application id",
+        sql: "ALTER TABLE job_log ADD COLUMN warnings TEXT;
 CREATE TABLE job_cancel_requests (
     job_id       TEXT PRIMARY KEY,
     reason       TEXT NOT NULL,
     requested_by TEXT NOT NULL,
     requested_at TEXT NOT NULL
 );",
-}];
+    },
+    Step {
+        from: 2,
+        summary: "add system_events (scheduler decisions, breaker transitions and reloads, for the resumable event stream)",
+        sql: "CREATE TABLE system_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT NOT NULL,
+    plugin     TEXT,
+    command    TEXT,
+    job_id     TEXT,
+    data       JSON,
+    created_at TEXT NOT NULL
+);",
+    },
+];
 
 /// What a migration would do.
 #[derive(Debug)]
@@ -151,7 +166,10 @@ mod tests {
     use crate::store::testing::TempDir;
 
     /// Every released schema version, as the fixture that release wrote.
-    const FIXTURES: &[(i64, &str)] = &[(1, include_str!("../../tests/fixtures/ledgers/v1.sql"))];
+    const FIXTURES: &[(i64, &str)] = &[
+        (1, include_str!("../../tests/fixtures/ledgers/v1.sql")),
+        (2, include_str!("../../tests/fixtures/ledgers/v2.sql")),
+    ];
 
     fn load(tmp: &TempDir, version: i64, sql: &str) -> (std::path::PathBuf, Connection) {
         let path = tmp.0.join(format!("v{version}.db"));

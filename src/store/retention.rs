@@ -17,7 +17,7 @@ pub struct Pruned {
     pub job_log: usize,
     /// Terminal `job_queue` rows.
     pub job_queue: usize,
-    /// `job_transitions`, `job_attempts` and `job_stopwatch` rows.
+    /// `job_transitions`, `job_attempts`, `job_stopwatch` and `system_events` rows.
     pub history: usize,
     /// `config_snapshots` rows beyond the newest kept.
     pub snapshots: usize,
@@ -65,7 +65,7 @@ fn prune_prefix(
     Ok(total)
 }
 
-/// Deletes `job_log` (and transition/attempt/stopwatch history) older than
+/// Deletes `job_log` (and transition/attempt/stopwatch/system-event history) older than
 /// `log_cutoff` and terminal `job_queue` rows completed before `queue_cutoff`,
 /// at most `max_batches` batches per table.
 pub fn prune(
@@ -99,6 +99,7 @@ pub fn prune(
     out.history += prune_prefix(conn, "job_transitions", "created_at", &log_ts, max_batches)?;
     out.history += prune_prefix(conn, "job_attempts", "completed_at", &log_ts, max_batches)?;
     out.history += prune_prefix(conn, "job_stopwatch", "created_at", &log_ts, max_batches)?;
+    out.history += prune_prefix(conn, "system_events", "created_at", &log_ts, max_batches)?;
     out.snapshots = super::snapshots::prune(conn)?;
     if out.job_log + out.job_queue + out.history + out.snapshots > 0 {
         out.pages_freed = give_space_back(conn)?;
@@ -161,6 +162,18 @@ mod tests {
                 completion::complete(&mut conn, &done, day, at).unwrap();
             }
         }
+        for at in [old, new] {
+            crate::store::events::record(
+                &conn,
+                "config.reloaded",
+                None,
+                None,
+                None,
+                &serde_json::Value::Null,
+                at,
+            )
+            .unwrap();
+        }
         // A live job from long ago is never pruned.
         queue::enqueue(
             &mut conn,
@@ -177,6 +190,11 @@ mod tests {
         assert_eq!(first.job_queue + rest.job_queue, 1_200);
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(count("SELECT COUNT(*) FROM job_log"), 3);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM system_events"),
+            1,
+            "system events age out with the job history"
+        );
         assert_eq!(
             count("SELECT COUNT(*) FROM job_queue WHERE status = 'succeeded'"),
             3

@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a ductile ledger: "Duct" in ASCII. Version 1
 /// ledgers predate it and carry 0.
@@ -209,6 +209,16 @@ CREATE TABLE config_snapshots (
     files_json  JSON NOT NULL,
     reason      TEXT NOT NULL,
     created_at  TEXT NOT NULL
+);
+
+CREATE TABLE system_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT NOT NULL,
+    plugin     TEXT,
+    command    TEXT,
+    job_id     TEXT,
+    data       JSON,
+    created_at TEXT NOT NULL
 );
 "#;
 
@@ -561,6 +571,7 @@ mod tests {
             "plugin_health",
             "job_cancel_requests",
             "config_snapshots",
+            "system_events",
         ] {
             assert!(tables.contains(&t.to_string()), "{t}");
         }
@@ -638,7 +649,7 @@ mod tests {
         let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: the ledger is at schema version 1 and this ductile needs version 2; run `ductile system migrate` (it backs the file up first), then start again"
+            "x.db: the ledger is at schema version 1 and this ductile needs version 3; run `ductile system migrate` (it backs the file up first), then start again"
         );
     }
 

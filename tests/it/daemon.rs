@@ -317,6 +317,19 @@ fn reload_with_a_broken_file_keeps_serving() {
     std::fs::write(dir.path.join("config.yaml"), "plugins: [unclosed\n").unwrap();
     daemon.signal("HUP");
     daemon.wait_log(LONG, "reload rejected");
+    // The verdict is logged first, then recorded.
+    dir.wait_until(LONG, "the rejection recorded", || {
+        dir.count("SELECT COUNT(*) FROM system_events WHERE kind = 'config.reload_rejected'") == 1
+    });
+    let rejected: String = dir
+        .db()
+        .query_row(
+            "SELECT data ->> '$.findings[0]' FROM system_events WHERE kind = 'config.reload_rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(rejected.contains("config.yaml"), "{rejected}");
     // The CLI refuses to send a reload for a config it can see is invalid.
     let refused = dir.run(&["system", "reload"]).code(78);
     assert!(refused.stderr.contains("config.yaml:"), "{refused:?}");
@@ -374,6 +387,22 @@ fn reload_removing_a_plugin_kills_its_queued_jobs() {
         dir.count("SELECT COUNT(*) FROM job_queue WHERE status='running'"),
         1,
         "in-flight job continues on its snapshot"
+    );
+    let (kind, data): (String, String) = dir
+        .db()
+        .query_row(
+            "SELECT kind, data FROM system_events WHERE kind LIKE 'config.%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (kind.as_str(), data.as_str()),
+        (
+            "config.reloaded",
+            r#"{"plugins":0,"removed":["counter"],"findings":[]}"#
+        ),
+        "the event stream hears of the reload"
     );
     drop(daemon);
     // The 30 s plugin of the killed daemon would linger: clean up its group.

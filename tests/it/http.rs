@@ -1062,3 +1062,176 @@ fn the_cli_calls_the_api_and_reads_jobs_without_a_daemon() {
     assert!(bad.stderr.contains("unknown status"), "{}", bad.stderr);
     let _ = json!({});
 }
+
+/// One SSE frame: id, event kind, data.
+#[derive(Debug, Clone)]
+struct Frame {
+    id: String,
+    kind: String,
+    data: Value,
+}
+
+/// An open `/events` stream read frame by frame (chunked framing removed).
+struct Stream {
+    s: TcpStream,
+    buf: Vec<u8>,
+    text: String,
+}
+
+impl Stream {
+    fn open(addr: &str, last: Option<&str>) -> Stream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut req =
+            format!("GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {EVENTS_RO}\r\n");
+        if let Some(l) = last {
+            req.push_str(&format!("Last-Event-ID: {l}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut st = Stream {
+            s,
+            buf: Vec::new(),
+            text: String::new(),
+        };
+        while find(&st.buf, b"\r\n\r\n").is_none() {
+            st.fill();
+        }
+        let end = find(&st.buf, b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&st.buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("text/event-stream"),
+            "{head}"
+        );
+        st.buf.drain(..end + 4);
+        st
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 8192];
+        let n = self.s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the event stream closed");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// Moves complete chunks from `buf` into `text`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(eol) = find(&self.buf, b"\r\n") else {
+                return;
+            };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&self.buf[..eol]).trim(), 16)
+                .unwrap();
+            if self.buf.len() < eol + 2 + size + 2 {
+                return;
+            }
+            let data = self.buf[eol + 2..eol + 2 + size].to_vec();
+            self.text.push_str(&String::from_utf8_lossy(&data));
+            self.buf.drain(..eol + 2 + size + 2);
+        }
+    }
+
+    fn next(&mut self) -> Frame {
+        loop {
+            self.dechunk();
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                if block.starts_with(':') {
+                    continue;
+                }
+                let mut f = Frame {
+                    id: String::new(),
+                    kind: String::new(),
+                    data: Value::Null,
+                };
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        f.id = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        f.kind = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        f.data = serde_json::from_str(v).unwrap();
+                    }
+                }
+                return f;
+            }
+            self.fill();
+        }
+    }
+
+    /// Frames up to and including the one `stop` accepts.
+    fn until(&mut self, stop: impl Fn(&Frame) -> bool) -> Vec<Frame> {
+        let mut out = Vec::new();
+        loop {
+            let f = self.next();
+            let done = stop(&f);
+            out.push(f);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+fn trigger(addr: &str) -> String {
+    let r = call(addr, "POST", "/plugin/echo/poll", Some(ADMIN), Some("{}"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["job_id"].as_str().unwrap().to_string()
+}
+
+fn kinds_of(frames: &[Frame], job: &str) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.data["job_id"] == job)
+        .map(|f| f.kind.clone())
+        .collect()
+}
+
+#[test]
+fn events_stream_a_jobs_life_in_order_and_resume_across_a_restart() {
+    let a = Api::start("sse");
+    let mut stream = Stream::open(&a.api, None);
+    let first = trigger(&a.api);
+    let frames = stream.until(|f| f.kind == "job.succeeded" && f.data["job_id"] == first.as_str());
+    assert_eq!(
+        kinds_of(&frames, &first),
+        ["job.queued", "job.started", "job.succeeded"]
+    );
+    let last = frames.last().unwrap().id.clone();
+    drop(stream);
+    // Missed while disconnected, and across a restart.
+    let second = trigger(&a.api);
+    wait_status(&a.dir, &second, "succeeded");
+    let Api { dir, daemon, .. } = a;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    let a = Api::start_in(dir);
+    let mut resumed = Stream::open(&a.api, Some(&last));
+    let third = trigger(&a.api);
+    let frames = resumed.until(|f| f.kind == "job.succeeded" && f.data["job_id"] == third.as_str());
+    assert!(
+        kinds_of(&frames, &first).is_empty(),
+        "replayed what was already seen: {frames:?}"
+    );
+    assert_eq!(
+        kinds_of(&frames, &second),
+        ["job.queued", "job.started", "job.succeeded"]
+    );
+    assert_eq!(
+        kinds_of(&frames, &third),
+        ["job.queued", "job.started", "job.succeeded"]
+    );
+    let mut ids: Vec<&str> = frames.iter().map(|f| f.id.as_str()).collect();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate ids");
+    // Only a token with events:ro may subscribe.
+    assert_eq!(get(&a.api, "/events", Some(JOBS_RO)).status, 403);
+    assert_eq!(get(&a.api, "/events", None).status, 401);
+    let bad = raw(
+        &a.api,
+        format!("GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {EVENTS_RO}\r\nLast-Event-ID: nonsense\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(bad.status, 400);
+}
