@@ -595,6 +595,7 @@ fn latency(bench: &Bench) {
         wake_rx,
         requests: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         fatal_tx,
+        committed: Arc::new(|| {}),
     })
     .unwrap();
     let mut lat = Vec::new();

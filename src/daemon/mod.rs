@@ -188,6 +188,11 @@ pub fn run_with_clock(
     let watcher = watch::spawn(&db, control_tx.clone())
         .map_err(|e| DaemonError::Failed(format!("cannot watch {}: {e}", db.display())))?;
 
+    let hub = crate::http::events::Hub::start(db.clone(), sync, rt.config.api.max_event_streams)?;
+    let committed: Arc<dyn Fn() + Send + Sync> = {
+        let hub = hub.clone();
+        Arc::new(move || hub.notify())
+    };
     let mut pool = Pool::start(PoolConfig {
         db: db.clone(),
         synchronous: sync,
@@ -198,6 +203,7 @@ pub fn run_with_clock(
         wake_rx,
         requests,
         fatal_tx: fatal_tx.clone(),
+        committed,
     })?;
     let hb = Heartbeat::start(
         store::open(&db, sync)?,
@@ -210,7 +216,6 @@ pub fn run_with_clock(
     let (reload_tx, reload_rx) = bounded::<Arc<Runtime>>(1);
     let scheduler = heartbeat::spawn(hb, sched_stop_rx, reload_rx, fatal_tx.clone())
         .map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
-    let hub = crate::http::events::Hub::start(db.clone(), sync, rt.config.api.max_event_streams)?;
     let services = Arc::new(crate::http::Services {
         cell: cell.clone(),
         db: db.clone(),

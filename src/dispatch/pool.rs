@@ -118,6 +118,9 @@ pub struct PoolConfig {
     pub requests: Arc<AtomicBool>,
     /// Tells the daemon the ledger failed and it must stop.
     pub fatal_tx: Sender<String>,
+    /// Called after each commit that changed a job's status (claims and
+    /// completions), so live event streams see it at once.
+    pub committed: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// The running pool's threads.
@@ -153,6 +156,7 @@ impl Pool {
                 runtime: cfg.runtime.clone(),
                 claiming: claiming.clone(),
                 fatal: cfg.fatal_tx.clone(),
+                committed: cfg.committed.clone(),
             };
             let h = thread::Builder::new()
                 .name(format!("worker-{n}"))
@@ -261,6 +265,7 @@ fn dispatch_loop(
             match queue::claim_next(conn, &cap, cfg.clock.now()) {
                 Ok(Some(job)) => {
                     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "claimed");
+                    (cfg.committed)();
                     let token = cfg.running.register(&job.id);
                     if job_tx
                         .send(Work {
@@ -350,6 +355,7 @@ struct WorkerContext {
     runtime: Arc<RuntimeCell>,
     claiming: Arc<AtomicBool>,
     fatal: Sender<String>,
+    committed: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// Runs jobs from the dispatcher; after each, claims the next eligible job in
@@ -390,6 +396,7 @@ fn run_one(conn: &mut Connection, work: Work, ctx: &WorkerContext) -> Option<Wor
     let (plugin, id) = (work.job.plugin.as_str(), work.job.id.as_str());
     match result {
         Ok(Ok(Executed::Recorded { next, .. })) => {
+            (ctx.committed)();
             if work.job.submitted_by == SubmittedBy::Cli {
                 crate::oneshot::notify_done(id);
             }

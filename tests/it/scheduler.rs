@@ -150,10 +150,15 @@ fn the_shipped_config_runs_a_first_job_at_once() {
         let text = std::fs::read_to_string(shipped.join(file)).unwrap();
         let text = text
             .replace("../plugins", "plugins")
-            .replace("./data/ductile.db", "state/ductile.db");
+            .replace("./data/ductile.db", "state/ductile.db")
+            .replace("127.0.0.1:8080", "127.0.0.1:0");
         dir.write(file, &text);
     }
     let daemon = dir.start();
+    // The API is on, with its public routes answering and a warning that no
+    // token is configured for the others.
+    daemon.wait_log(LONG, "no token configured");
+    daemon.wait_log(LONG, "api.listen listening on http://127.0.0.1:");
     wait_until(LONG, "the first echo job succeeded", || {
         dir.count("SELECT COUNT(*) FROM job_log WHERE plugin = 'echo' AND status = 'succeeded'")
             >= 1
