@@ -2,7 +2,8 @@
 //! token table and the webhook endpoints with their secrets resolved. Built
 //! once per snapshot (tokens are hashed once), shared by every request thread.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::runtime::{Runtime, RuntimeCell};
@@ -64,23 +65,27 @@ pub struct Settings {
     pub webhooks: Vec<Endpoint>,
 }
 
-/// The settings of the snapshot last asked about, rebuilt only when the
-/// snapshot changes (a reload).
-static CACHE: Mutex<Option<(usize, Arc<Settings>)>> = Mutex::new(None);
+thread_local! {
+    /// This thread's settings of the snapshot it last asked about, rebuilt
+    /// only when the snapshot changes (a reload). The snapshot is held too, so
+    /// its address cannot be reused by a newer one while it is cached.
+    static CACHE: RefCell<Option<(Arc<Runtime>, Arc<Settings>)>> = const { RefCell::new(None) };
+}
 
 impl Settings {
     /// The settings of `rt`.
     pub fn of(rt: &Arc<Runtime>) -> Arc<Settings> {
-        let key = Arc::as_ptr(rt) as usize;
-        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((k, s)) = cache.as_ref() {
-            if *k == key {
-                return s.clone();
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some((cached, s)) = cache.as_ref() {
+                if Arc::ptr_eq(cached, rt) {
+                    return s.clone();
+                }
             }
-        }
-        let built = Arc::new(Settings::build(rt));
-        *cache = Some((key, built.clone()));
-        built
+            let built = Arc::new(Settings::build(rt));
+            *cache = Some((rt.clone(), built.clone()));
+            built
+        })
     }
 
     fn build(rt: &Runtime) -> Settings {
@@ -94,7 +99,7 @@ impl Settings {
                 // Load validated every secret_ref; a token dropped for a bad
                 // scope file leaves its endpoint unserved, said once here.
                 let Some(secret) = tokens.secret(&e.secret_ref) else {
-                    log::warn!(target: "http", "webhook `{}` is not served: its secret_ref `{}` has no usable key", e.name, e.secret_ref);
+                    log::debug!(target: "http", "webhook `{}` is not served: its secret_ref `{}` has no usable key", e.name, e.secret_ref);
                     return None;
                 };
                 Some(Endpoint {

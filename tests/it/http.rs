@@ -779,6 +779,16 @@ fn slow_clients_cannot_starve_others_or_grow_threads() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
+    let rss_kb = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    assert_eq!(get(&a.api, "/healthz", None).status, 200);
+    let rss_before = rss_kb();
     // 200 connections that send half a request line and stop.
     let mut held = Vec::new();
     for _ in 0..200 {
@@ -799,6 +809,12 @@ fn slow_clients_cannot_starve_others_or_grow_threads() {
             t.elapsed()
         );
     }
+    // Memory grows by what 200 idle connection threads cost, no more.
+    let grown = rss_kb().saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} kB under 200 half-open connections"
+    );
     // Past the cap, a connection is refused at once with 503.
     let over = Api::start_with("slowcap", "  max_connections: 8\n", WEBHOOKS);
     let mut capped = Vec::new();
