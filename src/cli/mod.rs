@@ -309,6 +309,14 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
     let mut args = Args::default();
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = parser.next().map_err(usage)? {
+        // The short spellings `ductile api` takes, like curl's.
+        let arg = match arg {
+            Short('X') => Long("method"),
+            Short('b') => Long("body"),
+            Short('f') => Long("field"),
+            Short('H') => Long("header"),
+            other => other,
+        };
         match arg {
             Short('h') | Long("help") => args.help = true,
             Short('v') | Long("verbose") => args.verbose = true,
@@ -325,45 +333,15 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
             }
             Long(name) if MULTI_FLAGS.contains(&name) => {
                 let name = name.to_string();
-                let value = parser
-                    .value()
-                    .map_err(usage)?
-                    .to_string_lossy()
-                    .into_owned();
+                let value = flag_value(&mut parser)?;
                 args.multi.entry(name).or_default().push(value);
-            }
-            Short(c @ ('f' | 'H')) => {
-                let name = if c == 'f' { "field" } else { "header" };
-                let value = parser
-                    .value()
-                    .map_err(usage)?
-                    .to_string_lossy()
-                    .into_owned();
-                args.multi.entry(name.to_string()).or_default().push(value);
             }
             Long(name) if BOOL_FLAGS.contains(&name) => {
                 args.flags.insert(name.to_string(), "true".to_string());
             }
-            Short(c @ ('X' | 'b')) => {
-                let name = if c == 'X' { "method" } else { "body" };
-                let value = parser
-                    .value()
-                    .map_err(usage)?
-                    .to_string_lossy()
-                    .into_owned();
-                if args.flags.insert(name.to_string(), value).is_some() {
-                    return Err(CliError::Usage(format!(
-                        "`-{c}` given more than once; give it once"
-                    )));
-                }
-            }
             Long(name) if VALUE_FLAGS.contains(&name) => {
                 let name = name.to_string();
-                let value = parser
-                    .value()
-                    .map_err(usage)?
-                    .to_string_lossy()
-                    .into_owned();
+                let value = flag_value(&mut parser)?;
                 if args.flags.insert(name.clone(), value).is_some() {
                     return Err(CliError::Usage(format!(
                         "`--{name}` given more than once; give it once"
@@ -390,6 +368,15 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, CliError> {
         }
     }
     Ok(args)
+}
+
+/// The value of the flag just read, as text.
+fn flag_value(parser: &mut lexopt::Parser) -> Result<String, CliError> {
+    Ok(parser
+        .value()
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// Resolves the verb and runs it.

@@ -49,302 +49,243 @@ impl Metrics {
     /// The whole exposition.
     pub fn render(&self, svc: &Services, conn: &Connection) -> Result<String, StoreError> {
         let mut out = String::with_capacity(4096);
+        let o = &mut out;
         let rt = svc.cell.current();
-        family(
-            &mut out,
-            "ductile_build_info",
-            "gauge",
-            "Build information.",
-        );
-        sample(
-            &mut out,
-            "ductile_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1.0,
-        );
-        family(
-            &mut out,
-            "ductile_uptime_seconds",
-            "gauge",
-            "Seconds since the daemon started.",
-        );
-        sample(
-            &mut out,
-            "ductile_uptime_seconds",
-            &[],
-            svc.started.elapsed().as_secs_f64(),
-        );
         let (rss, fds) = process_figures();
-        family(
-            &mut out,
-            "ductile_process_resident_memory_bytes",
-            "gauge",
-            "Resident set size of the daemon.",
-        );
-        sample(
-            &mut out,
-            "ductile_process_resident_memory_bytes",
-            &[],
-            rss as f64,
-        );
-        family(
-            &mut out,
-            "ductile_process_open_fds",
-            "gauge",
-            "Open file descriptors of the daemon.",
-        );
-        sample(&mut out, "ductile_process_open_fds", &[], fds as f64);
+        let single: [Single<'_>; 4] = [
+            (
+                "ductile_build_info",
+                "gauge",
+                "Build information.",
+                &[("version", env!("CARGO_PKG_VERSION"))],
+                1.0,
+            ),
+            (
+                "ductile_uptime_seconds",
+                "gauge",
+                "Seconds since the daemon started.",
+                &[],
+                svc.started.elapsed().as_secs_f64(),
+            ),
+            (
+                "ductile_process_resident_memory_bytes",
+                "gauge",
+                "Resident set size of the daemon.",
+                &[],
+                rss as f64,
+            ),
+            (
+                "ductile_process_open_fds",
+                "gauge",
+                "Open file descriptors of the daemon.",
+                &[],
+                fds as f64,
+            ),
+        ];
+        for (name, kind, help, labels, value) in single {
+            family(o, name, kind, help);
+            sample(o, name, labels, value);
+        }
 
-        let sql = |what: &'static str| move |e| StoreError::sqlite(what, e);
         family(
-            &mut out,
+            o,
             "ductile_jobs_total",
             "counter",
             "Job attempts recorded in the ledger (job_log, within its retention) by plugin, command and outcome.",
         );
-        {
-            let mut stmt = conn
-                .prepare_cached("SELECT plugin, command, status, COUNT(*) FROM job_log GROUP BY plugin, command, status")
-                .map_err(sql("count job attempts"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(sql("count job attempts"))?;
-            for row in rows {
-                let (p, c, s, n) = row.map_err(sql("count job attempts"))?;
-                sample(
-                    &mut out,
-                    "ductile_jobs_total",
-                    &[("plugin", &p), ("command", &c), ("status", &s)],
-                    n as f64,
-                );
-            }
+        for r in rows(
+            conn,
+            "SELECT plugin, command, status, COUNT(*) FROM job_log GROUP BY plugin, command, status",
+            "count job attempts",
+        )? {
+            sample(
+                o,
+                "ductile_jobs_total",
+                &[("plugin", &r[0]), ("command", &r[1]), ("status", &r[2])],
+                num(&r[3]),
+            );
         }
+
         family(
-            &mut out,
+            o,
             "ductile_queue_depth",
             "gauge",
             "Jobs in the queue by status.",
         );
-        {
-            let mut counts: BTreeMap<String, i64> = ["queued", "running"]
+        let depth = rows(
+            conn,
+            "SELECT status, COUNT(*) FROM job_queue WHERE status IN ('queued','running') GROUP BY status",
+            "count the queue",
+        )?;
+        for status in ["queued", "running"] {
+            let n = depth
                 .iter()
-                .map(|s| (s.to_string(), 0))
-                .collect();
-            let mut stmt = conn
-                .prepare_cached("SELECT status, COUNT(*) FROM job_queue WHERE status IN ('queued','running') GROUP BY status")
-                .map_err(sql("count the queue"))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(sql("count the queue"))?;
-            for row in rows {
-                let (s, n) = row.map_err(sql("count the queue"))?;
-                counts.insert(s, n);
-            }
-            for (s, n) in counts {
-                sample(&mut out, "ductile_queue_depth", &[("status", &s)], n as f64);
-            }
+                .find(|r| r[0] == status)
+                .map_or(0.0, |r| num(&r[1]));
+            sample(o, "ductile_queue_depth", &[("status", status)], n);
         }
+
         family(
-            &mut out,
+            o,
             "ductile_job_duration_seconds",
             "histogram",
             "Plugin run time per job attempt (job_stopwatch, within its retention).",
         );
-        {
-            let cases: String = BUCKETS
-                .iter()
-                .map(|b| format!(", SUM(dur_ns <= {})", (b * 1e9) as i64))
-                .collect();
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT plugin, COUNT(*), SUM(dur_ns){cases} FROM job_stopwatch GROUP BY plugin"
-                ))
-                .map_err(sql("summarise job durations"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    let mut v = Vec::with_capacity(BUCKETS.len());
-                    for i in 0..BUCKETS.len() {
-                        v.push(r.get::<_, i64>(3 + i)?);
-                    }
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        v,
-                    ))
-                })
-                .map_err(sql("summarise job durations"))?;
-            for row in rows {
-                let (p, count, sum, buckets) = row.map_err(sql("summarise job durations"))?;
-                for (b, n) in BUCKETS.iter().zip(&buckets) {
-                    let le = format!("{b}");
-                    sample(
-                        &mut out,
-                        "ductile_job_duration_seconds_bucket",
-                        &[("plugin", &p), ("le", &le)],
-                        *n as f64,
-                    );
-                }
+        let cases: String = BUCKETS
+            .iter()
+            .map(|b| format!(", SUM(dur_ns <= {})", (b * 1e9) as i64))
+            .collect();
+        let sql = format!(
+            "SELECT plugin, COUNT(*), SUM(dur_ns){cases} FROM job_stopwatch GROUP BY plugin"
+        );
+        let name = "ductile_job_duration_seconds";
+        for r in rows(conn, &sql, "summarise job durations")? {
+            let p = r[0].as_str();
+            for (b, n) in BUCKETS.iter().zip(&r[3..]) {
                 sample(
-                    &mut out,
-                    "ductile_job_duration_seconds_bucket",
-                    &[("plugin", &p), ("le", "+Inf")],
-                    count as f64,
-                );
-                sample(
-                    &mut out,
-                    "ductile_job_duration_seconds_sum",
-                    &[("plugin", &p)],
-                    sum as f64 / 1e9,
-                );
-                sample(
-                    &mut out,
-                    "ductile_job_duration_seconds_count",
-                    &[("plugin", &p)],
-                    count as f64,
+                    o,
+                    &format!("{name}_bucket"),
+                    &[("plugin", p), ("le", &b.to_string())],
+                    num(n),
                 );
             }
+            sample(
+                o,
+                &format!("{name}_bucket"),
+                &[("plugin", p), ("le", "+Inf")],
+                num(&r[1]),
+            );
+            sample(
+                o,
+                &format!("{name}_sum"),
+                &[("plugin", p)],
+                num(&r[2]) / 1e9,
+            );
+            sample(o, &format!("{name}_count"), &[("plugin", p)], num(&r[1]));
         }
+
         family(
-            &mut out,
+            o,
             "ductile_breaker_state",
             "gauge",
             "Circuit breaker state by plugin and command: 0 closed, 1 half open, 2 open.",
         );
-        {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT plugin, command, state FROM circuit_breakers ORDER BY plugin, command",
-                )
-                .map_err(sql("read breakers"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
-                .map_err(sql("read breakers"))?;
-            for row in rows {
-                let (p, c, s) = row.map_err(sql("read breakers"))?;
-                let v = match s.as_str() {
-                    "open" => 2.0,
-                    "half_open" => 1.0,
-                    _ => 0.0,
-                };
-                sample(
-                    &mut out,
-                    "ductile_breaker_state",
-                    &[("plugin", &p), ("command", &c)],
-                    v,
-                );
-            }
+        for r in rows(
+            conn,
+            "SELECT plugin, command, state FROM circuit_breakers ORDER BY plugin, command",
+            "read breakers",
+        )? {
+            let v = match r[2].as_str() {
+                "open" => 2.0,
+                "half_open" => 1.0,
+                _ => 0.0,
+            };
+            sample(
+                o,
+                "ductile_breaker_state",
+                &[("plugin", &r[0]), ("command", &r[1])],
+                v,
+            );
         }
+
         let total = rt.config.service.max_workers;
         let busy = svc.running.len().min(total);
-        family(
-            &mut out,
-            "ductile_workers",
-            "gauge",
-            "Worker threads by state.",
-        );
+        family(o, "ductile_workers", "gauge", "Worker threads by state.");
+        sample(o, "ductile_workers", &[("state", "busy")], busy as f64);
         sample(
-            &mut out,
-            "ductile_workers",
-            &[("state", "busy")],
-            busy as f64,
-        );
-        sample(
-            &mut out,
+            o,
             "ductile_workers",
             &[("state", "idle")],
             (total - busy) as f64,
         );
         family(
-            &mut out,
+            o,
             "ductile_worker_utilization",
             "gauge",
             "Busy workers over all workers, now.",
         );
-        sample(
-            &mut out,
-            "ductile_worker_utilization",
-            &[],
-            if total == 0 {
-                0.0
-            } else {
-                busy as f64 / total as f64
-            },
-        );
+        let utilization = if total == 0 {
+            0.0
+        } else {
+            busy as f64 / total as f64
+        };
+        sample(o, "ductile_worker_utilization", &[], utilization);
 
         family(
-            &mut out,
+            o,
             "ductile_webhook_requests_total",
             "counter",
             "Webhook requests by endpoint and outcome.",
         );
-        for ((name, outcome), n) in self
+        for ((endpoint, outcome), n) in self
             .webhooks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
             sample(
-                &mut out,
+                o,
                 "ductile_webhook_requests_total",
-                &[("endpoint", name), ("outcome", outcome)],
+                &[("endpoint", endpoint), ("outcome", outcome)],
                 *n as f64,
             );
         }
-        family(
-            &mut out,
-            "ductile_http_requests_total",
-            "counter",
-            "HTTP requests answered, by listener, route and status.",
-        );
         let http = self.http.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for ((listener, route, status), (n, _)) in &http {
-            let status = status.to_string();
-            sample(
-                &mut out,
+        for (name, help, seconds) in [
+            (
                 "ductile_http_requests_total",
-                &[
-                    ("listener", listener),
-                    ("route", route),
-                    ("status", &status),
-                ],
-                *n as f64,
-            );
-        }
-        family(
-            &mut out,
-            "ductile_http_request_seconds_total",
-            "counter",
-            "Time spent answering HTTP requests, by listener, route and status.",
-        );
-        for ((listener, route, status), (_, secs)) in &http {
-            let status = status.to_string();
-            sample(
-                &mut out,
+                "HTTP requests answered, by listener, route and status.",
+                false,
+            ),
+            (
                 "ductile_http_request_seconds_total",
-                &[
-                    ("listener", listener),
-                    ("route", route),
-                    ("status", &status),
-                ],
-                *secs,
-            );
+                "Time spent answering HTTP requests, by listener, route and status.",
+                true,
+            ),
+        ] {
+            family(o, name, "counter", help);
+            for ((listener, route, status), (n, secs)) in &http {
+                let labels = [
+                    ("listener", *listener),
+                    ("route", *route),
+                    ("status", &status.to_string()),
+                ];
+                sample(o, name, &labels, if seconds { *secs } else { *n as f64 });
+            }
         }
         Ok(out)
     }
+}
+
+/// A one-sample family: name, type, help, labels, value.
+type Single<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Every row of `sql`, each column as text (SQLite renders numbers).
+fn rows(conn: &Connection, sql: &str, what: &'static str) -> Result<Vec<Vec<String>>, StoreError> {
+    let fail = |e| StoreError::sqlite(what, e);
+    let mut stmt = conn.prepare_cached(sql).map_err(fail)?;
+    let width = stmt.column_count();
+    let found = stmt
+        .query_map([], |r| {
+            (0..width)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => String::new(),
+                        rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                        rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                        v => v.as_str().unwrap_or_default().to_string(),
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(fail)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(fail)?;
+    Ok(found)
+}
+
+fn num(text: &str) -> f64 {
+    text.parse().unwrap_or(0.0)
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
