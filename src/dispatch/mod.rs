@@ -134,7 +134,12 @@ pub fn execute_then_claim(
         );
     }
     let state = facts::read_state(conn, &job.plugin)?;
-    let context = crate::store::context::accumulated(conn, job.event_context_id.as_deref())?;
+    let mut context = crate::store::context::accumulated(conn, job.event_context_id.as_deref())?;
+    // Plugins of the reference read which instance they run as from here,
+    // whatever produced the job (a schedule, `ductile run`, a route).
+    if let Value::Object(m) = &mut context {
+        m.insert("ductile_plugin".into(), Value::String(job.plugin.clone()));
+    }
     let timeout = plugin.conf.timeouts.for_command(&job.command);
     let now = clock.now();
     let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);

@@ -348,6 +348,8 @@ fn a_payload_reaches_handle_as_the_event_envelope() {
     assert_eq!(req["command"], "handle");
     assert_eq!(req["config"], json!({"k": "v"}));
     assert_eq!(req["state"], json!({}));
+    // The instance name is always in the context, whatever produced the job.
+    assert_eq!(req["context"], json!({"ductile_plugin": "request_dump"}));
     assert_eq!(req["event"]["type"], "cli.run");
     assert_eq!(req["event"]["payload"], json!({"message": "x"}));
     assert!(
