@@ -712,7 +712,8 @@ pub fn config_document(rt: &Runtime, settings: &Settings) -> Value {
             "listen": settings.webhooks_listen,
             "endpoints": settings.webhooks.iter().map(|e| json!({
                 "name": e.name, "path": e.path, "plugin": e.plugin, "command": e.command,
-                "signature_header": e.signature_header, "max_body_size": e.max_body_size,
+                "signature_header": e.signature_header, "token_header": e.token_header,
+                "max_body_size": e.max_body_size,
                 "dedupe_header": e.dedupe_header, "auth": if e.token_auth { "token" } else { "hmac" },
             })).collect::<Vec<_>>(),
         },
