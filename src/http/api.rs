@@ -154,16 +154,32 @@ fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
 /// Routes one API request.
 pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let matched: Vec<(&Route, Vec<&str>)> = ROUTES
+        .iter()
+        .filter_map(|r| Some((r, matches(r.template, &segs)?)))
+        .collect();
+    // A path two templates match belongs to the one with more fixed
+    // segments, as OpenAPI reads its paths (concrete before templated): `POST
+    // /plugin/x/openapi.json` is a 405, not a trigger of a command
+    // `openapi.json`.
+    let fixed = |r: &Route| {
+        r.template
+            .split('/')
+            .filter(|s| !s.is_empty() && !s.starts_with('{'))
+            .count()
+    };
+    let most = matched.iter().map(|(r, _)| fixed(r)).max();
     let mut allowed: Vec<&'static str> = Vec::new();
     let mut found = None;
-    for r in ROUTES {
-        if let Some(params) = matches(r.template, &segs) {
-            if r.method == req.method || (r.method == "GET" && req.method == "HEAD") {
-                found = Some((r, params));
-                break;
-            }
-            allowed.push(r.method);
+    for (r, params) in matched {
+        if Some(fixed(r)) != most {
+            continue;
         }
+        if r.method == req.method || (r.method == "GET" && req.method == "HEAD") {
+            found = Some((r, params));
+            break;
+        }
+        allowed.push(r.method);
     }
     let Some((r, params)) = found else {
         if allowed.is_empty() {
@@ -458,7 +474,8 @@ fn bad(msg: String) -> Reply {
     Reply::error(400, &msg)
 }
 
-fn reject_unknown_params(req: &Req, known: &[&str]) -> Result<(), Reply> {
+/// Refuses a query parameter the route does not take, and one given twice.
+fn check_query(req: &Req, known: &[&str]) -> Result<(), Reply> {
     match req.query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         Some((k, _)) if known.is_empty() => Err(bad(format!(
             "unknown query parameter `{k}` (this route takes none)"
@@ -467,7 +484,19 @@ fn reject_unknown_params(req: &Req, known: &[&str]) -> Result<(), Reply> {
             "unknown query parameter `{k}` (expected: {})",
             known.join(", ")
         ))),
-        None => Ok(()),
+        // A filter given twice would otherwise keep its last value silently
+        // (`?status=failed&status=dead` listing only dead jobs).
+        None => match req
+            .query
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| req.query[..*i].iter().any(|(seen, _)| seen == k))
+        {
+            Some((_, (k, _))) => Err(bad(format!(
+                "query parameter `{k}` is given more than once"
+            ))),
+            None => Ok(()),
+        },
     }
 }
 
@@ -483,7 +512,7 @@ fn status_param(req: &Req) -> Result<Option<&'static str>, Reply> {
 }
 
 fn jobs_list(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    reject_unknown_params(c.req, &["plugin", "command", "status", "limit"])?;
+    check_query(c.req, &["plugin", "command", "status", "limit"])?;
     let q = JobQuery {
         plugin: owned(c.req, "plugin"),
         command: owned(c.req, "command"),
@@ -516,7 +545,7 @@ fn parse_bool(req: &Req, key: &str) -> Result<bool, Reply> {
 }
 
 fn job_logs(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    reject_unknown_params(
+    check_query(
         c.req,
         &[
             "job_id",
@@ -712,7 +741,8 @@ pub fn config_document(rt: &Runtime, settings: &Settings) -> Value {
             "listen": settings.webhooks_listen,
             "endpoints": settings.webhooks.iter().map(|e| json!({
                 "name": e.name, "path": e.path, "plugin": e.plugin, "command": e.command,
-                "signature_header": e.signature_header, "max_body_size": e.max_body_size,
+                "signature_header": e.signature_header, "token_header": e.token_header,
+                "max_body_size": e.max_body_size,
                 "dedupe_header": e.dedupe_header, "auth": if e.token_auth { "token" } else { "hmac" },
             })).collect::<Vec<_>>(),
         },
@@ -722,7 +752,7 @@ pub fn config_document(rt: &Runtime, settings: &Settings) -> Value {
 }
 
 fn stopwatch(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    reject_unknown_params(c.req, &["window"])?;
+    check_query(c.req, &["window"])?;
     let name = c.param(0).to_string();
     if c.rt.registry.get(&name).is_none() {
         return Err(unknown_plugin(&c.rt, &name));
@@ -799,7 +829,7 @@ fn topology(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
 }
 
 fn events(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    reject_unknown_params(c.req, &[])?;
+    check_query(c.req, &[])?;
     if c.req.method == "HEAD" {
         // What a GET would start, without holding a stream open.
         return Ok(Reply::text(200, "text/event-stream", String::new()).into());

@@ -22,8 +22,8 @@ use serde_json::{Map, Value, json};
 use crate::plugin::manifest::{CommandKind, CommandSpec, Manifest, Values};
 use crate::runtime::Runtime;
 use routes::{
-    Access, Body, E400, E401, E403, E404, Kind, Location, Param, ROUTES, Reply, Route, TAGS,
-    json_reply,
+    Access, Body, E400, E401, E403, E404, E413, E503, Kind, Location, Param, ROUTES, Reply, Route,
+    TAGS, json_reply,
 };
 use schemas::reference;
 
@@ -180,6 +180,9 @@ fn parameter(p: &Param) -> Value {
         Location::Header => "header",
     };
     let schema = match p.kind {
+        // An empty segment is dropped before routing (`/job//tree` is
+        // `/job/tree`), so a path parameter is never empty.
+        Kind::Text if p.location == Location::Path => json!({ "type": "string", "minLength": 1 }),
         Kind::Text => json!({ "type": "string" }),
         Kind::Integer { min, max, default } => {
             json!({ "type": "integer", "minimum": min, "maximum": max, "default": default })
@@ -206,15 +209,30 @@ fn response(reply: &Reply, summary: &str) -> Value {
         401 => "Missing or invalid bearer token",
         403 => "The token lacks the scope this needs",
         404 => "Not found",
+        405 => "Method not allowed on this path (see `Allow`)",
         413 => "Request body too large",
-        503 => "Unavailable: too many open streams",
+        503 => "Unavailable for now (the ledger is busy, or too many streams are open); retry",
         _ => "See the status",
     };
     let content = match reply.body {
         Body::Json(schema) => json!({ "application/json": { "schema": reference(schema) } }),
         Body::Text(media) => json!({ media: { "schema": { "type": "string" } } }),
     };
-    json!({ "description": description, "content": content })
+    let mut out = json!({ "description": description, "content": content });
+    // Headers the server always sends with these statuses.
+    let header = match reply.status {
+        401 => Some(("WWW-Authenticate", "`Bearer`")),
+        405 => Some(("Allow", "The methods this path takes")),
+        _ => None,
+    };
+    if let Some((name, description)) = header {
+        out["headers"] = json!({ name: {
+            "description": description,
+            "required": true,
+            "schema": { "type": "string" },
+        } });
+    }
+    out
 }
 
 /// Adds one `POST /plugin/<name>/<command>` path per command of `p`; `ids`
@@ -265,7 +283,15 @@ fn command_operation(plugin: &str, c: &CommandSpec, id: &str) -> Value {
         );
     }
     let mut responses = Map::new();
-    for reply in [json_reply(202, "JobAccepted"), E400, E401, E403, E404] {
+    for reply in [
+        json_reply(202, "JobAccepted"),
+        E400,
+        E401,
+        E403,
+        E404,
+        E413,
+        E503,
+    ] {
         responses.insert(reply.status.to_string(), response(&reply, ""));
     }
     op.insert("responses".into(), Value::Object(responses));

@@ -44,6 +44,9 @@ pub struct Endpoint {
     pub secret: Vec<u8>,
     /// The header carrying the signature.
     pub signature_header: String,
+    /// `auth: token`: the header that may carry the key instead of
+    /// `Authorization: Bearer` (`signature_header` when unset).
+    pub token_header: Option<String>,
     /// Largest body.
     pub max_body_size: usize,
     /// A header whose value becomes the job's dedupe key.
@@ -109,6 +112,7 @@ impl Settings {
                     command: e.command.clone(),
                     secret: secret.to_vec(),
                     signature_header: e.signature_header.clone(),
+                    token_header: e.token_header.clone(),
                     max_body_size: e.max_body_size,
                     dedupe_header: e.dedupe_header.clone(),
                     token_auth: e.auth == crate::config::WebhookAuth::Token,

@@ -149,7 +149,9 @@ fn token_ok(req: &Req, e: &Endpoint) -> bool {
             Some(t) => t,
             None => return false,
         },
-        None => match req.header(&e.signature_header) {
+        // The raw key in `token_header` (the config's name for it), else in
+        // `signature_header` as before `token_header` existed.
+        None => match req.header(e.token_header.as_deref().unwrap_or(&e.signature_header)) {
             Some(v) => v,
             None => return false,
         },

@@ -130,8 +130,9 @@ pub(super) const E400: Reply = json_reply(400, "Error");
 pub(super) const E401: Reply = json_reply(401, "Error");
 pub(super) const E403: Reply = json_reply(403, "Error");
 pub(super) const E404: Reply = json_reply(404, "Error");
-const E413: Reply = json_reply(413, "Error");
-const E503: Reply = json_reply(503, "Error");
+pub(super) const E413: Reply = json_reply(413, "Error");
+pub(super) const E503: Reply = json_reply(503, "Error");
+const E405: Reply = json_reply(405, "Error");
 
 const PLUGIN: Param = path("plugin", "Plugin instance name (a key under `plugins:`).");
 const COMMAND: Param = path("command", "Command declared in the plugin's manifest.");
@@ -169,6 +170,13 @@ const STATUS: Param = query(
 );
 
 /// Every route of the API, in the order the documents list them.
+///
+/// Each lists every status its handler answers, and also 400 where a path
+/// parameter can be refused before routing (`.`, `..`, an encoded `/` or
+/// bytes that are not UTF-8), 413 where it takes a body and 503 where it reads
+/// or writes the ledger (busy: retry). What the listener answers whatever the
+/// route (405 for another method, 408, 431, 503 over the connection cap) is in
+/// docs/API.md, not repeated on every operation.
 pub static ROUTES: &[Route] = &[
     Route {
         method: "GET",
@@ -192,7 +200,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "Health"),
-        errors: &[],
+        errors: &[E503],
     },
     Route {
         method: "POST",
@@ -204,7 +212,8 @@ pub static ROUTES: &[Route] = &[
         params: &[PLUGIN, COMMAND],
         request: Some("TriggerRequest"),
         ok: json_reply(202, "JobAccepted"),
-        errors: &[E400, E401, E403, E404, E413],
+        // 405: with an empty `command` the path is `/plugin/{name}`, a GET.
+        errors: &[E400, E401, E403, E404, E405, E413, E503],
     },
     Route {
         method: "GET",
@@ -216,7 +225,7 @@ pub static ROUTES: &[Route] = &[
         params: &[JOB_ID],
         request: None,
         ok: json_reply(200, "Job"),
-        errors: &[E401, E403, E404],
+        errors: &[E400, E401, E403, E404, E503],
     },
     Route {
         method: "GET",
@@ -228,7 +237,7 @@ pub static ROUTES: &[Route] = &[
         params: &[JOB_ID],
         request: None,
         ok: json_reply(200, "JobTree"),
-        errors: &[E401, E403, E404],
+        errors: &[E400, E401, E403, E404, E503],
     },
     Route {
         method: "GET",
@@ -240,7 +249,7 @@ pub static ROUTES: &[Route] = &[
         params: &[PLUGIN_FILTER, COMMAND_FILTER, STATUS, LIMIT],
         request: None,
         ok: json_reply(200, "JobList"),
-        errors: &[E400, E401, E403],
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -271,7 +280,7 @@ pub static ROUTES: &[Route] = &[
         ],
         request: None,
         ok: json_reply(200, "JobLogList"),
-        errors: &[E400, E401, E403],
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -295,7 +304,7 @@ pub static ROUTES: &[Route] = &[
         params: &[NAME],
         request: None,
         ok: json_reply(200, "PluginDetail"),
-        errors: &[E401, E403, E404],
+        errors: &[E400, E401, E403, E404],
     },
     Route {
         method: "GET",
@@ -307,7 +316,7 @@ pub static ROUTES: &[Route] = &[
         params: &[NAME],
         request: None,
         ok: json_reply(200, "OpenApiDocument"),
-        errors: &[E404],
+        errors: &[E400, E404],
     },
     Route {
         method: "GET",
@@ -355,7 +364,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "ReloadResult"),
-        errors: &[json_reply(400, "ReloadError"), E401, E403],
+        errors: &[json_reply(400, "ReloadError"), E401, E403, E413],
     },
     Route {
         method: "GET",
@@ -367,7 +376,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "QueueAnalytics"),
-        errors: &[E401, E403],
+        errors: &[E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -379,7 +388,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "SummaryAnalytics"),
-        errors: &[E401, E403],
+        errors: &[E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -410,7 +419,7 @@ pub static ROUTES: &[Route] = &[
         ],
         request: None,
         ok: json_reply(200, "Stopwatch"),
-        errors: &[E400, E401, E403, E404],
+        errors: &[E400, E401, E403, E404, E503],
     },
     Route {
         method: "GET",
@@ -442,7 +451,8 @@ pub static ROUTES: &[Route] = &[
             status: 200,
             body: Body::Text("text/event-stream"),
         },
-        errors: &[E401, E403, E503],
+        // 400: a Last-Event-ID that is not an id of this server, or a query.
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -457,7 +467,7 @@ pub static ROUTES: &[Route] = &[
             status: 200,
             body: Body::Text("text/plain"),
         },
-        errors: &[E401, E403],
+        errors: &[E401, E403, E503],
     },
 ];
 

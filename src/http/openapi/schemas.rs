@@ -224,8 +224,21 @@ fn topology() -> Value {
                 "type": "array",
                 "items": object(&["name", "commands"], json!({
                     "name": { "type": "string" },
-                    "commands": strings(),
-                    "schedules": { "type": "array", "items": loose },
+                    "uses": { "type": "string", "description": "The plugin the instance runs (itself unless a `uses:` alias)." },
+                    "commands": {
+                        "type": "array",
+                        "items": object(&["name", "type"], json!({
+                            "name": { "type": "string" },
+                            "type": { "type": "string", "enum": ["read", "write"] },
+                        })),
+                    },
+                    "schedules": {
+                        "type": "array",
+                        "items": object(&["id", "command"], json!({
+                            "id": { "type": "string" },
+                            "command": { "type": "string" },
+                        })),
+                    },
                 })),
             },
             "webhooks": {

@@ -136,18 +136,35 @@ fn every_route_statuses_are_documented_as_listed() {
     };
     assert_eq!(
         statuses("post", "/plugin/{plugin}/{command}"),
-        ["202", "400", "401", "403", "404", "413"]
+        ["202", "400", "401", "403", "404", "405", "413", "503"]
     );
-    assert_eq!(statuses("get", "/jobs"), ["200", "400", "401", "403"]);
-    assert_eq!(statuses("get", "/events"), ["200", "401", "403", "503"]);
+    assert_eq!(
+        statuses("get", "/jobs"),
+        ["200", "400", "401", "403", "503"]
+    );
+    assert_eq!(
+        statuses("get", "/events"),
+        ["200", "400", "401", "403", "503"]
+    );
     assert_eq!(
         statuses("get", "/plugin/{name}/openapi.json"),
-        ["200", "404"]
+        ["200", "400", "404"]
     );
     assert_eq!(
         statuses("get", "/stopwatch/{plugin}"),
-        ["200", "400", "401", "403", "404"]
+        ["200", "400", "401", "403", "404", "503"]
     );
+    assert_eq!(statuses("get", "/healthz"), ["200", "503"]);
+    assert_eq!(
+        statuses("get", "/job/{id}"),
+        ["200", "400", "401", "403", "404", "503"]
+    );
+    assert_eq!(
+        statuses("post", "/system/reload"),
+        ["200", "400", "401", "403", "413"]
+    );
+    let trigger = &doc["paths"]["/plugin/{plugin}/{command}"]["post"]["responses"];
+    assert_eq!(trigger["405"]["headers"]["Allow"]["required"], json!(true));
     assert_eq!(
         doc["paths"]["/system/reload"]["post"]["responses"]["400"]["content"]["application/json"]["schema"],
         json!({ "$ref": "#/components/schemas/ReloadError" })
@@ -210,6 +227,8 @@ fn query_and_header_parameters_carry_their_types() {
         (&job["in"], &job["required"]),
         (&json!("path"), &json!(true))
     );
+    // Empty segments are dropped before routing: a path parameter never is.
+    assert_eq!(job["schema"], json!({ "type": "string", "minLength": 1 }));
 }
 
 #[test]
@@ -226,9 +245,15 @@ fn a_command_without_input_schema_has_no_request_body() {
             "responses": {
                 "202": { "description": "Job queued", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobAccepted" } } } },
                 "400": { "description": "Bad request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
-                "401": { "description": "Missing or invalid bearer token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "401": {
+                    "description": "Missing or invalid bearer token",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+                    "headers": { "WWW-Authenticate": { "description": "`Bearer`", "required": true, "schema": { "type": "string" } } }
+                },
                 "403": { "description": "The token lacks the scope this needs", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
-                "404": { "description": "Not found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+                "404": { "description": "Not found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "413": { "description": "Request body too large", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "503": { "description": "Unavailable for now (the ledger is busy, or too many streams are open); retry", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
             },
             "security": [{ "BearerAuth": [] }]
         } })
