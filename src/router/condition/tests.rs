@@ -413,7 +413,7 @@ fn nested(levels: usize) -> Value {
 fn nesting_is_limited_to_max_depth() {
     assert!(Condition::compile(&nested(MAX_DEPTH)).is_ok());
     let too_deep = nested(MAX_DEPTH + 1);
-    let path = vec!["not"; MAX_DEPTH].join(".");
+    let path = ["not"; MAX_DEPTH].join(".");
     assert_eq!(
         compile_err(&too_deep),
         format!("{path}: conditions nest more than 8 levels deep")
