@@ -25,6 +25,7 @@ pub mod lock;
 pub mod log;
 pub mod oneshot;
 pub mod plugin;
+pub mod router;
 pub mod runtime;
 pub mod scheduler;
 pub mod secret;

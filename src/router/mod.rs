@@ -1,0 +1,4 @@
+//! Routing and pipelines.
+pub mod baggage;
+pub mod condition;
+pub mod template;
