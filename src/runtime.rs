@@ -1,12 +1,14 @@
 //! The runtime snapshot: a validated [`Config`], the plugin [`Registry`] built
-//! from it, its compiled schedules and the API tokens. Immutable; the daemon swaps a whole new
+//! from it, its compiled schedules, its route graph and the API tokens. Immutable; the daemon swaps a whole new
 //! `Arc<Runtime>` on reload and every job keeps the snapshot it was claimed with.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{self, Config, ConfigError};
 use crate::http::auth::Tokens;
 use crate::plugin::Registry;
+use crate::router::graph::RouteGraph;
 use crate::scheduler::compile;
 use crate::scheduler::expr::Schedule;
 
@@ -21,6 +23,9 @@ pub struct Runtime {
     pub registry: Registry,
     /// The schedules of the loaded plugins, compiled, in plugin then declaration order.
     pub schedules: Vec<Schedule>,
+    /// The routes and pipelines, compiled; a tree keeps the graph it started
+    /// with, so reload swaps it only with the whole snapshot.
+    pub graph: Arc<RouteGraph>,
     /// The API tokens and webhook secrets, ready to check requests.
     pub tokens: Tokens,
     /// Non-fatal findings from loading (unknown keys, skipped plugins).
@@ -46,6 +51,7 @@ impl Runtime {
         let compiled = compile_schedules(&loaded.config)?;
         let registry = registry(&loaded.config);
         check_webhooks(&loaded.config, &registry)?;
+        let (graph, graph_warnings) = RouteGraph::compile(&loaded.config, &registry)?;
         let (tokens, scope_warnings) = Tokens::build(&loaded.config);
         // Only loaded plugins are scheduled; the others were still checked above,
         // so a config with a broken schedule is refused whichever plugins load.
@@ -56,6 +62,7 @@ impl Runtime {
             .collect();
         let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
         warnings.extend(scope_warnings.iter().map(ToString::to_string));
+        warnings.extend(graph_warnings.iter().map(ToString::to_string));
         warnings.extend(registry.warnings().iter().cloned());
         for s in registry.skipped() {
             warnings.push(format!(
@@ -70,6 +77,7 @@ impl Runtime {
             config: loaded.config,
             registry,
             schedules,
+            graph: Arc::new(graph),
             tokens,
             warnings,
         })

@@ -16,6 +16,7 @@ mod interpolate;
 mod limits;
 mod load;
 mod paths;
+pub mod pipeline;
 mod provenance;
 mod scope_files;
 mod size;
@@ -53,10 +54,15 @@ pub struct Config {
     pub tokens: Vec<NamedToken>,
     /// `webhooks:` listener and endpoints.
     pub webhooks: Webhooks,
-    /// Sections owned by later capabilities (`routes`, `pipelines`, relay
-    /// files), kept merged but uninterpreted.
+    /// `routes:` (normally from an included `routes.yaml`), in declaration order.
+    pub routes: Vec<pipeline::RouteConf>,
+    /// `pipelines:` (normally from an included `pipelines.yaml`), in
+    /// declaration order; names are unique.
+    pub pipelines: Vec<pipeline::PipelineConf>,
+    /// Sections owned by later capabilities (the relay files), kept merged
+    /// but uninterpreted.
     pub extra: BTreeMap<String, serde_json::Value>,
-    /// Keys present whose feature has not landed yet (`routes`, `pipelines`,
+    /// Keys present whose feature has not landed yet (`remote_ingress`,
     /// `api.max_concurrent_sync`, `notify_on_complete: true`, ...), each "parsed
     /// but not yet active". Shown as warnings, but `strict_mode` does not refuse them.
     pub inactive: Vec<Finding>,

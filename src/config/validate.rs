@@ -42,22 +42,10 @@ const TOP_KEYS: &[&str] = &[
 const INACTIVE: &str = "parsed but not yet active";
 
 /// Top-level sections that parse but do nothing yet.
-const INACTIVE_SECTIONS: &[&str] = &[
-    "routes",
-    "pipelines",
-    "remote_ingress",
-    "instances",
-    "relay",
-];
+const INACTIVE_SECTIONS: &[&str] = &["remote_ingress", "instances", "relay"];
 
 /// Sections owned by later capabilities: kept merged, not interpreted here.
-const EXTRA_SECTIONS: &[&str] = &[
-    "routes",
-    "pipelines",
-    "remote_ingress",
-    "instances",
-    "relay",
-];
+const EXTRA_SECTIONS: &[&str] = &["remote_ingress", "instances", "relay"];
 
 const SERVICE_KEYS: &[&str] = &[
     "name",
@@ -112,6 +100,8 @@ pub(super) fn build(
         plugins::build_plugins(&mut ctx, find_section(top, "plugins"), service.max_workers)?;
     let tokens = tokens::build_tokens(&mut ctx, find_section(top, "tokens"))?;
     let webhooks = webhooks::build_webhooks(&mut ctx, find_section(top, "webhooks"), &tokens)?;
+    let routes = pipelines::build_routes(&mut ctx, find_section(top, "routes"))?;
+    let pipelines = pipelines::build_pipelines(&mut ctx, find_section(top, "pipelines"))?;
     check_distinct_secrets(&ctx, &api, &tokens)?;
     // Port 0 asks the OS for a free port on each listener: never a clash.
     if api.enabled
@@ -143,6 +133,8 @@ pub(super) fn build(
         plugins,
         tokens,
         webhooks,
+        routes,
+        pipelines,
         extra,
         inactive: ctx.inactive,
     };
@@ -616,6 +608,7 @@ fn json_of(ctx: &Ctx, value: &Value, path: &KeyPath<'_>) -> Result<serde_json::V
 }
 
 mod api;
+mod pipelines;
 mod plugins;
 mod tokens;
 mod webhooks;

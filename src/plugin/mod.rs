@@ -324,6 +324,8 @@ mod tests {
             plugins: plugins.into_iter().map(|c| (c.name.clone(), c)).collect(),
             tokens: Vec::new(),
             webhooks: Webhooks::default(),
+            routes: Vec::new(),
+            pipelines: Vec::new(),
             extra: BTreeMap::new(),
             inactive: Vec::new(),
         }

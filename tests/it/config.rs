@@ -127,7 +127,7 @@ fn deep_flow_nesting_is_refused_with_its_position() {
     );
 }
 
-const INACTIVE_BODY: &str = "service:\n  strict_mode: true\napi:\n  max_concurrent_sync: 10\nroutes:\n  - {from: echo, event_type: e, to: echo}\n";
+const INACTIVE_BODY: &str = "service:\n  strict_mode: true\napi:\n  max_concurrent_sync: 10\nremote_ingress:\n  listen_path: /ingest\n";
 
 #[test]
 fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
@@ -136,7 +136,7 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         run.stdout,
         format!(
-            "warning: {f}: routes: parsed but not yet active\nwarning: {f}: api.max_concurrent_sync: parsed but not yet active\nconfig ok: 1 file(s), 1 plugin(s) loaded, 2 warning(s)\n",
+            "warning: {f}: remote_ingress: parsed but not yet active\nwarning: {f}: api.max_concurrent_sync: parsed but not yet active\nconfig ok: 1 file(s), 1 plugin(s) loaded, 2 warning(s)\n",
             f = file.display()
         )
     );
@@ -145,7 +145,10 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         v["warnings"],
         serde_json::json!([
-            format!("{}: routes: parsed but not yet active", file.display()),
+            format!(
+                "{}: remote_ingress: parsed but not yet active",
+                file.display()
+            ),
             format!(
                 "{}: api.max_concurrent_sync: parsed but not yet active",
                 file.display()

@@ -19,6 +19,8 @@ fn config(api: &[(&str, &[&str])], named: &[(&str, &str, &[&str])]) -> Config {
         plugins: Default::default(),
         tokens: Vec::new(),
         webhooks: Webhooks::default(),
+        routes: Vec::new(),
+        pipelines: Vec::new(),
         extra: Default::default(),
         inactive: Vec::new(),
     };

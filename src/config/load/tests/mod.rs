@@ -304,9 +304,12 @@ fn arrays_append_across_includes() {
     let tree = TempTree::new();
     tree.write(
         "config.yaml",
-        "include: [a.yaml, b.yaml]\nplugin_roots: [/one]\npipelines:\n  - name: p1\n",
+        "include: [a.yaml, b.yaml]\nplugin_roots: [/one]\npipelines:\n  - {name: p1, on: e, steps: [{uses: a}]}\n",
     );
-    tree.write("a.yaml", "plugin_roots: [/two]\npipelines:\n  - name: p2\n");
+    tree.write(
+        "a.yaml",
+        "plugin_roots: [/two]\npipelines:\n  - {name: p2, on: e, steps: [{uses: a}]}\n",
+    );
     tree.write(
         "b.yaml",
         "plugins:\n  echo:\n    schedules:\n      - {id: x, every: 5m}\n",
@@ -316,10 +319,13 @@ fn arrays_append_across_includes() {
         loaded.config.plugin_roots,
         [PathBuf::from("/one"), PathBuf::from("/two")]
     );
-    assert_eq!(
-        loaded.config.extra["pipelines"],
-        serde_json::json!([{"name": "p1"}, {"name": "p2"}])
-    );
+    let names: Vec<&str> = loaded
+        .config
+        .pipelines
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["p1", "p2"]);
 }
 
 #[test]

@@ -180,20 +180,9 @@ fn keeps_later_sections_uninterpreted() {
     assert!(loaded.warnings.is_empty());
     let extra = loaded.config.extra;
     let keys: Vec<&str> = extra.keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        [
-            "instances",
-            "pipelines",
-            "relay",
-            "remote_ingress",
-            "routes"
-        ]
-    );
-    assert_eq!(
-        extra["routes"],
-        serde_json::json!([{"from": "a", "event_type": "e", "to": "b"}])
-    );
+    // `routes` and `pipelines` are typed now (see `pipelines.rs`).
+    assert_eq!(keys, ["instances", "relay", "remote_ingress"]);
+    assert_eq!(extra["instances"], serde_json::json!([{"name": "lab"}]));
 }
 
 #[test]
@@ -565,8 +554,8 @@ fn types_are_checked() {
         "number `.nan` has no JSON form",
     );
     check(
-        "routes: [{? [a, b] : c}]\n",
-        "routes[0]",
+        "instances: [{? [a, b] : c}]\n",
+        "instances[0]",
         "mapping keys must be strings, numbers or booleans",
     );
 }
@@ -611,5 +600,6 @@ fn an_unset_variable_inside_plugin_config_is_an_error() {
     );
 }
 
+mod pipelines;
 mod ranges;
 mod surfaces;

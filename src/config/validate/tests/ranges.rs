@@ -355,13 +355,16 @@ fn keys_that_do_nothing_yet_are_noted_with_file_and_path() {
     let tree = TempTree::new();
     tree.write(
         "config.yaml",
-        "include: [routes.yaml]\nservice: {preferred_window: x}\napi: {enabled: true, max_concurrent_sync: 10, max_sync_timeout: 30s}\npipelines: []\nplugins:\n  a: {notify_on_complete: true, schedules: [{every: 5m, preferred_window: x}]}\n  b: {notify_on_complete: false}\n",
+        "include: [relay.yaml]\nservice: {preferred_window: x}\napi: {enabled: true, max_concurrent_sync: 10, max_sync_timeout: 30s}\npipelines: []\nplugins:\n  a: {notify_on_complete: true, schedules: [{every: 5m, preferred_window: x}]}\n  b: {notify_on_complete: false}\n",
     );
-    tree.write("routes.yaml", "routes: [{from: a, to: b}]\n");
+    tree.write(
+        "relay.yaml",
+        "remote_ingress: {listen_path: /ingest}\nroutes: [{from: a, event_type: e, to: b}]\n",
+    );
     let loaded = tree.load().unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let root = tree.path("config.yaml");
-    let routes = tree.path("routes.yaml");
+    let relay = tree.path("relay.yaml");
     let noted: Vec<String> = loaded
         .config
         .inactive
@@ -371,7 +374,10 @@ fn keys_that_do_nothing_yet_are_noted_with_file_and_path() {
     assert_eq!(
         noted,
         [
-            format!("{}: routes: parsed but not yet active", routes.display()),
+            format!(
+                "{}: remote_ingress: parsed but not yet active",
+                relay.display()
+            ),
             format!(
                 "{}: service.preferred_window: parsed but not yet active",
                 root.display()
