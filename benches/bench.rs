@@ -595,7 +595,7 @@ fn latency(bench: &Bench) {
         wake_rx,
         requests: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         fatal_tx,
-        committed: Arc::new(|| {}),
+        committed: Arc::new(|_: Option<&str>| {}),
     })
     .unwrap();
     let mut lat = Vec::new();

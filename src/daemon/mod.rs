@@ -189,9 +189,16 @@ pub fn run_with_clock(
         .map_err(|e| DaemonError::Failed(format!("cannot watch {}: {e}", db.display())))?;
 
     let hub = crate::http::events::Hub::start(db.clone(), sync, rt.config.api.max_event_streams)?;
-    let committed: Arc<dyn Fn() + Send + Sync> = {
+    let bridge = crate::http::bridge::Bridge::start(db.clone(), sync)?;
+    let committed: crate::dispatch::pool::Committed = {
         let hub = hub.clone();
-        Arc::new(move || hub.notify())
+        let bridge = bridge.clone();
+        Arc::new(move |tree: Option<&str>| {
+            hub.notify();
+            if let Some(root) = tree {
+                bridge.wake(root);
+            }
+        })
     };
     let mut pool = Pool::start(PoolConfig {
         db: db.clone(),
@@ -228,6 +235,7 @@ pub fn run_with_clock(
         workers: rt.config.service.max_workers,
         metrics: crate::http::metrics::Metrics::default(),
         events: hub.clone(),
+        bridge: bridge.clone(),
     });
     let listeners = match crate::http::Listeners::start(services) {
         Ok(l) => l,
@@ -238,6 +246,7 @@ pub fn run_with_clock(
             pool.stop_claiming();
             pool.join();
             hub.stop();
+            bridge.stop();
             signal_handle.close();
             let _ = signal_thread.join();
             return Err(match e {
@@ -283,6 +292,7 @@ pub fn run_with_clock(
     // 0. No new work from outside: the listeners stop and finish their answers.
     listeners.stop();
     hub.stop();
+    bridge.stop();
     // 1. No new scheduled work.
     drop(sched_stop_tx);
     if scheduler.join().is_err() {

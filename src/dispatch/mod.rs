@@ -48,6 +48,8 @@ pub enum Executed {
         plugin_time: Duration,
         /// The plugin's exit code, when it exited normally.
         exit_code: Option<i32>,
+        /// The root of the pipeline tree the job belongs to, when it does.
+        tree: Option<String>,
         /// The next job, claimed in the same transaction (see [`execute_then_claim`]).
         next: Option<Box<ClaimedJob>>,
     },
@@ -134,7 +136,14 @@ pub fn execute_then_claim(
         );
     }
     let state = facts::read_state(conn, &job.plugin)?;
-    let mut context = crate::store::context::accumulated(conn, job.event_context_id.as_deref())?;
+    let context_row = match job.event_context_id.as_deref() {
+        Some(id) => crate::store::context::row(conn, id)?,
+        None => None,
+    };
+    let mut context = context_row.as_ref().map_or_else(
+        || Value::Object(serde_json::Map::new()),
+        |r| r.accumulated.clone(),
+    );
     // Plugins of the reference read which instance they run as from here,
     // whatever produced the job (a schedule, `ductile run`, a route).
     if let Value::Object(m) = &mut context {
@@ -222,6 +231,35 @@ pub fn execute_then_claim(
             }
     );
     let status_label = stopwatch_status(&kind);
+    // What the job's events start: computed before the transaction, written in it.
+    let children = match (&decision, &kind) {
+        (Decision::Succeeded, OutcomeKind::Succeeded(r)) => {
+            let events: Vec<Value> = r
+                .events
+                .iter()
+                .map(|e| serde_json::json!({"type": e.event_type, "payload": e.payload}))
+                .collect();
+            let result_text = r.result.as_ref().map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let inherited = r
+                .events
+                .iter()
+                .find_map(|e| e.dedupe_key.clone())
+                .or_else(|| job.dedupe_key.clone());
+            let up = crate::router::engine::Upstream {
+                job_id: &job.id,
+                plugin: &job.plugin,
+                dedupe_key: inherited.as_deref(),
+                context: context_row.as_ref(),
+                event: &job.payload,
+                result: result_text.as_deref(),
+            };
+            crate::router::engine::after_success(rt, &up, &events, now)
+        }
+        _ => Vec::new(),
+    };
     let subs = match kind {
         OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => {
             if r.subs_dropped > 0 {
@@ -275,7 +313,7 @@ pub fn execute_then_claim(
         last_error: last_error.clone(),
         record,
         state: state_write,
-        children: Vec::new(),
+        children,
         stopwatch: Some(stopwatch),
         effects: effects(job, &plugin),
     };
@@ -303,6 +341,11 @@ pub fn execute_then_claim(
         stderr,
         plugin_time: duration,
         exit_code,
+        tree: context_row
+            .as_ref()
+            .and_then(|r| r.accumulated.get("ductile_pipeline_instance_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
         next: next.map(Box::new),
     })
 }
@@ -412,6 +455,12 @@ fn record_without_run(
     };
     let done = completion::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
     log_outcome(job, done.status, Some(&msg), &completion.decision);
+    let tree = match job.event_context_id.as_deref() {
+        Some(id) => crate::store::context::row(conn, id)?
+            .and_then(|r| r.accumulated.get("ductile_pipeline_instance_id").cloned())
+            .and_then(|v| v.as_str().map(str::to_string)),
+        None => None,
+    };
     Ok(Executed::Recorded {
         status: done.status,
         last_error: Some(msg),
@@ -419,6 +468,7 @@ fn record_without_run(
         stderr: String::new(),
         plugin_time: Duration::ZERO,
         exit_code: None,
+        tree,
         next: None,
     })
 }

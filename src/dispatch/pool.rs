@@ -119,9 +119,14 @@ pub struct PoolConfig {
     /// Tells the daemon the ledger failed and it must stop.
     pub fatal_tx: Sender<String>,
     /// Called after each commit that changed a job's status (claims and
-    /// completions), so live event streams see it at once.
-    pub committed: Arc<dyn Fn() + Send + Sync>,
+    /// completions), so live event streams see it at once; a completion names
+    /// the root of the pipeline tree its job belongs to, if any.
+    pub committed: Committed,
 }
+
+/// Told after each commit that changed a job's status; names the root of the
+/// pipeline tree the job belongs to, if any.
+pub type Committed = Arc<dyn Fn(Option<&str>) + Send + Sync>;
 
 /// The running pool's threads.
 pub struct Pool {
@@ -265,7 +270,7 @@ fn dispatch_loop(
             match queue::claim_next(conn, &cap, cfg.clock.now()) {
                 Ok(Some(job)) => {
                     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "claimed");
-                    (cfg.committed)();
+                    (cfg.committed)(None);
                     let token = cfg.running.register(&job.id);
                     if job_tx
                         .send(Work {
@@ -355,7 +360,7 @@ struct WorkerContext {
     runtime: Arc<RuntimeCell>,
     claiming: Arc<AtomicBool>,
     fatal: Sender<String>,
-    committed: Arc<dyn Fn() + Send + Sync>,
+    committed: Committed,
 }
 
 /// Runs jobs from the dispatcher; after each, claims the next eligible job in
@@ -395,8 +400,8 @@ fn run_one(conn: &mut Connection, work: Work, ctx: &WorkerContext) -> Option<Wor
     ctx.running.remove(&work.job.id);
     let (plugin, id) = (work.job.plugin.as_str(), work.job.id.as_str());
     match result {
-        Ok(Ok(Executed::Recorded { next, .. })) => {
-            (ctx.committed)();
+        Ok(Ok(Executed::Recorded { next, tree, .. })) => {
+            (ctx.committed)(tree.as_deref());
             if work.job.submitted_by == SubmittedBy::Cli {
                 crate::oneshot::notify_done(id);
             }

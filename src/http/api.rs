@@ -63,6 +63,12 @@ const ROUTES: &[Route] = &[
     route("GET", "/", Public, root),
     route("GET", "/healthz", Public, healthz),
     route("POST", "/plugin/{plugin}/{command}", ByHandler, trigger),
+    route(
+        "POST",
+        "/pipeline/{name}",
+        Scope(Area::Plugin, Level::Rw),
+        pipeline_trigger,
+    ),
     route("GET", "/job/{id}", Scope(Area::Jobs, Level::Ro), job),
     route(
         "GET",
@@ -387,28 +393,7 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         plugin: name.clone(),
         write: spec.kind == CommandKind::Write,
     })?;
-    let payload = match c.req.json()? {
-        None => Value::Object(Map::new()),
-        Some(Value::Object(mut body)) => match body.remove("payload") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(v @ Value::Object(_)) => v,
-            Some(other) => {
-                return Err(Reply::error(
-                    400,
-                    &format!("`payload` must be a JSON object, not {}", json_kind(&other)),
-                ));
-            }
-        },
-        Some(other) => {
-            return Err(Reply::error(
-                400,
-                &format!(
-                    "the body must be a JSON object like {{\"payload\": {{...}}}}, not {}",
-                    json_kind(&other)
-                ),
-            ));
-        }
-    };
+    let payload = trigger_payload(c.req)?;
     let now = c.svc.clock.now();
     let envelope = if command == "handle" {
         queue::envelope("api.trigger", "api", payload, now)
@@ -434,6 +419,143 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         &json!({"job_id": id, "status": "queued", "plugin": name, "command": command}),
     )
     .into())
+}
+
+/// The `payload` of a trigger body (`{"payload": {...}}`, optional).
+fn trigger_payload(req: &Req) -> Result<Value, Reply> {
+    Ok(match req.json()? {
+        None => Value::Object(Map::new()),
+        Some(Value::Object(mut body)) => match body.remove("payload") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v,
+            Some(other) => {
+                return Err(Reply::error(
+                    400,
+                    &format!("`payload` must be a JSON object, not {}", json_kind(&other)),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(Reply::error(
+                400,
+                &format!(
+                    "the body must be a JSON object like {{\"payload\": {{...}}}}, not {}",
+                    json_kind(&other)
+                ),
+            ));
+        }
+    })
+}
+
+/// `api.max_concurrent_sync` (default 10) and `api.max_sync_timeout`
+/// (default 5m) from the `api:` section.
+fn sync_limits(rt: &Runtime) -> (usize, std::time::Duration) {
+    let extra = &rt.config.api.extra;
+    let max = extra
+        .get("max_concurrent_sync")
+        .and_then(Value::as_u64)
+        .map_or(10, |n| n as usize);
+    let cap = extra
+        .get("max_sync_timeout")
+        .and_then(Value::as_str)
+        .and_then(|t| crate::config::duration::parse(t).ok())
+        .unwrap_or(std::time::Duration::from_secs(300));
+    (max, cap)
+}
+
+fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &["async"])?;
+    let name = c.param(0).to_string();
+    let rt = c.rt.clone();
+    let Some(p) = rt.graph.pipeline(&name) else {
+        let names: Vec<&str> = rt
+            .graph
+            .pipelines()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let hint = crate::suggest::closest(&name, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        return Err(Reply::error(404, &format!("no pipeline `{name}`{hint}")));
+    };
+    let force_async = parse_bool(c.req, "async")?;
+    let payload = trigger_payload(c.req)?;
+    let sync =
+        p.execution_mode == crate::config::pipeline::ExecutionMode::Synchronous && !force_async;
+    if sync && p.entry.len() > 1 {
+        return Err(Reply::error(
+            400,
+            &format!(
+                "pipeline `{name}` is synchronous but starts {} branches at once; call it with ?async=true",
+                p.entry.len()
+            ),
+        ));
+    }
+    let (max_waiting, cap) = sync_limits(&rt);
+    if sync && !c.svc.bridge.admit(max_waiting) {
+        return Err(Reply::error(
+            503,
+            &format!("{max_waiting} synchronous pipeline calls are already waiting (api.max_concurrent_sync); retry, or call with ?async=true"),
+        )
+        .with("Retry-After", "1".into()));
+    }
+    let started = std::time::Instant::now();
+    let now = c.svc.clock.now();
+    let plan = match crate::router::engine::start_pipeline(
+        &rt,
+        p,
+        payload,
+        "api",
+        SubmittedBy::Api,
+        now,
+    ) {
+        Ok(plan) => plan,
+        Err(why) => {
+            if sync {
+                c.svc.bridge.release();
+            }
+            return Ok(Reply::json(
+                200,
+                &json!({"status": "skipped", "pipeline": name, "message": why}),
+            )
+            .into());
+        }
+    };
+    let root = plan
+        .first()
+        .and_then(|r| r.job.id.clone())
+        .unwrap_or_default();
+    let ttl = rt.config.service.dedupe_ttl;
+    let written = match c.conn() {
+        Ok(conn) => (|| -> Result<(), StoreError> {
+            let tx = queue::begin(conn)?;
+            crate::store::completion::insert_children(&tx, &plan, ttl, now)?;
+            tx.commit()
+                .map_err(|e| StoreError::sqlite(format!("commit the start of pipeline {name}"), e))
+        })()
+        .map_err(|e| store_reply(c.db, &e)),
+        Err(reply) => Err(reply),
+    };
+    if let Err(reply) = written {
+        if sync {
+            c.svc.bridge.release();
+        }
+        return Err(reply);
+    }
+    c.svc.wake_dispatcher();
+    if !sync {
+        return Ok(Reply::json(
+            202,
+            &json!({"job_id": root, "status": "queued", "plugin": "pipeline", "command": name}),
+        )
+        .into());
+    }
+    let wait = p.timeout.unwrap_or(super::bridge::DEFAULT_WAIT).min(cap);
+    Ok(Outcome::Wait {
+        root,
+        deadline: started + wait,
+    })
 }
 
 /// "an object", "a string"... for error messages.

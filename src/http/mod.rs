@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bridge;
 pub mod events;
 pub mod metrics;
 pub mod openapi;
@@ -94,6 +95,8 @@ pub struct Services {
     pub metrics: metrics::Metrics,
     /// The live event streams.
     pub events: events::Hub,
+    /// Requests waiting for synchronous pipelines.
+    pub bridge: bridge::Bridge,
 }
 
 impl Services {
@@ -249,6 +252,11 @@ fn request_thread(server: &tiny_http::Server, svc: &Services, surface: Surface) 
                 svc.metrics
                     .http_request(surface, route, 200, started.elapsed());
                 svc.events.serve(rq, stream);
+            }
+            request::Outcome::Wait { root, deadline } => {
+                svc.metrics
+                    .http_request(surface, route, 200, started.elapsed());
+                svc.bridge.wait(rq, root, started, deadline);
             }
         }
     }

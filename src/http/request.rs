@@ -222,6 +222,13 @@ pub enum Outcome {
     Reply(Reply),
     /// Serve `/events` from the stream's own thread.
     Stream(super::events::StreamRequest),
+    /// Answer when the pipeline tree rooted at `root` has finished, or at `deadline`.
+    Wait {
+        /// The tree's root job.
+        root: String,
+        /// When to give up and answer 202.
+        deadline: std::time::Instant,
+    },
 }
 
 impl From<Reply> for Outcome {

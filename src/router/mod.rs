@@ -9,6 +9,7 @@
 
 pub mod baggage;
 pub mod condition;
+pub mod engine;
 pub mod graph;
 pub mod template;
 pub mod visualize;

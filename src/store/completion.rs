@@ -84,11 +84,72 @@ pub struct Completion<'a> {
     /// Durable state produced by a successful attempt.
     pub state: Option<facts::StateWrite>,
     /// Jobs produced by routing the attempt's events.
-    pub children: Vec<NewJob>,
+    pub children: Vec<Child>,
     /// Timing.
     pub stopwatch: Option<Stopwatch>,
     /// Other ledgers the outcome updates in the same transaction.
     pub effects: Vec<Effect>,
+}
+
+/// A job a routing plan inserts with its upstream's completion: its id is
+/// fixed in advance so its own children can name it.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// The job (with `id`, `parent_job_id`, `event_context_id` set).
+    pub job: NewJob,
+    /// Its context row, inserted first.
+    pub context: Option<super::context::ContextRow>,
+    /// Some when the job is finished in-process as it is inserted.
+    pub settled: Option<Settled>,
+}
+
+impl From<NewJob> for Child {
+    fn from(job: NewJob) -> Child {
+        Child {
+            job,
+            context: None,
+            settled: None,
+        }
+    }
+}
+
+/// How an in-process job ends.
+#[derive(Debug, Clone)]
+pub enum Settled {
+    /// Succeeded with this response.
+    Succeeded(Value),
+    /// Failed with this error (a remap or claim that could not be made).
+    Failed(String),
+}
+
+/// Inserts a routing plan in order (parents before children): context rows,
+/// then each job, queued or settled in-process. Returns the ids created.
+pub fn insert_children(
+    tx: &Transaction<'_>,
+    children: &[Child],
+    default_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::new();
+    for child in children {
+        if let Some(row) = &child.context {
+            super::context::insert(tx, row, now)?;
+        }
+        match &child.settled {
+            Some(Settled::Succeeded(result)) => {
+                ids.push(queue::settle_in(tx, &child.job, Ok(result), now)?);
+            }
+            Some(Settled::Failed(error)) => {
+                ids.push(queue::settle_in(tx, &child.job, Err(error), now)?);
+            }
+            None => {
+                if let Enqueued::Created(id) = enqueue_in(tx, &child.job, default_ttl, now)? {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// A side ledger a job's terminal outcome updates atomically with the job.
@@ -322,12 +383,7 @@ fn complete_in(
             _ => {}
         }
     }
-    let mut children = Vec::new();
-    for child in &c.children {
-        if let Enqueued::Created(id) = enqueue_in(tx, child, default_ttl, now)? {
-            children.push(id);
-        }
-    }
+    let children = insert_children(tx, &c.children, default_ttl, now)?;
     Ok(Completed {
         status: final_status,
         children,

@@ -19,3 +19,62 @@ pub fn accumulated(conn: &Connection, id: Option<&str>) -> Result<Value, StoreEr
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_else(|| Value::Object(Map::new())))
 }
+
+/// One `event_context` row: a hop's durable baggage and where it sits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextRow {
+    /// Row id.
+    pub id: String,
+    /// The row of the hop before (lineage).
+    pub parent_id: Option<String>,
+    /// The pipeline whose tree the hop belongs to.
+    pub pipeline: Option<String>,
+    /// The hop's id in the route graph (`step_id`).
+    pub hop: Option<String>,
+    /// Accumulated baggage plus the control fields (`ductile_*`).
+    pub accumulated: Value,
+}
+
+/// The row `id`, if present.
+pub fn row(conn: &Connection, id: &str) -> Result<Option<ContextRow>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, parent_id, pipeline_name, step_id, accumulated_json FROM event_context WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([id], |r| {
+            let text: String = r.get(4)?;
+            Ok(ContextRow {
+                id: r.get(0)?,
+                parent_id: r.get(1)?,
+                pipeline: r.get(2)?,
+                hop: r.get(3)?,
+                accumulated: serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Map::new())),
+            })
+        })
+        .optional()
+    })
+    .map_err(|e| StoreError::sqlite(format!("read event_context {id}"), e))
+}
+
+/// Inserts `row` (inside the caller's transaction).
+pub fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    row: &ContextRow,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO event_context (id, parent_id, pipeline_name, step_id, accumulated_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(rusqlite::params![
+            row.id,
+            row.parent_id,
+            row.pipeline,
+            row.hop,
+            row.accumulated.to_string(),
+            crate::clock::format_ts(now),
+        ])
+    })
+    .map(|_| ())
+    .map_err(|e| StoreError::sqlite(format!("insert event_context {}", row.id), e))
+}

@@ -187,6 +187,12 @@ pub struct NewJob {
     pub dedupe_ttl: Option<Duration>,
     /// Which producer of its kind, recorded as `kind:detail` (a webhook's name).
     pub submitter: Option<String>,
+    /// The id to give the row, when the caller needs it before the insert
+    /// (a routing plan links children to parents it has not inserted yet).
+    pub id: Option<String>,
+    /// Whether the dedupe rules apply; routed children carry their tree's key
+    /// for lineage without being deduplicated against their own ancestors.
+    pub dedupe_check: bool,
     /// Producing job, for routed jobs.
     pub parent_job_id: Option<String>,
     /// Core-assigned id of the event that produced this job.
@@ -213,6 +219,8 @@ impl NewJob {
             dedupe_key: None,
             dedupe_ttl: None,
             submitter: None,
+            id: None,
+            dedupe_check: true,
             parent_job_id: None,
             source_event_id: None,
             event_context_id: None,
@@ -310,7 +318,7 @@ pub fn enqueue_in(
     default_ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<Enqueued, StoreError> {
-    if let Some(key) = &job.dedupe_key {
+    if let Some(key) = job.dedupe_key.as_ref().filter(|_| job.dedupe_check) {
         if job.dedupe_ttl.is_some() {
             let inflight: Option<String> = tx
                 .prepare_cached(
@@ -337,7 +345,10 @@ pub fn enqueue_in(
             return Ok(Enqueued::Deduplicated(existing));
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = job
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let ts = format_ts(now);
     let payload = if job.payload.is_null() {
         None
@@ -366,6 +377,68 @@ pub fn enqueue_in(
     .map_err(|e| StoreError::sqlite(format!("enqueue {} {}", job.plugin, job.command), e))?;
     record_transition(tx, &id, None, JobStatus::Queued, 1, "enqueued", &ts)?;
     Ok(Enqueued::Created(id))
+}
+
+/// Inserts `job` and finishes it at once, in-process: a `core.switch`
+/// decision, a pipeline's root row, a hop refused before it could run (its
+/// `with:` or `baggage:` failed). The row goes queued → running → succeeded
+/// (with `result` as its response) or failed (with the error), with its
+/// transitions and a `job_log` row, like any job: nothing about it is hidden.
+pub fn settle_in(
+    tx: &Transaction<'_>,
+    job: &NewJob,
+    outcome: Result<&Value, &str>,
+    now: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    let unchecked = NewJob {
+        dedupe_check: false,
+        ..job.clone()
+    };
+    let id = match enqueue_in(tx, &unchecked, Duration::ZERO, now)? {
+        Enqueued::Created(id) | Enqueued::Deduplicated(id) => id,
+    };
+    let ts = format_ts(now);
+    transition(
+        tx,
+        &id,
+        JobStatus::Queued,
+        JobStatus::Running,
+        &Change::new(1, "evaluated in-process", &ts),
+    )?;
+    let (status, result, error) = match outcome {
+        Ok(result) => (JobStatus::Succeeded, Some(result.to_string()), None),
+        Err(e) => (JobStatus::Failed, None, Some(e)),
+    };
+    let reason = error.unwrap_or("completed");
+    transition(
+        tx,
+        &id,
+        JobStatus::Running,
+        status,
+        &Change::new(1, reason, &ts).error(error),
+    )?;
+    tx.prepare_cached(
+        "INSERT INTO job_log (id, job_id, plugin, command, status, result, attempt, submitted_by, created_at, completed_at, last_error, parent_job_id, source_event_id, event_context_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            uuid::Uuid::now_v7().to_string(),
+            id,
+            job.plugin,
+            job.command,
+            status.as_str(),
+            result,
+            job.submitted_by_column().as_ref(),
+            ts,
+            error,
+            job.parent_job_id,
+            job.source_event_id,
+            job.event_context_id,
+        ])
+    })
+    .map_err(|e| StoreError::sqlite(format!("write job_log for job {id}"), e))?;
+    Ok(id)
 }
 
 /// The columns a status change writes besides the status itself.
@@ -1350,10 +1423,13 @@ mod tests {
         enqueue(&mut conn, &job("a"), DAY, now).unwrap();
         let c = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
         let mut comp = done(&c, Decision::Succeeded);
-        comp.children = vec![NewJob {
-            parent_job_id: Some(c.id.clone()),
-            ..job("b")
-        }];
+        comp.children = vec![
+            NewJob {
+                parent_job_id: Some(c.id.clone()),
+                ..job("b")
+            }
+            .into(),
+        ];
         let out = complete(&mut conn, &comp, DAY, now).unwrap();
         assert_eq!(out.children.len(), 1);
         let child = find(&conn, &out.children[0]).unwrap().unwrap();

@@ -79,7 +79,7 @@ impl Api {
 }
 
 /// The address a listener logged it bound.
-fn listening(daemon: &Daemon, key: &str) -> String {
+pub fn listening(daemon: &Daemon, key: &str) -> String {
     let needle = format!("{key} listening on http://");
     daemon.wait_log(LONG, &needle);
     let line = daemon

@@ -1,0 +1,282 @@
+//! Pipelines and routes run by the real daemon with real plugin processes:
+//! sequences, switches, remaps, baggage, event-triggered pipelines, plain
+//! routes and the synchronous bridge.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::http::{ADMIN, call, get, listening};
+use crate::support::{Daemon, TestDir};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Plugins `a`..`e` are `pipe_step` instances named after themselves.
+fn plugins(extra: &str) -> String {
+    let mut s = String::from("plugins:\n");
+    for n in ["a", "b", "c", "d", "e"] {
+        s.push_str(&format!(
+            "  {n}:\n    uses: pipe_step\n    config:\n      name: {n}\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}
+
+struct Running {
+    dir: TestDir,
+    daemon: Daemon,
+    api: String,
+}
+
+fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running {
+    let dir = TestDir::new(tag);
+    dir.fixture("pipe_step");
+    dir.config(&format!(
+        "service:\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}{pipelines}",
+        plugins(extra_plugins)
+    ));
+    let check = dir.run(&["config", "check"]);
+    assert_eq!(check.code, 0, "config check: {check:?}");
+    let daemon = dir.start();
+    let api = listening(&daemon, "api.listen");
+    Running { dir, daemon, api }
+}
+
+fn trigger(r: &Running, pipeline: &str, payload: Value) -> Value {
+    let body = json!({ "payload": payload }).to_string();
+    let a = call(
+        &r.api,
+        "POST",
+        &format!("/pipeline/{pipeline}"),
+        Some(ADMIN),
+        Some(&body),
+    );
+    assert!(
+        a.status == 200 || a.status == 202,
+        "{} {}",
+        a.status,
+        a.text()
+    );
+    a.json()
+}
+
+/// Waits until no job of the tree rooted at `root` is queued or running, then
+/// returns the tree.
+fn settled_tree(r: &Running, root: &str) -> Vec<Value> {
+    let mut tree = Vec::new();
+    r.dir.wait_until(LONG, "the tree finished", || {
+        let a = get(&r.api, &format!("/job/{root}/tree"), Some(ADMIN));
+        if a.status != 200 {
+            return false;
+        }
+        tree = a.json().as_array().cloned().unwrap_or_default();
+        !tree.is_empty()
+            && tree
+                .iter()
+                .all(|j| !matches!(j["status"].as_str(), Some("queued" | "running")))
+    });
+    tree
+}
+
+fn by_plugin<'t>(tree: &'t [Value], plugin: &str) -> Vec<&'t Value> {
+    tree.iter().filter(|j| j["plugin"] == plugin).collect()
+}
+
+/// The event payload a job received.
+fn received(r: &Running, job: &Value) -> Value {
+    let id = job["job_id"].as_str().unwrap();
+    let text = r
+        .dir
+        .text(&format!("SELECT payload FROM job_queue WHERE id = '{id}'"))
+        .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["payload"].clone()
+}
+
+#[test]
+fn a_three_step_pipeline_runs_in_order_with_its_context() {
+    let r = start(
+        "pipe-seq",
+        "pipelines:\n  - name: seq\n    on: go\n    steps:\n      - id: first\n        uses: a\n      - id: second\n        uses: b\n      - id: third\n        uses: c\n",
+        "",
+    );
+    let v = trigger(&r, "seq", json!({"x": 1}));
+    assert_eq!(v["status"], "queued");
+    assert_eq!(v["plugin"], "pipeline");
+    let root = v["job_id"].as_str().unwrap().to_string();
+    let tree = settled_tree(&r, &root);
+    assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{tree:#?}");
+    let c = by_plugin(&tree, "c");
+    assert_eq!(c.len(), 1);
+    let payload = received(&r, c[0]);
+    assert_eq!(payload["trail"], json!(["a", "b"]));
+    assert_eq!(payload["x"], 1);
+    // The context the third step saw (the second step echoed its own).
+    let seen = &payload["seen"];
+    assert_eq!(seen["ductile_pipeline"], "seq");
+    assert_eq!(seen["ductile_step_id"], "second");
+    assert_eq!(seen["ductile_plugin"], "b");
+    assert_eq!(seen["ductile_pipeline_instance_id"], root.as_str());
+    // Lineage: each step's parent is the step before.
+    let a = by_plugin(&tree, "a")[0];
+    let b = by_plugin(&tree, "b")[0];
+    assert_eq!(a["parent_job_id"], root.as_str());
+    assert_eq!(b["parent_job_id"], a["job_id"]);
+    assert_eq!(c[0]["parent_job_id"], b["job_id"]);
+}
+
+#[test]
+fn a_step_if_records_its_switch_and_takes_the_right_branch() {
+    let r = start(
+        "pipe-if",
+        "pipelines:\n  - name: gate\n    on: go\n    steps:\n      - uses: a\n      - id: only_big\n        uses: b\n        if:\n          path: payload.size\n          op: gt\n          value: 10\n      - uses: c\n",
+        "",
+    );
+    for (size, ran) in [(50, true), (5, false)] {
+        let v = trigger(&r, "gate", json!({"size": size}));
+        let tree = settled_tree(&r, v["job_id"].as_str().unwrap());
+        let switches = by_plugin(&tree, "core.switch");
+        assert_eq!(switches.len(), 1, "{tree:#?}");
+        assert_eq!(switches[0]["status"], "succeeded");
+        let event = if ran {
+            "ductile.switch.true"
+        } else {
+            "ductile.switch.false"
+        };
+        assert_eq!(switches[0]["result"]["events"][0]["type"], event);
+        assert_eq!(
+            by_plugin(&tree, "b").len(),
+            usize::from(ran),
+            "size {size}: {tree:#?}"
+        );
+        // The step after the gated one runs either way, with what reached it.
+        let c = by_plugin(&tree, "c");
+        assert_eq!(c.len(), 1);
+        let trail = if ran { json!(["a", "b"]) } else { json!(["a"]) };
+        assert_eq!(received(&r, c[0])["trail"], trail);
+    }
+}
+
+#[test]
+fn with_keeps_json_types_and_a_bad_path_fails_the_step() {
+    let r = start(
+        "pipe-with",
+        "pipelines:\n  - name: remap\n    on: go\n    steps:\n      - uses: a\n      - uses: b\n        with:\n          count: \"{payload.n}\"\n          label: \"n is {payload.n}\"\n  - name: broken\n    on: go2\n    steps:\n      - uses: a\n      - uses: b\n        with:\n          missing: \"{payload.nope}\"\n",
+        "",
+    );
+    let v = trigger(&r, "remap", json!({"n": 7}));
+    let tree = settled_tree(&r, v["job_id"].as_str().unwrap());
+    let b = received(&r, by_plugin(&tree, "b")[0]);
+    assert_eq!(b["count"], 7);
+    assert_eq!(b["label"], "n is 7");
+    let v = trigger(&r, "broken", json!({"n": 7}));
+    let tree = settled_tree(&r, v["job_id"].as_str().unwrap());
+    let b = by_plugin(&tree, "b");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0]["status"], "failed");
+    assert!(
+        b[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("payload.nope"),
+        "{:?}",
+        b[0]["last_error"]
+    );
+}
+
+#[test]
+fn baggage_accretes_and_an_inherited_path_cannot_change() {
+    let r = start(
+        "pipe-bag",
+        "pipelines:\n  - name: bag\n    on: go\n    steps:\n      - uses: a\n        baggage:\n          job.size: payload.size\n      - uses: b\n        baggage:\n          job.trail: payload.trail\n      - uses: c\n  - name: clash\n    on: go2\n    steps:\n      - uses: a\n        baggage:\n          job.size: payload.size\n      - uses: b\n        baggage:\n          job.size: payload.trail\n",
+        "",
+    );
+    let v = trigger(&r, "bag", json!({"size": 3}));
+    let tree = settled_tree(&r, v["job_id"].as_str().unwrap());
+    assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{tree:#?}");
+    let seen = &received(&r, by_plugin(&tree, "c")[0])["seen"];
+    // c's input came from b, which saw a's claims and its own.
+    assert_eq!(seen["job"]["size"], 3);
+    assert_eq!(seen["job"]["trail"], json!(["a"]));
+    let v = trigger(&r, "clash", json!({"size": 3}));
+    let tree = settled_tree(&r, v["job_id"].as_str().unwrap());
+    let b = by_plugin(&tree, "b");
+    assert_eq!(b[0]["status"], "failed", "{tree:#?}");
+    assert!(b[0]["last_error"].as_str().unwrap().contains("job.size"));
+}
+
+#[test]
+fn emitted_events_start_pipelines_and_routes_from_their_source() {
+    let r = start(
+        "pipe-events",
+        "routes:\n  - from: src\n    event_type: hop.one\n    to: d\npipelines:\n  - name: follow\n    on: hop.one\n    from_plugin: src\n    steps:\n      - uses: b\n      - uses: c\n  - name: elsewhere\n    on: hop.one\n    from_plugin: e\n    steps:\n      - uses: e\n",
+        "  src:\n    uses: pipe_step\n    config:\n      name: src\n      emit: hop.one\n",
+    );
+    let out = r
+        .dir
+        .run(&["run", "src", "handle", "--payload", r#"{"k":1}"#, "--json"])
+        .code(0)
+        .json();
+    let id = out["job_id"].as_str().unwrap().to_string();
+    let tree = settled_tree(&r, &id);
+    let names: Vec<&str> = tree.iter().map(|j| j["plugin"].as_str().unwrap()).collect();
+    assert_eq!(by_plugin(&tree, "d").len(), 1, "the route: {names:?}");
+    assert_eq!(
+        by_plugin(&tree, "b").len(),
+        1,
+        "the pipeline from src: {names:?}"
+    );
+    assert_eq!(by_plugin(&tree, "c").len(), 1, "its second step: {names:?}");
+    assert!(
+        by_plugin(&tree, "e").is_empty(),
+        "scoped to another plugin: {names:?}"
+    );
+    // The core fills the event's own fields.
+    let d = received(&r, by_plugin(&tree, "d")[0]);
+    assert_eq!(d["k"], 1);
+    let text = r
+        .dir
+        .text(&format!(
+            "SELECT payload FROM job_queue WHERE id = '{}'",
+            by_plugin(&tree, "d")[0]["job_id"].as_str().unwrap()
+        ))
+        .unwrap();
+    let event: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(event["type"], "hop.one");
+    assert_eq!(event["source"], "src");
+    assert_eq!(event["result"], "src done");
+    assert!(event["event_id"].as_str().is_some_and(|s| s.len() == 36));
+    assert!(event["timestamp"].is_string());
+}
+
+#[test]
+fn a_synchronous_pipeline_answers_with_its_last_steps_result() {
+    let r = start(
+        "pipe-sync",
+        "pipelines:\n  - name: now\n    on: go\n    execution_mode: synchronous\n    timeout: 20s\n    steps:\n      - uses: a\n      - uses: b\n",
+        "",
+    );
+    let body = json!({"payload": {"q": 1}}).to_string();
+    let a = call(&r.api, "POST", "/pipeline/now", Some(ADMIN), Some(&body));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["result"]["result"], "b done");
+    assert!(v["duration_ms"].is_number());
+    assert_eq!(v["tree"].as_array().unwrap().len(), 3, "{v:#?}");
+    // ?async=true answers at once.
+    let a = call(
+        &r.api,
+        "POST",
+        "/pipeline/now?async=true",
+        Some(ADMIN),
+        Some(&body),
+    );
+    assert_eq!(a.status, 202, "{}", a.text());
+    // Unknown pipelines are 404 with a hint.
+    let a = call(&r.api, "POST", "/pipeline/nowx", Some(ADMIN), Some(&body));
+    assert_eq!(a.status, 404);
+    assert!(a.text().contains("did you mean"));
+    drop(r.daemon);
+}
