@@ -28,11 +28,13 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	./scripts/forbid
 
-## Benchmarks: prints figures; not part of `make test`. Ends with the crash
+## Benchmarks: prints figures; not part of `make test`. The http section
+## drives the listeners with wrk (installed from Debian when missing). Ends with the crash
 ## storm at full size (STORM_KILLS daemon kills under STORM_CLIENTS one-shot loops).
 STORM_KILLS ?= 60
 STORM_CLIENTS ?= 4
 bench: release
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
 	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
 		$(CARGO) test --test it crash_storm -- --nocapture

@@ -1,6 +1,7 @@
 //! `make bench`: throughput, latency and footprint figures for the runner and the
-//! daemon, printed as a table. Not a test: nothing here asserts; the targets are
-//! printed beside each figure so a reader can compare.
+//! daemon, printed as a table. Not a test: a figure is never asserted; the
+//! targets are printed beside each figure so a reader can compare. The `http`
+//! section (benches/http.rs) does panic when a correctness check fails.
 //!
 //! Plugins: a no-op compiled from C at start (the "compiled plugin"), the same
 //! no-op in Python run by Debian's /usr/bin/python3 when present, and the test
@@ -13,6 +14,8 @@
     clippy::print_stdout,
     clippy::print_stderr
 )]
+
+mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -191,6 +194,9 @@ fn main() {
     }
     if want("response") {
         response_memory(&bench, &exe);
+    }
+    if want("http") {
+        http::run(&bench, &exe);
     }
 }
 
