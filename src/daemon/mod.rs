@@ -190,6 +190,7 @@ pub fn run_with_clock(
 
     let hub = crate::http::events::Hub::start(db.clone(), sync, rt.config.api.max_event_streams)?;
     let bridge = crate::http::bridge::Bridge::start(db.clone(), sync)?;
+    let intake = crate::http::intake::Intake::start(db.clone(), sync, clock.clone())?;
     let committed: crate::dispatch::pool::Committed = {
         let hub = hub.clone();
         let bridge = bridge.clone();
@@ -236,6 +237,7 @@ pub fn run_with_clock(
         metrics: crate::http::metrics::Metrics::default(),
         events: hub.clone(),
         bridge: bridge.clone(),
+        intake: intake.clone(),
     });
     let listeners = match crate::http::Listeners::start(services) {
         Ok(l) => l,
@@ -247,6 +249,7 @@ pub fn run_with_clock(
             pool.join();
             hub.stop();
             bridge.stop();
+            intake.stop();
             signal_handle.close();
             let _ = signal_thread.join();
             return Err(match e {
@@ -291,6 +294,7 @@ pub fn run_with_clock(
     // Orderly stop; the comments number the steps of docs/ARCHITECTURE.md.
     // 0. No new work from outside: the listeners stop and finish their answers.
     listeners.stop();
+    intake.stop();
     hub.stop();
     bridge.stop();
     // 1. No new scheduled work.

@@ -7,6 +7,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::auth::{Area, AuthError, Level, Need};
+use super::intake::{Work, Written};
 use super::request::Outcome;
 use super::settings::Settings;
 use super::{Db, Reply, Req, Services, openapi};
@@ -300,20 +301,19 @@ fn unknown_plugin(rt: &Runtime, name: &str) -> Reply {
 pub fn health_body(svc: &Services, db: &mut Db) -> Reply {
     let rt = svc.cell.current();
     let counts = db.get().and_then(|conn| {
-        let depth: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM job_queue WHERE status = 'queued'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| StoreError::sqlite("count queued jobs", e))?;
-        let open: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM circuit_breakers WHERE state = 'open'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| StoreError::sqlite("count open breakers", e))?;
+        let count = |sql: &str, what: &'static str| -> Result<i64, StoreError> {
+            conn.prepare_cached(sql)
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .map_err(|e| StoreError::sqlite(what, e))
+        };
+        let depth = count(
+            "SELECT COUNT(*) FROM job_queue WHERE status = 'queued'",
+            "count queued jobs",
+        )?;
+        let open = count(
+            "SELECT COUNT(*) FROM circuit_breakers WHERE state = 'open'",
+            "count open breakers",
+        )?;
         Ok((depth, open))
     });
     let (depth, open) = match counts {
@@ -327,9 +327,13 @@ pub fn health_body(svc: &Services, db: &mut Db) -> Reply {
             );
         }
     };
-    let binary = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    // The binary does not move while the daemon runs: read the link once.
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let binary = BINARY.get_or_init(|| {
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    });
     Reply::json(
         200,
         &json!({
@@ -408,10 +412,9 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         p.conf.retry.max_attempts,
     );
     let ttl = rt.config.service.dedupe_ttl;
-    let conn = c.conn()?;
-    let id = match queue::enqueue(conn, &job, ttl, now) {
-        Ok(Enqueued::Created(id) | Enqueued::Deduplicated(id)) => id,
-        Err(e) => return Err(store_reply(c.db, &e)),
+    let id = match c.svc.intake.write(Work::Job(Box::new(job)), ttl) {
+        Ok(Written::Job(Enqueued::Created(id) | Enqueued::Deduplicated(id))) => id,
+        Ok(Written::Plan(_)) | Err(_) => return Err(intake_failed()),
     };
     c.svc.wake_dispatcher();
     Ok(Reply::json(
@@ -419,6 +422,11 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         &json!({"job_id": id, "status": "queued", "plugin": name, "command": command}),
     )
     .into())
+}
+
+/// The answer when the intake writer could not commit (already logged).
+fn intake_failed() -> Reply {
+    Reply::error(503, "the job could not be recorded; retry").with("Retry-After", "1".into())
 }
 
 /// The `payload` of a trigger body (`{"payload": {...}}`, optional).
@@ -527,16 +535,12 @@ fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         .and_then(|r| r.job.id.clone())
         .unwrap_or_default();
     let ttl = rt.config.service.dedupe_ttl;
-    let written = match c.conn() {
-        Ok(conn) => (|| -> Result<(), StoreError> {
-            let tx = queue::begin(conn)?;
-            crate::store::completion::insert_children(&tx, &plan, ttl, now)?;
-            tx.commit()
-                .map_err(|e| StoreError::sqlite(format!("commit the start of pipeline {name}"), e))
-        })()
-        .map_err(|e| store_reply(c.db, &e)),
-        Err(reply) => Err(reply),
-    };
+    let written = c
+        .svc
+        .intake
+        .write(Work::Plan(plan), ttl)
+        .map(|_| ())
+        .map_err(|_| intake_failed());
     if let Err(reply) = written {
         if sync {
             c.svc.bridge.release();

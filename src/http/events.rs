@@ -191,7 +191,11 @@ impl Hub {
     /// Tells the hub that events were written; never blocks (one pending
     /// notification covers any number of writes).
     pub fn notify(&self) {
-        let _ = self.inner.notify_tx.try_send(());
+        // With no stream open nobody needs the hub awake: a stream that opens
+        // reads the head itself at registration.
+        if self.streams() > 0 {
+            let _ = self.inner.notify_tx.try_send(());
+        }
     }
 
     /// Admits a client: 400 for a `Last-Event-ID` that is not one of ours, 503

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod bridge;
 pub mod events;
+pub mod intake;
 pub mod metrics;
 pub mod openapi;
 mod request;
@@ -97,6 +98,8 @@ pub struct Services {
     pub events: events::Hub,
     /// Requests waiting for synchronous pipelines.
     pub bridge: bridge::Bridge,
+    /// The writer that commits what requests enqueue.
+    pub intake: intake::Intake,
 }
 
 impl Services {
@@ -105,9 +108,12 @@ impl Services {
         Settings::of(&self.cell.current())
     }
 
-    /// Wakes the dispatcher (a job was committed).
+    /// Wakes the dispatcher (a job was committed). With every worker busy it
+    /// is left asleep: a worker claims its next job in its own completion.
     pub fn wake_dispatcher(&self) {
-        let _ = self.wake.try_send(());
+        if self.running.len() < self.workers {
+            let _ = self.wake.try_send(());
+        }
         self.events.notify();
     }
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::api::health_body;
 use super::auth::{constant_time_eq, verify_hmac};
+use super::intake::{Work, Written};
 use super::request::Outcome;
 use super::settings::{Endpoint, Settings};
 use super::{Db, Reply, Req, Services};
@@ -34,13 +35,13 @@ pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
             .with("Allow", "POST".into())
             .into();
     }
-    let (reply, outcome) = accept(svc, db, req, endpoint);
+    let (reply, outcome) = accept(svc, req, endpoint);
     svc.metrics.webhook(&endpoint.name, outcome);
     reply.into()
 }
 
 /// Verifies and enqueues; returns the answer and the outcome label for metrics.
-fn accept(svc: &Services, db: &mut Db, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
+fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
     // The listener refused bodies over the endpoint's limit before reading
     // them; this guards a limit lowered by a reload in between.
     if req.body.len() > e.max_body_size {
@@ -120,23 +121,26 @@ fn accept(svc: &Services, db: &mut Db, req: &Req, e: &Endpoint) -> (Reply, &'sta
         // Redelivery within the window is dropped, in flight or done.
         job.dedupe_ttl = Some(rt.config.service.dedupe_ttl);
     }
-    let conn = match db.get() {
-        Ok(c) => c,
-        Err(err) => return (ledger_failure(db, &err), "error"),
-    };
-    match queue::enqueue(conn, &job, rt.config.service.dedupe_ttl, now) {
-        Ok(Enqueued::Created(id)) => {
+    match svc
+        .intake
+        .write(Work::Job(Box::new(job)), rt.config.service.dedupe_ttl)
+    {
+        Ok(Written::Job(Enqueued::Created(id))) => {
             svc.wake_dispatcher();
             (
                 Reply::json(202, &json!({"job_id": id, "status": "queued"})),
                 "accepted",
             )
         }
-        Ok(Enqueued::Deduplicated(id)) => (
+        Ok(Written::Job(Enqueued::Deduplicated(id))) => (
             Reply::json(200, &json!({"job_id": id, "status": "duplicate"})),
             "duplicate",
         ),
-        Err(err) => (ledger_failure(db, &err), "error"),
+        Ok(Written::Plan(_)) | Err(_) => (
+            Reply::error(503, "the job could not be recorded; retry")
+                .with("Retry-After", "1".into()),
+            "error",
+        ),
     }
 }
 
@@ -157,10 +161,4 @@ fn token_ok(req: &Req, e: &Endpoint) -> bool {
         },
     };
     constant_time_eq(presented, &e.secret)
-}
-
-fn ledger_failure(db: &mut Db, err: &crate::store::StoreError) -> Reply {
-    log::error!(target: "http", "webhook enqueue failed: {err}");
-    db.reset();
-    Reply::error(503, "the job could not be recorded; retry").with("Retry-After", "1".into())
 }
