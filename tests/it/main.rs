@@ -18,6 +18,7 @@ mod hardening;
 mod http;
 mod limits;
 mod openapi;
+mod pipeline_views;
 mod scheduler;
 mod support;
 mod tools;
