@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod job;
 pub mod output;
+pub mod pipeline;
 pub mod plugin;
 pub mod run;
 pub mod system;
@@ -120,6 +121,27 @@ pub const VERBS: &[Verb] = &[
         about: "same as `ductile run`",
         flags: &["payload", "payload-file"],
         positionals: (1, 2),
+    },
+    Verb {
+        path: &["pipeline", "list"],
+        args: "",
+        about: "every pipeline (trigger, source plugin, mode, timeout, depth cap, hops, file) and plain route",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["pipeline", "show"],
+        args: "<pipeline>",
+        about: "one pipeline's compiled graph: hops, conditions, with/baggage, successors per outcome",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["pipeline", "visualize"],
+        args: "<pipeline>",
+        about: "one pipeline's compiled graph as a Mermaid flowchart",
+        flags: &[],
+        positionals: (1, 1),
     },
     Verb {
         path: &["system", "start"],
@@ -435,6 +457,9 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["run"] | ["plugin", "run"] => run::run(&args, &positionals),
         ["version"] => version(&args),
         ["plugin", "list"] => plugin::list(&args),
+        ["pipeline", "list"] => pipeline::list(&args),
+        ["pipeline", "show"] => pipeline::show(&args, &positionals[0]),
+        ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),
         ["config", "check"] => config::check(&args),
         ["api"] => api::call(&args, &positionals[0]),
         ["job", "show"] => job::show(&args, &positionals[0]),

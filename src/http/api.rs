@@ -873,6 +873,7 @@ pub fn config_document(rt: &Runtime, settings: &Settings) -> Value {
             })).collect::<Vec<_>>(),
         },
         "plugins": plugins,
+        "compiled_routes": rt.graph.describe(),
         "other": extra,
     })
 }

@@ -19,6 +19,7 @@ mod http;
 mod limits;
 mod openapi;
 mod pipelines;
+mod pipeline_views;
 mod scheduler;
 mod support;
 mod tools;
