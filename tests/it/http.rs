@@ -402,7 +402,11 @@ fn bad_requests_get_their_status_and_enqueue_nothing() {
             "RFC 3339",
         ),
         (get(&a.api, "/job/nope", Some(ADMIN)), 404, "no job"),
-        (post("/pipeline/anything", "{}"), 404, "no route"),
+        (
+            post("/pipeline/anything", "{}"),
+            404,
+            "no pipeline `anything`",
+        ),
     ];
     for (r, status, needle) in &cases {
         assert_eq!(r.status, *status, "{needle}: {}", r.text());

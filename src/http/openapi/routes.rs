@@ -138,6 +138,12 @@ const PLUGIN: Param = path("plugin", "Plugin instance name (a key under `plugins
 const COMMAND: Param = path("command", "Command declared in the plugin's manifest.");
 const NAME: Param = path("name", "Plugin instance name (a key under `plugins:`).");
 const JOB_ID: Param = path("id", "Job id.");
+const PIPELINE: Param = path("name", "Pipeline name (`pipelines[].name`).");
+const ASYNC: Param = query(
+    "async",
+    Kind::Boolean,
+    "Answer 202 at once even for a synchronous pipeline.",
+);
 
 /// Accepted by the `status` filters: the ledger's statuses and their aliases
 /// (`pending` = queued, `ok` = succeeded, `error` = failed).
@@ -214,6 +220,26 @@ pub static ROUTES: &[Route] = &[
         ok: json_reply(202, "JobAccepted"),
         // 405: with an empty `command` the path is `/plugin/{name}`, a GET.
         errors: &[E400, E401, E403, E404, E405, E413, E503],
+    },
+    Route {
+        method: "POST",
+        path: "/pipeline/{name}",
+        operation_id: "trigger_pipeline",
+        summary: "Start a named pipeline; a synchronous one answers when its whole tree has finished",
+        tag: "pipelines",
+        access: Access::Bearer,
+        params: &[PIPELINE, ASYNC],
+        request: Some("TriggerRequest"),
+        ok: json_reply(202, "PipelineAccepted"),
+        errors: &[
+            json_reply(200, "PipelineResult"),
+            E400,
+            E401,
+            E403,
+            E404,
+            E413,
+            E503,
+        ],
     },
     Route {
         method: "GET",
@@ -479,6 +505,7 @@ pub(super) const TAGS: &[(&str, &str)] = &[
     ),
     ("system", "Health, reload and configuration."),
     ("plugins", "Plugin details and direct command execution."),
+    ("pipelines", "Named pipelines started on demand."),
     ("jobs", "The job ledger."),
     ("analytics", "Queue, outcome and latency figures."),
     ("events", "Live event stream."),

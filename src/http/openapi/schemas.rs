@@ -315,6 +315,35 @@ pub(super) fn all() -> Map<String, Value> {
         ),
     );
     add(
+        "PipelineAccepted",
+        object(
+            &["job_id", "status"],
+            json!({
+                "job_id": { "type": "string", "description": "The tree's root job (plugin `pipeline`)." },
+                "status": { "type": "string", "description": "`queued`, or `running` when a synchronous wait timed out." },
+                "plugin": { "type": "string" },
+                "command": { "type": "string" },
+                "timeout_exceeded": { "type": "boolean" },
+                "message": { "type": "string" },
+            }),
+        ),
+    );
+    add(
+        "PipelineResult",
+        object(
+            &["status"],
+            json!({
+                "job_id": { "type": "string" },
+                "status": { "type": "string", "description": "`succeeded` or `failed` for the whole tree; `skipped` when the pipeline's if: was false." },
+                "duration_ms": { "type": "integer", "minimum": 0 },
+                "result": { "description": "The response of the terminal step actually reached." },
+                "tree": { "type": "array", "items": reference("Job") },
+                "pipeline": { "type": "string" },
+                "message": { "type": "string" },
+            }),
+        ),
+    );
+    add(
         "JobAccepted",
         object(
             &["job_id", "status", "plugin", "command"],
