@@ -97,7 +97,8 @@ pub struct Route {
     pub request: Option<&'static str>,
     /// The success response.
     pub ok: Reply,
-    /// Every documented failure.
+    /// Every other documented answer: the failures, and a second success
+    /// where there is one (a synchronous pipeline's 200).
     pub errors: &'static [Reply],
 }
 

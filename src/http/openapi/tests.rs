@@ -84,8 +84,10 @@ fn routes_are_unique_and_their_schemas_exist() {
         {
             assert!(all.contains_key(name), "{name}");
         }
+        // The other answers: errors, and for a pipeline the 200 a
+        // synchronous run gives besides the 202.
         for e in route.errors {
-            assert!(e.status >= 400, "{}", route.path);
+            assert!(e.status != route.ok.status, "{}", route.path);
         }
     }
 }
@@ -325,6 +327,7 @@ fn whole_document_lists_core_and_plugin_tags_and_resolves_every_ref() {
             "discovery",
             "system",
             "plugins",
+            "pipelines",
             "jobs",
             "analytics",
             "events",
