@@ -107,6 +107,16 @@ pub(super) const JITTER: Span = Span {
 pub(super) const API_THREADS: Counts = Counts { min: 1, max: 64 };
 /// `api.max_connections`: open connections per listener.
 pub(super) const API_MAX_CONNECTIONS: Counts = Counts { min: 1, max: 4096 };
+/// `api.max_concurrent_sync`: synchronous pipeline calls waiting at once.
+pub(super) const API_MAX_CONCURRENT_SYNC: Counts = Counts {
+    min: 1,
+    max: 10_000,
+};
+/// `api.max_sync_timeout`: the longest a synchronous call waits.
+pub(super) const API_MAX_SYNC_TIMEOUT: Span = Span {
+    min: secs(1),
+    max: secs(HOUR),
+};
 /// `api.max_event_streams`: 0 turns the event stream off.
 pub(super) const API_MAX_EVENT_STREAMS: Counts = Counts { min: 0, max: 1024 };
 /// `api.max_body_size` and `webhooks.endpoints[].max_body_size`: a body is

@@ -143,8 +143,11 @@ pub struct Api {
     pub max_connections: usize,
     /// Event streams open at once (default 16, 0..=1024; 0 turns them off).
     pub max_event_streams: usize,
-    /// Keys under `api:` owned by later capabilities (`max_concurrent_sync`,
-    /// `max_sync_timeout`), kept uninterpreted.
+    /// Synchronous pipeline calls waiting at once (default 10, 1..=10000).
+    pub max_concurrent_sync: usize,
+    /// The longest a synchronous pipeline call waits (default 5m, 1s..=1h).
+    pub max_sync_timeout: Duration,
+    /// Keys under `api:` no capability reads, kept uninterpreted.
     pub extra: serde_json::Value,
 }
 
@@ -163,6 +166,8 @@ impl Default for Api {
             threads: 4,
             max_connections: 256,
             max_event_streams: 16,
+            max_concurrent_sync: 10,
+            max_sync_timeout: Duration::from_secs(300),
             extra: serde_json::Value::Object(serde_json::Map::new()),
         }
     }

@@ -455,22 +455,6 @@ fn trigger_payload(req: &Req) -> Result<Value, Reply> {
     })
 }
 
-/// `api.max_concurrent_sync` (default 10) and `api.max_sync_timeout`
-/// (default 5m) from the `api:` section.
-fn sync_limits(rt: &Runtime) -> (usize, std::time::Duration) {
-    let extra = &rt.config.api.extra;
-    let max = extra
-        .get("max_concurrent_sync")
-        .and_then(Value::as_u64)
-        .map_or(10, |n| n as usize);
-    let cap = extra
-        .get("max_sync_timeout")
-        .and_then(Value::as_str)
-        .and_then(|t| crate::config::duration::parse(t).ok())
-        .unwrap_or(std::time::Duration::from_secs(300));
-    (max, cap)
-}
-
 fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     check_query(c.req, &["async"])?;
     let name = c.param(0).to_string();
@@ -500,7 +484,10 @@ fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
             ),
         ));
     }
-    let (max_waiting, cap) = sync_limits(&rt);
+    let (max_waiting, cap) = (
+        rt.config.api.max_concurrent_sync,
+        rt.config.api.max_sync_timeout,
+    );
     if sync && !c.svc.bridge.admit(max_waiting) {
         return Err(Reply::error(
             503,

@@ -127,7 +127,7 @@ fn deep_flow_nesting_is_refused_with_its_position() {
     );
 }
 
-const INACTIVE_BODY: &str = "service:\n  strict_mode: true\napi:\n  max_concurrent_sync: 10\nremote_ingress:\n  listen_path: /ingest\n";
+const INACTIVE_BODY: &str = "service:\n  strict_mode: true\n  preferred_window: x\nremote_ingress:\n  listen_path: /ingest\n";
 
 #[test]
 fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
@@ -136,7 +136,7 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         run.stdout,
         format!(
-            "warning: {f}: remote_ingress: parsed but not yet active\nwarning: {f}: api.max_concurrent_sync: parsed but not yet active\nconfig ok: 1 file(s), 1 plugin(s) loaded, 2 warning(s)\n",
+            "warning: {f}: remote_ingress: parsed but not yet active\nwarning: {f}: service.preferred_window: parsed but not yet active\nconfig ok: 1 file(s), 1 plugin(s) loaded, 2 warning(s)\n",
             f = file.display()
         )
     );
@@ -150,7 +150,7 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
                 file.display()
             ),
             format!(
-                "{}: api.max_concurrent_sync: parsed but not yet active",
+                "{}: service.preferred_window: parsed but not yet active",
                 file.display()
             ),
         ])
@@ -173,7 +173,7 @@ fn the_daemon_starts_under_strict_mode_and_warns_about_inactive_keys_at_start_an
     let (dir, file) = echo_with("inactive-daemon", INACTIVE_BODY);
     let daemon = dir.start();
     let warning = format!(
-        "{}: api.max_concurrent_sync: parsed but not yet active",
+        "{}: service.preferred_window: parsed but not yet active",
         file.display()
     );
     let count = |daemon: &crate::support::Daemon| {

@@ -5,8 +5,8 @@ use serde_yaml::Value;
 use super::super::limits;
 use super::super::{Api, ApiToken, ConfigError};
 use super::{
-    Ctx, expect_list, expect_mapping, read_flag, read_in, read_key, read_size, read_strings,
-    read_text, to_json,
+    Ctx, expect_list, expect_mapping, read_flag, read_in, read_key, read_size, read_span,
+    read_strings, read_text, to_json,
 };
 use crate::secret::Secret;
 
@@ -50,8 +50,13 @@ pub(super) fn build_api(ctx: &mut Ctx, value: Option<&Value>) -> Result<Api, Con
             "max_event_streams" => {
                 api.max_event_streams = read_in(ctx, value, &path, limits::API_MAX_EVENT_STREAMS)?;
             }
-            // `max_concurrent_sync` and `max_sync_timeout` belong to synchronous
-            // pipelines, which have not landed.
+            "max_concurrent_sync" => {
+                api.max_concurrent_sync =
+                    read_in(ctx, value, &path, limits::API_MAX_CONCURRENT_SYNC)?;
+            }
+            "max_sync_timeout" => {
+                api.max_sync_timeout = read_span(ctx, value, &path, limits::API_MAX_SYNC_TIMEOUT)?;
+            }
             _ => {
                 ctx.note_inactive(&path);
                 extra.insert(key, to_json(ctx, value, &path)?);
