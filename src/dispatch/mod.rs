@@ -260,6 +260,44 @@ pub fn execute_then_claim(
         }
         _ => Vec::new(),
     };
+    let mut children = children;
+    // A root job of a plugin that opted in starts its lifecycle hooks.
+    let terminal = match &decision {
+        Decision::Succeeded => Some(JobStatus::Succeeded),
+        Decision::Terminal(s) => Some(*s),
+        Decision::Exhausted(_) => Some(JobStatus::Dead),
+        Decision::Retry { .. } => None,
+    };
+    if let (Some(status), None, true) =
+        (terminal, &job.parent_job_id, plugin.conf.notify_on_complete)
+    {
+        let message = last_error.clone().unwrap_or_else(|| match &kind {
+            OutcomeKind::Succeeded(r) => r
+                .result
+                .as_ref()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .unwrap_or_default(),
+            _ => String::new(),
+        });
+        let fields = serde_json::json!({
+            "plugin": job.plugin,
+            "command": job.command,
+            "message": message,
+            "text": message,
+            "error": last_error,
+            "status": status.as_str(),
+            "attempt": job.attempt,
+            "duration_ms": duration.as_millis() as u64,
+            "job_id": job.id,
+        });
+        children.extend(crate::router::engine::after_terminal(
+            rt,
+            &job.plugin,
+            status,
+            fields,
+            now,
+        ));
+    }
     let subs = match kind {
         OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => {
             if r.subs_dropped > 0 {

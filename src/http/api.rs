@@ -501,6 +501,7 @@ fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         &rt,
         p,
         payload,
+        "api.trigger",
         "api",
         SubmittedBy::Api,
         now,

@@ -230,12 +230,13 @@ pub fn start_pipeline(
     rt: &Runtime,
     p: &Pipeline,
     payload: Value,
+    event_type: &str,
     source: &str,
     submitted_by: SubmittedBy,
     now: DateTime<Utc>,
 ) -> Result<Vec<Child>, String> {
     let event = complete_event(
-        &json!({"type": format!("{source}.trigger"), "payload": payload}),
+        &json!({"type": event_type, "payload": payload}),
         source,
         None,
         now,
@@ -496,4 +497,42 @@ fn plan_hop(
             }
         }
     }
+}
+
+/// What a finished root job of a plugin with `notify_on_complete: true`
+/// starts: every `on-hook:` pipeline for its terminal `status` (`job.failed`
+/// covers `dead` too), each as a fresh tree. `fields` is the hook payload.
+pub fn after_terminal(
+    rt: &Runtime,
+    plugin: &str,
+    status: crate::store::queue::JobStatus,
+    fields: Value,
+    now: DateTime<Utc>,
+) -> Vec<Child> {
+    use crate::config::pipeline::Hook;
+    use crate::store::queue::JobStatus;
+    let signal = match status {
+        JobStatus::Succeeded => Hook::JobCompleted,
+        JobStatus::Failed | JobStatus::Dead => Hook::JobFailed,
+        JobStatus::TimedOut => Hook::JobTimedOut,
+        _ => return Vec::new(),
+    };
+    let mut plan = Vec::new();
+    for entry in rt.graph.entries_for_hook(signal, plugin) {
+        if let super::graph::Entry::Pipeline(p) = entry {
+            match start_pipeline(
+                rt,
+                p,
+                fields.clone(),
+                signal.as_str(),
+                "hook",
+                SubmittedBy::System,
+                now,
+            ) {
+                Ok(children) => plan.extend(children),
+                Err(why) => log::debug!(plugin = plugin; "{why}"),
+            }
+        }
+    }
+    plan
 }

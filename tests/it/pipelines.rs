@@ -280,3 +280,65 @@ fn a_synchronous_pipeline_answers_with_its_last_steps_result() {
     assert!(a.text().contains("did you mean"));
     drop(r.daemon);
 }
+
+#[test]
+fn hooks_fire_once_for_opted_in_root_jobs_as_fresh_trees() {
+    let r = start(
+        "pipe-hooks",
+        "pipelines:\n  - name: on_failure\n    on-hook: job.failed\n    steps:\n      - uses: e\n",
+        "  f:\n    uses: pipe_step\n    notify_on_complete: true\n    config:\n      name: f\n      fail: true\n  g:\n    uses: pipe_step\n    config:\n      name: g\n      fail: true\n",
+    );
+    let trigger = |plugin: &str| {
+        let a = call(
+            &r.api,
+            "POST",
+            &format!("/plugin/{plugin}/handle"),
+            Some(ADMIN),
+            Some("{}"),
+        );
+        assert_eq!(a.status, 202, "{}", a.text());
+        a.json()["job_id"].as_str().unwrap().to_string()
+    };
+    let failing = trigger("f");
+    let silent = trigger("g");
+    let hooked = || {
+        r.dir
+            .count("SELECT COUNT(*) FROM job_queue WHERE plugin = 'e' AND status = 'succeeded'")
+    };
+    r.dir.wait_until(LONG, "the hook ran", || hooked() == 1);
+    // The hook's job saw the failure's fields, in a tree of its own.
+    let e_id = r
+        .dir
+        .text("SELECT id FROM job_queue WHERE plugin = 'e'")
+        .unwrap();
+    let job = get(&r.api, &format!("/job/{e_id}"), Some(ADMIN)).json();
+    let payload = received(&r, &job);
+    assert_eq!(payload["plugin"], "f");
+    assert_eq!(payload["status"], "failed");
+    assert_eq!(payload["job_id"], failing.as_str());
+    assert!(payload["error"].as_str().unwrap().contains("f failed"));
+    let root = job["parent_job_id"].as_str().unwrap().to_string();
+    assert_ne!(root, failing);
+    let root_job = get(&r.api, &format!("/job/{root}"), Some(ADMIN)).json();
+    assert_eq!(root_job["plugin"], "pipeline");
+    assert!(
+        root_job["parent_job_id"].is_null(),
+        "a hook tree is a fresh root"
+    );
+    // g did not opt in; wait for it to finish, then nothing more ran.
+    r.dir.wait_until(LONG, "g failed", || {
+        r.dir
+            .text(&format!(
+                "SELECT status FROM job_queue WHERE id = '{silent}'"
+            ))
+            .as_deref()
+            == Some("failed")
+    });
+    settled_tree(&r, &root);
+    assert_eq!(hooked(), 1);
+    assert_eq!(
+        r.dir
+            .count("SELECT COUNT(*) FROM job_queue WHERE plugin = 'pipeline'"),
+        1
+    );
+}

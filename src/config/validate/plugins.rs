@@ -164,9 +164,6 @@ fn build_plugin(
             }
             "notify_on_complete" => {
                 conf.notify_on_complete = read_flag(ctx, value, &path)?;
-                if conf.notify_on_complete {
-                    ctx.note_inactive(&path);
-                }
             }
             "schedules" => conf.schedules = build_schedules(ctx, value, &path)?,
             _ => {

@@ -383,10 +383,6 @@ fn keys_that_do_nothing_yet_are_noted_with_file_and_path() {
                 root.display()
             ),
             format!(
-                "{}: plugins.a.notify_on_complete: parsed but not yet active",
-                root.display()
-            ),
-            format!(
                 "{}: plugins.a.schedules[0].preferred_window: parsed but not yet active",
                 root.display()
             ),
