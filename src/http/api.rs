@@ -439,7 +439,10 @@ fn trigger_payload(req: &Req) -> Result<Value, Reply> {
             Some(other) => {
                 return Err(Reply::error(
                     400,
-                    &format!("`payload` must be a JSON object, not {}", json_kind(&other)),
+                    &format!(
+                        "`payload` must be a JSON object, not {}",
+                        crate::router::condition::kind(&other)
+                    ),
                 ));
             }
         },
@@ -448,7 +451,7 @@ fn trigger_payload(req: &Req) -> Result<Value, Reply> {
                 400,
                 &format!(
                     "the body must be a JSON object like {{\"payload\": {{...}}}}, not {}",
-                    json_kind(&other)
+                    crate::router::condition::kind(&other)
                 ),
             ));
         }
@@ -548,18 +551,6 @@ fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         root,
         deadline: started + wait,
     })
-}
-
-/// "an object", "a string"... for error messages.
-pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 // ------------------------------------------------------------------ jobs

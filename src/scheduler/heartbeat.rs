@@ -234,15 +234,7 @@ impl Heartbeat {
                 instants.len()
             );
             let fields = json!({"schedule": s.id, "why": why, "missed": missed.len()});
-            events::record(
-                &tx,
-                "scheduler.skipped",
-                Some(&s.plugin),
-                Some(&s.command),
-                None,
-                &fields,
-                now,
-            )?;
+            record_skipped(&tx, s, &fields, now)?;
         }
         if move_entry {
             if instants.is_empty() && !exhausted {
@@ -363,15 +355,7 @@ impl Heartbeat {
             report.skipped.push((s.plugin.clone(), s.id.clone(), why));
             let tx = queue::begin(&mut this.conn)?;
             let fields = json!({"schedule": s.id, "why": why, "due_at": format_ts(due)});
-            events::record(
-                &tx,
-                "scheduler.skipped",
-                Some(&s.plugin),
-                Some(&s.command),
-                None,
-                &fields,
-                now,
-            )?;
+            record_skipped(&tx, s, &fields, now)?;
             // A one-shot has no next occurrence to move to: it stays due and
             // fires on the first tick that allows it.
             if !s.is_one_shot() {
@@ -531,6 +515,24 @@ fn run_loop(
             default(wait) => {}
         }
     }
+}
+
+/// A `scheduler.skipped` event for schedule `s`, in the caller's transaction.
+fn record_skipped(
+    tx: &rusqlite::Transaction<'_>,
+    s: &Schedule,
+    fields: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    events::record(
+        tx,
+        "scheduler.skipped",
+        Some(&s.plugin),
+        Some(&s.command),
+        None,
+        fields,
+        now,
+    )
 }
 
 #[cfg(test)]
