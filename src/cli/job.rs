@@ -1,6 +1,7 @@
 //! `ductile job show|list|tree|logs`: jobs read straight from the ledger
 //! (a read-only connection), so they work with or without a running daemon
-//! and answer exactly what `GET /job…`, `/jobs` and `/job-logs` answer.
+//! and answer exactly what `GET /job…`, `/jobs` and `/job-logs` answer;
+//! `job retry` writes one job and wakes a running daemon.
 
 use serde_json::Value;
 
@@ -158,5 +159,66 @@ pub fn logs(args: &Args) -> Result<(), CliError> {
     let conn = ledger(args)?;
     let listed = jobs::logs(&conn, &q)?;
     print_list(args, &listed, "logs", "log records");
+    Ok(())
+}
+
+/// `ductile job retry <id>`: enqueues the resumed job and wakes a ready daemon
+/// (without one, the job waits in the queue for the next start).
+pub fn retry(args: &Args, id: &str) -> Result<(), CliError> {
+    use crate::store::queue::{self, RetryRefused, SubmittedBy};
+    let root = super::config_root(args)?;
+    let loaded = crate::config::load(&root)?;
+    let db = &loaded.config.state.path;
+    if args.dry_run {
+        let conn = store::open_read_only(db)?;
+        let Some(job) = jobs::job(&conn, id)? else {
+            return Err(CliError::Failed(format!("no job `{id}` in the ledger")));
+        };
+        let plan = serde_json::json!({"dry_run": true, "would_retry": job});
+        if args.json {
+            output::json(&plan);
+        } else {
+            output::text(&format!(
+                "dry run: would run job {id} again (nothing was changed)"
+            ));
+        }
+        return Ok(());
+    }
+    let mut conn = store::open(db, loaded.config.state.synchronous)?;
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let tx = queue::begin(&mut conn)?;
+    let new = match queue::retry_in(&tx, id, SubmittedBy::Cli, now) {
+        Ok(new) => new,
+        Err(RetryRefused::Missing) => {
+            return Err(CliError::Failed(format!("no job `{id}` in the queue")));
+        }
+        Err(RetryRefused::NotFailed(s)) => {
+            return Err(CliError::Failed(format!(
+                "job `{id}` is {s}: only a failed, timed-out or dead job can be retried"
+            )));
+        }
+        Err(RetryRefused::AlreadyRetried(earlier)) => {
+            return Err(CliError::Failed(format!(
+                "job `{id}` was already retried as `{earlier}`; retry that one if it failed"
+            )));
+        }
+        Err(RetryRefused::Store(e)) => return Err(e.into()),
+    };
+    tx.commit().map_err(|e| {
+        crate::store::StoreError::sqlite(format!("commit the retry of job {id}"), e)
+    })?;
+    let woke = crate::lock::ready_daemon(db).is_some_and(|d| d.signal(libc::SIGUSR1).is_ok());
+    if args.json {
+        output::json(
+            &serde_json::json!({"job_id": new, "status": "queued", "retry_of": id, "daemon_woken": woke}),
+        );
+    } else {
+        let when = if woke {
+            "the daemon runs it now"
+        } else {
+            "it runs when the daemon starts"
+        };
+        output::text(&format!("job {new} queued to resume job {id}; {when}"));
+    }
     Ok(())
 }

@@ -214,6 +214,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 1),
     },
     Verb {
+        path: &["job", "retry"],
+        args: "<job-id>",
+        about: "resume from a failed step: run a failed or dead job again with the event and context it first saw; its tree goes on from there",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["job", "logs"],
         args: "",
         about: "job log records, most recent first (--job, --plugin, --command, --status, --submitted-by, --from, --to, --query, --limit, --include-result)",
@@ -466,6 +473,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["job", "list"] => job::list(&args),
         ["job", "tree"] => job::tree(&args, &positionals[0]),
         ["job", "logs"] => job::logs(&args),
+        ["job", "retry"] => job::retry(&args, &positionals[0]),
         ["system", "start"] => system::start(&args),
         ["system", "status"] => system::status(&args),
         ["system", "reload"] => system::reload(&args),

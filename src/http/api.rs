@@ -77,6 +77,12 @@ const ROUTES: &[Route] = &[
         Scope(Area::Jobs, Level::Ro),
         job_tree,
     ),
+    route(
+        "POST",
+        "/job/{id}/retry",
+        Scope(Area::Jobs, Level::Rw),
+        job_retry,
+    ),
     route("GET", "/jobs", Scope(Area::Jobs, Level::Ro), jobs_list),
     route("GET", "/job-logs", Scope(Area::Jobs, Level::Ro), job_logs),
     route("GET", "/plugins", Public, plugins),
@@ -572,6 +578,47 @@ fn job_tree(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         Ok(Some(v)) => ok(Value::Array(v)),
         Ok(None) => Err(Reply::error(404, &format!("no job `{id}`"))),
         Err(e) => Err(store_reply(c.db, &e)),
+    }
+}
+
+fn job_retry(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &[])?;
+    let id = c.param(0).to_string();
+    let now = c.svc.clock.now();
+    let conn = c.conn()?;
+    let done = queue::begin(conn)
+        .map_err(queue::RetryRefused::Store)
+        .and_then(|tx| {
+            let new = queue::retry_in(&tx, &id, SubmittedBy::Api, now)?;
+            tx.commit().map_err(|e| {
+                queue::RetryRefused::Store(StoreError::sqlite(
+                    format!("commit the retry of job {id}"),
+                    e,
+                ))
+            })?;
+            Ok(new)
+        });
+    match done {
+        Ok(new) => {
+            c.svc.wake_dispatcher();
+            Ok(Reply::json(
+                202,
+                &json!({"job_id": new, "status": "queued", "retry_of": id}),
+            )
+            .into())
+        }
+        Err(queue::RetryRefused::Missing) => {
+            Err(Reply::error(404, &format!("no job `{id}` in the queue")))
+        }
+        Err(queue::RetryRefused::NotFailed(s)) => Err(Reply::error(
+            409,
+            &format!("job `{id}` is {s}: only a failed, timed-out or dead job can be retried"),
+        )),
+        Err(queue::RetryRefused::AlreadyRetried(earlier)) => Err(Reply::error(
+            409,
+            &format!("job `{id}` was already retried as `{earlier}`; retry that one if it failed"),
+        )),
+        Err(queue::RetryRefused::Store(e)) => Err(store_reply(c.db, &e)),
     }
 }
 

@@ -210,6 +210,7 @@ fn response(reply: &Reply, summary: &str) -> Value {
         403 => "The token lacks the scope this needs",
         404 => "Not found",
         405 => "Method not allowed on this path (see `Allow`)",
+        409 => "The job is not in a state that allows this",
         413 => "Request body too large",
         503 => "Unavailable for now (the ledger is busy, or too many streams are open); retry",
         _ => "See the status",

@@ -379,6 +379,92 @@ pub fn enqueue_in(
     Ok(Enqueued::Created(id))
 }
 
+/// Why a job cannot be retried.
+#[derive(Debug)]
+pub enum RetryRefused {
+    /// No such job in the queue (pruned, or never existed).
+    Missing,
+    /// It has not failed: its status now.
+    NotFailed(JobStatus),
+    /// It was retried already, as this job (retry that one if it failed too).
+    AlreadyRetried(String),
+    /// The ledger failed.
+    Store(StoreError),
+}
+
+/// Resume from a failed step: a new job with exactly the event and context
+/// the failed (or dead) job `id` first saw, child of that job, so the tree
+/// goes on from there once it succeeds; the failed rows stay as history.
+/// Returns the new job's id.
+pub fn retry_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    submitted_by: SubmittedBy,
+    now: DateTime<Utc>,
+) -> Result<String, RetryRefused> {
+    let row = tx
+        .prepare_cached(
+            "SELECT plugin, command, payload, status, max_attempts, dedupe_key, source_event_id, event_context_id FROM job_queue WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, JobStatus>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(|e| RetryRefused::Store(StoreError::sqlite(format!("read job {id}"), e)))?;
+    let Some((
+        plugin,
+        command,
+        payload,
+        status,
+        max_attempts,
+        dedupe_key,
+        source_event_id,
+        context,
+    )) = row
+    else {
+        return Err(RetryRefused::Missing);
+    };
+    if !matches!(
+        status,
+        JobStatus::Failed | JobStatus::Dead | JobStatus::TimedOut
+    ) {
+        return Err(RetryRefused::NotFailed(status));
+    }
+    // One resumption per failure, so a step never runs twice for one event.
+    let earlier: Option<String> = tx
+        .prepare_cached(
+            "SELECT id FROM job_queue WHERE parent_job_id = ?1 AND plugin = ?2 AND command = ?3 AND event_context_id IS ?4 LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![id, plugin, command, context], |r| r.get(0)).optional())
+        .map_err(|e| RetryRefused::Store(StoreError::sqlite(format!("look for retries of job {id}"), e)))?;
+    if let Some(earlier) = earlier {
+        return Err(RetryRefused::AlreadyRetried(earlier));
+    }
+    let payload = payload
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .unwrap_or(Value::Null);
+    let mut job = NewJob::new(&plugin, &command, payload, submitted_by, max_attempts);
+    job.parent_job_id = Some(id.to_string());
+    job.source_event_id = source_event_id;
+    job.event_context_id = context;
+    job.dedupe_key = dedupe_key;
+    job.dedupe_check = false;
+    match enqueue_in(tx, &job, Duration::ZERO, now).map_err(RetryRefused::Store)? {
+        Enqueued::Created(new) | Enqueued::Deduplicated(new) => Ok(new),
+    }
+}
+
 /// Inserts `job` and finishes it at once, in-process: a `core.switch`
 /// decision, a pipeline's root row, a hop refused before it could run (its
 /// `with:` or `baggage:` failed). The row goes queued → running → succeeded

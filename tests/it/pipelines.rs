@@ -342,3 +342,72 @@ fn hooks_fire_once_for_opted_in_root_jobs_as_fresh_trees() {
         1
     );
 }
+
+#[test]
+fn a_failed_step_resumes_with_its_event_and_the_tree_goes_on() {
+    let r = start(
+        "pipe-resume",
+        "pipelines:\n  - name: mend\n    on: go\n    steps:\n      - uses: a\n        baggage:\n          job.x: payload.x\n      - uses: flaky\n      - uses: c\n",
+        "  flaky:\n    uses: pipe_step\n    config:\n      name: flaky\n      fail: true\n",
+    );
+    let v = trigger(&r, "mend", json!({"x": 5}));
+    let root = v["job_id"].as_str().unwrap().to_string();
+    let tree = settled_tree(&r, &root);
+    let failed = by_plugin(&tree, "flaky")[0].clone();
+    assert_eq!(failed["status"], "failed");
+    assert!(by_plugin(&tree, "c").is_empty());
+    // Retrying a job that has not failed is refused.
+    let a_id = by_plugin(&tree, "a")[0]["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = call(
+        &r.api,
+        "POST",
+        &format!("/job/{a_id}/retry"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    // Fix the cause, reload, resume.
+    let path = r.dir.path.join("config.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("      fail: true\n", "      fail: false\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        call(&r.api, "POST", "/system/reload", Some(ADMIN), None).status,
+        200
+    );
+    let fid = failed["job_id"].as_str().unwrap();
+    let again = call(
+        &r.api,
+        "POST",
+        &format!("/job/{fid}/retry"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(again.status, 202, "{}", again.text());
+    assert_eq!(again.json()["retry_of"], fid);
+    r.dir.wait_until(LONG, "the tree went on", || {
+        r.dir
+            .count("SELECT COUNT(*) FROM job_queue WHERE plugin = 'c' AND status = 'succeeded'")
+            == 1
+    });
+    let tree = settled_tree(&r, &root);
+    let flaky = by_plugin(&tree, "flaky");
+    assert_eq!(flaky.len(), 2, "the failed row stays as history");
+    let resumed = flaky.iter().find(|j| j["status"] == "succeeded").unwrap();
+    assert_eq!(resumed["parent_job_id"], fid);
+    // Exactly the event it first saw, and the context (baggage) it had.
+    assert_eq!(received(&r, resumed), received(&r, &failed));
+    let c = received(&r, by_plugin(&tree, "c")[0]);
+    assert_eq!(c["trail"], json!(["a", "flaky"]));
+    assert_eq!(c["seen"]["job"]["x"], 5);
+    // Once is enough: the CLI verb says why it refuses a second resumption.
+    let cli = r.dir.run(&["job", "retry", fid]);
+    assert_eq!(cli.code, 1, "{cli:?}");
+    assert!(cli.stderr.contains("already retried"), "{}", cli.stderr);
+}

@@ -267,6 +267,28 @@ pub static ROUTES: &[Route] = &[
         errors: &[E400, E401, E403, E404, E503],
     },
     Route {
+        method: "POST",
+        path: "/job/{id}/retry",
+        operation_id: "retry_job",
+        summary: "Resume from a failed step: run the job again with the event and context it first saw",
+        tag: "jobs",
+        access: Access::Bearer,
+        params: &[JOB_ID],
+        request: None,
+        ok: json_reply(202, "RetryAccepted"),
+        // 405: with an empty `id` the path is `/job/retry`, a GET.
+        errors: &[
+            E400,
+            E401,
+            E403,
+            E404,
+            E405,
+            json_reply(409, "Error"),
+            E413,
+            E503,
+        ],
+    },
+    Route {
         method: "GET",
         path: "/jobs",
         operation_id: "list_jobs",

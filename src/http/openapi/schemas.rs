@@ -315,6 +315,17 @@ pub(super) fn all() -> Map<String, Value> {
         ),
     );
     add(
+        "RetryAccepted",
+        object(
+            &["job_id", "status", "retry_of"],
+            json!({
+                "job_id": { "type": "string", "description": "The new job." },
+                "status": { "type": "string" },
+                "retry_of": { "type": "string", "description": "The failed job it resumes." },
+            }),
+        ),
+    );
+    add(
         "PipelineAccepted",
         object(
             &["job_id", "status"],
