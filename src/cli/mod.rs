@@ -214,6 +214,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 1),
     },
     Verb {
+        path: &["pipeline", "run"],
+        args: "<name>",
+        about: "start a pipeline now (--payload JSON); --wait waits for its whole tree and reports the terminal step's result",
+        flags: &["payload", "payload-file", "wait"],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["job", "retry"],
         args: "<job-id>",
         about: "resume from a failed step: run a failed or dead job again with the event and context it first saw; its tree goes on from there",
@@ -271,7 +278,7 @@ const VALUE_FLAGS: &[&str] = &[
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header"];
 /// Verb flags without a value.
-const BOOL_FLAGS: &[&str] = &["include-result"];
+const BOOL_FLAGS: &[&str] = &["include-result", "wait"];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
@@ -474,6 +481,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["job", "tree"] => job::tree(&args, &positionals[0]),
         ["job", "logs"] => job::logs(&args),
         ["job", "retry"] => job::retry(&args, &positionals[0]),
+        ["pipeline", "run"] => pipeline::run(&args, &positionals[0]),
         ["system", "start"] => system::start(&args),
         ["system", "status"] => system::status(&args),
         ["system", "reload"] => system::reload(&args),

@@ -339,3 +339,107 @@ fn list_text(v: Option<&Value>) -> String {
         _ => "-".into(),
     }
 }
+
+/// How long `pipeline run --wait` waits when the pipeline sets no timeout.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `ductile pipeline run <name> [--payload JSON] [--wait]`: writes the tree's
+/// root and entry hops to the ledger (as `POST /pipeline/{name}` does) and
+/// wakes a running daemon; with `--wait`, reports when the whole tree is done.
+pub fn run(args: &Args, name: &str) -> Result<(), CliError> {
+    use crate::store::{self, jobs, queue};
+    let rt = load(args)?;
+    let p = find(&rt.graph, name)?;
+    let payload = super::run::read_payload(args)?.unwrap_or_else(|| json!({}));
+    let clock = crate::clock::SystemClock;
+    let now = crate::clock::Clock::now(&clock);
+    let plan = match crate::router::engine::start_pipeline(
+        &rt,
+        p,
+        payload,
+        "cli.trigger",
+        "cli",
+        queue::SubmittedBy::Cli,
+        now,
+    ) {
+        Ok(plan) => plan,
+        Err(why) => {
+            if args.json {
+                output::json(&json!({"status": "skipped", "pipeline": name, "message": why}));
+            } else {
+                output::text(&why);
+            }
+            return Ok(());
+        }
+    };
+    let tree_root = plan
+        .first()
+        .and_then(|c| c.job.id.clone())
+        .unwrap_or_default();
+    if args.dry_run {
+        let jobs: Vec<Value> = plan
+            .iter()
+            .map(|c| json!({"plugin": c.job.plugin, "command": c.job.command, "payload": c.job.payload}))
+            .collect();
+        output::json(&json!({"dry_run": true, "pipeline": name, "would_enqueue": jobs}));
+        return Ok(());
+    }
+    let db = &rt.config.state.path;
+    let mut conn = store::open(db, rt.config.state.synchronous)?;
+    let tx = queue::begin(&mut conn)?;
+    crate::store::completion::insert_children(&tx, &plan, rt.config.service.dedupe_ttl, now)?;
+    tx.commit().map_err(|e| {
+        crate::store::StoreError::sqlite(format!("commit the start of pipeline {name}"), e)
+    })?;
+    let woke = crate::lock::ready_daemon(db).is_some_and(|d| d.signal(libc::SIGUSR1).is_ok());
+    if args.flag("wait").is_none() {
+        if args.json {
+            output::json(
+                &json!({"job_id": tree_root, "status": "queued", "pipeline": name, "daemon_woken": woke}),
+            );
+        } else {
+            let when = if woke {
+                "the daemon runs it now"
+            } else {
+                "it runs when the daemon starts"
+            };
+            output::text(&format!(
+                "pipeline {name} started as job {tree_root}; {when}"
+            ));
+        }
+        return Ok(());
+    }
+    if !woke {
+        return Err(CliError::Failed(format!(
+            "pipeline {name} is queued as job {tree_root}, but no daemon is running to run it (start one with `ductile system start`)"
+        )));
+    }
+    let deadline = std::time::Instant::now() + p.timeout.unwrap_or(WAIT);
+    let mut pause = std::time::Duration::from_millis(20);
+    let done = loop {
+        if let Some(done) = jobs::settled(&conn, &tree_root)? {
+            break done;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CliError::Failed(format!(
+                "pipeline {name} (job {tree_root}) is still running; follow it with `ductile job tree {tree_root}`"
+            )));
+        }
+        // The daemon writes the tree; a short growing pause keeps the wait cheap.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+    };
+    let ok = done["status"] == "succeeded";
+    if args.json {
+        let mut v = done;
+        v["job_id"] = json!(tree_root);
+        output::json(&v);
+    } else {
+        output::text(&format!(
+            "pipeline {name} (job {tree_root}) {}: {}",
+            done["status"].as_str().unwrap_or("-"),
+            done["result"]
+        ));
+    }
+    if ok { Ok(()) } else { Err(CliError::Exit(1)) }
+}

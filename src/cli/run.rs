@@ -102,7 +102,8 @@ fn find_plugin<'a>(
     Err(CliError::Failed(format!("unknown plugin `{name}`{hint}")))
 }
 
-fn read_payload(args: &Args) -> Result<Option<Value>, CliError> {
+/// The `--payload` / `--payload-file` object, if given.
+pub(super) fn read_payload(args: &Args) -> Result<Option<Value>, CliError> {
     let (text, source) = match (args.flag("payload"), args.flag("payload-file")) {
         (Some(_), Some(_)) => {
             return Err(CliError::Usage(

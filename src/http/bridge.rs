@@ -147,14 +147,14 @@ fn run(conn: &Connection, rx: &Receiver<Msg>, pending: &AtomicUsize) {
             None => Some(rx.recv().unwrap_or(Msg::Stop)),
         };
         match msg {
-            Some(Msg::Wait { root, waiter }) => match settle(conn, &root) {
+            Some(Msg::Wait { root, waiter }) => match jobs::settled(conn, &root) {
                 Ok(Some(answer)) => done(*waiter, &root, answer),
                 Ok(None) => waiting.entry(root).or_default().push(*waiter),
                 Err(e) => fail(*waiter, &e),
             },
             Some(Msg::Wake(root)) => {
                 if waiting.contains_key(&root) {
-                    match settle(conn, &root) {
+                    match jobs::settled(conn, &root) {
                         Ok(Some(answer)) => {
                             for w in waiting.remove(&root).unwrap_or_default() {
                                 done(w, &root, answer.clone());
@@ -196,37 +196,6 @@ fn run(conn: &Connection, rx: &Receiver<Msg>, pending: &AtomicUsize) {
             }
         }
     }
-}
-
-/// The finished tree's answer, or None while any job of it is queued or running.
-fn settle(conn: &Connection, root: &str) -> Result<Option<Value>, StoreError> {
-    let Some(tree) = jobs::tree(conn, root)? else {
-        return Ok(None);
-    };
-    let open = |j: &Value| matches!(j["status"].as_str(), Some("queued" | "running"));
-    if tree.iter().any(open) {
-        return Ok(None);
-    }
-    let failed = tree
-        .iter()
-        .any(|j| j["status"].as_str() != Some("succeeded"));
-    // The terminal step actually reached: the last job to complete that is
-    // not a decision hop.
-    let last = tree
-        .iter()
-        .filter(|j| j["plugin"].as_str() != Some(crate::router::graph::SWITCH))
-        .max_by(|a, b| {
-            a["completed_at"]
-                .as_str()
-                .unwrap_or("")
-                .cmp(b["completed_at"].as_str().unwrap_or(""))
-        });
-    let result = last.map_or(Value::Null, |j| j["result"].clone());
-    Ok(Some(json!({
-        "status": if failed { "failed" } else { "succeeded" },
-        "result": result,
-        "tree": tree,
-    })))
 }
 
 fn answer_done(w: Waiter, root: &str, mut answer: Value) {

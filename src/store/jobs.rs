@@ -320,3 +320,35 @@ pub fn logs(conn: &Connection, q: &LogQuery) -> Result<Value, StoreError> {
     })()
     .map_err(|e| StoreError::sqlite("list job logs", e))
 }
+
+/// A finished tree's outcome (`{status, result, tree}`), or None while any
+/// job of it is queued or running. `status` is `succeeded` when every job
+/// succeeded, else `failed`; `result` is the response of the terminal step
+/// actually reached (the last job to complete that is not a decision hop).
+pub fn settled(conn: &Connection, root: &str) -> Result<Option<Value>, StoreError> {
+    let Some(tree) = tree(conn, root)? else {
+        return Ok(None);
+    };
+    let open = |j: &Value| matches!(j["status"].as_str(), Some("queued" | "running"));
+    if tree.iter().any(open) {
+        return Ok(None);
+    }
+    let failed = tree
+        .iter()
+        .any(|j| j["status"].as_str() != Some("succeeded"));
+    let last = tree
+        .iter()
+        .filter(|j| j["plugin"].as_str() != Some("core.switch"))
+        .max_by(|a, b| {
+            a["completed_at"]
+                .as_str()
+                .unwrap_or("")
+                .cmp(b["completed_at"].as_str().unwrap_or(""))
+        });
+    let result = last.map_or(Value::Null, |j| j["result"].clone());
+    Ok(Some(json!({
+        "status": if failed { "failed" } else { "succeeded" },
+        "result": result,
+        "tree": tree,
+    })))
+}

@@ -411,3 +411,37 @@ fn a_failed_step_resumes_with_its_event_and_the_tree_goes_on() {
     assert_eq!(cli.code, 1, "{cli:?}");
     assert!(cli.stderr.contains("already retried"), "{}", cli.stderr);
 }
+
+#[test]
+fn pipeline_run_starts_a_tree_and_waits_for_it() {
+    let r = start(
+        "pipe-cli",
+        "pipelines:\n  - name: two\n    on: go\n    steps:\n      - uses: a\n      - uses: b\n",
+        "",
+    );
+    let v = r
+        .dir
+        .run(&[
+            "pipeline",
+            "run",
+            "two",
+            "--payload",
+            r#"{"x":2}"#,
+            "--wait",
+            "--json",
+        ])
+        .code(0)
+        .json();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["result"]["result"], "b done");
+    assert_eq!(v["tree"].as_array().unwrap().len(), 3);
+    let root = v["job_id"].as_str().unwrap();
+    let b = by_plugin(v["tree"].as_array().unwrap(), "b")[0].clone();
+    assert_eq!(received(&r, &b)["x"], 2);
+    assert_eq!(
+        get(&r.api, &format!("/job/{root}"), Some(ADMIN)).json()["plugin"],
+        "pipeline"
+    );
+    let bad = r.dir.run(&["pipeline", "run", "tow"]).code(1);
+    assert!(bad.stderr.contains("did you mean"), "{}", bad.stderr);
+}
