@@ -12,6 +12,14 @@ pub fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .map(|(_, candidate)| candidate)
 }
 
+/// `; did you mean `x`?` for the closest known name, or nothing: the tail
+/// every "unknown name" message shares.
+pub fn hint(key: &str, known: &[&str]) -> String {
+    closest(key, known)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
 /// Optimal string alignment distance: insertions, deletions, substitutions and
 /// adjacent transpositions each cost one.
 pub fn edit_distance(a: &str, b: &str) -> usize {

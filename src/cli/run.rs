@@ -29,9 +29,7 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        let hint = crate::suggest::closest(command, &names)
-            .map(|c| format!("; did you mean `{c}`?"))
-            .unwrap_or_default();
+        let hint = crate::suggest::hint(command, &names);
         return Err(CliError::Usage(format!(
             "plugin `{name}` has no command `{command}` (it declares: {}){hint}",
             names.join(", ")

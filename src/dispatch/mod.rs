@@ -232,8 +232,11 @@ pub fn execute_then_claim(
     );
     let status_label = stopwatch_status(&kind);
     // What the job's events start: computed before the transaction, written in it.
+    // A config without pipelines or routes routes nothing: no event is
+    // copied or completed for a job outside a tree.
+    let routes = !rt.graph.is_empty() || context_row.is_some();
     let children = match (&decision, &kind) {
-        (Decision::Succeeded, OutcomeKind::Succeeded(r)) => {
+        (Decision::Succeeded, OutcomeKind::Succeeded(r)) if routes => {
             let events: Vec<Value> = r
                 .events
                 .iter()

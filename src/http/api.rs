@@ -295,9 +295,7 @@ fn ai_plugin(_: &mut Ctx<'_>) -> Result<Outcome, Reply> {
 
 fn unknown_plugin(rt: &Runtime, name: &str) -> Reply {
     let names: Vec<&str> = rt.registry.plugins().map(|p| p.name.as_str()).collect();
-    let hint = crate::suggest::closest(name, &names)
-        .map(|c| format!("; did you mean `{c}`?"))
-        .unwrap_or_default();
+    let hint = crate::suggest::hint(name, &names);
     Reply::error(404, &format!("no plugin `{name}` is loaded{hint}"))
 }
 
@@ -367,17 +365,13 @@ const STANDARD_COMMANDS: &[&str] = &["poll", "handle", "health", "init"];
 
 fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     // Who asks comes first: an anonymous caller learns nothing about plugins.
-    if let Err(e) = c.rt.tokens.authorize(
-        c.req.header("authorization"),
-        &Need::Area(Area::Plugin, Level::Ro),
-    ) {
-        if e.status() == 401 {
-            return Err(auth_reply(&e));
-        }
-    }
+    let rt = c.rt.clone();
+    let caller = rt
+        .tokens
+        .identify(c.req.header("authorization"))
+        .map_err(|e| auth_reply(&e))?;
     let name = c.param(0).to_string();
     let command = c.param(1).to_string();
-    let rt = c.rt.clone();
     let Some(p) = rt.registry.get(&name) else {
         return Err(unknown_plugin(&rt, &name));
     };
@@ -399,10 +393,12 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         };
         return Err(Reply::error(status, &msg));
     };
-    c.authorize(&Need::Plugin {
-        plugin: name.clone(),
-        write: spec.kind == CommandKind::Write,
-    })?;
+    caller
+        .allows(&Need::Plugin {
+            plugin: name.clone(),
+            write: spec.kind == CommandKind::Write,
+        })
+        .map_err(|e| auth_reply(&e))?;
     let payload = trigger_payload(c.req)?;
     let now = c.svc.clock.now();
     let envelope = if command == "handle" {
@@ -431,7 +427,7 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
 }
 
 /// The answer when the intake writer could not commit (already logged).
-fn intake_failed() -> Reply {
+pub(super) fn intake_failed() -> Reply {
     Reply::error(503, "the job could not be recorded; retry").with("Retry-After", "1".into())
 }
 
@@ -475,9 +471,7 @@ fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        let hint = crate::suggest::closest(&name, &names)
-            .map(|c| format!("; did you mean `{c}`?"))
-            .unwrap_or_default();
+        let hint = crate::suggest::hint(&name, &names);
         return Err(Reply::error(404, &format!("no pipeline `{name}`{hint}")));
     };
     let force_async = parse_bool(c.req, "async")?;

@@ -211,6 +211,24 @@ struct Entry {
     secret: Option<Secret<String>>,
 }
 
+/// A known token, before its scopes are checked.
+pub struct Identity<'t> {
+    entry: &'t Entry,
+}
+
+impl Identity<'_> {
+    /// The caller when one of the token's scopes grants `need`, else 403.
+    pub fn allows(&self, need: &Need) -> Result<Caller, AuthError> {
+        if self.entry.scopes.iter().any(|scope| scope.grants(need)) {
+            Ok(Caller {
+                name: self.entry.name.clone(),
+            })
+        } else {
+            Err(AuthError::Forbidden)
+        }
+    }
+}
+
 /// The tokens of one config snapshot, ready to authorise requests.
 pub struct Tokens {
     entries: Vec<Entry>,
@@ -315,6 +333,12 @@ impl Tokens {
                 name: "anonymous".to_string(),
             });
         }
+        self.identify(authorization_header)?.allows(need)
+    }
+
+    /// The token a request presents (401 when missing or unknown), for a
+    /// handler that learns what it needs only after looking the request up.
+    pub fn identify(&self, authorization_header: Option<&[u8]>) -> Result<Identity<'_>, AuthError> {
         let header = authorization_header.ok_or(AuthError::Missing)?;
         let token = bearer(header).ok_or(AuthError::Unknown)?;
         let presented = blake3::hash(token);
@@ -327,14 +351,9 @@ impl Tokens {
                 found = Some(entry);
             }
         }
-        let entry = found.ok_or(AuthError::Unknown)?;
-        if entry.scopes.iter().any(|scope| scope.grants(need)) {
-            Ok(Caller {
-                name: entry.name.clone(),
-            })
-        } else {
-            Err(AuthError::Forbidden)
-        }
+        found
+            .map(|entry| Identity { entry })
+            .ok_or(AuthError::Unknown)
     }
 }
 

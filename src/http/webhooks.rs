@@ -136,11 +136,7 @@ fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
             Reply::json(200, &json!({"job_id": id, "status": "duplicate"})),
             "duplicate",
         ),
-        Ok(Written::Plan(_)) | Err(_) => (
-            Reply::error(503, "the job could not be recorded; retry")
-                .with("Retry-After", "1".into()),
-            "error",
-        ),
+        Ok(Written::Plan(_)) | Err(_) => (super::api::intake_failed(), "error"),
     }
 }
 

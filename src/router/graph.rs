@@ -281,6 +281,11 @@ impl RouteGraph {
             .collect()
     }
 
+    /// Whether there is nothing to route: no pipeline and no route.
+    pub fn is_empty(&self) -> bool {
+        self.pipelines.is_empty() && self.routes.is_empty()
+    }
+
     /// The pipeline called `name`.
     pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
         self.pipeline_index.get(name).map(|&i| &self.pipelines[i])

@@ -198,10 +198,7 @@ impl Plugins<'_> {
         if self.config.plugins.contains_key(name) {
             return Ok(());
         }
-        let hint = match crate::suggest::closest(name, &self.names) {
-            Some(near) => format!("; did you mean `{near}`?"),
-            None => String::new(),
-        };
+        let hint = crate::suggest::hint(name, &self.names);
         Err(at.error(format!("`{name}` is not a configured plugin{hint}")))
     }
 
@@ -277,10 +274,7 @@ fn check_steps(
                 if !by_name.contains_key(target.as_str()) {
                     let mut names: Vec<&str> = by_name.keys().copied().collect();
                     names.sort_unstable();
-                    let hint = match crate::suggest::closest(target, &names) {
-                        Some(near) => format!("; did you mean `{near}`?"),
-                        None => String::new(),
-                    };
+                    let hint = crate::suggest::hint(target, &names);
                     let at = Place::new(&step.file, &format!("{}.call", step.origin));
                     return Err(at.error(format!("`{target}` names no pipeline{hint}")));
                 }
