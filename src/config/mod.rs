@@ -152,7 +152,7 @@ pub struct Api {
 }
 
 /// The default body cap of the API and of each webhook endpoint (1 MiB).
-const DEFAULT_BODY_SIZE: usize = 1024 * 1024;
+pub const DEFAULT_BODY_SIZE: usize = 1024 * 1024;
 
 impl Default for Api {
     /// The API off, on `127.0.0.1:8080`, with no tokens and the default limits.

@@ -157,7 +157,7 @@ fn auth_reply(e: &AuthError) -> Reply {
 fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
     log::error!(target: "http", "ledger error: {e}");
     db.reset();
-    if e.to_string().contains("locked") || e.to_string().contains("busy") {
+    if e.is_busy() {
         Reply::error(503, "the ledger is busy; retry").with("Retry-After", "1".into())
     } else {
         Reply::error(500, "internal error reading or writing the ledger")

@@ -143,13 +143,20 @@ impl Settings {
     /// The limits a listener for `surface` enforces. Body limits follow
     /// reloads: they are looked up in the snapshot in force per request.
     pub fn limits(&self, surface: Surface, cell: Arc<RuntimeCell>) -> tiny_http::Limits {
+        // Read straight from the config in force: connection threads come and
+        // go, and none of them needs the rest of the settings.
         let max_body: Arc<dyn Fn(&str) -> usize + Send + Sync> = match surface {
-            Surface::Api => Arc::new(move |_| Settings::of(&cell.current()).api.max_body_size),
+            Surface::Api => Arc::new(move |_| cell.current().config.api.max_body_size),
             Surface::Webhooks => Arc::new(move |url: &str| {
                 let path = url.split_once('?').map_or(url, |(p, _)| p);
-                let s = Settings::of(&cell.current());
                 // An unknown path is answered 404 whatever its body.
-                s.endpoint(path).map_or(1024 * 1024, |e| e.max_body_size)
+                cell.current()
+                    .config
+                    .webhooks
+                    .endpoints
+                    .iter()
+                    .find(|e| e.path == path)
+                    .map_or(crate::config::DEFAULT_BODY_SIZE, |e| e.max_body_size)
             }),
         };
         tiny_http::Limits {
