@@ -170,10 +170,20 @@ pub fn between(
         };
         let row = if take_transition { t.next() } else { s.next() };
         let Some(row) = row else { break };
+        let before = cursor;
         if take_transition {
             cursor.transitions = row.id;
         } else {
             cursor.system = row.id;
+        }
+        if let Some(data) = row.preflight {
+            // Stamped with the position before its row: a client that saw it
+            // but not the row's own event replays both, never loses one.
+            out.push(Event {
+                cursor: before,
+                kind: PREFLIGHT.to_string(),
+                data,
+            });
         }
         out.push(Event {
             cursor,
@@ -190,7 +200,19 @@ struct Row {
     at: String,
     kind: String,
     data: Value,
+    /// A claim's `job.preflight` event, sent just before its `job.started`.
+    preflight: Option<Value>,
 }
+
+/// The kind of the event that reports a claim's preflight decision. Its
+/// frame carries no SSE id: a client's last id stays the event before it, so
+/// a client that resumes there is sent the preflight again with its claim.
+pub const PREFLIGHT: &str = "job.preflight";
+
+/// The reason a settled row's claim carries when its preflight failed (a
+/// `with:` remap, a baggage claim or a relay that could not be made): the
+/// job never ran, and the stream reports the preflight as `fail`.
+pub const PREFLIGHT_FAILED: &str = "preflight failed: ";
 
 /// The event kind of a job transition.
 fn job_kind(from: Option<&str>, to: &str) -> String {
@@ -212,8 +234,11 @@ fn read_transitions(
     let op = "read job transitions for the event stream";
     let mut stmt = conn
         .prepare_cached(
-            "SELECT t.id, t.job_id, t.from_status, t.to_status, t.attempt, t.reason, t.created_at, q.plugin, q.command
+            "SELECT t.id, t.job_id, t.from_status, t.to_status, t.attempt, t.reason, t.created_at, q.plugin, q.command,
+                    c.pipeline_name, c.step_id, json_extract(c.accumulated_json, '$.ductile_step_id'),
+                    json_extract(c.accumulated_json, '$.ductile_pipeline_instance_id')
              FROM job_transitions t LEFT JOIN job_queue q ON q.id = t.job_id
+             LEFT JOIN event_context c ON c.id = q.event_context_id
              WHERE t.id > ?1 AND t.id <= ?2 ORDER BY t.id LIMIT ?3",
         )
         .map_err(|e| StoreError::sqlite(op, e))?;
@@ -222,26 +247,80 @@ fn read_transitions(
             let from: Option<String> = r.get(2)?;
             let to: String = r.get(3)?;
             let at: String = r.get(6)?;
-            let data = serde_json::json!({
-                "job_id": r.get::<_, String>(1)?,
-                "plugin": r.get::<_, Option<String>>(7)?,
-                "command": r.get::<_, Option<String>>(8)?,
+            let job_id: String = r.get(1)?;
+            let plugin: Option<String> = r.get(7)?;
+            let command: Option<String> = r.get(8)?;
+            let reason: String = r.get(5)?;
+            let mut data = serde_json::json!({
+                "job_id": job_id,
+                "plugin": plugin,
+                "command": command,
                 "attempt": r.get::<_, i64>(4)?,
                 "from": from,
                 "to": to,
-                "reason": r.get::<_, String>(5)?,
+                "reason": reason,
                 "at": at,
+            });
+            // A pipeline step's events say where in which tree it sits.
+            let pipeline: Option<String> = r.get(9)?;
+            let hop: Option<String> = r.get(10)?;
+            let step = Step {
+                pipeline,
+                step_id: r.get(11)?,
+                hop,
+                tree: r.get(12)?,
+            };
+            step.annotate(&mut data);
+            let preflight = (to == "running").then(|| {
+                let (decision, why) = match reason.strip_prefix(PREFLIGHT_FAILED) {
+                    Some(why) => ("fail", why),
+                    None => ("run", ""),
+                };
+                let mut p = serde_json::json!({
+                    "job_id": job_id,
+                    "plugin": plugin,
+                    "command": command,
+                    "decision": decision,
+                    "reason": why,
+                    "at": at,
+                });
+                step.annotate(&mut p);
+                p
             });
             Ok(Row {
                 id: r.get(0)?,
                 kind: job_kind(from.as_deref(), &to),
                 at,
                 data,
+                preflight,
             })
         })
         .map_err(|e| StoreError::sqlite(op, e))?;
     rows.collect::<Result<_, _>>()
         .map_err(|e| StoreError::sqlite(op, e))
+}
+
+/// Where a job sits in a pipeline tree (all `None` outside one).
+struct Step {
+    pipeline: Option<String>,
+    step_id: Option<String>,
+    hop: Option<String>,
+    tree: Option<String>,
+}
+
+impl Step {
+    /// Adds `pipeline`, `step_id`, `hop` and `tree` to an event's fields when
+    /// the job belongs to a tree.
+    fn annotate(&self, data: &mut Value) {
+        let Value::Object(m) = data else { return };
+        if self.hop.is_none() && self.tree.is_none() {
+            return;
+        }
+        m.insert("pipeline".into(), self.pipeline.clone().into());
+        m.insert("step_id".into(), self.step_id.clone().into());
+        m.insert("hop".into(), self.hop.clone().into());
+        m.insert("tree".into(), self.tree.clone().into());
+    }
 }
 
 fn read_system(
@@ -279,6 +358,7 @@ fn read_system(
                 kind: r.get(1)?,
                 at,
                 data: Value::Object(data),
+                preflight: None,
             })
         })
         .map_err(|e| StoreError::sqlite(op, e))?;
@@ -374,17 +454,32 @@ mod tests {
         let events = since(&conn, Cursor::default(), 100).unwrap();
         assert_eq!(
             kinds(&events),
-            ["job.queued", "job.started", "job.failed", "job.retry"]
+            [
+                "job.queued",
+                "job.preflight",
+                "job.started",
+                "job.failed",
+                "job.retry"
+            ]
         );
         assert_eq!(
-            events[2].data,
+            events[1].data,
+            json!({"job_id": id, "plugin": "echo", "command": "poll", "decision": "run",
+                   "reason": "", "at": events[1].data["at"]})
+        );
+        assert_eq!(
+            events[1].cursor, events[0].cursor,
+            "a preflight carries the position before its claim"
+        );
+        assert_eq!(
+            events[3].data,
             json!({"job_id": id, "plugin": "echo", "command": "poll", "attempt": 1,
                    "from": "running", "to": "failed", "reason": "plugin failed", "at": ts})
         );
-        assert_eq!(events[3].cursor, Cursor::head(&conn).unwrap());
+        assert_eq!(events[4].cursor, Cursor::head(&conn).unwrap());
         assert_eq!(
-            since(&conn, events[1].cursor, 100).unwrap(),
-            events[2..].to_vec(),
+            since(&conn, events[2].cursor, 100).unwrap(),
+            events[3..].to_vec(),
             "resumes right after the cursor"
         );
     }

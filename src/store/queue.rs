@@ -484,12 +484,16 @@ pub fn settle_in(
         Enqueued::Created(id) | Enqueued::Deduplicated(id) => id,
     };
     let ts = format_ts(now);
+    let claim = match outcome {
+        Ok(_) => "evaluated in-process".to_string(),
+        Err(e) => format!("{}{e}", super::events::PREFLIGHT_FAILED),
+    };
     transition(
         tx,
         &id,
         JobStatus::Queued,
         JobStatus::Running,
-        &Change::new(1, "evaluated in-process", &ts),
+        &Change::new(1, &claim, &ts),
     )?;
     let (status, result, error) = match outcome {
         Ok(result) => (JobStatus::Succeeded, Some(result.to_string()), None),

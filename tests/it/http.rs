@@ -1085,25 +1085,30 @@ fn the_cli_calls_the_api_and_reads_jobs_without_a_daemon() {
 
 /// One SSE frame: id, event kind, data.
 #[derive(Debug, Clone)]
-struct Frame {
-    id: String,
-    kind: String,
-    data: Value,
+pub(crate) struct Frame {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) data: Value,
 }
 
 /// An open `/events` stream read frame by frame (chunked framing removed).
-struct Stream {
+pub(crate) struct Stream {
     s: TcpStream,
     buf: Vec<u8>,
     text: String,
 }
 
 impl Stream {
-    fn open(addr: &str, last: Option<&str>) -> Stream {
+    pub(crate) fn open(addr: &str, last: Option<&str>) -> Stream {
+        Stream::open_as(addr, last, EVENTS_RO)
+    }
+
+    /// [`Stream::open`] with `token`.
+    pub(crate) fn open_as(addr: &str, last: Option<&str>, token: &str) -> Stream {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(LONG)).unwrap();
         let mut req =
-            format!("GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {EVENTS_RO}\r\n");
+            format!("GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n");
         if let Some(l) = last {
             req.push_str(&format!("Last-Event-ID: {l}\r\n"));
         }
@@ -1181,7 +1186,7 @@ impl Stream {
     }
 
     /// Frames up to and including the one `stop` accepts.
-    fn until(&mut self, stop: impl Fn(&Frame) -> bool) -> Vec<Frame> {
+    pub(crate) fn until(&mut self, stop: impl Fn(&Frame) -> bool) -> Vec<Frame> {
         let mut out = Vec::new();
         loop {
             let f = self.next();
@@ -1216,7 +1221,12 @@ fn events_stream_a_jobs_life_in_order_and_resume_across_a_restart() {
     let frames = stream.until(|f| f.kind == "job.succeeded" && f.data["job_id"] == first.as_str());
     assert_eq!(
         kinds_of(&frames, &first),
-        ["job.queued", "job.started", "job.succeeded"]
+        [
+            "job.queued",
+            "job.preflight",
+            "job.started",
+            "job.succeeded"
+        ]
     );
     let last = frames.last().unwrap().id.clone();
     drop(stream);
@@ -1236,13 +1246,34 @@ fn events_stream_a_jobs_life_in_order_and_resume_across_a_restart() {
     );
     assert_eq!(
         kinds_of(&frames, &second),
-        ["job.queued", "job.started", "job.succeeded"]
+        [
+            "job.queued",
+            "job.preflight",
+            "job.started",
+            "job.succeeded"
+        ]
     );
     assert_eq!(
         kinds_of(&frames, &third),
-        ["job.queued", "job.started", "job.succeeded"]
+        [
+            "job.queued",
+            "job.preflight",
+            "job.started",
+            "job.succeeded"
+        ]
     );
-    let mut ids: Vec<&str> = frames.iter().map(|f| f.id.as_str()).collect();
+    // A preflight frame has no id of its own: it is replayed with its claim.
+    assert!(
+        frames
+            .iter()
+            .all(|f| (f.kind == "job.preflight") == f.id.is_empty()),
+        "{frames:?}"
+    );
+    let mut ids: Vec<&str> = frames
+        .iter()
+        .map(|f| f.id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
     let n = ids.len();
     ids.dedup();
     assert_eq!(ids.len(), n, "duplicate ids");

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use crate::http::{ADMIN, call, get, listening};
 use crate::support::{Daemon, TestDir};
 
-const LONG: Duration = Duration::from_secs(60);
+pub(crate) const LONG: Duration = Duration::from_secs(60);
 
 /// Plugins `a`..`e` are `pipe_step` instances named after themselves.
-fn plugins(extra: &str) -> String {
+pub(crate) fn plugins(extra: &str) -> String {
     let mut s = String::from("plugins:\n");
     for n in ["a", "b", "c", "d", "e"] {
         s.push_str(&format!(
@@ -23,13 +23,13 @@ fn plugins(extra: &str) -> String {
     s
 }
 
-struct Running {
-    dir: TestDir,
-    daemon: Daemon,
-    api: String,
+pub(crate) struct Running {
+    pub(crate) dir: TestDir,
+    pub(crate) daemon: Daemon,
+    pub(crate) api: String,
 }
 
-fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running {
+pub(crate) fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running {
     let dir = TestDir::new(tag);
     dir.fixture("pipe_step");
     dir.config(&format!(
@@ -43,7 +43,7 @@ fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running {
     Running { dir, daemon, api }
 }
 
-fn trigger(r: &Running, pipeline: &str, payload: Value) -> Value {
+pub(crate) fn trigger(r: &Running, pipeline: &str, payload: Value) -> Value {
     let body = json!({ "payload": payload }).to_string();
     let a = call(
         &r.api,
@@ -63,7 +63,7 @@ fn trigger(r: &Running, pipeline: &str, payload: Value) -> Value {
 
 /// Waits until no job of the tree rooted at `root` is queued or running, then
 /// returns the tree.
-fn settled_tree(r: &Running, root: &str) -> Vec<Value> {
+pub(crate) fn settled_tree(r: &Running, root: &str) -> Vec<Value> {
     let mut tree = Vec::new();
     r.dir.wait_until(LONG, "the tree finished", || {
         let a = get(&r.api, &format!("/job/{root}/tree"), Some(ADMIN));
@@ -79,12 +79,12 @@ fn settled_tree(r: &Running, root: &str) -> Vec<Value> {
     tree
 }
 
-fn by_plugin<'t>(tree: &'t [Value], plugin: &str) -> Vec<&'t Value> {
+pub(crate) fn by_plugin<'t>(tree: &'t [Value], plugin: &str) -> Vec<&'t Value> {
     tree.iter().filter(|j| j["plugin"] == plugin).collect()
 }
 
 /// The event payload a job received.
-fn received(r: &Running, job: &Value) -> Value {
+pub(crate) fn received(r: &Running, job: &Value) -> Value {
     let id = job["job_id"].as_str().unwrap();
     let text = r
         .dir

@@ -122,6 +122,9 @@ struct Client {
     /// Heartbeat comments seen.
     comments: usize,
     ended: bool,
+    /// The last id received, as a browser keeps it: a frame without an id
+    /// (a preflight) leaves it as it was.
+    last_id: String,
 }
 
 impl Client {
@@ -169,6 +172,7 @@ impl Client {
             pending: Vec::new(),
             comments: 0,
             ended: false,
+            last_id: last_event_id.unwrap_or_default().to_string(),
         }
     }
 
@@ -214,8 +218,11 @@ impl Client {
                         other => panic!("unexpected field {other}"),
                     }
                 }
+                if let Some(id) = id {
+                    self.last_id = id;
+                }
                 return Some(Received {
-                    id: id.unwrap(),
+                    id: self.last_id.clone(),
                     kind: kind.unwrap(),
                     data: data.unwrap(),
                 });
@@ -292,14 +299,23 @@ fn sse_receives_a_jobs_events_in_order_and_resumes_after_a_disconnect_and_a_rest
     assert_eq!(a.status, 200);
     let job = run_job(&mut conn, t("2026-01-01T00:00:01Z"));
     served.hub.notify();
-    let got = a.take(3);
+    let got = a.take(4);
     let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["job.queued", "job.started", "job.succeeded"]);
+    assert_eq!(
+        kinds,
+        [
+            "job.queued",
+            "job.preflight",
+            "job.started",
+            "job.succeeded"
+        ]
+    );
+    assert_eq!(got[1].data["decision"], "run");
     for ev in &got {
         assert_eq!(ev.data["job_id"], json!(job));
         assert_eq!(ev.data["plugin"], "echo");
     }
-    assert_eq!(got[2].data["from"], "running");
+    assert_eq!(got[3].data["from"], "running");
     assert_eq!(got[0].data["from"], Value::Null);
     events::record(
         &conn,
@@ -321,12 +337,12 @@ fn sse_receives_a_jobs_events_in_order_and_resumes_after_a_disconnect_and_a_rest
     run_job(&mut conn, t("2026-01-01T00:00:03Z"));
     run_job(&mut conn, t("2026-01-01T00:00:04Z"));
     let mut b = served.connect(Some(&seen.last().unwrap().id));
-    seen.extend(b.take(6));
+    seen.extend(b.take(8));
     run_job(&mut conn, t("2026-01-01T00:00:05Z"));
     served.hub.notify();
-    seen.extend(b.take(3));
+    seen.extend(b.take(4));
     let all = expected(&conn);
-    assert_eq!(seen, all[3..].to_vec(), "no gap, no duplicate, same order");
+    assert_eq!(seen, all[4..].to_vec(), "no gap, no duplicate, same order");
 
     // Restart the hub on the same ledger; events happen while it is down.
     drop(b);
@@ -334,7 +350,7 @@ fn sse_receives_a_jobs_events_in_order_and_resumes_after_a_disconnect_and_a_rest
     run_job(&mut conn, t("2026-01-01T00:00:06Z"));
     let served = Served::start(&db, 16, HEARTBEAT);
     let mut c = served.connect(Some(&seen.last().unwrap().id));
-    seen.extend(c.take(3));
+    seen.extend(c.take(4));
     events::record(
         &conn,
         "scheduler.fired",
@@ -349,7 +365,7 @@ fn sse_receives_a_jobs_events_in_order_and_resumes_after_a_disconnect_and_a_rest
     seen.extend(c.take(1));
     assert_eq!(
         seen,
-        expected(&conn)[3..].to_vec(),
+        expected(&conn)[4..].to_vec(),
         "exact across the restart"
     );
     served.shutdown();
@@ -490,6 +506,6 @@ fn an_id_from_beyond_this_ledger_replays_nothing_and_gets_new_events() {
     assert_eq!(c.status, 200);
     run_job(&mut conn, t("2026-01-01T00:00:01Z"));
     served.hub.notify();
-    assert_eq!(c.take(3), expected(&conn)[3..].to_vec());
+    assert_eq!(c.take(4), expected(&conn)[4..].to_vec());
     served.shutdown();
 }
