@@ -1,4 +1,4 @@
-//! `ductile job show|list|tree|logs`: jobs read straight from the ledger
+//! `ductile job show|list|tree|inspect|logs`: jobs read straight from the ledger
 //! (a read-only connection), so they work with or without a running daemon
 //! and answer exactly what `GET /job…`, `/jobs` and `/job-logs` answer;
 //! `job retry` writes one job and wakes a running daemon.
@@ -159,6 +159,118 @@ pub fn logs(args: &Args) -> Result<(), CliError> {
     let conn = ledger(args)?;
     let listed = jobs::logs(&conn, &q)?;
     print_list(args, &listed, "logs", "log records");
+    Ok(())
+}
+
+/// One line of a lineage: the job, its step and how it went.
+fn lineage_line(n: &Value, indent: usize) -> String {
+    let mut line = format!(
+        "{}{}  {}/{}  {}",
+        "  ".repeat(indent),
+        field(n, "job_id"),
+        field(n, "plugin"),
+        field(n, "command"),
+        field(n, "status")
+    );
+    if let Some(step) = n.get("step_id").and_then(Value::as_str) {
+        line.push_str(&format!("  [{}:{step}]", field(n, "pipeline")));
+    }
+    match field(n, "decision") {
+        "run" | "pending" => {}
+        d => line.push_str(&format!("  {d}")),
+    }
+    if let Some(r) = n.get("reason").and_then(Value::as_str) {
+        line.push_str(&format!(" ({r})"));
+    }
+    if let Some(ms) = n.pointer("/timing/run_ms").and_then(Value::as_f64) {
+        line.push_str(&format!("  {ms:.1} ms"));
+    }
+    line
+}
+
+/// `ductile job inspect <id>`: lineage up and down, each hop's step,
+/// baggage, decision and timing.
+pub fn inspect(args: &Args, id: &str) -> Result<(), CliError> {
+    let conn = ledger(args)?;
+    let Some(v) = jobs::inspect(&conn, id)? else {
+        return Err(CliError::Failed(format!("no job `{id}` in the ledger")));
+    };
+    if args.json {
+        output::json(&v);
+        return Ok(());
+    }
+    let mut lines = vec![format!(
+        "job {} — {} {} {} (attempt {}/{})",
+        field(&v, "job_id"),
+        field(&v, "plugin"),
+        field(&v, "command"),
+        field(&v, "status"),
+        v.get("attempt").cloned().unwrap_or(Value::Null),
+        v.get("max_attempts").cloned().unwrap_or(Value::Null)
+    )];
+    if v.get("hop").is_some_and(|h| !h.is_null()) {
+        lines.push(format!(
+            "  step: {} of pipeline {} (hop {}), tree {}, depth {}/{}",
+            field(&v, "step_id"),
+            field(&v, "pipeline"),
+            field(&v, "hop"),
+            field(&v, "tree"),
+            v.get("depth").cloned().unwrap_or(Value::Null),
+            v.get("max_depth").cloned().unwrap_or(Value::Null)
+        ));
+    }
+    let mut decision = format!("  decision: {}", field(&v, "decision"));
+    if let Some(r) = v.get("reason").and_then(Value::as_str) {
+        decision.push_str(&format!(" ({r})"));
+    }
+    lines.push(decision);
+    if let Some(b) = v
+        .get("baggage")
+        .filter(|b| b.as_object().is_some_and(|m| !m.is_empty()))
+    {
+        lines.push(format!("  baggage: {b}"));
+    }
+    let t = |k: &str| {
+        v.pointer(&format!("/timing/{k}"))
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms"))
+    };
+    lines.push(format!(
+        "  timing: waited {}, ran {}, total {}",
+        t("wait_ms"),
+        t("run_ms"),
+        t("total_ms")
+    ));
+    for key in [
+        "submitted_by",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "last_error",
+        "source_event_id",
+        "retry_of",
+        "retried_as",
+    ] {
+        if let Some(s) = v.get(key).and_then(Value::as_str) {
+            lines.push(format!("  {key}: {s}"));
+        }
+    }
+    let list = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let up = list("lineage_up");
+    lines.push(format!("lineage up ({} jobs, root first):", up.len()));
+    lines.extend(up.iter().map(|n| lineage_line(n, 1)));
+    let down = list("lineage_down");
+    lines.push(format!("lineage down ({} jobs):", down.len()));
+    lines.extend(down.iter().map(|n| {
+        let level = n.get("level").and_then(Value::as_u64).unwrap_or(1) as usize;
+        lineage_line(n, level)
+    }));
+    output::text(&lines.join("\n"));
     Ok(())
 }
 

@@ -214,6 +214,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 1),
     },
     Verb {
+        path: &["job", "inspect"],
+        args: "<job-id>",
+        about: "a job's lineage up to its root and down to every job it caused: each hop's pipeline step, baggage, decision and timing",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["pipeline", "run"],
         args: "<name>",
         about: "start a pipeline now (--payload JSON); --wait waits for its whole tree and reports the terminal step's result",
@@ -479,6 +486,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["job", "show"] => job::show(&args, &positionals[0]),
         ["job", "list"] => job::list(&args),
         ["job", "tree"] => job::tree(&args, &positionals[0]),
+        ["job", "inspect"] => job::inspect(&args, &positionals[0]),
         ["job", "logs"] => job::logs(&args),
         ["job", "retry"] => job::retry(&args, &positionals[0]),
         ["pipeline", "run"] => pipeline::run(&args, &positionals[0]),

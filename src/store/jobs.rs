@@ -199,6 +199,168 @@ pub fn tree(conn: &Connection, id: &str) -> Result<Option<Vec<Value>>, StoreErro
     .map_err(|e| StoreError::sqlite("read a job tree", e))
 }
 
+/// One hop of a lineage: the job and where it sits in its tree.
+fn hop_node(conn: &Connection, id: &str) -> rusqlite::Result<Option<Map<String, Value>>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT q.id, q.status, q.plugin, q.command, q.submitted_by, q.created_at, q.started_at, q.completed_at,
+                    q.attempt, q.last_error, q.parent_job_id, q.max_attempts, q.source_event_id, q.event_context_id,
+                    c.pipeline_name, c.step_id, c.accumulated_json
+             FROM job_queue q LEFT JOIN event_context c ON c.id = q.event_context_id WHERE q.id = ?1",
+        )?
+        .query_row([id], |r| {
+            let mut m = job_row(r)?;
+            m.insert("max_attempts".into(), json!(r.get::<_, i64>(11)?));
+            m.insert("source_event_id".into(), text(r, 12)?);
+            m.insert("event_context_id".into(), text(r, 13)?);
+            m.insert("pipeline".into(), text(r, 14)?);
+            m.insert("hop".into(), text(r, 15)?);
+            let accumulated: Option<String> = r.get(16)?;
+            Ok((m, accumulated))
+        })
+        .optional()?;
+    let Some((mut m, accumulated)) = row else {
+        return Ok(None);
+    };
+    let context: Map<String, Value> = accumulated
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let control = |k: &str| context.get(k).cloned().unwrap_or(Value::Null);
+    m.insert("step_id".into(), control("ductile_step_id"));
+    m.insert("tree".into(), control("ductile_pipeline_instance_id"));
+    m.insert("depth".into(), control("ductile_route_depth"));
+    m.insert("max_depth".into(), control("ductile_route_max_depth"));
+    let baggage: Map<String, Value> = context
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("ductile_"))
+        .collect();
+    m.insert("baggage".into(), Value::Object(baggage));
+    let result = latest_result(conn, id)?;
+    let claim: Option<String> = conn
+        .prepare_cached(
+            "SELECT reason FROM job_transitions WHERE job_id = ?1 AND to_status = 'running' ORDER BY id LIMIT 1",
+        )?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let plugin = m.get("plugin").and_then(Value::as_str).unwrap_or_default();
+    let (decision, reason) = match (&claim, plugin) {
+        (None, _) => ("pending".to_string(), Value::Null),
+        (Some(c), _) if c.starts_with(super::events::PREFLIGHT_FAILED) => (
+            "fail".to_string(),
+            json!(&c[super::events::PREFLIGHT_FAILED.len()..]),
+        ),
+        // A switch's decision is the event it emitted; its result says why.
+        (Some(_), "core.switch") => (
+            result
+                .pointer("/events/0/type")
+                .and_then(Value::as_str)
+                .unwrap_or("run")
+                .to_string(),
+            result.get("result").cloned().unwrap_or(Value::Null),
+        ),
+        (Some(_), _) => ("run".to_string(), Value::Null),
+    };
+    m.insert("decision".into(), json!(decision));
+    m.insert("reason".into(), reason);
+    let at = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .and_then(crate::clock::parse_ts)
+    };
+    let ms = |a: Option<chrono::DateTime<chrono::Utc>>,
+              b: Option<chrono::DateTime<chrono::Utc>>| {
+        match (a, b) {
+            (Some(a), Some(b)) => json!((b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0),
+            _ => Value::Null,
+        }
+    };
+    let (created, started, completed) = (at("created_at"), at("started_at"), at("completed_at"));
+    m.insert(
+        "timing".into(),
+        json!({
+            "wait_ms": ms(created, started),
+            "run_ms": ms(started, completed),
+            "total_ms": ms(created, completed),
+        }),
+    );
+    m.insert("result".into(), result);
+    Ok(Some(m))
+}
+
+/// `job inspect`: the job, the hops from its tree's root down to it, and
+/// every job it caused, each with its step, baggage, decision and timing;
+/// None for an unknown id.
+pub fn inspect(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError> {
+    (|| {
+        let Some(job) = hop_node(conn, id)? else {
+            return Ok(None);
+        };
+        let mut up = Vec::new();
+        let mut parent = job
+            .get("parent_job_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        while let Some(p) = parent.take() {
+            if up.len() >= MAX_TREE {
+                break;
+            }
+            let Some(node) = hop_node(conn, &p)? else {
+                break;
+            };
+            parent = node
+                .get("parent_job_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            up.push(Value::Object(node));
+        }
+        up.reverse();
+        let mut down = Vec::new();
+        let mut queue = vec![(id.to_string(), 1_u64)];
+        let mut children = conn
+            .prepare_cached("SELECT id FROM job_queue WHERE parent_job_id = ?1 ORDER BY rowid")?;
+        while let Some((p, level)) = queue.pop() {
+            let ids = children
+                .query_map([&p], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Depth first, in creation order: pushed in reverse so the first child pops first.
+            for c in ids.iter().rev() {
+                queue.push((c.clone(), level + 1));
+            }
+            if p == id {
+                continue;
+            }
+            if let Some(mut node) = hop_node(conn, &p)? {
+                node.insert("level".into(), json!(level - 1));
+                down.push(Value::Object(node));
+            }
+            if down.len() >= MAX_TREE {
+                break;
+            }
+        }
+        let context = job.get("event_context_id").cloned().unwrap_or(Value::Null);
+        let same_hop = |n: &Value| {
+            !context.is_null()
+                && n.get("event_context_id") == Some(&context)
+                && n.get("plugin") == job.get("plugin")
+        };
+        let retry_of = up
+            .last()
+            .filter(|n| same_hop(n))
+            .and_then(|n| n.get("job_id").cloned());
+        let retried_as = down
+            .iter()
+            .find(|n| n.get("level") == Some(&json!(1)) && same_hop(n))
+            .and_then(|n| n.get("job_id").cloned());
+        let mut out = job;
+        out.insert("retry_of".into(), retry_of.unwrap_or(Value::Null));
+        out.insert("retried_as".into(), retried_as.unwrap_or(Value::Null));
+        out.insert("lineage_up".into(), Value::Array(up));
+        out.insert("lineage_down".into(), Value::Array(down));
+        Ok(Some(Value::Object(out)))
+    })()
+    .map_err(|e| StoreError::sqlite("inspect a job", e))
+}
+
 /// WHERE clauses and their parameters.
 #[derive(Default)]
 struct Where {

@@ -394,3 +394,90 @@ fn the_cookbook_url_routing_runs() {
         chain: &["web_probe", "fabric"],
     });
 }
+
+#[test]
+fn job_inspect_shows_lineage_steps_baggage_decisions_and_timing() {
+    let r = start(
+        "pipe-inspect",
+        "pipelines:\n  - name: looked\n    on: go\n    steps:\n      - id: one\n        uses: a\n        baggage:\n          job.size: payload.size\n      - id: gate\n        uses: b\n        if:\n          path: payload.size\n          op: gt\n          value: 1\n      - id: last\n        uses: c\n      - id: broken\n        uses: d\n        with:\n          x: \"{payload.nope}\"\n",
+        "",
+    );
+    let v = trigger(&r, "looked", json!({"size": 2}));
+    let root = v["job_id"].as_str().unwrap().to_string();
+    let tree = settled_tree(&r, &root);
+    let b = by_plugin(&tree, "b")[0]["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = r.dir.run(&["job", "inspect", &b, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["job_id"], b.as_str());
+    assert_eq!(v["pipeline"], "looked");
+    assert_eq!(v["step_id"], "gate");
+    assert_eq!(v["tree"], root.as_str());
+    assert_eq!(v["decision"], "run");
+    assert_eq!(v["baggage"], json!({"job": {"size": 2}}));
+    for k in ["wait_ms", "run_ms", "total_ms"] {
+        let ms = v["timing"][k].as_f64().unwrap_or(-1.0);
+        assert!((0.0..60_000.0).contains(&ms), "{k}: {v:#?}");
+    }
+    // Up: the root, the first step, the switch that let b run.
+    let up: Vec<&str> = v["lineage_up"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(up, ["pipeline", "a", "core.switch"], "{v:#?}");
+    let switch = &v["lineage_up"][2];
+    assert_eq!(switch["decision"], "ductile.switch.true");
+    assert!(switch["reason"].as_str().unwrap().contains("payload.size"));
+    assert_eq!(v["lineage_up"][1]["step_id"], "one");
+    // Down: c, then d, whose remap failed before it could run.
+    let down = v["lineage_down"].as_array().unwrap();
+    assert_eq!(down.len(), 2, "{v:#?}");
+    assert_eq!(
+        (down[0]["plugin"].as_str(), down[0]["level"].as_u64()),
+        (Some("c"), Some(1))
+    );
+    assert_eq!(
+        (down[1]["plugin"].as_str(), down[1]["level"].as_u64()),
+        (Some("d"), Some(2))
+    );
+    assert_eq!(down[1]["decision"], "fail");
+    assert!(down[1]["reason"].as_str().unwrap().contains("payload.nope"));
+    assert_eq!(down[1]["parent_job_id"], down[0]["job_id"]);
+    // The same, for a person.
+    let text = r.dir.run(&["job", "inspect", &b]);
+    assert_eq!(text.code, 0);
+    assert!(
+        text.stdout.contains("step: gate of pipeline looked"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("lineage up (3 jobs, root first):"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("ductile.switch.true"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("[looked:broken]  fail ("),
+        "{}",
+        text.stdout
+    );
+    // An unknown id is an error in the landed shape.
+    let missing = r.dir.run(&["job", "inspect", "nope", "--json"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no job `nope`")
+    );
+}

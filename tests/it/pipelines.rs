@@ -410,6 +410,13 @@ fn a_failed_step_resumes_with_its_event_and_the_tree_goes_on() {
     let cli = r.dir.run(&["job", "retry", fid]);
     assert_eq!(cli.code, 1, "{cli:?}");
     assert!(cli.stderr.contains("already retried"), "{}", cli.stderr);
+    // `job inspect` links the failure and its resumption both ways.
+    let rid = resumed["job_id"].as_str().unwrap();
+    let failed_view = r.dir.run(&["job", "inspect", fid, "--json"]).json();
+    assert_eq!(failed_view["retried_as"], rid);
+    let resumed_view = r.dir.run(&["job", "inspect", rid, "--json"]).json();
+    assert_eq!(resumed_view["retry_of"], fid);
+    assert_eq!(resumed_view["baggage"]["job"]["x"], 5);
 }
 
 #[test]
