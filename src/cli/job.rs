@@ -46,6 +46,15 @@ fn field<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
 }
 
+/// Appends `  key: value` for each of `keys` that `v` has as a string.
+fn push_fields(lines: &mut Vec<String>, v: &Value, keys: &[&str]) {
+    for key in keys {
+        if let Some(s) = v.get(*key).and_then(Value::as_str) {
+            lines.push(format!("  {key}: {s}"));
+        }
+    }
+}
+
 /// `ductile job show <id>`.
 pub fn show(args: &Args, id: &str) -> Result<(), CliError> {
     let conn = ledger(args)?;
@@ -63,18 +72,18 @@ pub fn show(args: &Args, id: &str) -> Result<(), CliError> {
             field(&job, "status"),
             job.get("attempt").cloned().unwrap_or(Value::Null)
         )];
-        for key in [
-            "submitted_by",
-            "created_at",
-            "started_at",
-            "completed_at",
-            "last_error",
-            "parent_job_id",
-        ] {
-            if let Some(v) = job.get(key).and_then(Value::as_str) {
-                lines.push(format!("  {key}: {v}"));
-            }
-        }
+        push_fields(
+            &mut lines,
+            &job,
+            &[
+                "submitted_by",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "last_error",
+                "parent_job_id",
+            ],
+        );
         if let Some(r) = job.get("result").filter(|r| !r.is_null()) {
             lines.push(format!("  result: {r}"));
         }
@@ -241,20 +250,20 @@ pub fn inspect(args: &Args, id: &str) -> Result<(), CliError> {
         t("run_ms"),
         t("total_ms")
     ));
-    for key in [
-        "submitted_by",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "last_error",
-        "source_event_id",
-        "retry_of",
-        "retried_as",
-    ] {
-        if let Some(s) = v.get(key).and_then(Value::as_str) {
-            lines.push(format!("  {key}: {s}"));
-        }
-    }
+    push_fields(
+        &mut lines,
+        &v,
+        &[
+            "submitted_by",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "last_error",
+            "source_event_id",
+            "retry_of",
+            "retried_as",
+        ],
+    );
     let list = |key: &str| {
         v.get(key)
             .and_then(Value::as_array)
