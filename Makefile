@@ -21,11 +21,11 @@ run: build
 
 ## Everything CI runs: formatting, lints, forbidden patterns, every test.
 test: lint
-	$(CARGO) test
+	$(CARGO) test --features fault-injection
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features fault-injection -- -D warnings
 	./scripts/forbid
 
 ## Benchmarks: prints figures; not part of `make test`. The http section

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod fault;
 pub mod http;
 pub mod lock;
 pub mod log;

@@ -203,6 +203,7 @@ pub fn execute_then_claim(
     if !outcome.stderr.is_empty() {
         log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(), stderr_truncated = outcome.stderr_truncated; "plugin stderr: {}", outcome.stderr.trim_end());
     }
+    crate::fault::at(crate::fault::Point::Answered, &job.plugin);
     let now = clock.now();
     let (decision, last_error, state_write) = decide(conn, &plugin, job, &outcome, now)?;
     let Outcome {

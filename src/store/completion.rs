@@ -190,8 +190,10 @@ pub fn complete(
 ) -> Result<Completed, StoreError> {
     let tx = begin(conn)?;
     let out = complete_in(&tx, c, default_ttl, now)?;
+    crate::fault::at(crate::fault::Point::ChildrenWritten, &c.job.plugin);
     tx.commit()
         .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
+    crate::fault::at(crate::fault::Point::Committed, &c.job.plugin);
     Ok(out)
 }
 
@@ -208,8 +210,10 @@ pub fn complete_then_claim(
     let tx = begin(conn)?;
     let out = complete_in(&tx, c, default_ttl, now)?;
     let next = queue::claim_next_in(&tx, cap, now)?;
+    crate::fault::at(crate::fault::Point::ChildrenWritten, &c.job.plugin);
     tx.commit()
         .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
+    crate::fault::at(crate::fault::Point::Committed, &c.job.plugin);
     Ok((out, next))
 }
 

@@ -18,6 +18,8 @@ mod hardening;
 mod http;
 mod limits;
 mod openapi;
+#[cfg(feature = "fault-injection")]
+mod pipeline_crash;
 mod pipeline_runs;
 mod pipeline_views;
 mod pipelines;

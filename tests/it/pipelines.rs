@@ -29,7 +29,9 @@ pub(crate) struct Running {
     pub(crate) api: String,
 }
 
-pub(crate) fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running {
+/// A test dir holding the `pipe_step` plugins `a`..`e` (plus `extra_plugins`),
+/// an admin token and `pipelines`, checked by `config check`.
+pub(crate) fn configure(tag: &str, pipelines: &str, extra_plugins: &str) -> TestDir {
     let dir = TestDir::new(tag);
     dir.fixture("pipe_step");
     dir.config(&format!(
@@ -38,6 +40,12 @@ pub(crate) fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running 
     ));
     let check = dir.run(&["config", "check"]);
     assert_eq!(check.code, 0, "config check: {check:?}");
+    dir
+}
+
+/// [`configure`], then the daemon started on it.
+pub(crate) fn start(tag: &str, pipelines: &str, extra_plugins: &str) -> Running {
+    let dir = configure(tag, pipelines, extra_plugins);
     let daemon = dir.start();
     let api = listening(&daemon, "api.listen");
     Running { dir, daemon, api }

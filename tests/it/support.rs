@@ -175,6 +175,13 @@ impl TestDir {
     pub fn start(&self) -> Daemon {
         Daemon::start(self.command(&["system", "start"]))
     }
+
+    /// Starts the daemon with `key=value` in its environment.
+    pub fn start_with_env(&self, key: &str, value: &str) -> Daemon {
+        let mut cmd = self.command(&["system", "start"]);
+        cmd.env(key, value);
+        Daemon::start(cmd)
+    }
 }
 
 impl TestDir {
