@@ -38,6 +38,8 @@ bench: release
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
 	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
 		$(CARGO) test --test it crash_storm -- --nocapture
+	DUCTILE_PIPELINE_STORM_KILLS=$(STORM_KILLS) DUCTILE_PIPELINE_STORM_TREES=8 \
+		$(CARGO) test --features fault-injection --test it pipeline_crash_storm -- --nocapture
 
 release: build
 	@ls -l target/ductile

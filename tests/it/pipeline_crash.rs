@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::http::listening;
+use crate::http::{ADMIN, call, listening};
 use crate::pipelines::{LONG, Running, by_plugin, configure, settled_tree, trigger};
 
 const SEQUENCE: &str = "pipelines:\n  - name: seq\n    on: go\n    steps:\n      - uses: a\n      - uses: b\n        if:\n          path: payload.n\n          op: eq\n          value: 1\n      - split:\n          - uses: c\n          - uses: d\n";
@@ -125,4 +125,74 @@ fn a_crash_right_after_the_completion_committed_keeps_its_children() {
     assert_whole(&r, &tree);
     assert_eq!(attempts(&r, "b"), (1, 0), "b is not run again");
     assert_eq!(by_plugin(&tree, "b")[0]["attempt"], 1);
+}
+
+fn env_number(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn pipeline_crash_storm_completes_every_tree_with_each_step_once() {
+    // Sized from the environment: a few kills here, many under `make bench`.
+    let kills = env_number("DUCTILE_PIPELINE_STORM_KILLS", 3);
+    let per_round = env_number("DUCTILE_PIPELINE_STORM_TREES", 4);
+    let dir = configure("pipeline-storm", SEQUENCE, "");
+    let succeeded = || {
+        dir.count(
+            "SELECT COUNT(*) FROM job_queue WHERE status = 'succeeded' AND plugin != 'pipeline'",
+        )
+    };
+    let mut roots = Vec::new();
+    let mut daemon = dir.start();
+    for round in 0..kills {
+        let api = listening(&daemon, "api.listen");
+        let body = json!({"payload": {"n": 1}}).to_string();
+        for _ in 0..per_round {
+            let a = call(&api, "POST", "/pipeline/seq", Some(ADMIN), Some(&body));
+            assert_eq!(a.status, 202, "{}", a.text());
+            roots.push(a.json()["job_id"].as_str().unwrap().to_string());
+        }
+        // Kill while the trees are mid-way: after some steps of this round.
+        let target = succeeded() + 1 + (round % 3) as i64;
+        dir.wait_until(LONG, "some steps done before the kill", || {
+            succeeded() >= target
+        });
+        daemon.crash();
+        daemon = dir.start();
+    }
+    let api = listening(&daemon, "api.listen");
+    let r = Running { dir, daemon, api };
+    for root in &roots {
+        let tree = settled_tree(&r, root);
+        assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{tree:#?}");
+        for p in ["a", "core.switch", "b", "c", "d"] {
+            assert_eq!(
+                by_plugin(&tree, p).len(),
+                1,
+                "{p} once in {root}: {tree:#?}"
+            );
+        }
+    }
+    // At least once, and exactly once where the run was recorded.
+    for p in ["a", "b", "c", "d"] {
+        let ran = r.dir.count(&format!(
+            "SELECT COUNT(*) FROM job_attempts a JOIN job_queue q ON q.id = a.job_id WHERE q.plugin = '{p}' AND a.pid IS NOT NULL"
+        ));
+        assert_eq!(ran, roots.len() as i64, "{p}: one recorded run per tree");
+    }
+    assert_eq!(
+        r.dir
+            .count("SELECT COUNT(*) FROM job_queue WHERE status IN ('queued', 'running')"),
+        0
+    );
+    assert_eq!(r.dir.text("PRAGMA integrity_check").as_deref(), Some("ok"));
+    eprintln!(
+        "pipeline crash storm: {kills} kills, {} trees, {} recovered orphans",
+        roots.len(),
+        r.dir
+            .count("SELECT COUNT(*) FROM job_transitions WHERE reason LIKE 'orphaned%'")
+    );
 }
