@@ -16,6 +16,7 @@
 )]
 
 mod http;
+mod pipelines;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -197,6 +198,9 @@ fn main() {
     }
     if want("http") {
         http::run(&bench, &exe);
+    }
+    if want("pipelines") {
+        pipelines::run(&bench, &exe, &noop_dir.join("noop"));
     }
 }
 

@@ -257,15 +257,15 @@ fn load(url: &str, script: &Path, duration: &str) -> Load {
 
 /// A daemon started for this section, its listeners learnt from its log;
 /// stopped (TERM, then KILL after a deadline) when dropped.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     root: PathBuf,
-    api: String,
+    pub(super) api: String,
     hooks: Option<String>,
 }
 
 impl Daemon {
-    fn start(exe: &Path, root: &Path, webhooks: bool) -> Daemon {
+    pub(super) fn start(exe: &Path, root: &Path, webhooks: bool) -> Daemon {
         let mut child = Command::new(exe)
             .args(["system", "start", "--config"])
             .arg(root)
@@ -309,16 +309,16 @@ impl Daemon {
         daemon
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn ledger(&self) -> rusqlite::Connection {
+    pub(super) fn ledger(&self) -> rusqlite::Connection {
         super::open_rw(&self.root)
     }
 
     /// Stops the daemon and waits for it to exit.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         self.halt();
     }
 
@@ -358,7 +358,7 @@ fn listening(line: &str, key: &str) -> Option<String> {
 }
 
 /// Waits for `cond` to hold, re-checking every `step`, up to `limit`.
-fn wait_for(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_for(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if cond() {
@@ -371,7 +371,7 @@ fn wait_for(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> 
     }
 }
 
-fn count(conn: &rusqlite::Connection, sql: &str) -> u64 {
+pub(super) fn count(conn: &rusqlite::Connection, sql: &str) -> u64 {
     conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
 }
 
