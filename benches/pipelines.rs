@@ -140,21 +140,25 @@ pub(super) fn run(bench: &Bench, exe: &Path, noop: &Path) {
     let mut plain = hop_overhead(&conn, &roots, 10.0);
     row(
         "pipeline per-hop overhead p50 (10 compiled no-op steps)",
-        format!("{:.2} ms", percentile(&mut plain, 50.0)),
+        format!("{:.2} ms", percentile(&mut plain, 0.5)),
         "<= 2 ms",
     );
     row(
         "pipeline per-hop overhead p95",
-        format!("{:.2} ms", percentile(&mut plain, 95.0)),
+        format!("{:.2} ms", percentile(&mut plain, 0.95)),
         "",
     );
     let roots = run_trees(&d, "switched", TREES);
     // 20 hops each: 10 switches, 10 steps.
     let mut switched = hop_overhead(&conn, &roots, 10.0);
-    let per_switch = percentile(&mut switched, 50.0) - percentile(&mut plain, 50.0);
+    let per_switch = percentile(&mut switched, 0.5) - percentile(&mut plain, 0.5);
     row(
         "core.switch hop (added overhead per switch, p50)",
-        format!("{per_switch:.3} ms"),
+        if per_switch <= 0.0 {
+            format!("{per_switch:.3} ms (noise)")
+        } else {
+            format!("{per_switch:.3} ms")
+        },
         "<= 0.3 ms",
     );
     let mut lat: Vec<f64> = (0..TREES)
@@ -167,12 +171,12 @@ pub(super) fn run(bench: &Bench, exe: &Path, noop: &Path) {
         .collect();
     row(
         "synchronous 3-step pipeline over HTTP p50",
-        format!("{:.2} ms", percentile(&mut lat, 50.0)),
+        format!("{:.2} ms", percentile(&mut lat, 0.5)),
         "<= 15 ms",
     );
     row(
         "synchronous 3-step pipeline over HTTP p95",
-        format!("{:.2} ms", percentile(&mut lat, 95.0)),
+        format!("{:.2} ms", percentile(&mut lat, 0.95)),
         "",
     );
     drop(conn);
@@ -218,7 +222,23 @@ pub(super) fn run(bench: &Bench, exe: &Path, noop: &Path) {
             "SELECT COUNT(*) FROM job_queue WHERE plugin = 's0' AND status = 'queued'",
         ) == WAITERS as u64
     });
-    assert!(all, "not every synchronous call was accepted");
+    if !all {
+        row(
+            "1,000 idle sync waiters",
+            format!(
+                "not reached: {} of {WAITERS} accepted in 60 s",
+                count(
+                    &conn,
+                    "SELECT COUNT(*) FROM job_queue WHERE plugin = 'pipeline'"
+                )
+            ),
+            "all waiting",
+        );
+        drop(waiters);
+        drop(conn);
+        d.stop();
+        return;
+    }
     let (ticks, wakes) = idle(d.pid());
     row(
         "1,000 idle sync waiters: daemon CPU over 5 s",
