@@ -1135,7 +1135,13 @@ impl Stream {
 
     fn fill(&mut self) {
         let mut chunk = [0u8; 8192];
-        let n = self.s.read(&mut chunk).unwrap();
+        // A signal meant for another test's child can interrupt the read.
+        let n = loop {
+            match self.s.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.unwrap(),
+            }
+        };
         assert!(n > 0, "the event stream closed");
         self.buf.extend_from_slice(&chunk[..n]);
     }
