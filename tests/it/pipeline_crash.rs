@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use crate::hardening::env_number;
 use crate::http::{ADMIN, call, listening};
 use crate::pipelines::{LONG, Running, by_plugin, configure, settled_tree, trigger};
 
@@ -125,13 +126,6 @@ fn a_crash_right_after_the_completion_committed_keeps_its_children() {
     assert_whole(&r, &tree);
     assert_eq!(attempts(&r, "b"), (1, 0), "b is not run again");
     assert_eq!(by_plugin(&tree, "b")[0]["attempt"], 1);
-}
-
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]
