@@ -1,7 +1,8 @@
 //! `make bench`: throughput, latency and footprint figures for the runner and the
 //! daemon, printed as a table. Not a test: a figure is never asserted; the
 //! targets are printed beside each figure so a reader can compare. The `http`
-//! section (benches/http.rs) does panic when a correctness check fails.
+//! and `pipelines` sections (benches/http.rs, benches/pipelines.rs) do panic
+//! when a correctness check fails.
 //!
 //! Plugins: a no-op compiled from C at start (the "compiled plugin"), the same
 //! no-op in Python run by Debian's /usr/bin/python3 when present, and the test
@@ -16,6 +17,7 @@
 )]
 
 mod http;
+mod pipelines;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -197,6 +199,9 @@ fn main() {
     }
     if want("http") {
         http::run(&bench, &exe);
+    }
+    if want("pipelines") {
+        pipelines::run(&bench, &noop_dir.join("noop"), &exe);
     }
 }
 

@@ -63,14 +63,7 @@ pub(super) fn run(bench: &Bench, exe: &Path) {
         );
         return;
     }
-    let sleeper = bench.plugin("sleeper", "run.sh");
-    std::fs::write(sleeper.join("run.sh"), SLEEPER).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        sleeper.join("run.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    write_sleeper(bench);
     let lua = Lua::write(bench);
     for sync in [Synchronous::Normal, Synchronous::Full] {
         intake(bench, exe, &lua, Surface::Webhook, sync);
@@ -80,6 +73,18 @@ pub(super) fn run(bench: &Bench, exe: &Path) {
     }
     healthz(bench, exe, &lua);
     fan_out(bench, exe);
+}
+
+/// Installs the `sleeper` plugin.
+pub(super) fn write_sleeper(bench: &Bench) {
+    let sleeper = bench.plugin("sleeper", "run.sh");
+    std::fs::write(sleeper.join("run.sh"), SLEEPER).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        sleeper.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
 }
 
 fn wrk_available() -> bool {
@@ -257,15 +262,15 @@ fn load(url: &str, script: &Path, duration: &str) -> Load {
 
 /// A daemon started for this section, its listeners learnt from its log;
 /// stopped (TERM, then KILL after a deadline) when dropped.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     root: PathBuf,
-    api: String,
+    pub(super) api: String,
     hooks: Option<String>,
 }
 
 impl Daemon {
-    fn start(exe: &Path, root: &Path, webhooks: bool) -> Daemon {
+    pub(super) fn start(exe: &Path, root: &Path, webhooks: bool) -> Daemon {
         let mut child = Command::new(exe)
             .args(["system", "start", "--config"])
             .arg(root)
@@ -309,16 +314,16 @@ impl Daemon {
         daemon
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn ledger(&self) -> rusqlite::Connection {
+    pub(super) fn ledger(&self) -> rusqlite::Connection {
         super::open_rw(&self.root)
     }
 
     /// Stops the daemon and waits for it to exit.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         self.halt();
     }
 
@@ -358,7 +363,7 @@ fn listening(line: &str, key: &str) -> Option<String> {
 }
 
 /// Waits for `cond` to hold, re-checking every `step`, up to `limit`.
-fn wait_for(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_for(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if cond() {
@@ -371,7 +376,7 @@ fn wait_for(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> 
     }
 }
 
-fn count(conn: &rusqlite::Connection, sql: &str) -> u64 {
+pub(super) fn count(conn: &rusqlite::Connection, sql: &str) -> u64 {
     conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
 }
 
