@@ -71,7 +71,7 @@ pub(super) fn run(bench: &Bench, noop: &Path, exe: &Path) {
     std::fs::write(hop.join("manifest.yaml"), HOP_MANIFEST).unwrap();
     std::fs::copy(noop, hop.join("noop")).unwrap();
     write_sleeper(bench);
-    chains(bench, exe);
+    chains(bench, exe, noop);
     waiters(bench, exe, fds);
 }
 
@@ -199,7 +199,7 @@ fn one_tree(client: &mut Client, conn: &rusqlite::Connection, pipeline: &str) ->
 
 /// Per-hop overhead, the switch hop and the synchronous 3-step call, on one
 /// daemon.
-fn chains(bench: &Bench, exe: &Path) {
+fn chains(bench: &Bench, exe: &Path, noop: &Path) {
     let config = format!(
         "service:\n  max_workers: 2\n{}{}pipelines:\n  - name: ten\n    on: bench.ten\n{}  - name: gated\n    on: bench.gated\n{}  - name: three\n    on: bench.three\n    execution_mode: synchronous\n    timeout: 60s\n{}",
         api(""),
@@ -260,8 +260,13 @@ fn chains(bench: &Bench, exe: &Path) {
         "",
     );
     row(
-        "  compiled no-op's own time per step, p50 (spawn to reap)",
+        "  compiled no-op's own time per step, p50 (runner: spawn to reap)",
         format!("{:.3} ms", percentile(&mut own, 0.5)),
+        "",
+    );
+    row(
+        "  compiled no-op alone, spawned and reaped by the bench, p50",
+        format!("{:.3} ms", plugin_alone(noop)),
         "",
     );
 
@@ -290,6 +295,29 @@ fn chains(bench: &Bench, exe: &Path) {
     sync_calls(&mut client, &conn);
     drop(client);
     daemon.stop();
+}
+
+/// Wall time of the compiled no-op run by the bench itself (spawn, a `handle`
+/// request on stdin, reap), p50 of 200 runs: the part of the runner's
+/// spawn-to-reap time that is the process's own.
+fn plugin_alone(noop: &Path) -> f64 {
+    const REQUEST: &[u8] = br#"{"protocol":2,"job_id":"x","command":"handle","config":{},"state":{},"context":{},"event":{"type":"ductile.step.succeeded","payload":{}},"deadline_at":"2026-01-01T00:00:00Z"}"#;
+    let mut took = Vec::new();
+    for i in 0..220 {
+        let t = Instant::now();
+        let mut child = std::process::Command::new(noop)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(REQUEST).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the compiled no-op failed");
+        if i >= 20 {
+            took.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    percentile(&mut took, 0.5)
 }
 
 /// Sequential synchronous calls of `three` on one keep-alive connection.
@@ -475,8 +503,13 @@ fn waiters(bench: &Bench, exe: &Path, fds: u64) {
         daemon.api
     );
     let t = Instant::now();
+    // Paced a little: the listen backlog is 128, and a burst of 1,000 connects
+    // would time the kernel's SYN retries (1 s, 3 s) rather than the daemon.
     let mut sockets: Vec<TcpStream> = (0..WAITERS)
-        .map(|_| {
+        .map(|i| {
+            if i % 32 == 31 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let mut s = TcpStream::connect(&daemon.api).unwrap();
             s.write_all(request.as_bytes()).unwrap();
             s
