@@ -260,12 +260,12 @@ fn chains(bench: &Bench, exe: &Path, noop: &Path) {
         "",
     );
     row(
-        "  compiled no-op's own time per step, p50 (runner: spawn to reap)",
+        "  the no-op's own time per step, p50 (spawn to reap)",
         format!("{:.3} ms", percentile(&mut own, 0.5)),
         "",
     );
     row(
-        "  compiled no-op alone, spawned and reaped by the bench, p50",
+        "  the same no-op spawned by the bench alone, p50",
         format!("{:.3} ms", plugin_alone(noop)),
         "",
     );
@@ -287,7 +287,7 @@ fn chains(bench: &Bench, exe: &Path, noop: &Path) {
         "",
     );
     row(
-        "  overhead per step with its switch, p50 (`if:` on every step)",
+        "  overhead per step behind an `if:`, p50",
         format!("{:.3} ms", percentile(&mut gated_hop, 0.5)),
         "",
     );
@@ -562,7 +562,7 @@ fn waiters(bench: &Bench, exe: &Path, fds: u64) {
 
     let secs = IDLE.as_secs();
     row(
-        &format!("{WAITERS} synchronous calls parked on the bridge (connect -> all trees started)"),
+        &format!("{WAITERS} synchronous calls connected, all trees started"),
         format!("{:.2} s", took.as_secs_f64()),
         "",
     );
