@@ -1,7 +1,8 @@
 //! `make bench`: throughput, latency and footprint figures for the runner and the
 //! daemon, printed as a table. Not a test: a figure is never asserted; the
 //! targets are printed beside each figure so a reader can compare. The `http`
-//! section (benches/http.rs) does panic when a correctness check fails.
+//! and `pipelines` sections (benches/http.rs, benches/pipelines.rs) do panic
+//! when a correctness check fails.
 //!
 //! Plugins: a no-op compiled from C at start (the "compiled plugin"), the same
 //! no-op in Python run by Debian's /usr/bin/python3 when present, and the test
@@ -200,7 +201,7 @@ fn main() {
         http::run(&bench, &exe);
     }
     if want("pipelines") {
-        pipelines::run(&bench, &exe, &noop_dir.join("noop"));
+        pipelines::run(&bench, &noop_dir.join("noop"), &exe);
     }
 }
 

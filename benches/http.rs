@@ -63,14 +63,7 @@ pub(super) fn run(bench: &Bench, exe: &Path) {
         );
         return;
     }
-    let sleeper = bench.plugin("sleeper", "run.sh");
-    std::fs::write(sleeper.join("run.sh"), SLEEPER).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        sleeper.join("run.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    write_sleeper(bench);
     let lua = Lua::write(bench);
     for sync in [Synchronous::Normal, Synchronous::Full] {
         intake(bench, exe, &lua, Surface::Webhook, sync);
@@ -80,6 +73,18 @@ pub(super) fn run(bench: &Bench, exe: &Path) {
     }
     healthz(bench, exe, &lua);
     fan_out(bench, exe);
+}
+
+/// Installs the `sleeper` plugin.
+pub(super) fn write_sleeper(bench: &Bench) {
+    let sleeper = bench.plugin("sleeper", "run.sh");
+    std::fs::write(sleeper.join("run.sh"), SLEEPER).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        sleeper.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
 }
 
 fn wrk_available() -> bool {

@@ -289,6 +289,44 @@ fn a_synchronous_pipeline_answers_with_its_last_steps_result() {
     drop(r.daemon);
 }
 
+/// Regression: the listener's connection pool queued a burst of connections
+/// behind its few idle threads, and a waiting synchronous call holds its
+/// connection's thread, so callers that arrived together were never read
+/// while the first ones waited (4 of 50 started their trees).
+#[test]
+fn a_burst_of_synchronous_callers_is_read_while_the_first_ones_wait() {
+    use std::io::Write;
+    const CALLERS: usize = 50;
+    let dir = TestDir::new("pipe-sync-burst");
+    dir.fixture("hang");
+    // One worker, taken by the first tree's step for good: every call waits.
+    dir.config(&format!(
+        "service:\n  max_workers: 1\n  shutdown_timeout: 1s\napi:\n  enabled: true\n  listen: 127.0.0.1:0\n  max_concurrent_sync: {CALLERS}\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\nplugins:\n  hang: {{}}\npipelines:\n  - name: held\n    on: go\n    execution_mode: synchronous\n    timeout: 60s\n    steps:\n      - uses: hang\n"
+    ));
+    let daemon = dir.start();
+    let api = listening(&daemon, "api.listen");
+    let body = "{\"payload\":{}}";
+    let request = format!(
+        "POST /pipeline/held HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let callers: Vec<std::net::TcpStream> = (0..CALLERS)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&api).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    dir.wait_until(
+        Duration::from_secs(20),
+        "every caller's tree started",
+        || dir.count("SELECT COUNT(*) FROM job_queue WHERE plugin = 'pipeline'") == CALLERS as i64,
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    drop(callers);
+}
+
 #[test]
 fn hooks_fire_once_for_opted_in_root_jobs_as_fresh_trees() {
     let r = start(

@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // A waiting thread takes one queued task, and stays counted as waiting
+        // until it has woken and taken the lock: the new task needs a thread of
+        // its own unless more threads wait than tasks are already queued for
+        // them. (Comparing with zero queued a burst of connections behind the
+        // few idle threads, where they stayed unread for as long as the
+        // connections those threads took stayed open.)
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
