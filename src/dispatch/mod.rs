@@ -191,6 +191,7 @@ pub fn execute_then_claim(
         },
     };
     let runtime_pre = pre_start.elapsed();
+    crate::fault::hit(crate::fault::Point::BeforeSpawn);
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
     let outcome = spawn::run(&inv, cancel);
     let post_start = Instant::now();
@@ -359,6 +360,7 @@ pub fn execute_then_claim(
         effects: effects(job, &plugin),
     };
     let ttl = rt.config.service.dedupe_ttl;
+    crate::fault::hit(crate::fault::Point::AfterAnswer);
     let (done, next) = match next {
         Some(cap) => completion::complete_then_claim(conn, &completion, ttl, now, cap)?,
         None => (completion::complete(conn, &completion, ttl, now)?, None),
