@@ -30,14 +30,20 @@ lint:
 
 ## Benchmarks: prints figures; not part of `make test`. The http section
 ## drives the listeners with wrk (installed from Debian when missing). Ends with the crash
-## storm at full size (STORM_KILLS daemon kills under STORM_CLIENTS one-shot loops).
+## storm at full size (STORM_KILLS daemon kills under STORM_CLIENTS one-shot loops) and
+## the pipeline crash storm (PIPELINE_STORM_KILLS kills while PIPELINE_STORM_CLIENTS
+## loops start pipeline trees).
 STORM_KILLS ?= 60
 STORM_CLIENTS ?= 4
+PIPELINE_STORM_KILLS ?= 60
+PIPELINE_STORM_CLIENTS ?= 3
 bench: release
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
 	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
-		$(CARGO) test --test it crash_storm -- --nocapture
+		$(CARGO) test --test it hardening::crash_storm -- --nocapture
+	DUCTILE_PIPELINE_STORM_KILLS=$(PIPELINE_STORM_KILLS) DUCTILE_PIPELINE_STORM_CLIENTS=$(PIPELINE_STORM_CLIENTS) \
+		$(CARGO) test --test it pipeline_crash_storm -- --nocapture
 
 release: build
 	@ls -l target/ductile

@@ -18,6 +18,7 @@ mod hardening;
 mod http;
 mod limits;
 mod openapi;
+mod pipeline_crash;
 mod pipeline_views;
 mod pipelines;
 mod scheduler;
