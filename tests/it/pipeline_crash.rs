@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, TestDir};
+use crate::support::{Daemon, TestDir, alive};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -480,6 +480,26 @@ fn pipeline_crash_inside_a_switch_decision() {
 }
 
 #[test]
+fn pipeline_crash_inside_the_trigger_leaves_no_tree() {
+    // The root is settled in the trigger's own transaction: a trigger killed
+    // there wrote nothing, and the daemon has nothing to finish.
+    let dir = setup("pcrash-trigger", 1);
+    let daemon = dir.start();
+    let killed = dir
+        .command(&["pipeline", "run", "crash", "--payload", "{\"n\": 10}"])
+        .env("DUCTILE_FAULT", "settle:1")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "killed by a signal: {killed:?}");
+    assert_eq!(dir.count("SELECT COUNT(*) FROM job_queue"), 0);
+    assert_eq!(dir.count("SELECT COUNT(*) FROM event_context"), 0);
+    trigger(&dir, 10);
+    dir.wait_until(LONG, "the next tree finished", || unfinished(&dir) == 0);
+    assert_eq!(check(&dir).trees, 1);
+    stop(daemon);
+}
+
+#[test]
 fn pipeline_crash_right_after_the_commit() {
     // The completion stands; the job claimed with it is interrupted before
     // it ran.
@@ -553,16 +573,23 @@ fn pipeline_crash_storm_completes_every_tree_exactly_once() {
             // A kill lands a few ledger transitions on, or just after a
             // plugin started: anywhere in a job's life.
             if rng.below(2) == 0 {
-                let target = transitions() + 1 + rng.below(12) as i64;
+                let target = transitions() + 1 + rng.below(40) as i64;
                 dir.wait_until(LONG, "transitions before the next kill", || {
                     transitions() >= target
                 });
             } else {
-                let target = runs_so_far(&dir) + 1 + rng.below(4) as usize;
+                let target = runs_so_far(&dir) + 1 + rng.below(8) as usize;
                 dir.wait_until(LONG, "plugin runs before the next kill", || {
                     runs_so_far(&dir) >= target
                 });
             }
+            // A daemon that stopped by itself (a ledger error it found fatal)
+            // would pass for a killed one.
+            assert!(
+                alive(i64::from(daemon.pid())),
+                "the daemon stopped by itself: {:#?}",
+                daemon.log()
+            );
             daemon.crash();
             daemon = dir.start();
         }
