@@ -21,25 +21,29 @@ run: build
 
 ## Everything CI runs: formatting, lints, forbidden patterns, every test.
 test: lint
-	$(CARGO) test --features fault-injection
+	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --features fault-injection -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
 	./scripts/forbid
 
 ## Benchmarks: prints figures; not part of `make test`. The http section
 ## drives the listeners with wrk (installed from Debian when missing). Ends with the crash
-## storm at full size (STORM_KILLS daemon kills under STORM_CLIENTS one-shot loops).
+## storm at full size (STORM_KILLS daemon kills under STORM_CLIENTS one-shot loops) and
+## the pipeline crash storm (PIPELINE_STORM_KILLS kills while PIPELINE_STORM_CLIENTS
+## loops start pipeline trees).
 STORM_KILLS ?= 60
 STORM_CLIENTS ?= 4
+PIPELINE_STORM_KILLS ?= 60
+PIPELINE_STORM_CLIENTS ?= 3
 bench: release
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
 	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
-		$(CARGO) test --test it crash_storm -- --nocapture
-	DUCTILE_PIPELINE_STORM_KILLS=$(STORM_KILLS) DUCTILE_PIPELINE_STORM_TREES=8 \
-		$(CARGO) test --features fault-injection --test it pipeline_crash_storm -- --nocapture
+		$(CARGO) test --test it hardening::crash_storm -- --nocapture
+	DUCTILE_PIPELINE_STORM_KILLS=$(PIPELINE_STORM_KILLS) DUCTILE_PIPELINE_STORM_CLIENTS=$(PIPELINE_STORM_CLIENTS) \
+		$(CARGO) test --test it pipeline_crash_storm -- --nocapture
 
 release: build
 	@ls -l target/ductile

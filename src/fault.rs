@@ -1,50 +1,180 @@
-//! Crash points for the crash-safety tests: with the `fault-injection`
-//! feature (which only `make test` enables) and `DUCTILE_FAULT=<point>:<plugin>`
-//! in the environment, the process aborts at that point while it handles a
-//! job of that plugin, as a power cut or `kill -9` would stop it there.
-//! Without the feature every point compiles to nothing.
+//! Crash points for the crash-safety tests. A build with the `fault-injection`
+//! feature kills its own process with SIGKILL, as `kill -9` would, when it
+//! passes the point that `DUCTILE_FAULT=<point>[:<n>]` names, on the n-th pass
+//! (the first when `:n` is left out). Nothing is flushed, unwound or committed
+//! on the way down: what the ledger holds afterwards is what a crash at that
+//! instant leaves.
+//!
+//! Without the feature, [`hit`] is an empty function and neither the variable
+//! nor the point names are in the binary; only the integration tests' build
+//! turns the feature on (see docs/DECISIONS.md, "Crash points").
 
-/// Where a crash can be injected.
+/// A place where an injected crash can happen, in the order a job meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
-    /// In a completion's transaction: the job's outcome and its routed
-    /// children written, not yet committed.
-    ChildrenWritten,
-    /// Right after a completion committed, before the worker goes on.
-    Committed,
-    /// After the plugin answered, before the completion transaction began.
-    Answered,
+    /// A claimed job (its claim committed) whose plugin is not spawned yet.
+    BeforeSpawn,
+    /// The plugin answered and the routing plan is made; the completion
+    /// transaction has not begun.
+    AfterAnswer,
+    /// Inside a settled in-process job (a `core.switch` decision, a pipeline
+    /// root), written in an open transaction: the row is running, not yet settled.
+    Settle,
+    /// Inside the completion transaction, after the routed children are
+    /// inserted and before the commit.
+    ChildrenInserted,
+    /// The completion (and the next claim made with it) committed; the
+    /// worker has not gone on.
+    AfterCommit,
+}
+
+/// Passes `point`: in a build with the feature, dies here if the point is armed
+/// and this is the pass it names.
+#[inline]
+pub fn hit(point: Point) {
+    #[cfg(feature = "fault-injection")]
+    armed::hit(point);
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
+}
+
+/// Logs which point the environment armed (or why the setting is not
+/// understood), so a test sees that its build has the feature before it relies
+/// on a crash. Logs nothing without the feature or the variable.
+pub fn announce() {
+    #[cfg(feature = "fault-injection")]
+    armed::announce();
 }
 
 #[cfg(feature = "fault-injection")]
-impl Point {
-    fn name(self) -> &'static str {
-        match self {
-            Point::ChildrenWritten => "children_written",
-            Point::Committed => "committed",
-            Point::Answered => "answered",
+mod armed {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::Point;
+
+    /// The variable that arms a point.
+    const VAR: &str = "DUCTILE_FAULT";
+
+    const ALL: [Point; 5] = [
+        Point::BeforeSpawn,
+        Point::AfterAnswer,
+        Point::Settle,
+        Point::ChildrenInserted,
+        Point::AfterCommit,
+    ];
+
+    fn name(p: Point) -> &'static str {
+        match p {
+            Point::BeforeSpawn => "before-spawn",
+            Point::AfterAnswer => "after-answer",
+            Point::Settle => "settle",
+            Point::ChildrenInserted => "children-inserted",
+            Point::AfterCommit => "after-commit",
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Armed {
+        point: Point,
+        nth: u64,
+    }
+
+    /// Passes of the armed point so far (one point is armed per process).
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    static SETTING: OnceLock<Option<Result<Armed, String>>> = OnceLock::new();
+
+    fn setting() -> &'static Option<Result<Armed, String>> {
+        SETTING.get_or_init(|| std::env::var(VAR).ok().map(|v| parse(&v)))
+    }
+
+    fn parse(text: &str) -> Result<Armed, String> {
+        let (point, nth) = match text.split_once(':') {
+            Some((p, n)) => match n.parse::<u64>() {
+                Ok(n) if n >= 1 => (p, n),
+                _ => {
+                    return Err(format!(
+                        "{VAR}={text}: the pass after `:` is a number from 1"
+                    ));
+                }
+            },
+            None => (text, 1),
+        };
+        let known: Vec<&str> = ALL.iter().map(|p| name(*p)).collect();
+        ALL.iter()
+            .find(|p| name(**p) == point)
+            .map(|&point| Armed { point, nth })
+            .ok_or_else(|| {
+                format!(
+                    "{VAR}={text}: no such fault point (known: {})",
+                    known.join(", ")
+                )
+            })
+    }
+
+    pub(super) fn announce() {
+        match setting() {
+            Some(Ok(a)) => {
+                log::warn!(
+                    "fault injection armed: the process kills itself at `{}`, pass {}",
+                    name(a.point),
+                    a.nth
+                )
+            }
+            Some(Err(why)) => log::error!("fault injection not armed: {why}"),
+            None => {}
+        }
+    }
+
+    pub(super) fn hit(point: Point) {
+        let Some(Ok(armed)) = setting() else {
+            return;
+        };
+        if armed.point != point {
+            return;
+        }
+        if PASSES.fetch_add(1, Ordering::SeqCst) + 1 != armed.nth {
+            return;
+        }
+        log::warn!(
+            "fault injection: killing this process at `{}`, pass {}",
+            name(point),
+            armed.nth
+        );
+        let _ = crate::sys::signal_process(crate::sys::pid(), libc::SIGKILL);
+        // SIGKILL cannot be caught or ignored; should sending it fail, this
+        // still ends the process without unwinding.
+        std::process::abort();
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_setting_names_a_point_and_optionally_its_pass() {
+            assert_eq!(
+                parse("after-commit"),
+                Ok(Armed {
+                    point: Point::AfterCommit,
+                    nth: 1
+                })
+            );
+            assert_eq!(
+                parse("settle:3"),
+                Ok(Armed {
+                    point: Point::Settle,
+                    nth: 3
+                })
+            );
+            assert_eq!(
+                parse("settle:0").unwrap_err(),
+                "DUCTILE_FAULT=settle:0: the pass after `:` is a number from 1"
+            );
+            assert_eq!(
+                parse("commit").unwrap_err(),
+                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit)"
+            );
         }
     }
 }
-
-/// Aborts the process if `DUCTILE_FAULT` names this point and `plugin`.
-#[cfg(feature = "fault-injection")]
-pub fn at(point: Point, plugin: &str) {
-    static ARMED: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
-    let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var("DUCTILE_FAULT").ok()?;
-        let (p, plugin) = spec.split_once(':')?;
-        Some((p.to_string(), plugin.to_string()))
-    });
-    if let Some((p, target)) = armed {
-        if p == point.name() && target == plugin {
-            log::error!(target: "fault", "injected crash at {p} for plugin {plugin}");
-            std::process::abort();
-        }
-    }
-}
-
-/// Without the feature a crash point costs nothing.
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-pub fn at(_point: Point, _plugin: &str) {}

@@ -15,6 +15,7 @@
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
 //!   instance lock, the operating-system calls (every `unsafe` block).
 //! - [`secret`]: values that never reach a log line.
+//! - [`fault`]: crash points, compiled in only for the crash-safety tests.
 
 pub mod cli;
 pub mod clock;

@@ -122,6 +122,7 @@ pub fn run_with_clock(
         .map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
     let rt = Arc::new(Runtime::load(root).map_err(|e| DaemonError::Config(e.to_string()))?);
     crate::log::set_level(&rt.config.service.log_level);
+    crate::fault::announce();
     for w in &rt.warnings {
         log::warn!(target: "config", "{w}");
     }

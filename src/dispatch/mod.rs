@@ -191,6 +191,7 @@ pub fn execute_then_claim(
         },
     };
     let runtime_pre = pre_start.elapsed();
+    crate::fault::hit(crate::fault::Point::BeforeSpawn);
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
     let outcome = spawn::run(&inv, cancel);
     let post_start = Instant::now();
@@ -203,7 +204,6 @@ pub fn execute_then_claim(
     if !outcome.stderr.is_empty() {
         log::warn!(plugin = job.plugin.as_str(), job_id = job.id.as_str(), stderr_truncated = outcome.stderr_truncated; "plugin stderr: {}", outcome.stderr.trim_end());
     }
-    crate::fault::at(crate::fault::Point::Answered, &job.plugin);
     let now = clock.now();
     let (decision, last_error, state_write) = decide(conn, &plugin, job, &outcome, now)?;
     let Outcome {
@@ -360,6 +360,7 @@ pub fn execute_then_claim(
         effects: effects(job, &plugin),
     };
     let ttl = rt.config.service.dedupe_ttl;
+    crate::fault::hit(crate::fault::Point::AfterAnswer);
     let (done, next) = match next {
         Some(cap) => completion::complete_then_claim(conn, &completion, ttl, now, cap)?,
         None => (completion::complete(conn, &completion, ttl, now)?, None),

@@ -65,6 +65,19 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The id of the `index`-th event job `job_id` emitted (its one synthetic
+/// event is index 0). Derived, not drawn: whichever attempt of the job gets
+/// to route its events, an event has one id, so the ledger's unique index on
+/// (parent job, source event, hop) recognises a second routing of it.
+fn event_id(job_id: &str, index: usize) -> String {
+    let digest = blake3::hash(format!("ductile event {job_id} {index}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_bytes()[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// The accumulated baggage of a row without the control fields.
 fn baggage_of(row: Option<&ContextRow>) -> Value {
     let mut m = match row.map(|r| &r.accumulated) {
@@ -95,7 +108,13 @@ struct Place {
 }
 
 /// Fills the fields the core owns on an emitted event.
-fn complete_event(raw: &Value, source: &str, result: Option<&str>, now: DateTime<Utc>) -> Value {
+fn complete_event(
+    raw: &Value,
+    source: &str,
+    result: Option<&str>,
+    id: String,
+    now: DateTime<Utc>,
+) -> Value {
     let mut e = match raw {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
@@ -103,7 +122,7 @@ fn complete_event(raw: &Value, source: &str, result: Option<&str>, now: DateTime
     e.entry("source").or_insert_with(|| json!(source));
     e.entry("timestamp")
         .or_insert_with(|| json!(format_ts(now)));
-    e.entry("event_id").or_insert_with(|| json!(new_id()));
+    e.entry("event_id").or_insert_with(|| json!(id));
     if let Some(r) = result {
         e.entry("result").or_insert_with(|| json!(r));
     }
@@ -137,11 +156,18 @@ pub fn after_success(
     let synthetic;
     let events: Vec<Value> = if events.is_empty() && !next.is_empty() {
         synthetic = json!({"type": STEP_SUCCEEDED, "payload": {}});
-        vec![complete_event(&synthetic, up.plugin, up.result, now)]
+        vec![complete_event(
+            &synthetic,
+            up.plugin,
+            up.result,
+            event_id(up.job_id, 0),
+            now,
+        )]
     } else {
         events
             .iter()
-            .map(|e| complete_event(e, up.plugin, up.result, now))
+            .enumerate()
+            .map(|(i, e)| complete_event(e, up.plugin, up.result, event_id(up.job_id, i), now))
             .collect()
     };
     let depth = depth_of(up.context, "ductile_route_depth").unwrap_or(0);
@@ -239,6 +265,7 @@ pub fn start_pipeline(
         &json!({"type": event_type, "payload": payload}),
         source,
         None,
+        new_id(),
         now,
     );
     if let Some(c) = &p.condition {
@@ -450,6 +477,7 @@ fn plan_hop(
     job.dedupe_key = up.dedupe_key.map(str::to_string);
     job.dedupe_check = false;
     job.event_context_id = Some(context_id.clone());
+    job.hop = Some(hop.id.as_str().to_string());
     let context = ContextRow {
         id: context_id.clone(),
         parent_id: place.context_parent.clone(),

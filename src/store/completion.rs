@@ -14,6 +14,7 @@ use super::queue::{
 };
 use super::{StoreError, facts};
 use crate::clock::format_ts;
+use crate::fault::{self, Point};
 
 /// How a finished attempt ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,8 +123,11 @@ pub enum Settled {
     Failed(String),
 }
 
-/// Inserts a routing plan in order (parents before children): context rows,
-/// then each job, queued or settled in-process. Returns the ids created.
+/// Inserts a routing plan in order (parents before children): each job,
+/// queued or settled in-process, then its context row. Returns the ids created.
+/// A job that is not created (deduplicated, or a routed twin already in the
+/// ledger) takes the part of the plan below it along: its planned children
+/// name a parent that does not exist.
 pub fn insert_children(
     tx: &Transaction<'_>,
     children: &[Child],
@@ -131,20 +135,31 @@ pub fn insert_children(
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
+    let mut dropped: Vec<&str> = Vec::new();
     for child in children {
-        if let Some(row) = &child.context {
-            super::context::insert(tx, row, now)?;
+        if let Some(parent) = child.job.parent_job_id.as_deref() {
+            if dropped.contains(&parent) {
+                if let Some(id) = child.job.id.as_deref() {
+                    dropped.push(id);
+                }
+                continue;
+            }
         }
-        match &child.settled {
-            Some(Settled::Succeeded(result)) => {
-                ids.push(queue::settle_in(tx, &child.job, Ok(result), now)?);
+        let written = match &child.settled {
+            Some(Settled::Succeeded(result)) => queue::settle_in(tx, &child.job, Ok(result), now)?,
+            Some(Settled::Failed(error)) => queue::settle_in(tx, &child.job, Err(error), now)?,
+            None => enqueue_in(tx, &child.job, default_ttl, now)?,
+        };
+        match written {
+            Enqueued::Created(id) => {
+                if let Some(row) = &child.context {
+                    super::context::insert(tx, row, now)?;
+                }
+                ids.push(id);
             }
-            Some(Settled::Failed(error)) => {
-                ids.push(queue::settle_in(tx, &child.job, Err(error), now)?);
-            }
-            None => {
-                if let Enqueued::Created(id) = enqueue_in(tx, &child.job, default_ttl, now)? {
-                    ids.push(id);
+            Enqueued::Deduplicated(_) => {
+                if let Some(id) = child.job.id.as_deref() {
+                    dropped.push(id);
                 }
             }
         }
@@ -190,10 +205,9 @@ pub fn complete(
 ) -> Result<Completed, StoreError> {
     let tx = begin(conn)?;
     let out = complete_in(&tx, c, default_ttl, now)?;
-    crate::fault::at(crate::fault::Point::ChildrenWritten, &c.job.plugin);
     tx.commit()
         .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
-    crate::fault::at(crate::fault::Point::Committed, &c.job.plugin);
+    fault::hit(Point::AfterCommit);
     Ok(out)
 }
 
@@ -210,10 +224,9 @@ pub fn complete_then_claim(
     let tx = begin(conn)?;
     let out = complete_in(&tx, c, default_ttl, now)?;
     let next = queue::claim_next_in(&tx, cap, now)?;
-    crate::fault::at(crate::fault::Point::ChildrenWritten, &c.job.plugin);
     tx.commit()
         .map_err(|e| StoreError::sqlite(format!("commit completion of job {}", c.job.id), e))?;
-    crate::fault::at(crate::fault::Point::Committed, &c.job.plugin);
+    fault::hit(Point::AfterCommit);
     Ok((out, next))
 }
 
@@ -388,6 +401,7 @@ fn complete_in(
         }
     }
     let children = insert_children(tx, &c.children, default_ttl, now)?;
+    fault::hit(Point::ChildrenInserted);
     Ok(Completed {
         status: final_status,
         children,

@@ -54,6 +54,12 @@ CREATE TABLE job_cancel_requests (
     created_at TEXT NOT NULL
 );",
     },
+    Step {
+        from: 3,
+        summary: "add job_queue.hop (the route-graph hop a routed job runs) and a unique index on (parent_job_id, source_event_id, hop, plugin, command), so an event reaches each hop once per upstream job; rows written before keep no hop and are not constrained",
+        sql: "ALTER TABLE job_queue ADD COLUMN hop TEXT;
+CREATE UNIQUE INDEX idx_job_queue_routed_child ON job_queue(parent_job_id, source_event_id, hop, plugin, command) WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL AND hop IS NOT NULL;",
+    },
 ];
 
 /// What a migration would do.
@@ -169,6 +175,7 @@ mod tests {
     const FIXTURES: &[(i64, &str)] = &[
         (1, include_str!("../../tests/fixtures/ledgers/v1.sql")),
         (2, include_str!("../../tests/fixtures/ledgers/v2.sql")),
+        (3, include_str!("../../tests/fixtures/ledgers/v3.sql")),
     ];
 
     fn load(tmp: &TempDir, version: i64, sql: &str) -> (std::path::PathBuf, Connection) {

@@ -199,6 +199,10 @@ pub struct NewJob {
     pub source_event_id: Option<String>,
     /// Baggage row for this job.
     pub event_context_id: Option<String>,
+    /// The route-graph hop a routed job runs. With `parent_job_id` and
+    /// `source_event_id` it names the job once: the ledger holds at most one
+    /// job per upstream job, event and hop (`idx_job_queue_routed_child`).
+    pub hop: Option<String>,
 }
 
 impl NewJob {
@@ -224,6 +228,7 @@ impl NewJob {
             parent_job_id: None,
             source_event_id: None,
             event_context_id: None,
+            hop: None,
         }
     }
 }
@@ -355,26 +360,49 @@ pub fn enqueue_in(
     } else {
         Some(job.payload.to_string())
     };
-    tx.prepare_cached(
-        "INSERT INTO job_queue (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, dedupe_key, created_at, parent_job_id, source_event_id, event_context_id)
-         VALUES (?1, ?2, ?3, ?4, 'queued', 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            id,
-            job.plugin,
-            job.command,
-            payload,
-            job.max_attempts.max(1),
-            job.submitted_by_column().as_ref(),
-            job.dedupe_key,
-            ts,
-            job.parent_job_id,
-            job.source_event_id,
-            job.event_context_id,
-        ])
-    })
-    .map_err(|e| StoreError::sqlite(format!("enqueue {} {}", job.plugin, job.command), e))?;
+    // A routed job that is already there (the same upstream job, event and
+    // hop) is not inserted again: routing an event twice is a no-op, whatever
+    // made it happen.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO job_queue (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, dedupe_key, created_at, parent_job_id, source_event_id, event_context_id, hop)
+         VALUES (?1, ?2, ?3, ?4, 'queued', 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (parent_job_id, source_event_id, hop, plugin, command)
+             WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL AND hop IS NOT NULL
+         DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                job.plugin,
+                job.command,
+                payload,
+                job.max_attempts.max(1),
+                job.submitted_by_column().as_ref(),
+                job.dedupe_key,
+                ts,
+                job.parent_job_id,
+                job.source_event_id,
+                job.event_context_id,
+                job.hop,
+            ])
+        })
+        .map_err(|e| StoreError::sqlite(format!("enqueue {} {}", job.plugin, job.command), e))?;
+    if inserted == 0 {
+        let existing: String = tx
+            .prepare_cached(
+                "SELECT id FROM job_queue WHERE parent_job_id = ?1 AND source_event_id = ?2 AND hop = ?3 AND plugin = ?4 AND command = ?5",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![job.parent_job_id, job.source_event_id, job.hop, job.plugin, job.command],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(|e| StoreError::sqlite(format!("find the routed twin of {} {}", job.plugin, job.command), e))?;
+        log::warn!(plugin = job.plugin.as_str(), job_id = existing.as_str(); "event {} of job {} reached hop `{}` before; not routed again", job.source_event_id.as_deref().unwrap_or("-"), job.parent_job_id.as_deref().unwrap_or("-"), job.hop.as_deref().unwrap_or("-"));
+        return Ok(Enqueued::Deduplicated(existing));
+    }
     record_transition(tx, &id, None, JobStatus::Queued, 1, "enqueued", &ts)?;
     Ok(Enqueued::Created(id))
 }
@@ -404,7 +432,7 @@ pub fn retry_in(
 ) -> Result<String, RetryRefused> {
     let row = tx
         .prepare_cached(
-            "SELECT plugin, command, payload, status, max_attempts, dedupe_key, source_event_id, event_context_id FROM job_queue WHERE id = ?1",
+            "SELECT plugin, command, payload, status, max_attempts, dedupe_key, source_event_id, event_context_id, hop FROM job_queue WHERE id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([id], |r| {
@@ -417,6 +445,7 @@ pub fn retry_in(
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })
             .optional()
@@ -431,6 +460,7 @@ pub fn retry_in(
         dedupe_key,
         source_event_id,
         context,
+        hop,
     )) = row
     else {
         return Err(RetryRefused::Missing);
@@ -458,6 +488,7 @@ pub fn retry_in(
     job.parent_job_id = Some(id.to_string());
     job.source_event_id = source_event_id;
     job.event_context_id = context;
+    job.hop = hop;
     job.dedupe_key = dedupe_key;
     job.dedupe_check = false;
     match enqueue_in(tx, &job, Duration::ZERO, now).map_err(RetryRefused::Store)? {
@@ -470,18 +501,20 @@ pub fn retry_in(
 /// `with:` or `baggage:` failed). The row goes queued → running → succeeded
 /// (with `result` as its response) or failed (with the error), with its
 /// transitions and a `job_log` row, like any job: nothing about it is hidden.
+/// A routed job that exists already is left as it is (`Deduplicated`).
 pub fn settle_in(
     tx: &Transaction<'_>,
     job: &NewJob,
     outcome: Result<&Value, &str>,
     now: DateTime<Utc>,
-) -> Result<String, StoreError> {
+) -> Result<Enqueued, StoreError> {
     let unchecked = NewJob {
         dedupe_check: false,
         ..job.clone()
     };
     let id = match enqueue_in(tx, &unchecked, Duration::ZERO, now)? {
-        Enqueued::Created(id) | Enqueued::Deduplicated(id) => id,
+        Enqueued::Created(id) => id,
+        twin @ Enqueued::Deduplicated(_) => return Ok(twin),
     };
     let ts = format_ts(now);
     let claim = match outcome {
@@ -495,6 +528,7 @@ pub fn settle_in(
         JobStatus::Running,
         &Change::new(1, &claim, &ts),
     )?;
+    crate::fault::hit(crate::fault::Point::Settle);
     let (status, result, error) = match outcome {
         Ok(result) => (JobStatus::Succeeded, Some(result.to_string()), None),
         Err(e) => (JobStatus::Failed, None, Some(e)),
@@ -528,7 +562,7 @@ pub fn settle_in(
         ])
     })
     .map_err(|e| StoreError::sqlite(format!("write job_log for job {id}"), e))?;
-    Ok(id)
+    Ok(Enqueued::Created(id))
 }
 
 /// The columns a status change writes besides the status itself.
@@ -1524,6 +1558,138 @@ mod tests {
         assert_eq!(out.children.len(), 1);
         let child = find(&conn, &out.children[0]).unwrap().unwrap();
         assert_eq!(child.parent_job_id.as_deref(), Some(c.id.as_str()));
+    }
+
+    /// A routed child of `parent` at `hop` for event `event`, planned with
+    /// fresh ids the way the routing engine plans one.
+    fn routed(
+        parent: &str,
+        event: &str,
+        hop: &str,
+        plugin: &str,
+    ) -> crate::store::completion::Child {
+        use crate::store::context::ContextRow;
+        let id = uuid::Uuid::now_v7().to_string();
+        let context = uuid::Uuid::now_v7().to_string();
+        crate::store::completion::Child {
+            job: NewJob {
+                command: "handle".into(),
+                id: Some(id),
+                parent_job_id: Some(parent.into()),
+                source_event_id: Some(event.into()),
+                event_context_id: Some(context.clone()),
+                hop: Some(hop.into()),
+                dedupe_check: false,
+                ..job(plugin)
+            },
+            context: Some(ContextRow {
+                id: context,
+                parent_id: None,
+                pipeline: Some("p".into()),
+                hop: Some(hop.into()),
+                accumulated: serde_json::json!({}),
+            }),
+            settled: None,
+        }
+    }
+
+    fn plant(conn: &mut Connection, plan: &[crate::store::completion::Child]) -> Vec<String> {
+        let now = t("2026-01-01T00:00:00Z");
+        let tx = begin(conn).unwrap();
+        let ids = crate::store::completion::insert_children(&tx, plan, DAY, now).unwrap();
+        tx.commit().unwrap();
+        ids
+    }
+
+    #[test]
+    fn an_event_reaches_each_hop_once_per_upstream_job() {
+        use crate::store::completion::Settled;
+        let (_tmp, mut conn) = db("routed-once");
+        let first = vec![routed("up", "ev1", "p:steps[1]", "b")];
+        assert_eq!(plant(&mut conn, &first).len(), 1);
+        // The same event routed again from the same upstream job, planned
+        // anew (other ids), with a switch and the step behind it: nothing of
+        // it is written, its context rows included.
+        let mut again = vec![routed("up", "ev1", "p:steps[1]", "b")];
+        let mut switch = routed("up", "ev1", "p:steps[2]/if", "core.switch");
+        switch.settled = Some(Settled::Succeeded(serde_json::json!({"status": "ok"})));
+        let behind = routed(switch.job.id.as_deref().unwrap(), "ev1", "p:steps[2]", "c");
+        // The twin of the first child takes its planned subtree along.
+        let under_twin = routed(
+            again[0].job.id.as_deref().unwrap(),
+            "ev9",
+            "p:steps[3]",
+            "d",
+        );
+        again.push(under_twin);
+        let jobs = count(&conn, "SELECT COUNT(*) FROM job_queue");
+        let contexts = count(&conn, "SELECT COUNT(*) FROM event_context");
+        assert!(plant(&mut conn, &again).is_empty());
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM job_queue"), jobs);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM event_context"), contexts);
+        // A switch that is new is written, and so is what it plans.
+        assert_eq!(plant(&mut conn, &[switch, behind]).len(), 2);
+        // The index itself refuses a twin, whoever writes it.
+        let err = conn
+            .execute(
+                "INSERT INTO job_queue (id, plugin, command, status, submitted_by, created_at, parent_job_id, source_event_id, hop) VALUES ('x', 'b', 'handle', 'queued', 'route', '2026-01-01T00:00:00Z', 'up', 'ev1', 'p:steps[1]')",
+                [],
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("UNIQUE constraint failed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_split_and_a_resume_are_not_twins() {
+        let (_tmp, mut conn) = db("routed-legit");
+        let now = t("2026-01-01T00:00:00Z");
+        // One event into two branches that run the same plugin and command.
+        let split = vec![
+            routed("up", "ev1", "p:steps[1].split[0]", "b"),
+            routed("up", "ev1", "p:steps[1].split[1]", "b"),
+        ];
+        let ids = plant(&mut conn, &split);
+        assert_eq!(ids.len(), 2);
+        // Two events of one upstream job into one hop.
+        assert_eq!(
+            plant(
+                &mut conn,
+                &[routed("up", "ev2", "p:steps[1].split[0]", "b")]
+            )
+            .len(),
+            1
+        );
+        // A branch fails; resuming it is a new job with the same event, hop
+        // and context, under the failed one.
+        let c = claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
+        assert_eq!(c.id, ids[0]);
+        complete(
+            &mut conn,
+            &done(&c, Decision::Terminal(JobStatus::Failed)),
+            DAY,
+            now,
+        )
+        .unwrap();
+        let tx = begin(&mut conn).unwrap();
+        let resumed = retry_in(&tx, &ids[0], SubmittedBy::Cli, now).unwrap();
+        tx.commit().unwrap();
+        let row = find(&conn, &resumed).unwrap().unwrap();
+        assert_eq!(row.parent_job_id.as_deref(), Some(ids[0].as_str()));
+        assert_eq!(row.source_event_id.as_deref(), Some("ev1"));
+        let hop: Option<String> = conn
+            .query_row("SELECT hop FROM job_queue WHERE id = ?1", [&resumed], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(hop.as_deref(), Some("p:steps[1].split[0]"));
+        let tx = begin(&mut conn).unwrap();
+        assert!(matches!(
+            retry_in(&tx, &ids[0], SubmittedBy::Cli, now),
+            Err(RetryRefused::AlreadyRetried(id)) if id == resumed
+        ));
     }
 
     #[test]

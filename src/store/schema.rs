@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a ductile ledger: "Duct" in ASCII. Version 1
 /// ledgers predate it and carry 0.
@@ -21,8 +21,9 @@ pub const APPLICATION_ID: i32 = 0x4475_6374;
 
 /// Every table of the ledger at [`SCHEMA_VERSION`]. Statements are stored
 /// verbatim in `sqlite_master`, which the fast validation path compares. The
-/// `warnings` column of `job_log` is written in the shape `ALTER TABLE ... ADD
-/// COLUMN` leaves, so a migrated ledger stores exactly the same text as a new one.
+/// `warnings` column of `job_log` and the `hop` column of `job_queue` are
+/// written in the shape `ALTER TABLE ... ADD COLUMN` leaves, so a migrated
+/// ledger stores exactly the same text as a new one.
 const DDL: &str = r#"
 CREATE TABLE job_queue (
     id               TEXT PRIMARY KEY,
@@ -42,12 +43,13 @@ CREATE TABLE job_queue (
     parent_job_id    TEXT,
     source_event_id  TEXT,
     event_context_id TEXT
-);
+, hop TEXT);
 CREATE INDEX idx_job_queue_status ON job_queue(status);
 CREATE INDEX idx_job_queue_dedupe ON job_queue(dedupe_key, status) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX idx_job_queue_completed_at ON job_queue(completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX idx_job_queue_parent ON job_queue(parent_job_id) WHERE parent_job_id IS NOT NULL;
 CREATE INDEX idx_job_queue_retry ON job_queue(next_retry_at) WHERE status = 'queued' AND next_retry_at IS NOT NULL;
+CREATE UNIQUE INDEX idx_job_queue_routed_child ON job_queue(parent_job_id, source_event_id, hop, plugin, command) WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL AND hop IS NOT NULL;
 
 CREATE TABLE job_transitions (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -536,7 +538,10 @@ fn expected_tables(ddl: &str) -> Vec<(String, Vec<String>)> {
 /// Index names read from `ddl`.
 fn expected_indexes(ddl: &str) -> Vec<String> {
     statements(ddl)
-        .filter_map(|s| s.strip_prefix("CREATE INDEX "))
+        .filter_map(|s| {
+            s.strip_prefix("CREATE INDEX ")
+                .or_else(|| s.strip_prefix("CREATE UNIQUE INDEX "))
+        })
         .filter_map(|rest| rest.split_whitespace().next())
         .map(str::to_string)
         .collect()
@@ -586,6 +591,15 @@ mod tests {
         );
         assert!(!log.1.iter().any(|c| c == "CREATE" || c == "PRIMARY"));
         assert!(expected_indexes(DDL).contains(&"idx_job_queue_status".to_string()));
+        assert!(
+            expected_indexes(DDL).contains(&"idx_job_queue_routed_child".to_string()),
+            "unique indexes count"
+        );
+        let queue = expected_tables(DDL)
+            .into_iter()
+            .find(|t| t.0 == "job_queue")
+            .unwrap();
+        assert!(queue.1.contains(&"hop".to_string()));
     }
 
     #[test]
@@ -649,7 +663,7 @@ mod tests {
         let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: the ledger is at schema version 1 and this ductile needs version 3; run `ductile system migrate` (it backs the file up first), then start again"
+            "x.db: the ledger is at schema version 1 and this ductile needs version 4; run `ductile system migrate` (it backs the file up first), then start again"
         );
     }
 

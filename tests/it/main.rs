@@ -18,7 +18,6 @@ mod hardening;
 mod http;
 mod limits;
 mod openapi;
-#[cfg(feature = "fault-injection")]
 mod pipeline_crash;
 mod pipeline_runs;
 mod pipeline_views;

@@ -107,7 +107,9 @@ impl TestDir {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(args).arg("--config").arg(&self.path);
-        c.env_remove("DUCTILE_CONFIG_DIR").env_remove("DUCTILE_LOG");
+        c.env_remove("DUCTILE_CONFIG_DIR")
+            .env_remove("DUCTILE_LOG")
+            .env_remove("DUCTILE_FAULT");
         c
     }
 
@@ -176,10 +178,10 @@ impl TestDir {
         Daemon::start(self.command(&["system", "start"]))
     }
 
-    /// Starts the daemon with `key=value` in its environment.
-    pub fn start_with_env(&self, key: &str, value: &str) -> Daemon {
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = self.command(&["system", "start"]);
-        cmd.env(key, value);
+        cmd.envs(env.iter().copied());
         Daemon::start(cmd)
     }
 }
