@@ -399,11 +399,11 @@ impl HubLoop {
     }
 }
 
-/// An event as an SSE frame: its cursor as the id (none for a preflight,
-/// see [`events::PREFLIGHT`]), its kind as the event name, its fields as one
-/// line of JSON.
+/// An event as an SSE frame: its cursor as the id (none for an event without
+/// a position of its own, see [`events::PREFLIGHT`]), its kind as the event
+/// name, its fields as one line of JSON.
 fn frame(ev: &Event) -> Frame {
-    if ev.kind == events::PREFLIGHT {
+    if !ev.resumable {
         return format!("event: {}\ndata: {}\n\n", ev.kind, ev.data)
             .into_bytes()
             .into();

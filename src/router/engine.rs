@@ -34,16 +34,6 @@ const PROPAGATED: &[&str] = &[
     "filename",
 ];
 
-/// Context keys the core sets on every hop; baggage never keeps them.
-const CONTROL: &[&str] = &[
-    "ductile_plugin",
-    "ductile_pipeline",
-    "ductile_step_id",
-    "ductile_pipeline_instance_id",
-    "ductile_route_depth",
-    "ductile_route_max_depth",
-];
-
 /// The hop that just finished.
 #[derive(Debug, Clone)]
 pub struct Upstream<'a> {
@@ -80,14 +70,10 @@ fn event_id(job_id: &str, index: usize) -> String {
 
 /// The accumulated baggage of a row without the control fields.
 fn baggage_of(row: Option<&ContextRow>) -> Value {
-    let mut m = match row.map(|r| &r.accumulated) {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
-    };
-    for k in CONTROL {
-        m.remove(*k);
-    }
-    Value::Object(m)
+    row.map_or_else(
+        || Value::Object(Map::new()),
+        |r| crate::store::context::baggage(&r.accumulated),
+    )
 }
 
 fn depth_of(row: Option<&ContextRow>, key: &str) -> Option<u32> {

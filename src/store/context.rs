@@ -6,6 +6,28 @@ use serde_json::{Map, Value};
 
 use super::StoreError;
 
+/// Context keys the core sets on every hop; baggage never keeps them.
+pub const CONTROL: &[&str] = &[
+    "ductile_plugin",
+    "ductile_pipeline",
+    "ductile_step_id",
+    "ductile_pipeline_instance_id",
+    "ductile_route_depth",
+    "ductile_route_max_depth",
+];
+
+/// The baggage in `accumulated`: everything but the [`CONTROL`] fields.
+pub fn baggage(accumulated: &Value) -> Value {
+    let mut m = match accumulated {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    for k in CONTROL {
+        m.remove(*k);
+    }
+    Value::Object(m)
+}
+
 /// The accumulated baggage of a context row, or `{}` when there is none.
 pub fn accumulated(conn: &Connection, id: Option<&str>) -> Result<Value, StoreError> {
     let Some(id) = id else {

@@ -91,6 +91,9 @@ pub struct Event {
     pub kind: String,
     /// The event's fields, a JSON object.
     pub data: Value,
+    /// Whether the event has a position of its own to resume from. A
+    /// preflight has not: it is sent with the claim that follows it.
+    pub resumable: bool,
 }
 
 /// Appends a system event inside the caller's transaction (or as its own
@@ -183,12 +186,14 @@ pub fn between(
                 cursor: before,
                 kind: PREFLIGHT.to_string(),
                 data,
+                resumable: false,
             });
         }
         out.push(Event {
             cursor,
             kind: row.kind,
             data: row.data,
+            resumable: true,
         });
     }
     Ok(out)
@@ -213,6 +218,15 @@ pub const PREFLIGHT: &str = "job.preflight";
 /// `with:` remap, a baggage claim or a relay that could not be made): the
 /// job never ran, and the stream reports the preflight as `fail`.
 pub const PREFLIGHT_FAILED: &str = "preflight failed: ";
+
+/// The preflight decision a claim's transition reason records: `("run", "")`,
+/// or `("fail", why)` for a hop settled without running.
+pub fn preflight(claim_reason: &str) -> (&'static str, &str) {
+    match claim_reason.strip_prefix(PREFLIGHT_FAILED) {
+        Some(why) => ("fail", why),
+        None => ("run", ""),
+    }
+}
 
 /// The event kind of a job transition.
 fn job_kind(from: Option<&str>, to: &str) -> String {
@@ -272,10 +286,7 @@ fn read_transitions(
             };
             step.annotate(&mut data);
             let preflight = (to == "running").then(|| {
-                let (decision, why) = match reason.strip_prefix(PREFLIGHT_FAILED) {
-                    Some(why) => ("fail", why),
-                    None => ("run", ""),
-                };
+                let (decision, why) = preflight(&reason);
                 let mut p = serde_json::json!({
                     "job_id": job_id,
                     "plugin": plugin,

@@ -222,19 +222,15 @@ fn hop_node(conn: &Connection, id: &str) -> rusqlite::Result<Option<Map<String, 
     let Some((mut m, accumulated)) = row else {
         return Ok(None);
     };
-    let context: Map<String, Value> = accumulated
+    let context: Value = accumulated
         .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+        .unwrap_or_else(|| Value::Object(Map::new()));
     let control = |k: &str| context.get(k).cloned().unwrap_or(Value::Null);
     m.insert("step_id".into(), control("ductile_step_id"));
     m.insert("tree".into(), control("ductile_pipeline_instance_id"));
     m.insert("depth".into(), control("ductile_route_depth"));
     m.insert("max_depth".into(), control("ductile_route_max_depth"));
-    let baggage: Map<String, Value> = context
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("ductile_"))
-        .collect();
-    m.insert("baggage".into(), Value::Object(baggage));
+    m.insert("baggage".into(), super::context::baggage(&context));
     let result = latest_result(conn, id)?;
     let claim: Option<String> = conn
         .prepare_cached(
@@ -243,12 +239,10 @@ fn hop_node(conn: &Connection, id: &str) -> rusqlite::Result<Option<Map<String, 
         .query_row([id], |r| r.get(0))
         .optional()?;
     let plugin = m.get("plugin").and_then(Value::as_str).unwrap_or_default();
-    let (decision, reason) = match (&claim, plugin) {
+    let preflight = claim.as_deref().map(super::events::preflight);
+    let (decision, reason) = match (preflight, plugin) {
         (None, _) => ("pending".to_string(), Value::Null),
-        (Some(c), _) if c.starts_with(super::events::PREFLIGHT_FAILED) => (
-            "fail".to_string(),
-            json!(&c[super::events::PREFLIGHT_FAILED.len()..]),
-        ),
+        (Some(("fail", why)), _) => ("fail".to_string(), json!(why)),
         // A switch's decision is the event it emitted; its result says why.
         (Some(_), "core.switch") => (
             result
@@ -291,7 +285,7 @@ fn hop_node(conn: &Connection, id: &str) -> rusqlite::Result<Option<Map<String, 
 /// every job it caused, each with its step, baggage, decision and timing;
 /// None for an unknown id.
 pub fn inspect(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError> {
-    (|| {
+    let found = (|| {
         let Some(job) = hop_node(conn, id)? else {
             return Ok(None);
         };
@@ -337,28 +331,26 @@ pub fn inspect(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError>
                 break;
             }
         }
-        let context = job.get("event_context_id").cloned().unwrap_or(Value::Null);
-        let same_hop = |n: &Value| {
-            !context.is_null()
-                && n.get("event_context_id") == Some(&context)
-                && n.get("plugin") == job.get("plugin")
-        };
-        let retry_of = up
-            .last()
-            .filter(|n| same_hop(n))
-            .and_then(|n| n.get("job_id").cloned());
-        let retried_as = down
-            .iter()
-            .find(|n| n.get("level") == Some(&json!(1)) && same_hop(n))
-            .and_then(|n| n.get("job_id").cloned());
         let mut out = job;
-        out.insert("retry_of".into(), retry_of.unwrap_or(Value::Null));
-        out.insert("retried_as".into(), retried_as.unwrap_or(Value::Null));
         out.insert("lineage_up".into(), Value::Array(up));
         out.insert("lineage_down".into(), Value::Array(down));
-        Ok(Some(Value::Object(out)))
+        Ok(Some(out))
     })()
-    .map_err(|e| StoreError::sqlite("inspect a job", e))
+    .map_err(|e| StoreError::sqlite("inspect a job", e))?;
+    let Some(mut out) = found else {
+        return Ok(None);
+    };
+    // The resumption links, by the rule `job retry` itself applies.
+    let retry_of = match out.get("parent_job_id").and_then(Value::as_str) {
+        Some(p) if super::queue::retried_as(conn, p)?.as_deref() == Some(id) => json!(p),
+        _ => Value::Null,
+    };
+    out.insert("retry_of".into(), retry_of);
+    out.insert(
+        "retried_as".into(),
+        json!(super::queue::retried_as(conn, id)?),
+    );
+    Ok(Some(Value::Object(out)))
 }
 
 /// WHERE clauses and their parameters.

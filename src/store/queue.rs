@@ -420,6 +420,17 @@ pub enum RetryRefused {
     Store(StoreError),
 }
 
+/// The job that resumed job `id` ([`retry_in`]): its child with the same
+/// plugin, command and context row, if there is one.
+pub fn retried_as(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached(
+        "SELECT r.id FROM job_queue f JOIN job_queue r ON r.parent_job_id = f.id AND r.plugin = f.plugin AND r.command = f.command AND r.event_context_id IS f.event_context_id
+         WHERE f.id = ?1 ORDER BY r.rowid LIMIT 1",
+    )
+    .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+    .map_err(|e| StoreError::sqlite(format!("look for retries of job {id}"), e))
+}
+
 /// Resume from a failed step: a new job with exactly the event and context
 /// the failed (or dead) job `id` first saw, child of that job, so the tree
 /// goes on from there once it succeeds; the failed rows stay as history.
@@ -472,13 +483,7 @@ pub fn retry_in(
         return Err(RetryRefused::NotFailed(status));
     }
     // One resumption per failure, so a step never runs twice for one event.
-    let earlier: Option<String> = tx
-        .prepare_cached(
-            "SELECT id FROM job_queue WHERE parent_job_id = ?1 AND plugin = ?2 AND command = ?3 AND event_context_id IS ?4 LIMIT 1",
-        )
-        .and_then(|mut s| s.query_row(params![id, plugin, command, context], |r| r.get(0)).optional())
-        .map_err(|e| RetryRefused::Store(StoreError::sqlite(format!("look for retries of job {id}"), e)))?;
-    if let Some(earlier) = earlier {
+    if let Some(earlier) = retried_as(tx, id).map_err(RetryRefused::Store)? {
         return Err(RetryRefused::AlreadyRetried(earlier));
     }
     let payload = payload
