@@ -9,6 +9,14 @@ use crate::http::{ADMIN, Stream, call, get};
 use crate::pipelines::{LONG, Running, by_plugin, received, settled_tree, start, trigger};
 use crate::support::TestDir;
 
+/// Starts `pipeline` with `payload` and waits for its tree: its root and jobs.
+fn run_tree(r: &Running, pipeline: &str, payload: Value) -> (String, Vec<Value>) {
+    let v = trigger(r, pipeline, payload);
+    let root = v["job_id"].as_str().unwrap().to_string();
+    let tree = settled_tree(r, &root);
+    (root, tree)
+}
+
 /// The ids of `jobs`, for comparing parent links.
 fn ids<'t>(jobs: &[&'t Value]) -> Vec<&'t str> {
     jobs.iter().filter_map(|j| j["job_id"].as_str()).collect()
@@ -21,8 +29,7 @@ fn a_split_runs_every_branch_once_from_the_same_step() {
         "pipelines:\n  - name: fan\n    on: go\n    steps:\n      - id: first\n        uses: a\n      - split:\n          - uses: b\n          - steps:\n              - uses: c\n              - uses: d\n      - uses: e\n",
         "",
     );
-    let v = trigger(&r, "fan", json!({"n": 1}));
-    let tree = settled_tree(&r, v["job_id"].as_str().unwrap());
+    let (_, tree) = run_tree(&r, "fan", json!({"n": 1}));
     assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{tree:#?}");
     let a = by_plugin(&tree, "a");
     let (b, c, d) = (
@@ -60,9 +67,7 @@ fn a_call_runs_the_other_pipeline_with_the_callers_baggage() {
         "pipelines:\n  - name: tail\n    on: never.sent\n    steps:\n      - uses: c\n      - uses: d\n  - name: head\n    on: go\n    steps:\n      - uses: a\n        baggage:\n          job.size: payload.size\n      - call: tail\n      - uses: e\n",
         "",
     );
-    let v = trigger(&r, "head", json!({"size": 4}));
-    let root = v["job_id"].as_str().unwrap().to_string();
-    let tree = settled_tree(&r, &root);
+    let (root, tree) = run_tree(&r, "head", json!({"size": 4}));
     assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{tree:#?}");
     for p in ["a", "c", "d", "e"] {
         assert_eq!(by_plugin(&tree, p).len(), 1, "{p}: {tree:#?}");
@@ -84,16 +89,14 @@ fn a_pipeline_if_on_context_decides_whether_it_starts_at_all() {
         "pipelines:\n  - name: first\n    on: go\n    steps:\n      - uses: f\n        baggage:\n          job.size: payload.size\n  - name: gated\n    on: big.thing\n    if:\n      path: context.job.size\n      op: gt\n      value: 2\n    steps:\n      - uses: b\n  - name: ungated\n    on: big.thing\n    if:\n      path: context.job.missing\n      op: exists\n    steps:\n      - uses: c\n",
         "  f:\n    uses: pipe_step\n    config:\n      name: f\n      emit: big.thing\n",
     );
-    let big = trigger(&r, "first", json!({"size": 3}));
-    let tree = settled_tree(&r, big["job_id"].as_str().unwrap());
+    let (_, tree) = run_tree(&r, "first", json!({"size": 3}));
     assert_eq!(by_plugin(&tree, "f").len(), 1, "{tree:#?}");
     assert_eq!(by_plugin(&tree, "b").len(), 1, "size 3 > 2: {tree:#?}");
     assert!(
         by_plugin(&tree, "c").is_empty(),
         "a missing context path is false: {tree:#?}"
     );
-    let small = trigger(&r, "first", json!({"size": 1}));
-    let tree = settled_tree(&r, small["job_id"].as_str().unwrap());
+    let (_, tree) = run_tree(&r, "first", json!({"size": 1}));
     assert_eq!(by_plugin(&tree, "f").len(), 1);
     assert!(by_plugin(&tree, "b").is_empty(), "{tree:#?}");
     // Nothing else was dispatched anywhere for the small one.
@@ -402,9 +405,7 @@ fn job_inspect_shows_lineage_steps_baggage_decisions_and_timing() {
         "pipelines:\n  - name: looked\n    on: go\n    steps:\n      - id: one\n        uses: a\n        baggage:\n          job.size: payload.size\n      - id: gate\n        uses: b\n        if:\n          path: payload.size\n          op: gt\n          value: 1\n      - id: last\n        uses: c\n      - id: broken\n        uses: d\n        with:\n          x: \"{payload.nope}\"\n",
         "",
     );
-    let v = trigger(&r, "looked", json!({"size": 2}));
-    let root = v["job_id"].as_str().unwrap().to_string();
-    let tree = settled_tree(&r, &root);
+    let (root, tree) = run_tree(&r, "looked", json!({"size": 2}));
     let b = by_plugin(&tree, "b")[0]["job_id"]
         .as_str()
         .unwrap()
