@@ -159,7 +159,7 @@ pub fn read_answer(s: &mut TcpStream) -> Answer {
             let mut body = buf[end + 4..].to_vec();
             if let Some(n) = length {
                 while body.len() < n {
-                    match s.read(&mut chunk) {
+                    match read_some(s, &mut chunk) {
                         Ok(0) | Err(_) => break,
                         Ok(k) => body.extend_from_slice(&chunk[..k]),
                     }
@@ -176,13 +176,25 @@ pub fn read_answer(s: &mut TcpStream) -> Answer {
                 body,
             };
         }
-        match s.read(&mut chunk) {
+        match read_some(s, &mut chunk) {
             Ok(0) => panic!(
                 "connection closed before an answer: {:?}",
                 String::from_utf8_lossy(&buf)
             ),
             Ok(k) => buf.extend_from_slice(&chunk[..k]),
             Err(e) => panic!("no answer: {e}; got {:?}", String::from_utf8_lossy(&buf)),
+        }
+    }
+}
+
+/// One `read`, retried when a signal interrupts it: a socket with a read
+/// timeout is never restarted by the kernel, and signals meant for other
+/// tests' children reach this process too.
+pub fn read_some(s: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
@@ -1135,13 +1147,7 @@ impl Stream {
 
     fn fill(&mut self) {
         let mut chunk = [0u8; 8192];
-        // A signal meant for another test's child can interrupt the read.
-        let n = loop {
-            match self.s.read(&mut chunk) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other.unwrap(),
-            }
-        };
+        let n = read_some(&mut self.s, &mut chunk).unwrap();
         assert!(n > 0, "the event stream closed");
         self.buf.extend_from_slice(&chunk[..n]);
     }
