@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
-use super::{Args, CliError, output};
+use crate::cli::{Args, CliError, output};
 use crate::runtime::Runtime;
 
 /// `ductile config check [--json]`: exit 0 when clean, 78 on errors (and on
 /// warnings under `service.strict_mode`, except "parsed but not yet active",
 /// which the spec's own strict examples would trip).
 pub fn check(args: &Args) -> Result<(), CliError> {
-    let root = super::config_root(args)?;
+    let root = crate::cli::config_root(args)?;
     let rt = match Runtime::load(&root) {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,0 +1,5 @@
+//! The `config` noun: one file per verb group.
+
+mod check;
+
+pub use check::check;
