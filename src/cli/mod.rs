@@ -259,6 +259,13 @@ pub const VERBS: &[Verb] = &[
         flags: &[],
         positionals: (0, 0),
     },
+    Verb {
+        path: &["config", "lock"],
+        args: "",
+        about: "authorise the config as it is now: write .checksums (file hashes, plugin fingerprints)",
+        flags: &[],
+        positionals: (0, 0),
+    },
 ];
 
 /// Flags every verb accepts.
@@ -482,6 +489,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["pipeline", "show"] => pipeline::show(&args, &positionals[0]),
         ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),
         ["config", "check"] => config::check(&args),
+        ["config", "lock"] => config::lock(&args),
         ["api"] => api::call(&args, &positionals[0]),
         ["job", "show"] => job::show(&args, &positionals[0]),
         ["job", "list"] => job::list(&args),

@@ -12,6 +12,7 @@
 mod depth;
 pub mod duration;
 mod error;
+pub mod integrity;
 mod interpolate;
 mod limits;
 mod load;
