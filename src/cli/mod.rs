@@ -255,8 +255,8 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["config", "check"],
         args: "",
-        about: "validate the configuration and plugins without running anything",
-        flags: &[],
+        about: "validate syntax, schema, cross-references, plugins and the seal; every finding with file, key and hint (--strict: warnings fail too)",
+        flags: &["strict"],
         positionals: (0, 0),
     },
     Verb {
@@ -292,7 +292,7 @@ const VALUE_FLAGS: &[&str] = &[
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header"];
 /// Verb flags without a value.
-const BOOL_FLAGS: &[&str] = &["include-result", "wait"];
+const BOOL_FLAGS: &[&str] = &["include-result", "wait", "strict"];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
