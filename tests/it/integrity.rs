@@ -345,7 +345,7 @@ fn config_check_exit_codes_clean_strict_and_unloadable() {
     let run = dir.run(&["config", "check", "--strict"]).code(1);
     assert!(
         run.stdout.ends_with(
-            "config rejected: 1 file(s), 1 plugin(s) loaded, 0 error(s), 1 warning(s) (strict)\n"
+            "config rejected: 1 file(s), 1 plugin(s) loaded, 0 error(s), 1 warning(s) (strict: warnings are errors)\n"
         ),
         "{run:#?}"
     );
@@ -353,7 +353,7 @@ fn config_check_exit_codes_clean_strict_and_unloadable() {
     let run = dir.run(&["config", "check", "--strict"]).code(0);
     assert_eq!(
         run.stdout,
-        "config ok: 1 file(s), 1 plugin(s) loaded, 0 error(s), 0 warning(s) (strict)\n"
+        "config ok: 1 file(s), 1 plugin(s) loaded, 0 error(s), 0 warning(s) (strict: warnings are errors)\n"
     );
     // A config that cannot be loaded at all: 78, the finding on stdout under --json.
     dir.config("plugins: [unclosed\n");
