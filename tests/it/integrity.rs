@@ -134,6 +134,28 @@ fn a_tampered_high_security_file_refuses_the_start_in_either_mode() {
             !dir.db_path().exists(),
             "nothing may be opened before the seal verifies"
         );
+        // config check reports the same, as an error of the integrity kind.
+        let v = dir.run(&["config", "check", "--json"]).code(1).json();
+        let finding = &v["findings"][0];
+        assert_eq!(finding["kind"], "integrity");
+        assert_eq!(finding["severity"], "error");
+        assert_eq!(finding["path"], "tokens.yaml");
+        // Tampering that also breaks the file is still refused as tampering:
+        // the seal is checked before the config is parsed.
+        std::fs::write(dir.path.join("tokens.yaml"), "tokens: [\n").unwrap();
+        let run = refused_start(&dir);
+        assert!(
+            run.error().starts_with(&format!(
+                "integrity: {}: changed since the last `config lock`",
+                canonical(&dir, "tokens.yaml")
+            )),
+            "{run:#?}"
+        );
+        std::fs::write(
+            dir.path.join("tokens.yaml"),
+            "tokens:\n  - {name: hook, key: rotated}\n",
+        )
+        .unwrap();
         // After review, locking authorises the new state.
         lock(&dir);
         drop(dir.start());
