@@ -87,13 +87,31 @@ impl Report {
     }
 }
 
+/// A config the loader refuses, and which stage refused it.
+#[derive(Debug)]
+pub struct Unloadable {
+    /// `syntax` (the files), `schema` (the values) or `reference` (what they name).
+    pub kind: &'static str,
+    /// The loader's error.
+    pub error: ConfigError,
+}
+
 /// Checks the config rooted at `root`. `Err` when it cannot be loaded at all:
 /// what the daemon refuses with exit 78 (unreadable, not YAML, a schema
 /// violation, a schedule that does not parse, a webhook or pipeline naming a
 /// plugin that is not loaded); there is nothing more to check then.
-pub fn check(root: &Path, strict: bool) -> Result<Report, ConfigError> {
-    let loaded = config::load(root)?;
-    let runtime = Runtime::load(root)?;
+pub fn check(root: &Path, strict: bool) -> Result<Report, Unloadable> {
+    let loaded = config::load(root).map_err(|error| Unloadable {
+        kind: match error.kind() {
+            config::ErrorKind::Invalid { .. } => "schema",
+            _ => "syntax",
+        },
+        error,
+    })?;
+    let runtime = Runtime::load(root).map_err(|error| Unloadable {
+        kind: "reference",
+        error,
+    })?;
     let strict = strict || loaded.config.service.strict_mode;
     let mut findings = Vec::new();
     for w in &loaded.warnings {
@@ -139,7 +157,7 @@ pub fn strict_gate(rt: &Runtime, what: &str) -> Result<(), String> {
     if !rt.config.service.strict_mode {
         return Ok(());
     }
-    let report = check(&rt.root, true).map_err(|e| e.to_string())?;
+    let report = check(&rt.root, true).map_err(|e| e.error.to_string())?;
     if report.clean() {
         return Ok(());
     }

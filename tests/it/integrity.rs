@@ -384,6 +384,11 @@ fn config_check_exit_codes_clean_strict_and_unloadable() {
     assert_eq!(v["findings"][0]["severity"], "error");
     assert!(v["findings"][0]["line"].as_u64().is_some(), "{v}");
     assert_eq!(v["findings"][0]["kind"], "syntax");
+    // So is one whose schedule names no valid time: a cross-reference the loader refuses.
+    dir.config("plugins:\n  echo:\n    schedules:\n      - cron: \"0 24 * * *\"\n");
+    let v = dir.run(&["config", "check", "--json"]).code(78).json();
+    assert_eq!(v["findings"][0]["kind"], "reference", "{v}");
+    assert_eq!(v["findings"][0]["path"], "plugins.echo.schedules[0]");
 }
 
 #[test]

@@ -14,11 +14,11 @@ pub fn check(args: &Args) -> Result<(), CliError> {
     let strict = args.flag("strict").is_some();
     let report = match check::check(&root, strict) {
         Ok(report) => report,
-        Err(e) => {
+        Err(check::Unloadable { kind, error: e }) => {
             if args.json {
                 let finding = json!({
                     "severity": "error",
-                    "kind": "syntax",
+                    "kind": kind,
                     "file": e.file(),
                     "path": e.path().unwrap_or(""),
                     "line": e.line(),
