@@ -263,6 +263,7 @@ pub fn create(plan: &Plan, config_file: &Path, to: &Path) -> Result<Manifest, Ba
     let mut tar = tar::Builder::new(gz);
     let write_err = BackupError::io(&partial, "write the archive");
     let mut entries = Vec::with_capacity(plan.files.len() + 1);
+    let mut excluded = plan.excluded.clone();
 
     let snap_meta = std::fs::metadata(&snapshot).map_err(BackupError::io(&snapshot, "inspect"))?;
     let mut h = header(snap_meta.len(), 0o600, snap_meta.mtime());
@@ -280,10 +281,21 @@ pub fn create(plan: &Plan, config_file: &Path, to: &Path) -> Result<Manifest, Ba
         // Read once, then hash and archive the same bytes: a file edited
         // meanwhile is archived consistently with its manifest line.
         let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(BackupError::io(path, "read"))?;
-        let meta = std::fs::metadata(path).map_err(BackupError::io(path, "inspect"))?;
+        let read = File::open(path).and_then(|mut f| {
+            let meta = f.metadata()?;
+            f.read_to_end(&mut bytes).map(|_| meta)
+        });
+        let meta = match read {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                excluded.push(Excluded {
+                    path: path.clone(),
+                    reason: "removed while the backup ran".into(),
+                });
+                continue;
+            }
+            Err(e) => return Err(BackupError::io(path, "read")(e)),
+        };
         let mode = meta.mode() & 0o7777;
         let mut h = header(bytes.len() as u64, mode, meta.mtime());
         tar.append_data(&mut h, archive, bytes.as_slice())
@@ -309,7 +321,7 @@ pub fn create(plan: &Plan, config_file: &Path, to: &Path) -> Result<Manifest, Ba
         roots: plan.roots.clone(),
         database,
         files: entries,
-        excluded: plan.excluded.clone(),
+        excluded,
         warnings: plan.warnings.clone(),
     };
     let text = manifest

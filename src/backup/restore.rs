@@ -140,8 +140,8 @@ pub fn restore(req: &Request<'_>) -> Result<Outcome, BackupError> {
         in_the_way.push(pre_restore(target));
     }
     if let Some(db) = &db_dest {
-        for suffix in ["-wal", "-shm", "-journal"] {
-            in_the_way.push(pre_restore(&side_file(db, suffix)));
+        for suffix in SIDE_FILES {
+            in_the_way.push(side_file(&pre_restore(db), suffix));
         }
     }
     if let Some(p) = in_the_way
@@ -208,10 +208,13 @@ pub fn restore(req: &Request<'_>) -> Result<Outcome, BackupError> {
         _ => None,
     };
     if let Some(db) = &db_dest {
-        for suffix in ["-wal", "-shm", "-journal"] {
+        fold_wal(db);
+        // What the checkpoint left keeps its pairing: `<db>.pre-restore-wal`
+        // is the WAL SQLite looks for beside `<db>.pre-restore`.
+        for suffix in SIDE_FILES {
             let side = side_file(db, suffix);
             if std::fs::symlink_metadata(&side).is_ok() {
-                let to = pre_restore(&side);
+                let to = side_file(&pre_restore(db), suffix);
                 std::fs::rename(&side, &to).map_err(BackupError::io(&side, "move aside"))?;
             }
         }
@@ -233,6 +236,22 @@ pub fn restore(req: &Request<'_>) -> Result<Outcome, BackupError> {
         placed,
         database: db_dest,
     })
+}
+
+/// The files SQLite keeps beside a database.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Folds the old ledger's WAL into its file, so the copy kept as
+/// `.pre-restore` is whole on its own; best effort (a file that is not a
+/// database has no WAL to fold, and its side files are moved with it anyway).
+fn fold_wal(db: &Path) {
+    if let Ok(conn) = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
 }
 
 /// `<path>.pre-restore`.

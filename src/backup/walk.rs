@@ -63,8 +63,13 @@ fn walk_dir(
     found: &mut Vec<Found>,
     excluded: &mut Vec<Excluded>,
 ) -> Result<(), BackupError> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
-        .map_err(BackupError::io(dir, "list the directory"))?
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        // A subdirectory removed since its parent was listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
+        Err(e) => return Err(BackupError::io(dir, "list the directory")(e)),
+    };
+    let mut names: Vec<std::ffi::OsString> = listing
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
         .map_err(BackupError::io(dir, "list the directory"))?;
@@ -81,7 +86,12 @@ fn walk_dir(
             leave("its name is not UTF-8".into(), excluded);
             continue;
         };
-        let meta = std::fs::symlink_metadata(&path).map_err(BackupError::io(&path, "inspect"))?;
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            // Gone since the listing (a plugin's scratch file): nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BackupError::io(&path, "inspect")(e)),
+        };
         let child_rel = if rel.is_empty() {
             text.to_string()
         } else {
