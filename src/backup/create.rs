@@ -212,10 +212,27 @@ fn environment_files(config: &Config) -> Vec<PathBuf> {
         };
         let base = f.path.parent().unwrap_or(Path::new("/"));
         for e in entries {
-            let p = base.join(e);
+            let p = lexical(&base.join(e));
             if !out.contains(&p) {
                 out.push(p);
             }
+        }
+    }
+    out
+}
+
+/// `path` with `.` and `..` resolved by name (as the loader resolves
+/// include paths), so `etc/../secrets/x.env` is not taken for a file of `etc`.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
         }
     }
     out

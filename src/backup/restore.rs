@@ -446,7 +446,8 @@ fn extract(
         let mut out = match &staged {
             Some(path) => {
                 stage.create_dir_all(&parent(path))?;
-                let mode = manifest::parse_mode(&expected.mode).unwrap_or(0o600);
+                // Permission bits only: a restore never makes a set-id file.
+                let mode = manifest::parse_mode(&expected.mode).unwrap_or(0o600) & 0o777;
                 let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)

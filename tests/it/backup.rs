@@ -478,3 +478,86 @@ fn restores_keep_the_old_files_as_pre_restore_and_config_restore_touches_only_co
     dir.run(&["run", "counter"]).code(0);
     assert_eq!(dir.count("SELECT count(*) FROM job_queue"), 3);
 }
+
+#[test]
+fn scope_all_takes_outside_plugin_roots_and_environment_files() {
+    let dir = TestDir::new("backup-all");
+    let cfg = dir.path.join("etc");
+    let outside = dir.path.join("opt/plugins");
+    let ok = dir.fixture_at("ok_basic", "opt/plugins/ok_basic");
+    std::fs::create_dir_all(ok.join("node_modules/left-pad")).unwrap();
+    std::fs::write(ok.join("node_modules/left-pad/index.js"), "x").unwrap();
+    dir.write("secrets/app.env", "TOKEN=s3cret\n");
+    dir.write(
+        "etc/config.yaml",
+        &format!(
+            "plugin_roots: [{}]\nstate:\n  path: {}\nenvironment_vars:\n  include: [../secrets/app.env]\nplugins:\n  ok_basic: {{}}\n",
+            outside.display(),
+            dir.path.join("var/ductile.db").display()
+        ),
+    );
+    let config = cfg.join("config.yaml");
+    let ductile = |args: &[&str]| {
+        let mut c = dir.command_without_config(args);
+        c.arg("--config").arg(&config);
+        crate::support::Run::from(c.output().unwrap())
+    };
+    ductile(&["run", "ok_basic"]).code(0);
+
+    let archive = dir.path.join("all.tar.gz");
+    let out = ductile(&[
+        "system",
+        "backup",
+        "--to",
+        archive.to_str().unwrap(),
+        "--scope",
+        "all",
+        "--json",
+    ])
+    .code(0)
+    .json();
+    let warnings = out["warnings"].to_string();
+    assert!(warnings.contains("1 environment file(s)"), "{warnings}");
+    let excluded = out["excluded"].to_string();
+    assert!(excluded.contains("installed dependencies"), "{excluded}");
+
+    let target = dir.path.join("r");
+    ductile(&[
+        "system",
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .code(0);
+    assert_eq!(
+        std::fs::read_to_string(target.join("env/0/app.env")).unwrap(),
+        "TOKEN=s3cret\n"
+    );
+    assert!(target.join("plugins/0/ok_basic/manifest.yaml").is_file());
+    assert!(!target.join("plugins/0/ok_basic/node_modules").exists());
+    assert!(target.join("config/config.yaml").is_file());
+    let (check, counts) = ledger(&target.join("db/ductile.db"));
+    assert_eq!((check.as_str(), counts["job_queue"]), ("ok", 1));
+
+    // A db-scope archive has no config directory for `config restore`.
+    let db_only = dir.path.join("db.tar.gz");
+    ductile(&[
+        "system",
+        "backup",
+        "--to",
+        db_only.to_str().unwrap(),
+        "--scope",
+        "db",
+    ])
+    .code(0);
+    let run = ductile(&["config", "restore", "--from", db_only.to_str().unwrap()]).code(1);
+    assert_eq!(
+        run.error(),
+        format!(
+            "{} cannot be restored: it holds no config directory (it was taken at scope db); nothing was changed",
+            db_only.display()
+        )
+    );
+}
