@@ -150,12 +150,17 @@ pub(crate) fn run_restore(args: &Args, selection: Selection) -> Result<(), CliEr
         "restored"
     };
     let mut out = format!(
-        "{}: verified {} file(s) against the manifest (scope {}, taken {} on {}), ledger sha256 and integrity_check ok\n{verb} {} file(s):\n",
+        "{}: verified {} file(s) against the manifest (scope {}, taken {} on {}), {}\n{verb} {} file(s):\n",
         from.display(),
         m.files.len(),
         m.scope,
         m.created_at,
         m.hostname,
+        if outcome.database.is_some() {
+            "ledger sha256, integrity_check and row counts ok"
+        } else {
+            "ledger sha256 ok"
+        },
         outcome.placed.len()
     );
     for p in &outcome.placed {
