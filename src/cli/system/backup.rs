@@ -38,10 +38,10 @@ pub(crate) fn run_backup(args: &Args, scope: Scope) -> Result<(), CliError> {
     let root = crate::cli::config_root(args)?;
     let loaded = crate::config::load(&root)?;
     let plan = create::plan(&loaded.config, scope)?;
-    if args.dry_run {
-        if std::fs::symlink_metadata(&to).is_ok() {
-            return Err(BackupError::Exists { path: to }.into());
-        }
+    if std::fs::symlink_metadata(&to).is_ok() {
+        return Err(BackupError::Exists { path: to }.into());
+    }
+    if args.json && args.dry_run {
         let files: Vec<Value> =
             std::iter::once(json!({"path": plan.db_archive, "source": plan.db}))
                 .chain(
@@ -50,31 +50,42 @@ pub(crate) fn run_backup(args: &Args, scope: Scope) -> Result<(), CliError> {
                         .map(|(src, a)| json!({"path": a, "source": src})),
                 )
                 .collect();
-        if args.json {
-            output::json(&json!({
-                "dry_run": true, "archive": to, "scope": scope.as_str(), "included": files,
-                "excluded": plan.excluded, "warnings": plan.warnings,
-            }));
-        } else {
-            let mut out = format!(
-                "dry run: would write {} (scope {}) with {} file(s):\n",
-                to.display(),
-                scope.as_str(),
-                files.len()
-            );
-            out.push_str(&format!(
-                "  INCLUDED {} (VACUUM INTO snapshot of {})\n",
-                plan.db_archive,
-                plan.db.display()
-            ));
-            for (src, a) in &plan.files {
-                out.push_str(&format!("  INCLUDED {a} ({})\n", src.display()));
-            }
-            push_excluded(&mut out, &plan.excluded, &plan.warnings);
-            out.push_str("nothing was written\n");
-            output::text(&out);
-        }
+        output::json(&json!({
+            "dry_run": true, "archive": to, "scope": scope.as_str(), "included": files,
+            "excluded": plan.excluded, "warnings": plan.warnings,
+        }));
         return Ok(());
+    }
+    if !args.json {
+        // The list comes first, so an operator sees what a long backup takes
+        // before it starts.
+        let mut out = format!(
+            "{} {} (scope {}) with {} file(s):\n",
+            if args.dry_run {
+                "dry run: would write"
+            } else {
+                "writing"
+            },
+            to.display(),
+            scope.as_str(),
+            plan.files.len() + 1
+        );
+        out.push_str(&format!(
+            "  INCLUDED {} (VACUUM INTO snapshot of {})\n",
+            plan.db_archive,
+            plan.db.display()
+        ));
+        for (src, a) in &plan.files {
+            out.push_str(&format!("  INCLUDED {a} ({})\n", src.display()));
+        }
+        push_excluded(&mut out, &plan.excluded, &plan.warnings);
+        if args.dry_run {
+            out.push_str("nothing was written\n");
+        }
+        output::text(out.trim_end());
+        if args.dry_run {
+            return Ok(());
+        }
     }
     let m = create::create(&plan, &root, &to)?;
     let bytes: u64 = m.files.iter().map(|e| e.size).sum();
@@ -85,22 +96,21 @@ pub(crate) fn run_backup(args: &Args, scope: Scope) -> Result<(), CliError> {
             "excluded": m.excluded, "warnings": m.warnings, "manifest": backup::MANIFEST_NAME,
         }));
     } else {
-        let mut out = format!(
-            "wrote {} (scope {}): {} file(s), {bytes} bytes; ledger snapshot sha256 {}\n",
+        let late: Vec<String> = m
+            .excluded
+            .iter()
+            .skip(plan.excluded.len())
+            .map(|x| format!("\n  EXCLUDED {} ({})", x.path.display(), x.reason))
+            .collect();
+        output::text(&format!(
+            "wrote {} (scope {}): {} file(s), {bytes} bytes; ledger snapshot sha256 {}{}\nverify it with `ductile system restore --from {} --dry-run`",
             to.display(),
             m.scope,
             m.files.len(),
-            m.database.sha256
-        );
-        for e in &m.files {
-            out.push_str(&format!("  INCLUDED {} ({} bytes)\n", e.path, e.size));
-        }
-        push_excluded(&mut out, &m.excluded, &m.warnings);
-        out.push_str(&format!(
-            "verify it with `ductile system restore --from {} --dry-run`\n",
+            m.database.sha256,
+            late.concat(),
             to.display()
         ));
-        output::text(&out);
     }
     Ok(())
 }
