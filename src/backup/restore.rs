@@ -8,12 +8,13 @@
 //!    refuse on any entry the manifest does not list, any size or sha256
 //!    mismatch, any missing entry, a ledger that fails `integrity_check` or
 //!    whose row counts differ from the manifest's;
-//! 4. only then, under the maintenance lock: move each existing target (and
-//!    the old ledger's `-wal`/`-shm`) to `<name>.pre-restore` and rename the
-//!    staged file in. Staging is removed whatever happens.
+//! 4. only then, under the maintenance lock: fold the old ledger's WAL into
+//!    it, keep each existing target as `<name>.pre-restore` (a hard link) and
+//!    rename the staged file over it. Staging is removed whatever happens.
 //!
-//! A crash during step 4 leaves every file either old (its `.pre-restore`
-//! not yet made) or new (the old one beside it as `.pre-restore`).
+//! A crash during step 4 leaves every target in place, either old or new
+//! (then with the old one beside it as `.pre-restore`), and a staging
+//! directory to delete.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -223,8 +224,10 @@ pub fn restore(req: &Request<'_>) -> Result<Outcome, BackupError> {
         let dir = parent(target);
         stage.create_dir_all(&dir)?;
         if let Some(prev) = &p.previous {
-            std::fs::rename(target, prev).map_err(BackupError::io(target, "move aside"))?;
+            keep_old(target, prev)?;
         }
+        crate::fault::hit(crate::fault::Point::RestoreSwap);
+        // Over the old name in one step: the target is never missing.
         std::fs::rename(staged, target).map_err(BackupError::io(target, "move into place"))?;
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
@@ -252,6 +255,17 @@ fn fold_wal(db: &Path) {
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
+}
+
+/// Keeps the file at `target` as `prev`: a hard link, so `target` stays in
+/// place until the new file is renamed over it; a rename where links are not
+/// possible (a directory in the way, a file system without them).
+fn keep_old(target: &Path, prev: &Path) -> Result<(), BackupError> {
+    let is_file = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file());
+    if is_file && std::fs::hard_link(target, prev).is_ok() {
+        return Ok(());
+    }
+    std::fs::rename(target, prev).map_err(BackupError::io(target, "move aside"))
 }
 
 /// `<path>.pre-restore`.

@@ -561,3 +561,62 @@ fn scope_all_takes_outside_plugin_roots_and_environment_files() {
         )
     );
 }
+
+#[test]
+fn a_restore_killed_between_files_leaves_each_file_old_or_new() {
+    let dir = TestDir::new("backup-crash");
+    counter_config(&dir, "0");
+    dir.write("a.yaml", "a: new\n");
+    dir.write("b.yaml", "b: new\n");
+    dir.enqueue("counter", 1);
+    let archive = dir.path.join("k.tar.gz");
+    dir.run(&["config", "backup", "--to", archive.to_str().unwrap()])
+        .code(0);
+    let names = ["a.yaml", "b.yaml", "config.yaml"];
+    let new: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.path.join(n)).unwrap())
+        .collect();
+    for n in names {
+        let p = dir.path.join(n);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}# old\n")).unwrap();
+    }
+    let old: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.path.join(n)).unwrap())
+        .collect();
+
+    // Killed (SIGKILL) as it is about to rename the second file into place.
+    let out = dir
+        .command(&["config", "restore", "--from", archive.to_str().unwrap()])
+        .env("DUCTILE_FAULT", "restore-swap:2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{out:?}"
+    );
+    let mut states = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let now = std::fs::read_to_string(dir.path.join(n)).unwrap();
+        let kept = std::fs::read_to_string(dir.path.join(format!("{n}.pre-restore"))).ok();
+        if now == new[i] {
+            assert_eq!(
+                kept.as_deref(),
+                Some(old[i].as_str()),
+                "{n}: the old file is kept"
+            );
+            states.push("new");
+        } else {
+            assert_eq!(now, old[i], "{n} is either old or new");
+            states.push("old");
+        }
+    }
+    assert_eq!(
+        states,
+        ["new", "old", "old"],
+        "files are placed in archive order"
+    );
+}
