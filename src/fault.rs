@@ -178,7 +178,7 @@ mod armed {
             );
             assert_eq!(
                 parse("commit").unwrap_err(),
-                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit)"
+                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit, restore-swap)"
             );
         }
     }
