@@ -18,7 +18,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::manifest::{self, Manifest, Root, RootKind};
@@ -315,8 +315,6 @@ impl Staging {
         self.keep = true;
     }
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 impl Drop for Staging {
     fn drop(&mut self) {
