@@ -262,6 +262,11 @@ pub fn create(plan: &Plan, config_file: &Path, to: &Path) -> Result<Manifest, Ba
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if !dir.is_dir() {
+        return Err(BackupError::io(&dir, "write the archive into it")(
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        ));
+    }
     let pid = std::process::id();
     let snapshot = dir.join(format!("{WORK_PREFIX}backup-{pid}.db"));
     let partial = dir.join(format!("{WORK_PREFIX}backup-{pid}.tar.gz"));

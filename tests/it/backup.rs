@@ -350,6 +350,17 @@ fn a_backup_never_overwrites_and_bad_flags_are_usage_errors() {
         run.error(),
         "unknown scope `everything`; use one of db, config, plugins, all"
     );
+    let nowhere = dir.path.join("no/such/dir/b.tar.gz");
+    let run = dir
+        .run(&["system", "backup", "--to", nowhere.to_str().unwrap()])
+        .code(1);
+    assert_eq!(
+        run.error(),
+        format!(
+            "{}: cannot write the archive into it: no such directory",
+            dir.path.join("no/such/dir").display()
+        )
+    );
     let run = dir.run(&["system", "backup"]).code(2);
     assert_eq!(run.error(), "`--to F.tar.gz` is required");
     let run = dir.run(&["system", "restore"]).code(2);
