@@ -381,7 +381,23 @@ pub fn create(plan: &Plan, config_file: &Path, to: &Path) -> Result<Manifest, Ba
 /// Takes the `VACUUM INTO` snapshot of `db` at `snapshot` and checks it.
 fn snapshot_ledger(db: &Path, snapshot: &Path, archive: &str) -> Result<Database, BackupError> {
     {
-        let conn = store::open_read_only(db)?;
+        let conn = match store::open_read_only(db) {
+            Ok(conn) => conn,
+            // A ledger waiting for `system migrate` is worth a backup too:
+            // the open above already knew it for ours, only older.
+            Err(store::StoreError::NeedsMigration { .. }) => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| store::StoreError::sqlite(format!("open {}", db.display()), e))?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|e| store::StoreError::sqlite("set a busy timeout", e))?;
+                conn
+            }
+            Err(e) => return Err(e.into()),
+        };
         migrate::backup(&conn, snapshot)?;
     }
     let (verdict, tables) = super::integrity_of(snapshot)?;

@@ -631,3 +631,48 @@ fn a_restore_killed_between_files_leaves_each_file_old_or_new() {
         "files are placed in archive order"
     );
 }
+
+#[test]
+fn a_ledger_waiting_for_migration_can_be_backed_up_and_restored_as_it_was() {
+    let dir = TestDir::new("backup-older");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    std::fs::create_dir_all(dir.path.join("state")).unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.db_path()).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+        c.execute_batch(include_str!("../fixtures/ledgers/v1.sql"))
+            .unwrap();
+    }
+    let version = |p: &Path| -> i64 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let archive = dir.path.join("v1.tar.gz");
+    dir.run(&[
+        "system",
+        "backup",
+        "--to",
+        archive.to_str().unwrap(),
+        "--scope",
+        "db",
+    ])
+    .code(0);
+    let target = dir.path.join("r");
+    dir.run(&[
+        "system",
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .code(0);
+    let restored = target.join("db/ductile.db");
+    assert_eq!(version(&restored), version(&dir.db_path()));
+    let (check, counts) = ledger(&restored);
+    assert_eq!(check, "ok");
+    assert_eq!(counts, ledger(&dir.db_path()).1);
+}
