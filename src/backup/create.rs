@@ -212,7 +212,13 @@ fn environment_files(config: &Config) -> Vec<PathBuf> {
         };
         let base = f.path.parent().unwrap_or(Path::new("/"));
         for e in entries {
-            let p = lexical(&base.join(e));
+            let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+            let p = match (e.strip_prefix('~'), home) {
+                (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                    lexical(&PathBuf::from(home).join(rest.trim_start_matches('/')))
+                }
+                _ => lexical(&base.join(e)),
+            };
             if !out.contains(&p) {
                 out.push(p);
             }
