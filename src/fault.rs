@@ -26,6 +26,9 @@ pub enum Point {
     /// The completion (and the next claim made with it) committed; the
     /// worker has not gone on.
     AfterCommit,
+    /// A restore kept a target's old file as `.pre-restore` and has not yet
+    /// renamed the verified new one over it (once per file).
+    RestoreSwap,
 }
 
 /// Passes `point`: in a build with the feature, dies here if the point is armed
@@ -56,12 +59,13 @@ mod armed {
     /// The variable that arms a point.
     const VAR: &str = "DUCTILE_FAULT";
 
-    const ALL: [Point; 5] = [
+    const ALL: [Point; 6] = [
         Point::BeforeSpawn,
         Point::AfterAnswer,
         Point::Settle,
         Point::ChildrenInserted,
         Point::AfterCommit,
+        Point::RestoreSwap,
     ];
 
     fn name(p: Point) -> &'static str {
@@ -71,6 +75,7 @@ mod armed {
             Point::Settle => "settle",
             Point::ChildrenInserted => "children-inserted",
             Point::AfterCommit => "after-commit",
+            Point::RestoreSwap => "restore-swap",
         }
     }
 
@@ -173,7 +178,7 @@ mod armed {
             );
             assert_eq!(
                 parse("commit").unwrap_err(),
-                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit)"
+                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit, restore-swap)"
             );
         }
     }

@@ -11,6 +11,7 @@
 //! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
 //! - [`http`]: the HTTP surfaces; [`http::events`] streams the ledger's events (SSE).
+//! - [`backup`]: `system backup`/`restore`: archives of the ledger and config, verified restore.
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
 //! - [`http`]: the HTTP surfaces; [`http::auth`] decides who may call what.
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
@@ -18,6 +19,7 @@
 //! - [`secret`]: values that never reach a log line.
 //! - [`fault`]: crash points, compiled in only for the crash-safety tests.
 
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -172,6 +172,34 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["system", "backup"],
+        args: "",
+        about: "write a tar.gz of the ledger (VACUUM INTO, daemon may run) and, by --scope, config, plugins, env files",
+        flags: &["to", "scope"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "restore"],
+        args: "",
+        about: "verify an archive against its manifest, then restore it (old files kept as .pre-restore)",
+        flags: &["from", "to"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "backup"],
+        args: "",
+        about: "`system backup --scope config`: the ledger snapshot and the config directory",
+        flags: &["to"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "restore"],
+        args: "",
+        about: "verify an archive, then restore only its config directory",
+        flags: &["from", "to"],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["system", "reset"],
         args: "<plugin>",
         about: "close a plugin's circuit breaker",
@@ -288,6 +316,7 @@ const VALUE_FLAGS: &[&str] = &[
     "from",
     "to",
     "query",
+    "scope",
 ];
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header"];
@@ -502,6 +531,10 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "status"] => system::status(&args),
         ["system", "reload"] => system::reload(&args),
         ["system", "migrate"] => system::migrate(&args),
+        ["system", "backup"] => system::backup(&args),
+        ["system", "restore"] => system::restore(&args),
+        ["config", "backup"] => config::archive(&args),
+        ["config", "restore"] => config::restore(&args),
         ["system", "reset"] => system::reset(&args, &positionals[0]),
         ["system", "breaker"] => system::breaker(&args, &positionals[0]),
         _ => Err(CliError::Failed(format!(

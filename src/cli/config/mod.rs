@@ -1,7 +1,9 @@
 //! The `config` noun: one file per verb group.
 
+mod backup;
 mod check;
 mod lock;
 
+pub use backup::{backup as archive, restore};
 pub use check::check;
 pub use lock::lock;

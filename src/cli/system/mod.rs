@@ -1,4 +1,8 @@
-//! `ductile system start|status|reload|reset|breaker`.
+//! `ductile system start|status|reload|reset|breaker|backup|restore`.
+
+pub mod backup;
+
+pub use backup::{backup, restore};
 
 use serde_json::{Value, json};
 
