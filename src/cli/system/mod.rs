@@ -1,4 +1,7 @@
-//! `ductile system start|status|reload|reset|breaker`.
+//! `ductile system start|status|reload|reset|breaker`; `doctor` holds
+//! `selfcheck`, `doctor` and `skills`.
+
+pub mod doctor;
 
 use serde_json::{Value, json};
 
