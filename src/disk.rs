@@ -65,9 +65,18 @@ pub fn ledger_dir(db: &Path) -> &Path {
     }
 }
 
-/// Bytes free for the ledger at `db`, read now (no cache).
+/// Bytes free for the ledger at `db`, read now (no cache). Before the first
+/// start the state directory may not exist yet: its nearest existing
+/// ancestor is on the file system it will be created on.
 pub fn free_for(db: &Path) -> std::io::Result<u64> {
-    crate::sys::free_bytes(ledger_dir(db))
+    let mut dir = ledger_dir(db);
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p,
+            _ => break,
+        }
+    }
+    crate::sys::free_bytes(dir)
 }
 
 /// Admits new work unless the ledger's file system has less than
@@ -83,7 +92,7 @@ pub fn admit(state: &State) -> Result<(), Refusal> {
         .as_ref()
         .is_some_and(|c| c.dir == dir && c.at.elapsed() < READING_TTL);
     if !fresh {
-        let free = crate::sys::free_bytes(&dir)
+        let free = free_for(&state.path)
             .map_err(|e| log::debug!("cannot read the free space of {}: {e}", dir.display()))
             .ok();
         let refusing = guard.as_ref().is_some_and(|c| c.dir == dir && c.refusing);

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::config::pipeline::Trigger;
+use crate::config::pipeline::{ExecutionMode, Trigger};
 use crate::http::openapi::segment;
 use crate::plugin::manifest::{CommandKind, CommandSpec};
 use crate::router::graph::HopKind;
@@ -108,10 +108,10 @@ fn code_list(names: &[String]) -> String {
 
 fn schema(label: &str, schema: Option<&Value>, out: &mut String) {
     let Some(schema) = schema else { return };
-    // Keys keep the manifest's own order (serde_json's preserve_order), which
-    // is as stable as the file.
-    let text = serde_json::to_string_pretty(schema).unwrap_or_default();
-    let _ = writeln!(out, "- {label}:\n\n```json\n{text}\n```");
+    // Compact, on one line: a reader pays per token. Keys keep the
+    // manifest's own order (serde_json's preserve_order), as stable as the file.
+    let text = serde_json::to_string(schema).unwrap_or_default();
+    let _ = writeln!(out, "- {label}:\n\n  ```json\n  {text}\n  ```\n");
 }
 
 fn pipelines(rt: &Runtime, out: &mut String) {
@@ -143,8 +143,21 @@ fn pipelines(rt: &Runtime, out: &mut String) {
             None => p.execution_mode.as_str().to_string(),
         };
         let _ = writeln!(out, "- mode: {mode}");
-        let steps: Vec<String> = graph
-            .reachable(&p.entry)
+        let _ = writeln!(
+            out,
+            "- tier: WRITE (scope `plugin:rw`); answers {}",
+            match p.execution_mode {
+                ExecutionMode::Synchronous =>
+                    "with the tree's result once it finishes (202 with the job id past the timeout)",
+                ExecutionMode::Asynchronous =>
+                    "202 with the root job id at once; follow it with `GET /job/{id}/tree`",
+            }
+        );
+        let hops = graph.reachable(&p.entry);
+        let conditional = hops
+            .iter()
+            .any(|h| matches!(h.kind, HopKind::Switch { .. }));
+        let steps: Vec<String> = hops
             .into_iter()
             .filter_map(|h| match &h.kind {
                 HopKind::Uses {
@@ -156,6 +169,9 @@ fn pipelines(rt: &Runtime, out: &mut String) {
             .collect();
         if !steps.is_empty() {
             let _ = writeln!(out, "- runs: {}", steps.join(", "));
+        }
+        if conditional {
+            out.push_str("- conditional: some steps run only when their `if:` holds\n");
         }
         out.push('\n');
     }

@@ -150,7 +150,8 @@ impl Report {
                 "{:<7} {:<width$}  {}\n",
                 c.status.as_str().to_uppercase(),
                 c.name,
-                c.detail
+                // The status column already says it.
+                c.detail.strip_prefix("skipped: ").unwrap_or(&c.detail)
             ));
             if let Some(r) = &c.remedy {
                 out.push_str(&format!("        {:<width$}  fix: {r}\n", ""));

@@ -120,9 +120,11 @@ fn ledger_checks(rt: &Runtime, now: DateTime<Utc>) -> Vec<Check> {
     let held = match InstanceLock::try_acquire(db, Role::Maintenance) {
         Ok(Some(held)) => held,
         Ok(None) => {
+            // The kernel reports no holder to the holder itself: then it is
+            // this process (a daemon answering `GET /system/selfcheck`).
             let who = lock::holder(db)
                 .map(|h| h.describe())
-                .unwrap_or_else(|| "another ductile process".into());
+                .unwrap_or_else(|| format!("this ductile daemon (pid {})", std::process::id()));
             checks.push(Check::ok("pid_lock", format!("held by {who}")));
             let why =
                 format!("{who} holds the lock; stop it to run the ledger checks (WAL safety)");

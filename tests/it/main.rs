@@ -13,6 +13,7 @@
 mod config;
 mod contract;
 mod daemon;
+mod doctor;
 mod foundation;
 mod hardening;
 mod http;
