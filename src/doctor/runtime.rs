@@ -231,9 +231,12 @@ fn breaker_checks(conn: &Connection) -> Vec<Check> {
         .collect()
 }
 
+/// A running job: id, plugin, command, started_at.
+type Running = (String, String, String, Option<String>);
+
 /// Jobs `running` for longer than their command's timeout allows.
 fn stuck_check(rt: &Runtime, conn: &Connection, now: DateTime<Utc>) -> Check {
-    let rows: Result<Vec<(String, String, String, Option<String>)>, rusqlite::Error> = conn
+    let rows: Result<Vec<Running>, rusqlite::Error> = conn
         .prepare("SELECT id, plugin, command, started_at FROM job_queue WHERE status = 'running' ORDER BY started_at")
         .and_then(|mut s| {
             s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?

@@ -306,7 +306,7 @@ fn the_disk_guard_refuses_new_work_below_min_free_bytes_and_resumes_after_a_relo
     );
 
     // Lowering the threshold and reloading lets work in again, no restart.
-    std::fs::write(&config_path(&a), with_min("1KB")).unwrap();
+    std::fs::write(&config, with_min("1KB")).unwrap();
     let r = call(&a.api, "POST", "/system/reload", Some(ADMIN), None);
     assert_eq!(r.status, 200, "{}", r.text());
     let r = call(&a.api, "POST", "/plugin/echo/poll", Some(ADMIN), Some("{}"));
@@ -319,10 +319,6 @@ fn the_disk_guard_refuses_new_work_below_min_free_bytes_and_resumes_after_a_relo
     });
     let v = a.dir.run(&["system", "doctor", "--json"]).code(0).json();
     assert_eq!(status(&v, "disk_free"), "ok", "{v:#}");
-}
-
-fn config_path(a: &Api) -> std::path::PathBuf {
-    a.dir.path.join("config.yaml")
 }
 
 #[test]
@@ -400,4 +396,140 @@ fn selfcheck_without_any_config_fails_discovery() {
     let v = r.json();
     assert_eq!(status(&v, "config_discovery"), "fail", "{v:#}");
     assert_eq!(status(&v, "config_load"), "skipped");
+}
+
+/// `ductile job logs` and `GET /job-logs` share one implementation: every
+/// filter of the operator guides answers the same from both, and each one
+/// actually filters.
+#[test]
+fn job_logs_filters_answer_the_same_from_the_cli_and_the_api() {
+    let dir = TestDir::new("job-logs-filters");
+    crate::http::write_tree(&dir, "", WEBHOOKS);
+    dir.fixture("error_no_retry");
+    let config = dir.path.join("config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}  error_no_retry: {{}}\n")).unwrap();
+    let a = Api::start_in(dir);
+    assert_eq!(
+        call(&a.api, "POST", "/plugin/echo/poll", Some(ADMIN), Some("{}")).status,
+        202
+    );
+    assert_eq!(
+        call(
+            &a.api,
+            "POST",
+            "/plugin/error_no_retry/poll",
+            Some(ADMIN),
+            Some("{}")
+        )
+        .status,
+        202
+    );
+    let body = br#"{"n":1}"#;
+    let h = hook(
+        &a.hooks,
+        "/webhook/github",
+        body,
+        &[
+            ("X-Hub-Signature-256", sign(HOOK_SECRET, body)),
+            ("X-GitHub-Delivery", "d-1".to_string()),
+        ],
+    );
+    assert_eq!(h.status, 202, "{}", h.text());
+    a.dir.run(&["run", "echo"]).code(0);
+    a.dir.wait_until(LONG, "four job_log rows", || {
+        a.dir.count("SELECT COUNT(*) FROM job_log") == 4
+    });
+
+    let both = |cli: &[&str], query: &str| -> Value {
+        let mut args = vec!["job", "logs", "--json"];
+        args.extend_from_slice(cli);
+        let from_cli = a.dir.run(&args).code(0).json();
+        let r = get(&a.api, &format!("/job-logs{query}"), Some(JOBS_RO));
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        assert_eq!(from_cli, r.json(), "{cli:?} vs {query}");
+        from_cli
+    };
+    let total = |v: &Value| v["total"].as_i64().unwrap();
+    assert_eq!(total(&both(&[], "")), 4);
+    let failed = both(&["--plugin", "error_no_retry"], "?plugin=error_no_retry");
+    assert_eq!(total(&failed), 1);
+    assert_eq!(failed["logs"][0]["status"], "failed");
+    assert_eq!(total(&both(&["--status", "error"], "?status=error")), 1);
+    assert_eq!(total(&both(&["--status", "failed"], "?status=failed")), 1);
+    assert_eq!(total(&both(&["--status", "ok"], "?status=ok")), 3);
+    assert_eq!(total(&both(&["--command", "handle"], "?command=handle")), 1);
+    assert_eq!(
+        total(&both(&["--submitted-by", "api"], "?submitted_by=api")),
+        2
+    );
+    assert_eq!(
+        total(&both(&["--submitted-by", "cli"], "?submitted_by=cli")),
+        1
+    );
+    assert_eq!(
+        total(&both(
+            &["--query", "never succeed"],
+            "?query=never%20succeed"
+        )),
+        1
+    );
+    assert_eq!(
+        total(&both(
+            &["--from", "2100-01-01T00:00:00Z"],
+            "?from=2100-01-01T00:00:00Z"
+        )),
+        0
+    );
+    assert_eq!(
+        total(&both(
+            &["--to", "2000-01-01T00:00:00+00:00"],
+            "?to=2000-01-01T00:00:00%2B00:00"
+        )),
+        0
+    );
+    assert_eq!(
+        total(&both(
+            &[
+                "--from",
+                "2000-01-01T00:00:00Z",
+                "--to",
+                "2100-01-01T00:00:00Z"
+            ],
+            "?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+        )),
+        4
+    );
+    let one = both(&["--limit", "1"], "?limit=1");
+    assert_eq!((one["logs"].as_array().unwrap().len(), total(&one)), (1, 4));
+    let with = both(
+        &["--plugin", "echo", "--command", "poll", "--include-result"],
+        "?plugin=echo&command=poll&include_result=true",
+    );
+    assert!(with["logs"][0].get("result").is_some(), "{with:#}");
+    let without = both(
+        &["--plugin", "echo", "--command", "poll"],
+        "?plugin=echo&command=poll",
+    );
+    assert!(without["logs"][0].get("result").is_none(), "{without:#}");
+    // The cap of 200 and unknown statuses are usage errors on both sides.
+    let r = a.dir.run(&["job", "logs", "--limit", "201"]).code(2);
+    assert_eq!(
+        r.error(),
+        "limit must be an integer from 1 to 200, not `201`"
+    );
+    assert_eq!(
+        get(&a.api, "/job-logs?limit=201", Some(JOBS_RO)).status,
+        400
+    );
+    let r = a.dir.run(&["job", "logs", "--status", "broken"]).code(2);
+    assert!(
+        r.error().starts_with("unknown status `broken`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        get(&a.api, "/job-logs?status=broken", Some(JOBS_RO)).status,
+        400
+    );
 }
