@@ -10,6 +10,8 @@
 //! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
 //! - [`http`]: the HTTP surfaces; [`http::events`] streams the ledger's events (SSE).
+//! - [`doctor`], [`disk`], [`skills`]: selfcheck and doctor diagnostics, the
+//!   disk-space guard on new work, the skills manifest for LLM operators.
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
 //! - [`http`]: the HTTP surfaces; [`http::auth`] decides who may call what.
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
