@@ -98,6 +98,22 @@ mod tests {
     }
 
     #[test]
+    fn disk_sizes_reach_terabytes_and_stop_at_a_pebibyte() {
+        assert_eq!(parse_disk("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_disk("2TB"), Ok(2 << 40));
+        assert_eq!(parse_disk("0"), Ok(0));
+        assert_eq!(parse_disk("1024TB"), Ok(DISK_MAX));
+        assert_eq!(
+            parse_disk("1025TB").unwrap_err(),
+            "invalid size `1025TB`: larger than 1024TB"
+        );
+        assert_eq!(
+            parse_disk("lots").unwrap_err(),
+            "invalid size `lots`: expected a number of bytes, or one followed by KB or MB"
+        );
+    }
+
+    #[test]
     fn bad_sizes_say_why() {
         assert_eq!(
             parse("MB").unwrap_err(),

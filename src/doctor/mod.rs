@@ -161,3 +161,38 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(checks: Vec<Check>) -> Report {
+        Report {
+            kind: "doctor",
+            checks,
+        }
+    }
+
+    #[test]
+    fn the_verdict_follows_the_worst_check_and_skips_never_fail() {
+        let ok = Check::ok("a", "fine");
+        let skipped = Check::skipped("b", "the daemon holds the lock");
+        let warn = Check::warn("c", "big", "shrink it");
+        let fail = Check::fail("d", "broken", "fix it");
+        assert_eq!(report(vec![ok.clone(), skipped.clone()]).verdict(), "ok");
+        assert_eq!(report(vec![ok.clone(), warn.clone()]).verdict(), "degraded");
+        let failed = report(vec![ok, skipped, warn, fail]);
+        assert_eq!(failed.verdict(), "failed");
+        assert!(!failed.healthy());
+        assert_eq!(
+            failed.to_text(),
+            "OK      a  fine\nSKIPPED b  the daemon holds the lock\nWARN    c  big\n           fix: shrink it\nFAIL    d  broken\n           fix: fix it\ndoctor: failed\n"
+        );
+        let v = failed.to_json();
+        assert_eq!(
+            v["checks"][1]["detail"],
+            "skipped: the daemon holds the lock"
+        );
+        assert!(v["checks"][0].get("remedy").is_none());
+    }
+}

@@ -65,19 +65,16 @@ fn health_checks(rt: &Runtime, now: DateTime<Utc>) -> Vec<Check> {
                         "the plugin declares no health command",
                     ));
                 }
-                Ok(scope.spawn(move || probe(rt, p, now, name)))
+                let probe_name = name.clone();
+                Ok((name, scope.spawn(move || probe(rt, p, now, probe_name))))
             })
             .collect();
         running
             .into_iter()
             .map(|r| match r {
                 Err(check) => check,
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Check::fail(
-                        "plugin_health",
-                        "the health probe panicked",
-                        "report this as a bug",
-                    )
+                Ok((name, handle)) => handle.join().unwrap_or_else(|_| {
+                    Check::fail(name, "the health probe panicked", "report this as a bug")
                 }),
             })
             .collect()
