@@ -251,7 +251,7 @@ fn the_disk_guard_refuses_new_work_below_min_free_bytes_and_resumes_after_a_relo
         .replace(
             "      message: hello\n",
             "      message: hello\n    schedules:\n      - id: tick\n        every: 1s\n",
-        )
+        ) + "pipelines:\n  - name: relay\n    on: go\n    steps:\n      - uses: echo\n"
     };
     // No file system here has a pebibyte free: the guard refuses.
     std::fs::write(&config, with_min("1024TB")).unwrap();
@@ -290,6 +290,14 @@ fn the_disk_guard_refuses_new_work_below_min_free_bytes_and_resumes_after_a_relo
         "{}",
         run.stderr
     );
+    let run = a.dir.run(&["pipeline", "run", "relay"]).code(1);
+    assert!(
+        run.error().contains("below state.min_free_bytes"),
+        "{}",
+        run.stderr
+    );
+    let r = call(&a.api, "POST", "/pipeline/relay", Some(ADMIN), Some("{}"));
+    assert_eq!(r.status, 503, "{}", r.text());
     let v = a.dir.run(&["system", "doctor", "--json"]).code(1).json();
     let disk = check(&v, "disk_free");
     assert_eq!(disk["status"], "fail", "{v:#}");
