@@ -10,7 +10,7 @@
 mod runtime;
 mod selfcheck;
 
-pub use runtime::doctor;
+pub use runtime::{Ledger, doctor};
 pub use selfcheck::{selfcheck, selfcheck_loaded};
 
 use serde::Serialize;

@@ -24,22 +24,50 @@ const WAL_WARN: u64 = 64 * 1024 * 1024;
 /// TERM→KILL grace and the completion transaction fit well inside it.
 const STUCK_SLACK: Duration = Duration::from_secs(60);
 
-/// Runs every doctor check. `conn` is a read connection to the ledger, or
-/// `None` when there is no ledger yet (its checks are then skipped).
-pub fn doctor(rt: &Runtime, conn: Option<&Connection>, now: DateTime<Utc>) -> Report {
+/// What doctor reads the ledger's checks from.
+#[derive(Debug)]
+pub enum Ledger<'a> {
+    /// A read connection.
+    Open(&'a Connection),
+    /// No ledger file yet (the daemon creates it): its checks are skipped.
+    Missing,
+    /// The ledger could not be opened; the text says why.
+    Unreadable(String),
+}
+
+impl Ledger<'_> {
+    /// Opens the ledger at `db` read-only for doctor: a missing file or one
+    /// that cannot be read is a finding, not an error.
+    pub fn open(db: &std::path::Path) -> Result<Connection, String> {
+        crate::store::open_read_only(db).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs every doctor check against the config in force and the ledger.
+pub fn doctor(rt: &Runtime, ledger: Ledger<'_>, now: DateTime<Utc>) -> Report {
     let mut checks = health_checks(rt, now);
     checks.push(disk_check(rt));
     checks.push(wal_check(rt));
-    match conn {
-        Some(conn) => {
+    match ledger {
+        Ledger::Open(conn) => {
             checks.extend(breaker_checks(conn));
             checks.push(stuck_check(rt, conn, now));
             checks.extend(schedule_checks(conn));
         }
-        None => {
+        Ledger::Missing => {
             let why = format!("no ledger at {} yet", rt.config.state.path.display());
             for name in ["breakers", "stuck_jobs", "schedules"] {
                 checks.push(Check::skipped(name, why.clone()));
+            }
+        }
+        Ledger::Unreadable(why) => {
+            checks.push(Check::fail(
+                "ledger",
+                why,
+                "run `ductile system selfcheck` (with the daemon stopped) to see what is wrong with it",
+            ));
+            for name in ["breakers", "stuck_jobs", "schedules"] {
+                checks.push(Check::skipped(name, "the ledger could not be opened"));
             }
         }
     }

@@ -751,7 +751,7 @@ fn system_doctor(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let rt = c.rt.clone();
     let now = c.svc.clock.now();
     let conn = c.conn()?;
-    ok(crate::doctor::doctor(&rt, Some(conn), now).to_json())
+    ok(crate::doctor::doctor(&rt, crate::doctor::Ledger::Open(conn), now).to_json())
 }
 
 fn system_selfcheck(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {

@@ -541,3 +541,26 @@ fn job_logs_filters_answer_the_same_from_the_cli_and_the_api() {
         400
     );
 }
+
+#[test]
+fn doctor_reports_a_ledger_it_cannot_open_as_a_finding() {
+    let dir = TestDir::new("doctor-foreign");
+    dir.echo();
+    dir.config("plugins:\n  echo: {}\n");
+    std::fs::create_dir_all(dir.path.join("state")).unwrap();
+    dir.db()
+        .execute_batch("CREATE TABLE notes (body TEXT);")
+        .unwrap();
+    let v = dir.run(&["system", "doctor", "--json"]).code(1).json();
+    let ledger = check(&v, "ledger");
+    assert_eq!(ledger["status"], "fail", "{v:#}");
+    assert!(
+        ledger["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a ductile ledger"),
+        "{v:#}"
+    );
+    assert_eq!(status(&v, "stuck_jobs"), "skipped");
+    assert_eq!(status(&v, "plugin_health.echo"), "ok");
+}

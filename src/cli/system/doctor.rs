@@ -4,9 +4,8 @@
 
 use crate::cli::{Args, CliError, output};
 use crate::clock::{Clock, SystemClock};
-use crate::doctor::Report;
+use crate::doctor::{Ledger, Report};
 use crate::runtime::Runtime;
-use crate::store;
 
 /// `ductile system selfcheck [--json]`: exit 0 healthy, 1 when a check failed.
 pub fn selfcheck(args: &Args) -> Result<(), CliError> {
@@ -22,12 +21,13 @@ pub fn doctor(args: &Args) -> Result<(), CliError> {
     let db = &rt.config.state.path;
     // A read connection is safe beside a running daemon (WAL readers never
     // block the writer); an unreadable ledger is reported, not fatal.
-    let conn = if db.exists() {
-        Some(store::open_read_only(db)?)
-    } else {
-        None
+    let conn = db.exists().then(|| Ledger::open(db));
+    let ledger = match &conn {
+        None => Ledger::Missing,
+        Some(Ok(conn)) => Ledger::Open(conn),
+        Some(Err(why)) => Ledger::Unreadable(why.clone()),
     };
-    let report = crate::doctor::doctor(&rt, conn.as_ref(), SystemClock.now());
+    let report = crate::doctor::doctor(&rt, ledger, SystemClock.now());
     render(args, &report)
 }
 
