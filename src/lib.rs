@@ -12,6 +12,8 @@
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
 //! - [`http`]: the HTTP surfaces; [`http::events`] streams the ledger's events (SSE).
 //! - [`backup`]: `system backup`/`restore`: archives of the ledger and config, verified restore.
+//! - [`doctor`], [`disk`], [`skills`]: selfcheck and doctor diagnostics, the
+//!   disk-space guard on new work, the skills manifest for LLM operators.
 //! - [`cli`]: `ductile <noun> <verb>`; the only layer that prints results.
 //! - [`http`]: the HTTP surfaces; [`http::auth`] decides who may call what.
 //! - [`clock`], [`log`], [`lock`], [`sys`]: time source, JSON log lines, the
@@ -25,7 +27,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod disk;
 pub mod dispatch;
+pub mod doctor;
 pub mod fault;
 pub mod http;
 pub mod lock;
@@ -36,6 +40,7 @@ pub mod router;
 pub mod runtime;
 pub mod scheduler;
 pub mod secret;
+pub mod skills;
 pub mod store;
 pub mod suggest;
 pub mod sys;

@@ -486,6 +486,21 @@ impl Drop for SigpipeBlock {
     }
 }
 
+/// Bytes an unprivileged process may still write on the file system holding
+/// `path` (`statvfs`: available blocks times the fragment size).
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let c = c_path(path)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call and
+    // `st` points to writable memory of the struct's size; statvfs fills it.
+    check(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: statvfs returned 0, so it initialised the whole struct (it was
+    // zeroed before, too).
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field widths differ between targets
+    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
 /// The size of a memory page (for turning /proc page counts into bytes).
 pub fn page_size() -> u64 {
     // SAFETY: sysconf takes no pointers and only reads a constant.

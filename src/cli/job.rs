@@ -305,6 +305,7 @@ pub fn retry(args: &Args, id: &str) -> Result<(), CliError> {
         }
         return Ok(());
     }
+    crate::disk::admit(&loaded.config.state).map_err(|r| CliError::Failed(r.to_string()))?;
     let mut conn = store::open(db, loaded.config.state.synchronous)?;
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let tx = queue::begin(&mut conn)?;

@@ -281,6 +281,34 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["system", "selfcheck"],
+        args: "",
+        about: "read-only invariants: config, lock, ledger integrity and schema, queue freshness (ledger checks skipped while a daemon runs)",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "doctor"],
+        args: "",
+        about: "runtime health: plugin health commands, breakers, free disk, stuck jobs, invalid schedules, WAL size; each failure with its fix",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["system", "skills"],
+        args: "",
+        about: "the Markdown capability manifest for LLM operators, from the live config",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["skills"],
+        args: "",
+        about: "same as `ductile system skills`",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["config", "check"],
         args: "",
         about: "validate syntax, schema, cross-references, plugins and the seal; every finding with file, key and hint (--strict: warnings fail too)",
@@ -537,6 +565,9 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["config", "restore"] => config::restore(&args),
         ["system", "reset"] => system::reset(&args, &positionals[0]),
         ["system", "breaker"] => system::breaker(&args, &positionals[0]),
+        ["system", "selfcheck"] => system::doctor::selfcheck(&args),
+        ["system", "doctor"] => system::doctor::doctor(&args),
+        ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
         _ => Err(CliError::Failed(format!(
             "verb `{}` has no handler",
             verb.path.join(" ")

@@ -384,6 +384,7 @@ pub fn run(args: &Args, name: &str) -> Result<(), CliError> {
         output::json(&json!({"dry_run": true, "pipeline": name, "would_enqueue": jobs}));
         return Ok(());
     }
+    crate::disk::admit(&rt.config.state).map_err(|r| CliError::Failed(r.to_string()))?;
     let db = &rt.config.state.path;
     let mut conn = store::open(db, rt.config.state.synchronous)?;
     let tx = queue::begin(&mut conn)?;

@@ -54,6 +54,7 @@ pub fn run(args: &Args, positionals: &[String]) -> Result<(), CliError> {
         }
         return Ok(());
     }
+    crate::disk::admit(&rt.config.state).map_err(|r| CliError::Failed(r.to_string()))?;
     let result = oneshot::run(&rt, &job, &clock, &|line| output::notice(line));
     match result {
         Ok(r) => report(args, &r),

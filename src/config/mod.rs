@@ -114,6 +114,10 @@ pub struct State {
     pub path: PathBuf,
     /// `PRAGMA synchronous` level.
     pub synchronous: Synchronous,
+    /// Below this much free space on the ledger's file system the daemon
+    /// admits no new work (`state.min_free_bytes`, default 64 MiB; 0 turns
+    /// the guard off).
+    pub min_free_bytes: u64,
 }
 
 /// SQLite durability level.

@@ -12,12 +12,30 @@ const MAX: u64 = 1024 * 1024 * 1024;
 
 /// Parses a size such as `1MB`, `512KB`, `64KiB` or `1048576`.
 pub(super) fn parse(text: &str) -> Result<u64, String> {
+    parse_within(text, MAX)
+        .map_err(|_| format!("invalid size `{text}`: larger than 1GB"))
+        .and_then(|r| r)
+}
+
+/// The largest free-space threshold (`state.min_free_bytes`): 1 PiB. Disks
+/// are larger than any buffer, so this key has its own ceiling.
+pub(super) const DISK_MAX: u64 = 1 << 50;
+
+/// Parses a disk-space size, up to [`DISK_MAX`]; `TB` is accepted too.
+pub(super) fn parse_disk(text: &str) -> Result<u64, String> {
+    parse_within(text, DISK_MAX)
+        .map_err(|_| format!("invalid size `{text}`: larger than 1024TB"))
+        .and_then(|r| r)
+}
+
+/// The outer `Err` means "larger than `max`"; the inner one a malformed size.
+fn parse_within(text: &str, max: u64) -> Result<Result<u64, String>, ()> {
     let s = text.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     if digits == 0 {
-        return Err(format!(
+        return Ok(Err(format!(
             "invalid size `{text}`: expected a number of bytes, or one followed by KB or MB"
-        ));
+        )));
     }
     let unit = s[digits..].trim_start();
     let scale = match unit.to_ascii_lowercase().as_str() {
@@ -25,18 +43,21 @@ pub(super) fn parse(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
         "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        // Only where a terabyte fits under the ceiling (disk thresholds).
+        "t" | "tb" | "tib" if max >= 1 << 40 => 1 << 40,
         _ => {
-            return Err(format!(
+            return Ok(Err(format!(
                 "invalid size `{text}`: unknown unit `{unit}` (use B, KB or MB)"
-            ));
+            )));
         }
     };
     s[..digits]
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
-        .filter(|&bytes| bytes <= MAX)
-        .ok_or_else(|| format!("invalid size `{text}`: larger than 1GB"))
+        .filter(|&bytes| bytes <= max)
+        .map(Ok)
+        .ok_or(())
 }
 
 /// The shortest exact spelling of `bytes` (`1MB`, `512KB`, `1000`), as
@@ -74,6 +95,22 @@ mod tests {
         ] {
             assert_eq!(parse(text), Ok(bytes), "{text}");
         }
+    }
+
+    #[test]
+    fn disk_sizes_reach_terabytes_and_stop_at_a_pebibyte() {
+        assert_eq!(parse_disk("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_disk("2TB"), Ok(2 << 40));
+        assert_eq!(parse_disk("0"), Ok(0));
+        assert_eq!(parse_disk("1024TB"), Ok(DISK_MAX));
+        assert_eq!(
+            parse_disk("1025TB").unwrap_err(),
+            "invalid size `1025TB`: larger than 1024TB"
+        );
+        assert_eq!(
+            parse_disk("lots").unwrap_err(),
+            "invalid size `lots`: expected a number of bytes, or one followed by KB or MB"
+        );
     }
 
     #[test]

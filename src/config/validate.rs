@@ -65,7 +65,7 @@ const SERVICE_KEYS: &[&str] = &[
     "preferred_window",
 ];
 
-const STATE_KEYS: &[&str] = &["path", "synchronous"];
+const STATE_KEYS: &[&str] = &["path", "synchronous", "min_free_bytes"];
 
 /// `service.log_level` values, most verbose first.
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
@@ -321,10 +321,15 @@ fn resolve_plugin_roots(
     Ok(roots)
 }
 
+/// `state.min_free_bytes` when unset: room for a checkpoint of a busy WAL
+/// and the next few thousand jobs.
+const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
 fn build_state(ctx: &mut Ctx, value: Option<&Value>, dir: &Path) -> Result<State, ConfigError> {
     let mut state = State {
         path: dir.join("ductile.db"),
         synchronous: Synchronous::Normal,
+        min_free_bytes: DEFAULT_MIN_FREE_BYTES,
     };
     let Some(value) = value else {
         return Ok(state);
@@ -332,7 +337,10 @@ fn build_state(ctx: &mut Ctx, value: Option<&Value>, dir: &Path) -> Result<State
     let map = expect_mapping(ctx, value, "state")?;
     for (key, path, value) in ctx.entries(map, "state", STATE_KEYS) {
         let text = read_text(ctx, value, &path)?;
-        if key == "path" {
+        if key == "min_free_bytes" {
+            state.min_free_bytes =
+                size::parse_disk(&text).map_err(|message| ctx.error(&path, message))?;
+        } else if key == "path" {
             state.path = resolve_path(dir, &text).map_err(|message| ctx.error(&path, message))?;
         } else {
             state.synchronous = match text.to_ascii_lowercase().as_str() {

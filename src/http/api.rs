@@ -97,6 +97,18 @@ const ROUTES: &[Route] = &[
     route("GET", "/skills", Public, skills),
     route("GET", "/.well-known/ai-plugin.json", Public, ai_plugin),
     route("POST", "/system/reload", Admin, reload),
+    route(
+        "GET",
+        "/system/doctor",
+        Scope(Area::Jobs, Level::Ro),
+        system_doctor,
+    ),
+    route(
+        "GET",
+        "/system/selfcheck",
+        Scope(Area::Jobs, Level::Ro),
+        system_selfcheck,
+    ),
     route("GET", "/analytics/queue", Admin, analytics_queue),
     route("GET", "/analytics/summary", Admin, analytics_summary),
     route("GET", "/config/view", Admin, config_view),
@@ -400,6 +412,7 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         })
         .map_err(|e| auth_reply(&e))?;
     let payload = trigger_payload(c.req)?;
+    admit_work(&rt)?;
     let now = c.svc.clock.now();
     let envelope = if command == "handle" {
         queue::envelope("api.trigger", "api", payload, now)
@@ -424,6 +437,13 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         &json!({"job_id": id, "status": "queued", "plugin": name, "command": command}),
     )
     .into())
+}
+
+/// 503 while the disk-space guard refuses new work (`state.min_free_bytes`);
+/// the guard logs when it starts and stops refusing.
+pub(super) fn admit_work(rt: &Runtime) -> Result<(), Reply> {
+    crate::disk::admit(&rt.config.state)
+        .map_err(|r| Reply::error(503, &r.to_string()).with("Retry-After", "5".into()))
 }
 
 /// The answer when the intake writer could not commit (already logged).
@@ -491,6 +511,7 @@ fn pipeline_trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         rt.config.api.max_concurrent_sync,
         rt.config.api.max_sync_timeout,
     );
+    admit_work(&rt)?;
     if sync && !c.svc.bridge.admit(max_waiting) {
         return Err(Reply::error(
             503,
@@ -578,6 +599,7 @@ fn job_tree(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
 fn job_retry(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     check_query(c.req, &[])?;
     let id = c.param(0).to_string();
+    admit_work(&c.rt)?;
     let now = c.svc.clock.now();
     let conn = c.conn()?;
     let done = queue::begin(conn)
@@ -723,6 +745,19 @@ fn job_logs(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
 }
 
 // ------------------------------------------------------------------ operations
+
+fn system_doctor(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &[])?;
+    let rt = c.rt.clone();
+    let now = c.svc.clock.now();
+    let conn = c.conn()?;
+    ok(crate::doctor::doctor(&rt, crate::doctor::Ledger::Open(conn), now).to_json())
+}
+
+fn system_selfcheck(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &[])?;
+    ok(crate::doctor::selfcheck_loaded(&c.rt, c.svc.clock.now()).to_json())
+}
 
 fn reload(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     match (c.svc.reload)() {

@@ -310,7 +310,7 @@ fn summary(plugin: &str, c: &CommandSpec) -> String {
 /// `name` as one path segment: RFC 3986 unreserved characters as they are,
 /// every other byte percent-encoded (so no name can open a `{template}` or
 /// add a segment).
-fn segment(name: &str) -> String {
+pub(crate) fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

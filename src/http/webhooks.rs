@@ -99,6 +99,9 @@ fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
             "unavailable",
         );
     };
+    if let Err(refused) = super::api::admit_work(&rt) {
+        return (refused, "refused");
+    }
     let now = svc.clock.now();
     // The whole body is the event payload: senders (GitHub, Gitea...) post
     // their own JSON shapes, and the plugin reads them as sent.

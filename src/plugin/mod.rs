@@ -319,6 +319,7 @@ mod tests {
             state: State {
                 path: dir.join("ductile.db"),
                 synchronous: Synchronous::Normal,
+                min_free_bytes: 0,
             },
             api: Api::default(),
             plugins: plugins.into_iter().map(|c| (c.name.clone(), c)).collect(),

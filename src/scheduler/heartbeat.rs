@@ -364,6 +364,12 @@ impl Heartbeat {
             tx.commit()
                 .map_err(|e| StoreError::sqlite("commit a skipped schedule", e))
         };
+        if crate::disk::admit(&self.runtime.config.state).is_err() {
+            return skip(
+                self,
+                "admission refused: free disk space is below state.min_free_bytes",
+            );
+        }
         let inflight = queue::inflight(&self.conn, &s.plugin, &s.command)?;
         let mut cancelled: Vec<String> = Vec::new();
         if !inflight.is_empty() {

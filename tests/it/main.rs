@@ -14,6 +14,7 @@ mod backup;
 mod config;
 mod contract;
 mod daemon;
+mod doctor;
 mod foundation;
 mod hardening;
 mod http;

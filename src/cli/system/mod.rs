@@ -1,6 +1,8 @@
-//! `ductile system start|status|reload|reset|breaker|backup|restore`.
+//! `ductile system start|status|reload|reset|breaker`; `backup` holds
+//! `backup` and `restore`, `doctor` holds `selfcheck`, `doctor` and `skills`.
 
 pub mod backup;
+pub mod doctor;
 
 pub use backup::{backup, restore};
 

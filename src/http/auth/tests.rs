@@ -14,6 +14,7 @@ fn config(api: &[(&str, &[&str])], named: &[(&str, &str, &[&str])]) -> Config {
         state: crate::config::State {
             path: PathBuf::from("/etc/ductile/ductile.db"),
             synchronous: crate::config::Synchronous::Normal,
+            min_free_bytes: 0,
         },
         api: crate::config::Api::default(),
         plugins: Default::default(),

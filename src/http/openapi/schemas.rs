@@ -463,6 +463,26 @@ pub(super) fn all() -> Map<String, Value> {
         ),
     );
     add(
+        "DiagnosticReport",
+        object(
+            &["kind", "status", "healthy", "checks"],
+            json!({
+                "kind": { "type": "string", "enum": ["doctor", "selfcheck"] },
+                "status": { "type": "string", "enum": ["ok", "degraded", "failed"] },
+                "healthy": { "type": "boolean" },
+                "checks": {
+                    "type": "array",
+                    "items": object(&["name", "status", "detail"], json!({
+                        "name": { "type": "string" },
+                        "status": { "type": "string", "enum": ["ok", "warn", "fail", "skipped"] },
+                        "detail": { "type": "string" },
+                        "remedy": { "type": "string" },
+                    })),
+                },
+            }),
+        ),
+    );
+    add(
         "QueueAnalytics",
         object(
             &["queue_depth", "workers"],
