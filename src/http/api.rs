@@ -416,7 +416,7 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let ttl = rt.config.service.dedupe_ttl;
     let id = match c.svc.intake.write(Work::Job(Box::new(job)), ttl) {
         Ok(Written::Job(Enqueued::Created(id) | Enqueued::Deduplicated(id))) => id,
-        Ok(Written::Plan(_)) | Err(_) => return Err(intake_failed()),
+        Ok(Written::Plan(_) | Written::Recorded) | Err(_) => return Err(intake_failed()),
     };
     c.svc.wake_dispatcher();
     Ok(Reply::json(
