@@ -292,6 +292,41 @@ pub fn for_job(conn: &Connection, id: &str) -> Result<Vec<Row>, StoreError> {
     .map_err(|e| StoreError::sqlite(format!("read decisions of job {id}"), e))
 }
 
+/// One step of a job's life, for explaining it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// Status before (none for the enqueue).
+    pub from_status: Option<String>,
+    /// Status after.
+    pub to_status: String,
+    /// Attempt number.
+    pub attempt: i64,
+    /// Why, as the queue wrote it.
+    pub reason: String,
+    /// When.
+    pub at: String,
+}
+
+/// Job `id`'s transitions, oldest first.
+pub fn steps(conn: &Connection, id: &str) -> Result<Vec<Step>, StoreError> {
+    conn.prepare_cached(
+        "SELECT from_status, to_status, attempt, reason, created_at FROM job_transitions WHERE job_id = ?1 ORDER BY id",
+    )
+    .and_then(|mut s| {
+        s.query_map([id], |r| {
+            Ok(Step {
+                from_status: r.get(0)?,
+                to_status: r.get(1)?,
+                attempt: r.get(2)?,
+                reason: r.get(3)?,
+                at: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+    })
+    .map_err(|e| StoreError::sqlite(format!("read the transitions of job {id}"), e))
+}
+
 /// Deletes rows whose latest instance is before `cutoff`, in batches of
 /// [`super::retention::BATCH`], at most `max_batches`; the rows deleted.
 pub fn prune(conn: &Connection, cutoff: &str, max_batches: usize) -> Result<usize, StoreError> {

@@ -681,7 +681,7 @@ mod tests {
         let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: the ledger is at schema version 1 and this ductile needs version 4; run `ductile system migrate` (it backs the file up first), then start again"
+            "x.db: the ledger is at schema version 1 and this ductile needs version 5; run `ductile system migrate` (it backs the file up first), then start again"
         );
     }
 
