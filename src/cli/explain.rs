@@ -78,7 +78,8 @@ fn subject(args: &Args, target: &str) -> Result<(), CliError> {
         Some((p, s)) => (p.to_string(), Some(s.to_string())),
         None => (target.to_string(), None),
     };
-    if let Some(id) = &scope {
+    let intake_scope = |id: &str| id.starts_with("webhook:") || id == "api" || id == "cli";
+    if let Some(id) = scope.as_deref().filter(|id| !intake_scope(id)) {
         // An unknown schedule fails with the closest names.
         super::schedule::resolve(&rt, &format!("{plugin}:{id}"))?;
     } else if !rt.config.plugins.contains_key(&plugin) {

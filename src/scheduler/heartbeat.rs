@@ -137,8 +137,10 @@ impl Heartbeat {
         } else {
             "active"
         };
+        let started_at = self.started_at;
+        let tx = queue::begin(&mut self.conn)?;
         schedules::upsert(
-            &self.conn,
+            &tx,
             &s.plugin,
             &s.id,
             &s.command,
@@ -148,6 +150,11 @@ impl Heartbeat {
             next,
             now,
         )?;
+        // Armed outside its window or on a `not_on` day: say so now, not
+        // only after the first firing.
+        record_refused(&tx, s, now, next, started_at, now)?;
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit an armed schedule", e))?;
         log::info!(plugin = s.plugin.as_str(); "schedule `{}` ({}) next run at {}", s.id, s.trigger, next.map(format_ts).unwrap_or_else(|| "never".into()));
         Ok(())
     }

@@ -13,6 +13,7 @@
 mod config;
 mod contract;
 mod daemon;
+mod explain;
 mod foundation;
 mod hardening;
 mod http;
@@ -23,5 +24,6 @@ mod pipeline_runs;
 mod pipeline_views;
 mod pipelines;
 mod scheduler;
+mod schedules;
 mod support;
 mod tools;
