@@ -192,32 +192,35 @@ pub fn record(conn: &Connection, d: &Decision) -> Result<(), StoreError> {
     let op = |e| StoreError::sqlite(format!("record a decision for {}/{}", d.plugin, d.scope), e);
     let at = format_ts(d.at);
     let due = d.due_at.map(format_ts);
-    let latest: Option<(i64, String, String, Option<String>, Option<String>)> = conn
+    // The subject's latest row, and whether it is the same decision.
+    let latest: Option<(i64, bool)> = conn
         .prepare_cached(
-            "SELECT id, kind, detail, command, job_id FROM decisions
+            "SELECT id, kind = ?3 AND detail = ?4 AND command IS ?5 AND job_id IS ?6 FROM decisions
              WHERE plugin = ?1 AND scope = ?2 ORDER BY id DESC LIMIT 1",
         )
         .and_then(|mut s| {
-            s.query_row(params![d.plugin, d.scope], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
+            s.query_row(
+                params![
+                    d.plugin,
+                    d.scope,
+                    d.kind.as_str(),
+                    d.detail,
+                    d.command,
+                    d.job_id
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
         })
         .map_err(op)?;
-    if let Some((id, kind, detail, command, job_id)) = latest {
-        if kind == d.kind.as_str()
-            && detail == d.detail
-            && command == d.command
-            && job_id == d.job_id
-        {
-            conn.prepare_cached(
-                "UPDATE decisions SET count = count + 1, last_at = max(last_at, ?2),
-                 due_at = coalesce(?3, due_at) WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, at, due]))
-            .map_err(op)?;
-            return Ok(());
-        }
+    if let Some((id, true)) = latest {
+        conn.prepare_cached(
+            "UPDATE decisions SET count = count + 1, last_at = max(last_at, ?2),
+             due_at = coalesce(?3, due_at) WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id, at, due]))
+        .map_err(op)?;
+        return Ok(());
     }
     conn.prepare_cached(
         "INSERT INTO decisions (plugin, scope, command, kind, detail, job_id, due_at, count, first_at, last_at)
