@@ -9,6 +9,8 @@
 //! A firing is one transaction: the job row and the entry's new `next_run_at`
 //! land together, so a crash can never fire the same due instant twice.
 
+#[cfg(test)]
+mod decided;
 mod jump;
 
 use std::sync::Arc;
