@@ -103,7 +103,8 @@ fn subject(args: &Args, target: &str) -> Result<(), CliError> {
         ),
     };
     let mut lines: Vec<String> = entries.iter().map(state_sentence).collect();
-    if rows.is_empty() {
+    let paused = entries.iter().any(|e| e.status.starts_with("paused"));
+    if rows.is_empty() && !paused {
         let window = since.map_or("in the retention window".to_string(), |t| {
             format!("since {}", format_ts(t))
         });

@@ -511,12 +511,17 @@ impl Heartbeat {
             .map_err(|e| StoreError::sqlite("commit a paused schedule", e))
     }
 
-    /// The earliest next run of any active (or paused, to record the pause) schedule.
+    /// The earliest next run of any active (or paused, to record the pause)
+    /// schedule after the last tick's instant. One due at or before it was
+    /// held back by that tick (a paused or breaker-held one-shot stays due):
+    /// it waits for the next tick instead of spinning the loop.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let now = self.seen.wall;
         Ok(schedules::all(&self.conn)?
             .into_iter()
             .filter(|e| e.status == "active" || e.status == "paused_manual")
             .filter_map(|e| e.next_run_at.as_deref().and_then(parse_ts))
+            .filter(|t| *t > now)
             .min())
     }
 }

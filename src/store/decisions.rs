@@ -421,6 +421,28 @@ mod tests {
     }
 
     #[test]
+    fn retention_prunes_decisions_with_the_job_history() {
+        let tmp = TempDir::new("decisions-retention");
+        let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();
+        for (scope, at) in [
+            ("old", "2026-01-01T00:00:00Z"),
+            ("new", "2026-03-01T00:00:00Z"),
+        ] {
+            let d = Decision::new("p", scope, "poll", Kind::Paused, "paused", t(at));
+            record(&conn, &d).unwrap();
+        }
+        let cutoff = t("2026-02-01T00:00:00Z");
+        let pruned = crate::store::retention::prune(&conn, cutoff, cutoff, 10).unwrap();
+        assert_eq!(pruned.history, 1);
+        let left: Vec<String> = for_plugin(&conn, "p", None, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.scope)
+            .collect();
+        assert_eq!(left, ["new"]);
+    }
+
+    #[test]
     fn duplicates_onto_different_jobs_stay_apart() {
         let tmp = TempDir::new("decisions-jobs");
         let conn = crate::store::open(&tmp.0.join("d.db"), Synchronous::Normal).unwrap();

@@ -121,3 +121,26 @@ fn a_night_outside_the_window_is_one_decision() {
         Some("2026-03-01T10:30:00.000000Z")
     );
 }
+
+#[test]
+fn a_paused_one_shot_left_due_does_not_wake_the_loop_at_once() {
+    let (_tmp, root) = setup("hb-pause-at", "      - at: \"2026-03-01T00:10:00Z\"\n");
+    let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+    let mut hb = heartbeat(&root, clock.clone());
+    assert_eq!(hb.next_due().unwrap(), Some(t("2026-03-01T00:10:00Z")));
+    schedules::set_status(
+        &hb.conn,
+        "ok_basic",
+        "default",
+        "paused_manual",
+        None,
+        Some(t("2026-03-01T00:10:00Z")),
+        t("2026-03-01T00:00:00Z"),
+    )
+    .unwrap();
+    clock.set(t("2026-03-01T00:20:00Z"));
+    assert!(hb.tick().unwrap().fired.is_empty());
+    // Still due (a one-shot waits for its resume), but not a reason to spin.
+    assert_eq!(hb.next_due().unwrap(), None);
+    assert_eq!(kinds(&hb), [("paused".to_string(), 1)]);
+}
