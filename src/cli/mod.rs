@@ -5,11 +5,13 @@
 
 pub mod api;
 pub mod config;
+pub mod explain;
 pub mod job;
 pub mod output;
 pub mod pipeline;
 pub mod plugin;
 pub mod run;
+pub mod schedule;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -288,6 +290,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["schedule", "list"],
+        args: "",
+        about: "every schedule: trigger, zone, window, status (paused?), next run, last fired and last success",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["system", "doctor"],
         args: "",
         about: "runtime health: plugin health commands, breakers, free disk, stuck jobs, invalid schedules, WAL size; each failure with its fix",
@@ -307,6 +316,34 @@ pub const VERBS: &[Verb] = &[
         about: "same as `ductile system skills`",
         flags: &[],
         positionals: (0, 0),
+    },
+    Verb {
+        path: &["schedule", "preview"],
+        args: "<plugin>[:<id>]",
+        about: "the next firings in the schedule's zone (--next N, --from T), marking DST shifts and only_between/not_on exclusions",
+        flags: &["next", "from"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["schedule", "pause"],
+        args: "<plugin>[:<id>]",
+        about: "pause a schedule (paused_manual) in the ledger; a running daemon honours it at once",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["schedule", "resume"],
+        args: "<plugin>[:<id>]",
+        about: "resume a paused schedule from its next occurrence (missed ones are not made up)",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["explain"],
+        args: "<plugin>[:<schedule>] | job <job-id>",
+        about: "why didn't it run? every skip, hold, exclusion, pause, duplicate and refusal, in sentences (--since T)",
+        flags: &["since"],
+        positionals: (1, 2),
     },
     Verb {
         path: &["config", "check"],
@@ -345,6 +382,8 @@ const VALUE_FLAGS: &[&str] = &[
     "to",
     "query",
     "scope",
+    "since",
+    "next",
 ];
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header"];
@@ -568,6 +607,11 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "selfcheck"] => system::doctor::selfcheck(&args),
         ["system", "doctor"] => system::doctor::doctor(&args),
         ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
+        ["schedule", "list"] => schedule::list(&args),
+        ["schedule", "preview"] => schedule::preview(&args, &positionals[0]),
+        ["schedule", "pause"] => schedule::pause(&args, &positionals[0]),
+        ["schedule", "resume"] => schedule::resume(&args, &positionals[0]),
+        ["explain"] => explain::explain(&args, &positionals),
         _ => Err(CliError::Failed(format!(
             "verb `{}` has no handler",
             verb.path.join(" ")

@@ -15,6 +15,7 @@ use crate::clock::{format_ts, parse_ts};
 use crate::plugin::manifest::CommandKind;
 use crate::runtime::Runtime;
 use crate::store::StoreError;
+use crate::store::decisions::{Decision, Kind};
 use crate::store::jobs::{self, JobQuery, LogQuery};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 
@@ -412,7 +413,17 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         })
         .map_err(|e| auth_reply(&e))?;
     let payload = trigger_payload(c.req)?;
-    admit_work(&rt)?;
+    if let Err(answer) = admit_work(&rt) {
+        c.svc.intake.note(Decision::new(
+            &name,
+            "api",
+            &command,
+            Kind::AdmissionRefusedDisk,
+            "free disk space is below state.min_free_bytes",
+            c.svc.clock.now(),
+        ));
+        return Err(answer);
+    }
     let now = c.svc.clock.now();
     let envelope = if command == "handle" {
         queue::envelope("api.trigger", "api", payload, now)
@@ -429,7 +440,7 @@ fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let ttl = rt.config.service.dedupe_ttl;
     let id = match c.svc.intake.write(Work::Job(Box::new(job)), ttl) {
         Ok(Written::Job(Enqueued::Created(id) | Enqueued::Deduplicated(id))) => id,
-        Ok(Written::Plan(_)) | Err(_) => return Err(intake_failed()),
+        Ok(Written::Plan(_) | Written::Recorded) | Err(_) => return Err(intake_failed()),
     };
     c.svc.wake_dispatcher();
     Ok(Reply::json(

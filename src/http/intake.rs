@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::store::completion::{Child, insert_children};
+use crate::store::decisions::{self, Decision, Kind};
 use crate::store::queue::{self, Enqueued, NewJob};
 use crate::store::{self, StoreError};
 
@@ -28,6 +29,8 @@ pub enum Work {
     Job(Box<NewJob>),
     /// A routing plan (a pipeline start), in insertion order.
     Plan(Vec<Child>),
+    /// Why a request did not become a job (a refused webhook delivery).
+    Decision(Box<Decision>),
 }
 
 /// What was committed for one request.
@@ -37,6 +40,8 @@ pub enum Written {
     Job(Enqueued),
     /// The plan's rows.
     Plan(Vec<String>),
+    /// The decision's row.
+    Recorded,
 }
 
 struct Ticket {
@@ -92,6 +97,22 @@ impl Intake {
             .map_err(|_| "the daemon is shutting down".to_string())?;
         done.recv()
             .unwrap_or_else(|_| Err("the daemon is shutting down".to_string()))
+    }
+
+    /// Hands a decision to the writer without waiting for its commit: a
+    /// refused request is answered at once, and a flood of them is bounded by
+    /// the queue (past it the record is dropped, with a log line) instead of
+    /// holding request threads.
+    pub fn note(&self, decision: Decision) {
+        let (answer, _) = bounded(1);
+        let ticket = Ticket {
+            work: Work::Decision(Box::new(decision)),
+            ttl: Duration::ZERO,
+            answer,
+        };
+        if self.tx.try_send(ticket).is_err() {
+            log::warn!(target: "http", "intake queue full: a refused request was not recorded in the ledger");
+        }
     }
 
     /// Ends the writer once the requests handed over are answered.
@@ -179,11 +200,42 @@ fn write(
     let mut results = Vec::with_capacity(batch.len());
     for t in batch {
         results.push(match &t.work {
-            Work::Job(job) => Written::Job(queue::enqueue_in(&tx, job, t.ttl, now)?),
+            Work::Job(job) => {
+                let enq = queue::enqueue_in(&tx, job, t.ttl, now)?;
+                if let Enqueued::Deduplicated(existing) = &enq {
+                    decisions::record(&tx, &duplicate(job, existing, now))?;
+                }
+                Written::Job(enq)
+            }
+            Work::Decision(d) => {
+                decisions::record(&tx, d)?;
+                Written::Recorded
+            }
             Work::Plan(plan) => Written::Plan(insert_children(&tx, plan, t.ttl, now)?),
         });
     }
     tx.commit()
         .map_err(|e| StoreError::sqlite("commit the intake batch", e))?;
     Ok(results)
+}
+
+/// The decision that `job` was dropped as a duplicate of `existing`.
+fn duplicate(job: &NewJob, existing: &str, now: chrono::DateTime<chrono::Utc>) -> Decision {
+    let scope = match &job.submitter {
+        Some(name) => format!("{}:{name}", job.submitted_by.as_str()),
+        None => job.submitted_by.as_str().to_string(),
+    };
+    let why = match &job.dedupe_key {
+        Some(key) => format!("same dedupe key `{key}` as a job in flight or succeeded recently"),
+        None => "an identical job is in flight or succeeded recently".to_string(),
+    };
+    Decision::new(
+        &job.plugin,
+        &scope,
+        &job.command,
+        Kind::Deduplicated,
+        why,
+        now,
+    )
+    .job(existing)
 }

@@ -10,6 +10,7 @@ use super::intake::{Work, Written};
 use super::request::Outcome;
 use super::settings::{Endpoint, Settings};
 use super::{Db, Reply, Req, Services};
+use crate::store::decisions::{Decision, Kind};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 
 /// Routes one request on the webhook listener.
@@ -55,7 +56,14 @@ fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
     };
     if !authentic {
         // No detail: a prober learns nothing about what was wrong.
-        log::warn!(target: "http", "webhook `{}`: request refused (bad or missing {})", e.name, if e.token_auth { "token" } else { "signature" });
+        let what = if e.token_auth { "token" } else { "signature" };
+        log::warn!(target: "http", "webhook `{}`: request refused (bad or missing {what})", e.name);
+        svc.intake.note(refused(
+            svc,
+            e,
+            Kind::WebhookSignatureRejected,
+            format!("bad or missing {what} on {}", e.path),
+        ));
         return (Reply::error(403, "forbidden"), "forbidden");
     }
     let payload: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
@@ -64,6 +72,12 @@ fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
         match serde_json::from_slice(&req.body) {
             Ok(v) => v,
             Err(err) => {
+                svc.intake.note(refused(
+                    svc,
+                    e,
+                    Kind::ParseInvalid,
+                    "the body is not valid JSON",
+                ));
                 return (
                     Reply::error(400, &format!("the body is not valid JSON: {err}")),
                     "bad_json",
@@ -99,8 +113,14 @@ fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
             "unavailable",
         );
     };
-    if let Err(refused) = super::api::admit_work(&rt) {
-        return (refused, "refused");
+    if let Err(answer) = super::api::admit_work(&rt) {
+        svc.intake.note(refused(
+            svc,
+            e,
+            Kind::AdmissionRefusedDisk,
+            "free disk space is below state.min_free_bytes",
+        ));
+        return (answer, "refused");
     }
     let now = svc.clock.now();
     // The whole body is the event payload: senders (GitHub, Gitea...) post
@@ -139,7 +159,7 @@ fn accept(svc: &Services, req: &Req, e: &Endpoint) -> (Reply, &'static str) {
             Reply::json(200, &json!({"job_id": id, "status": "duplicate"})),
             "duplicate",
         ),
-        Ok(Written::Plan(_)) | Err(_) => (super::api::intake_failed(), "error"),
+        Ok(Written::Plan(_) | Written::Recorded) | Err(_) => (super::api::intake_failed(), "error"),
     }
 }
 
@@ -160,4 +180,10 @@ fn token_ok(req: &Req, e: &Endpoint) -> bool {
         },
     };
     constant_time_eq(presented, &e.secret)
+}
+
+/// The ledger's record of a delivery to `e` refused before it became a job.
+fn refused(svc: &Services, e: &Endpoint, kind: Kind, why: impl Into<String>) -> Decision {
+    let scope = format!("webhook:{}", e.name);
+    Decision::new(&e.plugin, &scope, &e.command, kind, why, svc.clock.now())
 }

@@ -334,7 +334,11 @@ impl Schedule {
 }
 
 /// The first instant after `after` at which a cron minute happens under the DST rule.
-fn cron_instant_after(expr: &CronExpr, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn cron_instant_after(
+    expr: &CronExpr,
+    tz: Tz,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let mut local = window::wall_time(tz, after)?;
     // Only minutes of a repeated fall-back hour resolve to or before `after`
     // (they already fired at their first occurrence); at most an hour of them.

@@ -9,6 +9,8 @@
 //! A firing is one transaction: the job row and the entry's new `next_run_at`
 //! land together, so a crash can never fire the same due instant twice.
 
+#[cfg(test)]
+mod decided;
 mod jump;
 
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use crate::clock::{Clock, format_ts, parse_ts, random_below, sub_saturating};
 use crate::dispatch::pool::RunningJobs;
 use crate::runtime::Runtime;
 use crate::scheduler::expr::{CatchUp, IfRunning, Schedule, Trigger};
+use crate::scheduler::preview;
+use crate::store::decisions::{self, Decision, Kind};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 use crate::store::{StoreError, breakers, events, retention, schedules};
 
@@ -135,8 +139,10 @@ impl Heartbeat {
         } else {
             "active"
         };
+        let started_at = self.started_at;
+        let tx = queue::begin(&mut self.conn)?;
         schedules::upsert(
-            &self.conn,
+            &tx,
             &s.plugin,
             &s.id,
             &s.command,
@@ -146,6 +152,11 @@ impl Heartbeat {
             next,
             now,
         )?;
+        // Armed outside its window or on a `not_on` day: say so now, not
+        // only after the first firing.
+        record_refused(&tx, s, now, next, started_at, now)?;
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit an armed schedule", e))?;
         log::info!(plugin = s.plugin.as_str(); "schedule `{}` ({}) next run at {}", s.id, s.trigger, next.map(format_ts).unwrap_or_else(|| "never".into()));
         Ok(())
     }
@@ -235,6 +246,8 @@ impl Heartbeat {
             );
             let fields = json!({"schedule": s.id, "why": why, "missed": missed.len()});
             record_skipped(&tx, s, &fields, now)?;
+            let d = Decision::new(&s.plugin, &s.id, &s.command, Kind::CatchUpSkipped, why, now);
+            decisions::record(&tx, &d)?;
         }
         if move_entry {
             if instants.is_empty() && !exhausted {
@@ -305,9 +318,11 @@ impl Heartbeat {
                 .next_run_at
                 .as_deref()
                 .and_then(parse_ts)
-                .filter(|t| entry.status == "active" && *t <= now);
-            if let Some(due) = due {
-                self.fire_if_allowed(s, now, due, &mut report)?;
+                .filter(|t| *t <= now);
+            match (entry.status.as_str(), due) {
+                ("active", Some(due)) => self.fire_if_allowed(s, now, due, &mut report)?,
+                ("paused_manual", Some(due)) => self.hold_paused(s, &entry, now, due)?,
+                _ => {}
             }
         }
         let svc = &rt.config.service;
@@ -350,12 +365,18 @@ impl Heartbeat {
         } else {
             self.next_for(s, due, now)
         };
-        let mut skip = |this: &mut Heartbeat, why: &'static str| -> Result<(), StoreError> {
+        let mut skip = |this: &mut Heartbeat,
+                        kind: Kind,
+                        why: &'static str|
+         -> Result<(), StoreError> {
             log::info!(plugin = s.plugin.as_str(); "schedule `{}` due but not fired: {why}", s.id);
             report.skipped.push((s.plugin.clone(), s.id.clone(), why));
             let tx = queue::begin(&mut this.conn)?;
             let fields = json!({"schedule": s.id, "why": why, "due_at": format_ts(due)});
             record_skipped(&tx, s, &fields, now)?;
+            let d = Decision::new(&s.plugin, &s.id, &s.command, kind, why, now).due(due);
+            decisions::record(&tx, &d)?;
+            record_refused(&tx, s, due.max(now), next, this.started_at, now)?;
             // A one-shot has no next occurrence to move to: it stays due and
             // fires on the first tick that allows it.
             if !s.is_one_shot() {
@@ -367,6 +388,7 @@ impl Heartbeat {
         if crate::disk::admit(&self.runtime.config.state).is_err() {
             return skip(
                 self,
+                Kind::AdmissionRefusedDisk,
                 "admission refused: free disk space is below state.min_free_bytes",
             );
         }
@@ -377,6 +399,7 @@ impl Heartbeat {
                 IfRunning::Skip => {
                     return skip(
                         self,
+                        Kind::IfRunningSkip,
                         "a previous run is still queued or running (if_running: skip)",
                     );
                 }
@@ -403,7 +426,11 @@ impl Heartbeat {
                 .filter(|(id, _)| !cancelled.contains(id))
                 .count();
             if outstanding >= plugin.conf.max_outstanding_polls as usize {
-                return skip(self, "poll guard: max_outstanding_polls reached");
+                return skip(
+                    self,
+                    Kind::PollGuard,
+                    "poll guard: max_outstanding_polls reached",
+                );
             }
             match breakers::admit(
                 &self.conn,
@@ -412,7 +439,9 @@ impl Heartbeat {
                 plugin.conf.circuit_breaker.reset_after,
                 now,
             )? {
-                breakers::Admission::Deny => return skip(self, "circuit breaker is open"),
+                breakers::Admission::Deny => {
+                    return skip(self, Kind::BreakerOpen, "circuit breaker is open");
+                }
                 breakers::Admission::Probe => {
                     log::info!(plugin = s.plugin.as_str(); "circuit breaker half-open: sending one probe poll")
                 }
@@ -423,6 +452,14 @@ impl Heartbeat {
         let default_ttl = self.runtime.config.service.dedupe_ttl;
         let tx = queue::begin(&mut self.conn)?;
         let enq = queue::enqueue_in(&tx, &job, default_ttl, now)?;
+        if let Enqueued::Deduplicated(existing) = &enq {
+            let why = "an identical job is in flight or succeeded recently";
+            let d = Decision::new(&s.plugin, &s.id, &s.command, Kind::Deduplicated, why, now)
+                .job(existing)
+                .due(due);
+            decisions::record(&tx, &d)?;
+        }
+        record_refused(&tx, s, due.max(now), next, self.started_at, now)?;
         let (kind, job_id, fields) = match &enq {
             Enqueued::Created(id) => (
                 "scheduler.fired",
@@ -455,12 +492,43 @@ impl Heartbeat {
         Ok(())
     }
 
-    /// The earliest next run of any active schedule.
+    /// Records that `s` did not run at its due instant because it is paused by
+    /// hand, and moves it on to its next occurrence, so a resume starts from
+    /// the next one instead of bursting through every occurrence it missed.
+    fn hold_paused(
+        &mut self,
+        s: &Schedule,
+        entry: &schedules::Entry,
+        now: DateTime<Utc>,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let why = entry
+            .reason
+            .clone()
+            .unwrap_or_else(|| "paused by `ductile schedule pause`".to_string());
+        let next = self.next_for(s, due, now);
+        let tx = queue::begin(&mut self.conn)?;
+        let d = Decision::new(&s.plugin, &s.id, &s.command, Kind::Paused, why, now).due(due);
+        decisions::record(&tx, &d)?;
+        // A one-shot has no next occurrence: it stays due until resumed.
+        if !s.is_one_shot() {
+            schedules::reschedule(&tx, &s.plugin, &s.id, next, now)?;
+        }
+        tx.commit()
+            .map_err(|e| StoreError::sqlite("commit a paused schedule", e))
+    }
+
+    /// The earliest next run of any active (or paused, to record the pause)
+    /// schedule after the last tick's instant. One due at or before it was
+    /// held back by that tick (a paused or breaker-held one-shot stays due):
+    /// it waits for the next tick instead of spinning the loop.
     pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let now = self.seen.wall;
         Ok(schedules::all(&self.conn)?
             .into_iter()
-            .filter(|e| e.status == "active")
+            .filter(|e| e.status == "active" || e.status == "paused_manual")
             .filter_map(|e| e.next_run_at.as_deref().and_then(parse_ts))
+            .filter(|t| *t > now)
             .min())
     }
 }
@@ -521,6 +589,27 @@ fn run_loop(
             default(wait) => {}
         }
     }
+}
+
+/// Records the occurrence between `after` and `next` that `only_between`
+/// or `not_on` refused, if any, in the caller's transaction.
+fn record_refused(
+    tx: &rusqlite::Transaction<'_>,
+    s: &Schedule,
+    after: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let Some((at, why)) = preview::refused_before(s, after, next, started_at) else {
+        return Ok(());
+    };
+    let kind = match why {
+        preview::Exclusion::NotOn => Kind::NotOn,
+        preview::Exclusion::OutsideOnlyBetween => Kind::OutsideOnlyBetween,
+    };
+    let d = Decision::new(&s.plugin, &s.id, &s.command, kind, why.describe(s), now).due(at);
+    decisions::record(tx, &d)
 }
 
 /// A `scheduler.skipped` event for schedule `s`, in the caller's transaction.

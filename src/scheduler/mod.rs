@@ -8,4 +8,5 @@ pub mod compile;
 pub mod cron;
 pub mod expr;
 pub mod heartbeat;
+pub mod preview;
 pub mod window;

@@ -59,6 +59,25 @@ CREATE TABLE job_cancel_requests (
         summary: "add job_queue.hop (the route-graph hop a routed job runs) and a unique index on (parent_job_id, source_event_id, hop, plugin, command), so an event reaches each hop once per upstream job; rows written before keep no hop and are not constrained",
         sql: "ALTER TABLE job_queue ADD COLUMN hop TEXT;
 CREATE UNIQUE INDEX idx_job_queue_routed_child ON job_queue(parent_job_id, source_event_id, hop, plugin, command) WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL AND hop IS NOT NULL;",
+    },    Step {
+        from: 4,
+        summary: "add decisions (why due or submitted work did not run: scheduler skips, pauses, duplicates, refused webhooks; repeats coalesced into one row with a count)",
+        sql: "CREATE TABLE decisions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin     TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    command    TEXT,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    job_id     TEXT,
+    due_at     TEXT,
+    count      INTEGER NOT NULL DEFAULT 1,
+    first_at   TEXT NOT NULL,
+    last_at    TEXT NOT NULL
+);
+CREATE INDEX idx_decisions_subject ON decisions(plugin, scope, id);
+CREATE INDEX idx_decisions_job ON decisions(job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX idx_decisions_last_at ON decisions(last_at);",
     },
 ];
 
@@ -176,6 +195,7 @@ mod tests {
         (1, include_str!("../../tests/fixtures/ledgers/v1.sql")),
         (2, include_str!("../../tests/fixtures/ledgers/v2.sql")),
         (3, include_str!("../../tests/fixtures/ledgers/v3.sql")),
+        (4, include_str!("../../tests/fixtures/ledgers/v4.sql")),
     ];
 
     fn load(tmp: &TempDir, version: i64, sql: &str) -> (std::path::PathBuf, Connection) {

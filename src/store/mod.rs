@@ -10,6 +10,7 @@ pub mod breakers;
 mod checkpoint;
 pub mod completion;
 pub mod context;
+pub mod decisions;
 pub mod events;
 pub mod facts;
 pub mod health;

@@ -17,7 +17,7 @@ pub struct Pruned {
     pub job_log: usize,
     /// Terminal `job_queue` rows.
     pub job_queue: usize,
-    /// `job_transitions`, `job_attempts`, `job_stopwatch` and `system_events` rows.
+    /// `job_transitions`, `job_attempts`, `job_stopwatch`, `system_events` and `decisions` rows.
     pub history: usize,
     /// `config_snapshots` rows beyond the newest kept.
     pub snapshots: usize,
@@ -100,6 +100,7 @@ pub fn prune(
     out.history += prune_prefix(conn, "job_attempts", "completed_at", &log_ts, max_batches)?;
     out.history += prune_prefix(conn, "job_stopwatch", "created_at", &log_ts, max_batches)?;
     out.history += prune_prefix(conn, "system_events", "created_at", &log_ts, max_batches)?;
+    out.history += super::decisions::prune(conn, &log_ts, max_batches)?;
     out.snapshots = super::snapshots::prune(conn)?;
     if out.job_log + out.job_queue + out.history + out.snapshots > 0 {
         out.pages_freed = give_space_back(conn)?;

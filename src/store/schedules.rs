@@ -68,7 +68,7 @@ pub fn find(conn: &Connection, plugin: &str, id: &str) -> Result<Option<Entry>, 
 }
 
 /// Creates or replaces an entry's definition-derived fields (status, fingerprint,
-/// next run), keeping its firing history.
+/// next run), keeping its firing history; a manual pause outlives a redefinition.
 #[allow(clippy::too_many_arguments)]
 pub fn upsert(
     conn: &Connection,
@@ -86,7 +86,9 @@ pub fn upsert(
         "INSERT INTO schedule_entries (plugin, schedule_id, command, fingerprint, status, reason, next_run_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
          ON CONFLICT(plugin, schedule_id) DO UPDATE SET command = excluded.command, fingerprint = excluded.fingerprint,
-           status = excluded.status, reason = excluded.reason, next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
+           status = CASE WHEN schedule_entries.status = 'paused_manual' AND excluded.status = 'active' THEN 'paused_manual' ELSE excluded.status END,
+           reason = CASE WHEN schedule_entries.status = 'paused_manual' AND excluded.status = 'active' THEN schedule_entries.reason ELSE excluded.reason END,
+           next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
     )
     .and_then(|mut s| s.execute(params![plugin, id, command, fingerprint, status, reason, next_run_at.map(format_ts), ts]))
     .map_err(|e| StoreError::sqlite(format!("write schedule {plugin}/{id}"), e))?;
@@ -124,6 +126,24 @@ pub fn reschedule(
         .and_then(|mut s| s.execute(params![plugin, id, next_run_at.map(format_ts), format_ts(now)]))
         .map_err(|e| StoreError::sqlite(format!("reschedule {plugin}/{id}"), e))?;
     Ok(())
+}
+
+/// Sets an entry's status by hand (`paused_manual` or back to `active`), with
+/// its reason and next run; false when the entry does not exist.
+pub fn set_status(
+    conn: &Connection,
+    plugin: &str,
+    id: &str,
+    status: &str,
+    reason: Option<&str>,
+    next_run_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE schedule_entries SET status = ?3, reason = ?4, next_run_at = ?5, updated_at = ?6 WHERE plugin = ?1 AND schedule_id = ?2")
+        .and_then(|mut s| s.execute(params![plugin, id, status, reason, next_run_at.map(format_ts), format_ts(now)]))
+        .map_err(|e| StoreError::sqlite(format!("set the status of schedule {plugin}/{id}"), e))?;
+    Ok(n > 0)
 }
 
 /// Records the success of a job the schedule enqueued.

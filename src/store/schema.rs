@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA application_id` of a ductile ledger: "Duct" in ASCII. Version 1
 /// ledgers predate it and carry 0.
@@ -222,6 +222,23 @@ CREATE TABLE system_events (
     data       JSON,
     created_at TEXT NOT NULL
 );
+
+CREATE TABLE decisions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin     TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    command    TEXT,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    job_id     TEXT,
+    due_at     TEXT,
+    count      INTEGER NOT NULL DEFAULT 1,
+    first_at   TEXT NOT NULL,
+    last_at    TEXT NOT NULL
+);
+CREATE INDEX idx_decisions_subject ON decisions(plugin, scope, id);
+CREATE INDEX idx_decisions_job ON decisions(job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX idx_decisions_last_at ON decisions(last_at);
 "#;
 
 /// How much a validation checks.
@@ -577,6 +594,7 @@ mod tests {
             "job_cancel_requests",
             "config_snapshots",
             "system_events",
+            "decisions",
         ] {
             assert!(tables.contains(&t.to_string()), "{t}");
         }
@@ -663,7 +681,7 @@ mod tests {
         let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: the ledger is at schema version 1 and this ductile needs version 4; run `ductile system migrate` (it backs the file up first), then start again"
+            "x.db: the ledger is at schema version 1 and this ductile needs version 5; run `ductile system migrate` (it backs the file up first), then start again"
         );
     }
 

@@ -298,6 +298,21 @@ fn the_disk_guard_refuses_new_work_below_min_free_bytes_and_resumes_after_a_relo
     );
     let r = call(&a.api, "POST", "/pipeline/relay", Some(ADMIN), Some("{}"));
     assert_eq!(r.status, 503, "{}", r.text());
+    // Each refusal is a decision `explain` answers from: the API trigger,
+    // the webhook delivery and the schedule.
+    a.dir.wait_until(LONG, "every refusal recorded", || {
+        let v = a.dir.run(&["explain", "echo", "--json"]).code(0).json();
+        let scopes: Vec<String> = v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == "admission_refused_disk")
+            .map(|d| d["scope"].as_str().unwrap().to_string())
+            .collect();
+        ["api", "webhook:github", "tick"]
+            .iter()
+            .all(|want| scopes.iter().any(|s| s == want))
+    });
     let v = a.dir.run(&["system", "doctor", "--json"]).code(1).json();
     let disk = check(&v, "disk_free");
     assert_eq!(disk["status"], "fail", "{v:#}");
