@@ -1,0 +1,96 @@
+//! `ductile config set <path>=<value> [--dry-run|--apply]`, and the one way
+//! every config-editing verb finishes: print the diff, or write it through the
+//! atomic write, revalidate, re-seal path and say what was done.
+
+use serde_json::json;
+
+use crate::cli::{Args, CliError, output};
+use crate::config::edit::{self, commit, redact};
+
+/// `ductile config set <path>=<value>`: previews the change unless `--apply`.
+pub fn set(args: &Args, assignment: &str) -> Result<(), CliError> {
+    let Some((key, value)) = assignment.split_once('=') else {
+        return Err(CliError::Usage(format!(
+            "`{assignment}` is not `<path>=<value>`; usage: ductile config set <path>=<value> [--dry-run|--apply]"
+        )));
+    };
+    let apply = args.flag("apply").is_some();
+    if apply && args.dry_run {
+        return Err(CliError::Usage(
+            "`--apply` and `--dry-run` contradict each other; give one".into(),
+        ));
+    }
+    let path = edit::path::parse(key).map_err(CliError::Usage)?;
+    let root = crate::cli::config_root(args)?;
+    let mut tree = edit::Tree::read(&root)?;
+    tree.set(&path, &edit::parse_value(value))?;
+    let summary = format!("set `{path}`");
+    finish(args, &tree, tree.changes(), &summary, !apply)
+}
+
+/// Prints the diff of `changes` (`preview`), or writes them and reports.
+pub fn finish(
+    args: &Args,
+    tree: &edit::Tree,
+    changes: Vec<commit::Change>,
+    summary: &str,
+    preview: bool,
+) -> Result<(), CliError> {
+    let known = crate::runtime::Runtime::load(&tree.root)
+        .map(|rt| redact::known_secrets(&rt.config))
+        .unwrap_or_default();
+    let diff = commit::diff(&changes, &tree.dir, &known);
+    let files: Vec<String> = changes
+        .iter()
+        .map(|c| c.path.strip_prefix(&tree.dir).unwrap_or(&c.path).display().to_string())
+        .collect();
+    if changes.is_empty() {
+        report(args, summary, &diff, &files, false, None, "nothing to change");
+        return Ok(());
+    }
+    if preview {
+        let note = if args.dry_run {
+            "dry run: nothing written"
+        } else {
+            "preview: nothing written; add --apply to write it"
+        };
+        report(args, summary, &diff, &files, false, None, note);
+        return Ok(());
+    }
+    let written = commit::write(&tree.root, &changes)?;
+    let note = if written.resealed {
+        "written; the config was sealed, so .checksums was re-sealed (config lock)"
+    } else {
+        "written"
+    };
+    report(args, summary, &diff, &files, true, Some(&written), note);
+    Ok(())
+}
+
+fn report(
+    args: &Args,
+    summary: &str,
+    diff: &str,
+    files: &[String],
+    written: bool,
+    w: Option<&commit::Written>,
+    note: &str,
+) {
+    let backups: Vec<String> = w
+        .map(|w| w.backups.iter().map(|b| b.display().to_string()).collect())
+        .unwrap_or_default();
+    let resealed = w.is_some_and(|w| w.resealed);
+    if args.json {
+        output::json(&json!({
+            "action": summary,
+            "written": written,
+            "dry_run": !written,
+            "files": files,
+            "diff": diff,
+            "backups": backups,
+            "resealed": resealed,
+        }));
+    } else {
+        output::text(&format!("{diff}{summary}: {note}\n"));
+    }
+}
