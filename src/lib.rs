@@ -17,6 +17,7 @@
 //! - [`secret`]: values that never reach a log line.
 //! - [`fault`]: crash points, compiled in only for the crash-safety tests.
 
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -255,7 +255,14 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["config", "check"],
         args: "",
-        about: "validate the configuration and plugins without running anything",
+        about: "validate syntax, schema, cross-references, plugins and the seal; every finding with file, key and hint (--strict: warnings fail too)",
+        flags: &["strict"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "lock"],
+        args: "",
+        about: "authorise the config as it is now: write .checksums (file hashes, plugin fingerprints)",
         flags: &[],
         positionals: (0, 0),
     },
@@ -285,7 +292,7 @@ const VALUE_FLAGS: &[&str] = &[
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header"];
 /// Verb flags without a value.
-const BOOL_FLAGS: &[&str] = &["include-result", "wait"];
+const BOOL_FLAGS: &[&str] = &["include-result", "wait", "strict"];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
@@ -482,6 +489,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["pipeline", "show"] => pipeline::show(&args, &positionals[0]),
         ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),
         ["config", "check"] => config::check(&args),
+        ["config", "lock"] => config::lock(&args),
         ["api"] => api::call(&args, &positionals[0]),
         ["job", "show"] => job::show(&args, &positionals[0]),
         ["job", "list"] => job::list(&args),

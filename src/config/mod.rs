@@ -13,6 +13,7 @@ mod depth;
 pub mod duration;
 pub mod edit;
 mod error;
+pub mod integrity;
 mod interpolate;
 mod limits;
 mod load;

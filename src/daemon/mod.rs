@@ -129,12 +129,10 @@ pub fn run_with_clock(
     for w in &rt.config.inactive {
         log::warn!(target: "config", "{w}");
     }
-    if rt.config.service.strict_mode && !rt.warnings.is_empty() {
-        return Err(DaemonError::Config(format!(
-            "strict_mode: refusing to start with {} configuration warning(s)",
-            rt.warnings.len()
-        )));
-    }
+    // The seal first: a tampered high-security file or plugin refuses the
+    // start whatever the mode; strict mode then asks for a clean check.
+    crate::config::integrity::gate(&rt.config).map_err(DaemonError::Config)?;
+    crate::check::strict_gate(&rt, "start").map_err(DaemonError::Config)?;
     let db = rt.config.state.path.clone();
     let sync = rt.config.state.synchronous;
     let mut lock = take_lock(&db, &mut signals)?;
@@ -547,6 +545,13 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
         Ok(rt) => Arc::new(rt),
         Err(e) => return reject(conn, e.to_string()),
     };
+    // Verified like a start: a reload that fails the seal keeps the old config.
+    if let Err(why) = crate::config::integrity::gate(&new.config)
+        .map(drop)
+        .and_then(|()| crate::check::strict_gate(&new, "reload"))
+    {
+        return reject(conn, why);
+    }
     if new.config.state.path != old.config.state.path {
         return reject(
             conn,

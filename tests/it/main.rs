@@ -16,6 +16,7 @@ mod daemon;
 mod foundation;
 mod hardening;
 mod http;
+mod integrity;
 mod limits;
 mod openapi;
 mod pipeline_crash;

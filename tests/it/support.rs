@@ -173,13 +173,26 @@ impl TestDir {
             .collect()
     }
 
-    /// Starts the daemon.
+    /// Starts the daemon, after the operator's ritual: `config lock` seals the
+    /// config first unless the test sealed it (or left a seal) itself.
     pub fn start(&self) -> Daemon {
-        Daemon::start(self.command(&["system", "start"]))
+        self.start_with_env(&[])
     }
 
-    /// Starts the daemon with extra environment variables.
+    /// Starts the daemon with extra environment variables (sealing as [`TestDir::start`]).
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        if !self.path.join(".checksums").exists() {
+            // A config that does not lock is left for the daemon to refuse.
+            let _ = self
+                .command(&["config", "lock"])
+                .envs(env.iter().copied())
+                .output();
+        }
+        self.start_unsealed(env)
+    }
+
+    /// Starts the daemon on the config dir exactly as it is (no `config lock`).
+    pub fn start_unsealed(&self, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = self.command(&["system", "start"]);
         cmd.envs(env.iter().copied());
         Daemon::start(cmd)

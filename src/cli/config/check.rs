@@ -1,60 +1,106 @@
-//! `ductile config check`: load the whole configuration and plugin set the way
-//! the daemon would, report every finding, change nothing.
+//! `ductile config check [--strict]`: load the whole configuration and plugin
+//! set the way the daemon would, report every finding, change nothing.
 
 use serde_json::json;
 
+use crate::check::{self, Severity};
 use crate::cli::{Args, CliError, output};
-use crate::runtime::Runtime;
 
-/// `ductile config check [--json]`: exit 0 when clean, 78 on errors (and on
-/// warnings under `service.strict_mode`, except "parsed but not yet active",
-/// which the spec's own strict examples would trip).
+/// `ductile config check [--json] [--strict]`: exit 0 when clean, 1 on errors
+/// (and on warnings under `--strict` or `service.strict_mode`), 78 when the
+/// config cannot be loaded at all.
 pub fn check(args: &Args) -> Result<(), CliError> {
     let root = crate::cli::config_root(args)?;
-    let rt = match Runtime::load(&root) {
-        Ok(rt) => rt,
+    let strict = args.flag("strict").is_some();
+    let report = match check::check(&root, strict) {
+        Ok(report) => report,
         Err(e) => {
             if args.json {
-                output::json(&json!({"ok": false, "errors": [e.to_string()], "warnings": []}));
+                let finding = json!({
+                    "severity": "error",
+                    "kind": "syntax",
+                    "file": e.file(),
+                    "path": e.path().unwrap_or(""),
+                    "line": e.line(),
+                    "message": e.kind().to_string(),
+                    "hint": "fix the file so it loads, then run `ductile config check` again",
+                });
+                output::json(&json!({
+                    "ok": false,
+                    "root": root,
+                    "strict": strict,
+                    "findings": [finding],
+                    "errors": [e.to_string()],
+                    "warnings": [],
+                }));
                 return Err(CliError::Exit(78));
             }
             return Err(e.into());
         }
     };
-    let strict = rt.config.service.strict_mode;
-    let ok = !strict || rt.warnings.is_empty();
-    let warnings: Vec<String> = rt
-        .warnings
-        .iter()
-        .cloned()
-        .chain(rt.config.inactive.iter().map(ToString::to_string))
-        .collect();
+    let ok = report.clean();
+    let lines = |severity: Severity| -> Vec<String> {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .map(ToString::to_string)
+            .collect()
+    };
+    let (errors, warnings, infos) = (
+        lines(Severity::Error),
+        lines(Severity::Warning),
+        lines(Severity::Info),
+    );
+    let plugins: Vec<String> = report
+        .runtime
+        .as_ref()
+        .map(|rt| rt.registry.plugins().map(|p| p.name.clone()).collect())
+        .unwrap_or_default();
+    let files: Vec<serde_json::Value> = report
+        .runtime
+        .as_ref()
+        .map(|rt| {
+            rt.config
+                .files
+                .iter()
+                .map(|f| json!({"path": f.path, "hash": f.hash}))
+                .collect()
+        })
+        .unwrap_or_default();
     if args.json {
         output::json(&json!({
             "ok": ok,
-            "root": rt.root,
-            "files": rt.config.files.iter().map(|f| json!({"path": f.path, "hash": f.hash})).collect::<Vec<_>>(),
-            "plugins": rt.registry.plugins().map(|p| p.name.clone()).collect::<Vec<_>>(),
-            "errors": if ok { Vec::new() } else { vec!["strict_mode: warnings are errors".to_string()] },
+            "root": root,
+            "strict": report.strict,
+            "files": files,
+            "plugins": plugins,
+            "findings": report.findings,
+            "errors": errors,
             "warnings": warnings,
+            "info": infos,
         }));
     } else {
         let mut out = String::new();
-        for w in &warnings {
-            out.push_str(&format!("warning: {w}\n"));
+        for f in &report.findings {
+            let label = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning if report.strict => "error (strict)",
+                Severity::Warning => "warning",
+                Severity::Info => "note",
+            };
+            out.push_str(&format!("{label}: {f}\n"));
         }
         out.push_str(&format!(
-            "config {}: {} file(s), {} plugin(s) loaded, {} warning(s)\n",
-            if ok {
-                "ok"
-            } else {
-                "rejected (strict_mode: warnings are errors)"
-            },
-            rt.config.files.len(),
-            rt.registry.plugins().count(),
-            warnings.len()
+            "config {}: {} file(s), {} plugin(s) loaded, {} error(s), {} warning(s){}\n",
+            if ok { "ok" } else { "rejected" },
+            files.len(),
+            plugins.len(),
+            errors.len(),
+            warnings.len(),
+            if report.strict { " (strict)" } else { "" }
         ));
         output::text(&out);
     }
-    if ok { Ok(()) } else { Err(CliError::Exit(78)) }
+    if ok { Ok(()) } else { Err(CliError::Exit(1)) }
 }
