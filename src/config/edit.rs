@@ -278,7 +278,16 @@ impl Tree {
     pub fn set(&mut self, path: &KeyPath, value: &serde_yaml::Value) -> Result<usize, EditError> {
         let (i, local) = match self.find(path) {
             Some(found) => found,
-            None => (self.home_for(path), path.clone()),
+            None => {
+                let home = self.home_for(path);
+                match self.docs[home].edit(|t, r| text::set(t, r, &path.0, value)) {
+                    Ok(()) => return Ok(home),
+                    // The prefix's holder may have it in another shape
+                    // (`webhooks:` as a plain list): the root file takes it.
+                    Err(EditError::Text { .. }) if home != 0 => (0, path.clone()),
+                    Err(e) => return Err(e),
+                }
+            }
         };
         self.docs[i].edit(|t, r| text::set(t, r, &local.0, value))?;
         Ok(i)

@@ -29,7 +29,7 @@ pub fn set(args: &Args, assignment: &str) -> Result<(), CliError> {
 }
 
 /// Prints the diff of `changes` (`preview`), or writes them and reports.
-pub fn finish(
+pub(super) fn finish(
     args: &Args,
     tree: &edit::Tree,
     changes: Vec<commit::Change>,
@@ -42,10 +42,24 @@ pub fn finish(
     let diff = commit::diff(&changes, &tree.dir, &known);
     let files: Vec<String> = changes
         .iter()
-        .map(|c| c.path.strip_prefix(&tree.dir).unwrap_or(&c.path).display().to_string())
+        .map(|c| {
+            c.path
+                .strip_prefix(&tree.dir)
+                .unwrap_or(&c.path)
+                .display()
+                .to_string()
+        })
         .collect();
     if changes.is_empty() {
-        report(args, summary, &diff, &files, false, None, "nothing to change");
+        report(
+            args,
+            summary,
+            &diff,
+            &files,
+            false,
+            None,
+            "nothing to change",
+        );
         return Ok(());
     }
     if preview {

@@ -61,14 +61,18 @@ pub fn get(args: &Args, text: &str) -> Result<(), CliError> {
             Some((i, local)) => {
                 let d = &tree.docs[i];
                 let line = match edit::text::resolve(d.root.as_ref(), &local.0) {
-                    edit::text::Resolved::Found { node, key } => Some(key.map_or(node.line, |k| k.line)),
+                    edit::text::Resolved::Found { node, key } => {
+                        Some(key.map_or(node.line, |k| k.line))
+                    }
                     _ => None,
                 };
                 (Some(d.path.display().to_string()), line)
             }
             None => (None, None),
         };
-        output::json(&json!({"path": path.to_string(), "value": value, "file": file, "line": line}));
+        output::json(
+            &json!({"path": path.to_string(), "value": value, "file": file, "line": line}),
+        );
     } else {
         print_value(args, &value);
     }
@@ -130,5 +134,9 @@ fn find<'a>(doc: &'a Value, path: &KeyPath, text: &str) -> Result<&'a Value, Cli
 fn path_prefix(path: &KeyPath, upto: &Segment) -> String {
     let n = path.0.iter().position(|s| s == upto).unwrap_or(0);
     let p = KeyPath(path.0[..n].to_vec()).to_string();
-    if p.is_empty() { "the top level".into() } else { p }
+    if p.is_empty() {
+        "the top level".into()
+    } else {
+        p
+    }
 }

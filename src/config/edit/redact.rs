@@ -80,6 +80,16 @@ fn walk(value: &Value, secret: bool, known: &[String]) -> Value {
 /// known secret, masked.
 pub fn line(text: &str, known: &[String]) -> String {
     let masked = mask_known(text, known);
+    // An env file's `NAME=value` line holds a secret by its very purpose.
+    if let Some((name, _)) = masked.split_once('=')
+        && !name.is_empty()
+        && name
+            .trim_start_matches("export ")
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
+        return format!("{name}={REDACTED}");
+    }
     let body = masked.trim_start();
     let lead = &masked[..masked.len() - body.len()];
     let (dash, rest) = match body.strip_prefix("- ") {
@@ -126,5 +136,9 @@ mod tests {
         assert_eq!(line("    key: abc", &[]), "    key: [REDACTED]");
         assert_eq!(line("  - token: abc", &[]), "  - token: [REDACTED]");
         assert_eq!(line("    secret_ref: gh", &[]), "    secret_ref: gh");
+        assert_eq!(
+            line("DUCTILE_TOKEN_CI=dtk_1", &[]),
+            "DUCTILE_TOKEN_CI=[REDACTED]"
+        );
     }
 }
