@@ -10,6 +10,7 @@
 )]
 //! temp config dirs, real plugin processes and real SQLite files.
 
+mod cfgedit;
 mod config;
 mod contract;
 mod daemon;

@@ -139,6 +139,7 @@ pub fn plugin_add(args: &Args, name: &str) -> Result<(), CliError> {
         tree.changes(),
         &format!("add plugin `{name}`"),
         args.dry_run,
+        None,
     )
 }
 
@@ -180,6 +181,7 @@ pub fn plugin_remove(args: &Args, name: &str) -> Result<(), CliError> {
         tree.changes(),
         &format!("remove plugin `{name}`"),
         args.dry_run,
+        None,
     )
 }
 
@@ -237,6 +239,7 @@ pub fn route_add(args: &Args) -> Result<(), CliError> {
         tree.changes(),
         &format!("add route {from} --{event_type}--> {to}"),
         args.dry_run,
+        None,
     )
 }
 
@@ -259,6 +262,7 @@ pub fn route_remove(args: &Args) -> Result<(), CliError> {
         tree.changes(),
         &format!("remove route {from} --{event_type}--> {to}"),
         args.dry_run,
+        None,
     )
 }
 
@@ -379,6 +383,7 @@ pub fn webhook_add(args: &Args) -> Result<(), CliError> {
         tree.changes(),
         &format!("add webhook `{name}`"),
         args.dry_run,
+        None,
     )
 }
 
@@ -411,5 +416,6 @@ pub fn webhook_remove(args: &Args, name: &str) -> Result<(), CliError> {
         tree.changes(),
         &format!("remove webhook `{name}`"),
         args.dry_run,
+        None,
     )
 }

@@ -25,7 +25,7 @@ pub fn set(args: &Args, assignment: &str) -> Result<(), CliError> {
     let mut tree = edit::Tree::read(&root)?;
     tree.set(&path, &edit::parse_value(value))?;
     let summary = format!("set `{path}`");
-    finish(args, &tree, tree.changes(), &summary, !apply)
+    finish(args, &tree, tree.changes(), &summary, !apply, None)
 }
 
 /// Prints the diff of `changes` (`preview`), or writes them and reports.
@@ -35,6 +35,7 @@ pub(super) fn finish(
     changes: Vec<commit::Change>,
     summary: &str,
     preview: bool,
+    shown_once: Option<(serde_json::Value, String)>,
 ) -> Result<(), CliError> {
     let known = crate::runtime::Runtime::load(&tree.root)
         .map(|rt| redact::known_secrets(&rt.config))
@@ -56,9 +57,9 @@ pub(super) fn finish(
             summary,
             &diff,
             &files,
-            false,
             None,
             "nothing to change",
+            None,
         );
         return Ok(());
     }
@@ -68,7 +69,7 @@ pub(super) fn finish(
         } else {
             "preview: nothing written; add --apply to write it"
         };
-        report(args, summary, &diff, &files, false, None, note);
+        report(args, summary, &diff, &files, None, note, None);
         return Ok(());
     }
     let written = commit::write(&tree.root, &changes)?;
@@ -77,7 +78,15 @@ pub(super) fn finish(
     } else {
         "written"
     };
-    report(args, summary, &diff, &files, true, Some(&written), note);
+    report(
+        args,
+        summary,
+        &diff,
+        &files,
+        Some(&written),
+        note,
+        shown_once,
+    );
     Ok(())
 }
 
@@ -86,16 +95,17 @@ fn report(
     summary: &str,
     diff: &str,
     files: &[String],
-    written: bool,
     w: Option<&commit::Written>,
     note: &str,
+    shown_once: Option<(serde_json::Value, String)>,
 ) {
+    let written = w.is_some();
     let backups: Vec<String> = w
         .map(|w| w.backups.iter().map(|b| b.display().to_string()).collect())
         .unwrap_or_default();
     let resealed = w.is_some_and(|w| w.resealed);
     if args.json {
-        output::json(&json!({
+        let mut doc = json!({
             "action": summary,
             "written": written,
             "dry_run": !written,
@@ -103,8 +113,13 @@ fn report(
             "diff": diff,
             "backups": backups,
             "resealed": resealed,
-        }));
+        });
+        if let (Some((extra, _)), Some(m)) = (&shown_once, doc.as_object_mut()) {
+            m.insert("created".into(), extra.clone());
+        }
+        output::json(&doc);
     } else {
-        output::text(&format!("{diff}{summary}: {note}\n"));
+        let extra = shown_once.map(|(_, t)| t).unwrap_or_default();
+        output::text(&format!("{diff}{summary}: {note}\n{extra}"));
     }
 }

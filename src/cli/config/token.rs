@@ -76,28 +76,24 @@ pub fn create(args: &Args) -> Result<(), CliError> {
         &Value::Mapping(entry),
     )?;
 
-    let preview = args.dry_run;
     let mut changes = tree.changes_with_new();
     changes.extend(extra);
+    // The key is shown once, only after it was written; only the env file keeps it.
+    let shown = (
+        json!({"name": name, "key": key, "env": var, "scopes": scopes}),
+        format!(
+            "token `{name}`: its key (shown only now, kept as {var} in {}):\n{key}\n",
+            env_file.display()
+        ),
+    );
     finish(
         args,
         &tree,
         changes,
         &format!("create token `{name}`"),
-        preview,
-    )?;
-    if !preview {
-        // Shown once: only the env file keeps it.
-        if args.json {
-            output::json(&json!({"name": name, "key": key, "env": var, "scopes": scopes}));
-        } else {
-            output::text(&format!(
-                "token `{name}` created; its key (shown only now, kept as {var} in {}):\n{key}",
-                env_file.display()
-            ));
-        }
-    }
-    Ok(())
+        args.dry_run,
+        Some(shown),
+    )
 }
 
 /// `ductile config token list`: names, scopes and where each came from; never a key.
@@ -211,6 +207,7 @@ pub fn revoke(args: &Args, name: &str) -> Result<(), CliError> {
         changes,
         &format!("revoke token `{name}`"),
         args.dry_run,
+        None,
     )
 }
 
@@ -260,6 +257,7 @@ pub fn scope_set(args: &Args, name: &str) -> Result<(), CliError> {
         changes,
         &format!("set scopes of `{name}`"),
         args.dry_run,
+        None,
     )
 }
 

@@ -157,6 +157,11 @@ impl<'input> Reader<'_, 'input> {
                 if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
                     end = start + self.text[start..end].trim_end().len();
                 }
+                // A quoted scalar's span may run on over a trailing comment;
+                // its text ends at its closing quote.
+                if let Some(close) = closing_quote(self.text, start, style) {
+                    end = close;
+                }
                 Ok(Node {
                     kind: Kind::Scalar {
                         value: value.to_string(),
@@ -250,6 +255,29 @@ impl<'input> Reader<'_, 'input> {
     }
 }
 
+/// The offset just past the closing quote of the quoted scalar at `start`.
+fn closing_quote(text: &str, start: usize, style: ScalarStyle) -> Option<usize> {
+    let quote = match style {
+        ScalarStyle::DoubleQuoted => b'"',
+        ScalarStyle::SingleQuoted => b'\'',
+        _ => return None,
+    };
+    let bytes = text.as_bytes();
+    if bytes.get(start) != Some(&quote) {
+        return None;
+    }
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quote == b'"' => i += 2,
+            b'\'' if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 2,
+            b if b == quote => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// The parser counts characters; edits need byte offsets.
 struct CharToByte {
     offsets: Vec<usize>,
@@ -284,10 +312,10 @@ mod tests {
 
     #[test]
     fn scalar_spans_cover_exactly_the_value() {
-        let text = "a: 1 # one\nb: \"two\"\nc: 'thr''ee'\nd:\n  e: é five\n";
+        let text = "a: 1 # one\nb: \"t\\\"wo\"  # c\nc: 'thr''ee' # d\nd:\n  e: é five\n";
         let r = root(text);
         assert_eq!(slice(text, &r.entry("a").unwrap().value), "1");
-        assert_eq!(slice(text, &r.entry("b").unwrap().value), "\"two\"");
+        assert_eq!(slice(text, &r.entry("b").unwrap().value), "\"t\\\"wo\"");
         assert_eq!(slice(text, &r.entry("c").unwrap().value), "'thr''ee'");
         let d = &r.entry("d").unwrap().value;
         assert_eq!(slice(text, &d.entry("e").unwrap().value), "é five");
