@@ -760,7 +760,7 @@ pub fn help(prefix: &[&str]) -> String {
         out.push_str(&format!("  ductile {:<34} {}\n", name.trim_end(), v.about));
         if !prefix.is_empty() && !v.flags.is_empty() {
             for f in v.flags {
-                let value = if VALUE_FLAGS.contains(f) {
+                let value = if VALUE_FLAGS.contains(f) || MULTI_FLAGS.contains(f) {
                     " <value>"
                 } else {
                     ""

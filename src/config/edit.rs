@@ -218,6 +218,22 @@ impl Tree {
     /// The file index holding the node `path` names, and the path inside that
     /// file (list indexes count items across files in load order).
     pub fn find(&self, path: &KeyPath) -> Option<(usize, KeyPath)> {
+        self.find_as_written(path).or_else(|| {
+            // `webhooks.endpoints[...]` may be written as a plain `webhooks:` list.
+            match path.0.as_slice() {
+                [Segment::Key(w), Segment::Key(e), rest @ ..]
+                    if w == "webhooks" && e == "endpoints" =>
+                {
+                    let mut plain = vec![Segment::Key(w.clone())];
+                    plain.extend(rest.iter().cloned());
+                    self.find_as_written(&KeyPath(plain))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    fn find_as_written(&self, path: &KeyPath) -> Option<(usize, KeyPath)> {
         let mut local = path.clone();
         let indexed = path.0.iter().any(|s| matches!(s, Segment::Index(_)));
         let mut found = None;
@@ -240,23 +256,6 @@ impl Tree {
         found
     }
 
-    /// Where a path that names nothing yet should be created: the last file
-    /// holding its deepest existing prefix (the root file when none does).
-    pub fn home_for(&self, path: &KeyPath) -> usize {
-        let mut best = (0usize, 0usize);
-        for (i, doc) in self.docs.iter().enumerate() {
-            let depth = match text::resolve(doc.root.as_ref(), &path.0) {
-                Resolved::Partial { depth, .. } => depth,
-                Resolved::Found { .. } => path.0.len(),
-                _ => 0,
-            };
-            if depth > 0 && depth >= best.1 {
-                best = (i, depth);
-            }
-        }
-        best.0
-    }
-
     /// The first file that defines the top-level key `key`, if any.
     pub fn holder_of(&self, key: &str) -> Option<usize> {
         self.docs
@@ -274,23 +273,31 @@ impl Tree {
             .collect()
     }
 
-    /// Sets `path` to `value` in the file that holds it (or should).
+    /// Sets `path` to `value` in the file that holds it, or else under its
+    /// longest existing prefix (the root file when nothing of it exists).
     pub fn set(&mut self, path: &KeyPath, value: &serde_yaml::Value) -> Result<usize, EditError> {
-        let (i, local) = match self.find(path) {
-            Some(found) => found,
-            None => {
-                let home = self.home_for(path);
-                match self.docs[home].edit(|t, r| text::set(t, r, &path.0, value)) {
-                    Ok(()) => return Ok(home),
-                    // The prefix's holder may have it in another shape
-                    // (`webhooks:` as a plain list): the root file takes it.
-                    Err(EditError::Text { .. }) if home != 0 => (0, path.clone()),
-                    Err(e) => return Err(e),
-                }
+        if let Some((i, local)) = self.find(path) {
+            self.docs[i].edit(|t, r| text::set(t, r, &local.0, value))?;
+            return Ok(i);
+        }
+        let prefix = (1..path.0.len()).rev().find_map(|n| {
+            self.find(&KeyPath(path.0[..n].to_vec())).map(|(i, local)| {
+                let mut full = local.0;
+                full.extend(path.0[n..].iter().cloned());
+                (i, KeyPath(full))
+            })
+        });
+        let (i, local) = prefix.unwrap_or((0, path.clone()));
+        match self.docs[i].edit(|t, r| text::set(t, r, &local.0, value)) {
+            Ok(()) => Ok(i),
+            // The prefix's holder may have it in another shape (`webhooks:`
+            // as a plain list): the root file takes the key as a mapping.
+            Err(EditError::Text { .. }) if i != 0 => {
+                self.docs[0].edit(|t, r| text::set(t, r, &path.0, value))?;
+                Ok(0)
             }
-        };
-        self.docs[i].edit(|t, r| text::set(t, r, &local.0, value))?;
-        Ok(i)
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the node `path` names.

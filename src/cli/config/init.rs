@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cli::config::token::{env_var, hash, new_key, scope_file_bytes};
 use crate::cli::{Args, CliError, output};
-use crate::config::edit::{commit, commit::Change, redact, seal};
+use crate::config::edit::{commit, commit::Change, seal};
 
 const ECHO_MANIFEST: &str = include_str!("../../../plugins/echo/manifest.yaml");
 const ECHO_RUN: &str = include_str!("../../../plugins/echo/run.sh");
@@ -142,11 +142,7 @@ pub fn init(args: &Args) -> Result<(), CliError> {
         })
         .collect();
     if args.dry_run {
-        let diff = commit::diff(&changes, &dir, &[key.clone()]);
-        let diff: String = diff
-            .lines()
-            .map(|l| format!("{}\n", redact::line(l, &[key.clone()])))
-            .collect();
+        let diff = commit::diff(&changes, &dir, std::slice::from_ref(&key));
         if args.json {
             output::json(&json!({"dir": dir, "files": names, "dry_run": true, "diff": diff}));
         } else {

@@ -94,6 +94,10 @@ pub fn parse(text: &str) -> Result<KeyPath, String> {
             return Err(format!("`{kind}:` needs a name (or `*`)"));
         }
         let mut segments = vec![Segment::Key(base.to_string())];
+        // The loader reads every shape of `webhooks:` as `webhooks.endpoints`.
+        if *base == "webhooks" {
+            segments.push(Segment::Key("endpoints".to_string()));
+        }
         if name != "*" {
             if *base == "plugins" {
                 segments.push(Segment::Key(name.to_string()));
