@@ -56,6 +56,11 @@ pub enum EditError {
         /// Why.
         message: String,
     },
+    /// Another edit holds the config directory, or changed a file since it was read.
+    Busy {
+        /// What is in the way.
+        message: String,
+    },
     /// The edit was written but the config could not be re-sealed; it was undone.
     Seal {
         /// Why.
@@ -87,6 +92,7 @@ impl fmt::Display for EditError {
             EditError::Seal { message } => {
                 write!(f, "edit undone, nothing changed: {message}")
             }
+            EditError::Busy { message } => write!(f, "nothing changed: {message}"),
         }
     }
 }

@@ -139,6 +139,43 @@ pub fn validate(root: &Path) -> Result<Vec<String>, String> {
 /// before did not have.
 pub fn write(root: &Path, changes: &[Change]) -> Result<Written, EditError> {
     let dir = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+    // One edit at a time per config directory; the lock goes with the handle.
+    let guard = fs::File::open(&dir).map_err(|source| EditError::Io {
+        file: dir.clone(),
+        action: "open",
+        source,
+    })?;
+    match crate::sys::try_flock(&guard) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(EditError::Busy {
+                message: format!(
+                    "another config edit is in progress in {}; run the command again",
+                    dir.display()
+                ),
+            });
+        }
+        Err(source) => {
+            return Err(EditError::Io {
+                file: dir,
+                action: "lock",
+                source,
+            });
+        }
+    }
+    // The edit was computed from the bytes read earlier; a file changed since
+    // (by hand or by another edit) would be overwritten blind.
+    for c in changes {
+        let now = fs::read(&c.path).ok();
+        if now != c.before {
+            return Err(EditError::Busy {
+                message: format!(
+                    "{} changed since it was read; run the command again",
+                    c.path.display()
+                ),
+            });
+        }
+    }
     let sealed = seal::is_sealed(&dir);
     let before: Vec<String> = validate(root).unwrap_or_default();
     let mut undo = Undo::default();
@@ -159,13 +196,15 @@ pub fn write(root: &Path, changes: &[Change]) -> Result<Written, EditError> {
         };
         Ok(Written { backups, resealed })
     });
-    match result {
+    let result = match result {
         Ok(w) => Ok(w),
         Err(e) => {
             undo.run();
             Err(e)
         }
-    }
+    };
+    drop(guard);
+    result
 }
 
 /// What to put back if the edit is refused, newest first.
@@ -274,4 +313,90 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ductile-commit-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("config.yaml"), "service:\n  name: x # keep\n").unwrap();
+        dir
+    }
+
+    fn change(dir: &Path, before: &str, after: &str) -> Change {
+        Change::text(dir.join("config.yaml"), Some(before), after)
+    }
+
+    #[test]
+    fn a_good_edit_is_written_with_a_backup() {
+        let dir = scratch("good");
+        let old = "service:\n  name: x # keep\n";
+        let w = write(
+            &dir.join("config.yaml"),
+            &[change(&dir, old, "service:\n  name: y # keep\n")],
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("config.yaml")).unwrap(),
+            "service:\n  name: y # keep\n"
+        );
+        assert_eq!(w.backups, vec![dir.join("config.yaml.bak")]);
+        assert_eq!(
+            fs::read_to_string(dir.join("config.yaml.bak")).unwrap(),
+            old
+        );
+        assert!(!w.resealed);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_or_stale_edit_leaves_every_byte() {
+        let dir = scratch("refused");
+        let old = "service:\n  name: x # keep\n";
+        let err = write(
+            &dir.join("config.yaml"),
+            &[change(&dir, old, "service:\n  max_workers: 0\n")],
+        )
+        .unwrap_err();
+        assert!(matches!(err, EditError::Refused { .. }), "{err}");
+        let stale = write(
+            &dir.join("config.yaml"),
+            &[change(&dir, "other", "service: {}\n")],
+        )
+        .unwrap_err();
+        assert!(
+            stale
+                .to_string()
+                .ends_with("changed since it was read; run the command again"),
+            "{stale}"
+        );
+        assert_eq!(fs::read_to_string(dir.join("config.yaml")).unwrap(), old);
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("config.yaml")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_diff_masks_secrets() {
+        let dir = Path::new("/c");
+        let c = Change::text(
+            dir.join("t.yaml"),
+            Some("a: 1\nkey: old\nb: 2\n"),
+            "a: 1\nkey: new\nb: 2\n",
+        );
+        assert_eq!(
+            diff(&[c], dir, &[]),
+            "--- a/t.yaml\n+++ b/t.yaml\n@@ -1,3 +1,3 @@\n a: 1\n-key: [REDACTED]\n+key: [REDACTED]\n b: 2\n"
+        );
+    }
 }
