@@ -572,3 +572,60 @@ fn show_and_get_never_print_a_secret() {
         "{unknown:?}"
     );
 }
+
+#[test]
+fn usage_errors_say_what_is_missing() {
+    let dir = tree("cfgedit-usage");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["config", "set", "plugins.echo.enabled"],
+            2,
+            "`plugins.echo.enabled` is not `<path>=<value>`; usage: ductile config set <path>=<value> [--dry-run|--apply]",
+        ),
+        (
+            &["config", "token", "create", "--scopes", "jobs:ro"],
+            2,
+            "`ductile config token create` needs `--name`",
+        ),
+        (
+            &["config", "plugin"],
+            2,
+            "`ductile config plugin` needs a verb: list, add, remove",
+        ),
+        (
+            &["config", "plugin", "ad", "x"],
+            2,
+            "unknown verb `ad` for `ductile config plugin`; did you mean `config plugin add`?",
+        ),
+        (
+            &["config", "get", "thing:x"],
+            2,
+            "unknown entity `thing:`; use one of `plugin:`, `pipeline:`, `route:`, `token:`, `webhook:`",
+        ),
+        (
+            &["config", "plugin", "add", "echo"],
+            1,
+            "plugin `echo` is already configured; change it with `ductile config set plugin:echo.KEY=VALUE`",
+        ),
+        (
+            &["config", "plugin", "remove", "nope"],
+            1,
+            "no plugin `nope` is configured",
+        ),
+        (&["config", "token", "revoke", "nope"], 1, "no token `nope`"),
+    ];
+    let before = snapshot(&dir.path);
+    for (args, code, message) in cases {
+        let run = dir.run(args).code(*code);
+        assert_eq!(run.error(), *message, "{args:?}");
+    }
+    // Under --json the error is the usual object on stdout.
+    let run = dir
+        .run(&["config", "token", "revoke", "nope", "--json"])
+        .code(1);
+    assert_eq!(
+        run.json(),
+        serde_json::json!({"error": "no token `nope`", "exit_code": 1})
+    );
+    assert_eq!(snapshot(&dir.path), before);
+}
