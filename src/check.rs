@@ -61,19 +61,15 @@ impl std::fmt::Display for Finding {
             at.push_str(&self.path);
             at.push_str(": ");
         }
-        write!(f, "{at}{}", self.message)?;
-        if !self.hint.is_empty() {
-            write!(f, " (hint: {})", self.hint)?;
-        }
-        Ok(())
+        write!(f, "{at}{}", self.message)
     }
 }
 
 /// What `config check` found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Report {
-    /// The runtime, when the config and its cross-references load.
-    pub runtime: Option<Runtime>,
+    /// The runtime the config loads into.
+    pub runtime: Runtime,
     /// Every finding, errors first.
     pub findings: Vec<Finding>,
     /// Whether warnings count as errors (`--strict` or `service.strict_mode`).
@@ -91,19 +87,33 @@ impl Report {
     }
 }
 
-/// Checks the config rooted at `root`. `Err` when it cannot be loaded at all
-/// (unreadable, not YAML, a schema violation): there is nothing more to check.
-pub fn check(root: &Path, strict: bool) -> Result<Report, ConfigError> {
-    let loaded = config::load(root)?;
+/// A config the loader refuses, and which stage refused it.
+#[derive(Debug)]
+pub struct Unloadable {
+    /// `syntax` (the files), `schema` (the values) or `reference` (what they name).
+    pub kind: &'static str,
+    /// The loader's error.
+    pub error: ConfigError,
+}
+
+/// Checks the config rooted at `root`. `Err` when it cannot be loaded at all:
+/// what the daemon refuses with exit 78 (unreadable, not YAML, a schema
+/// violation, a schedule that does not parse, a webhook or pipeline naming a
+/// plugin that is not loaded); there is nothing more to check then.
+pub fn check(root: &Path, strict: bool) -> Result<Report, Unloadable> {
+    let loaded = config::load(root).map_err(|error| Unloadable {
+        kind: match error.kind() {
+            config::ErrorKind::Invalid { .. } => "schema",
+            _ => "syntax",
+        },
+        error,
+    })?;
+    let runtime = Runtime::load(root).map_err(|error| Unloadable {
+        kind: "reference",
+        error,
+    })?;
     let strict = strict || loaded.config.service.strict_mode;
     let mut findings = Vec::new();
-    let runtime = match Runtime::load(root) {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            findings.push(from_error(&e, "reference"));
-            None
-        }
-    };
     for w in &loaded.warnings {
         findings.push(from_config_finding(w, Severity::Warning, "schema"));
     }
@@ -112,18 +122,10 @@ pub fn check(root: &Path, strict: bool) -> Result<Report, ConfigError> {
         f.hint = "remove the key, or keep it for when the feature lands".into();
         findings.push(f);
     }
-    let fallback;
-    let registry = match &runtime {
-        Some(rt) => &rt.registry,
-        None => {
-            fallback = Registry::load(&loaded.config);
-            &fallback
-        }
-    };
-    plugin_findings(registry, &mut findings, runtime.as_ref());
-    findings.extend(references(&loaded.config, registry));
-    findings.extend(integrity_findings(&loaded.config));
-    if strict && loaded.config.api.enabled && no_tokens(&loaded.config) {
+    plugin_findings(&runtime, &mut findings);
+    findings.extend(references(&runtime.config, &runtime.registry));
+    findings.extend(integrity_findings(&runtime.config));
+    if strict && runtime.config.api.enabled && no_tokens(&runtime.config) {
         findings.push(Finding {
             severity: Severity::Error,
             kind: "strict",
@@ -155,7 +157,7 @@ pub fn strict_gate(rt: &Runtime, what: &str) -> Result<(), String> {
     if !rt.config.service.strict_mode {
         return Ok(());
     }
-    let report = check(&rt.root, true).map_err(|e| e.to_string())?;
+    let report = check(&rt.root, true).map_err(|e| e.error.to_string())?;
     if report.clean() {
         return Ok(());
     }
@@ -163,7 +165,7 @@ pub fn strict_gate(rt: &Runtime, what: &str) -> Result<(), String> {
         .findings
         .iter()
         .filter(|f| f.severity != Severity::Info)
-        .map(ToString::to_string)
+        .map(|f| format!("{f} (hint: {})", f.hint))
         .collect();
     Err(format!(
         "strict_mode: refusing to {what} with {} finding(s) from `ductile config check`:\n{}",
@@ -175,18 +177,6 @@ pub fn strict_gate(rt: &Runtime, what: &str) -> Result<(), String> {
 /// Whether neither `api.auth.tokens` nor `tokens:` holds a token.
 fn no_tokens(config: &Config) -> bool {
     config.api.auth_tokens.is_empty() && config.tokens.is_empty()
-}
-
-fn from_error(e: &ConfigError, kind: &'static str) -> Finding {
-    Finding {
-        severity: Severity::Error,
-        kind,
-        file: e.file().map(Path::to_path_buf),
-        path: e.path().unwrap_or("").to_string(),
-        line: e.line(),
-        message: e.kind().to_string(),
-        hint: "fix the value, then run `ductile config check` again".into(),
-    }
 }
 
 fn from_config_finding(w: &config::Finding, severity: Severity, kind: &'static str) -> Finding {
@@ -208,8 +198,8 @@ fn from_config_finding(w: &config::Finding, severity: Severity, kind: &'static s
 
 /// Plugins that were configured but refused are errors: the config names
 /// something that will not run.
-fn plugin_findings(registry: &Registry, findings: &mut Vec<Finding>, rt: Option<&Runtime>) {
-    for s in registry.skipped() {
+fn plugin_findings(rt: &Runtime, findings: &mut Vec<Finding>) {
+    for s in rt.registry.skipped() {
         findings.push(Finding {
             severity: Severity::Error,
             kind: "plugin",
@@ -220,7 +210,7 @@ fn plugin_findings(registry: &Registry, findings: &mut Vec<Finding>, rt: Option<
             hint: "fix the plugin (or its entry), or set `enabled: false` on it".into(),
         });
     }
-    for w in registry.warnings() {
+    for w in rt.registry.warnings() {
         findings.push(Finding {
             severity: Severity::Warning,
             kind: "plugin",
@@ -231,23 +221,21 @@ fn plugin_findings(registry: &Registry, findings: &mut Vec<Finding>, rt: Option<
             hint: "see `ductile plugin list`".into(),
         });
     }
-    // The runtime's own findings that are not already covered (route graph,
-    // scope files).
-    if let Some(rt) = rt {
-        let (_, scope) = crate::http::auth::Tokens::build(&rt.config);
-        for w in &scope {
+    // The loader's findings about scope files and the route graph, structured
+    // (the runtime keeps them only as text).
+    let (_, scope) = crate::http::auth::Tokens::build(&rt.config);
+    for w in &scope {
+        findings.push(from_config_finding(w, Severity::Warning, "reference"));
+    }
+    if let Ok((_, graph)) = crate::router::graph::RouteGraph::compile(&rt.config, &rt.registry) {
+        for w in &graph {
             findings.push(from_config_finding(w, Severity::Warning, "reference"));
-        }
-        if let Ok((_, graph)) = crate::router::graph::RouteGraph::compile(&rt.config, registry) {
-            for w in &graph {
-                findings.push(from_config_finding(w, Severity::Warning, "reference"));
-            }
         }
     }
 }
 
-/// Cross-references the loader does not refuse: every schedule parses and
-/// names a command its plugin declares.
+/// Cross-references the loader does not refuse: every schedule of a loaded
+/// plugin names a command its manifest declares.
 fn references(config: &Config, registry: &Registry) -> Vec<Finding> {
     let mut out = Vec::new();
     for plugin in config.plugins.values() {
@@ -257,18 +245,6 @@ fn references(config: &Config, registry: &Registry) -> Vec<Finding> {
             } else {
                 conf.origin.clone()
             };
-            if let Err(e) = crate::scheduler::compile::compile(&plugin.name, conf) {
-                out.push(Finding {
-                    severity: Severity::Error,
-                    kind: "reference",
-                    file: Some(conf.file.clone()),
-                    path: e.origin,
-                    line: None,
-                    message: e.message,
-                    hint: "see docs/CONFIG.md, schedules".into(),
-                });
-                continue;
-            }
             let Some(loaded) = registry.get(&plugin.name) else {
                 continue;
             };

@@ -2,6 +2,7 @@
 //!
 //! Crate map, in reading order (see `docs/ARCHITECTURE.md`):
 //! - [`config`]: `config.yaml` + includes → an immutable, validated `Config`.
+//! - [`check`]: every finding `config check` reports, and what strict mode refuses.
 //! - [`plugin`]: manifests, discovery and trust, protocol v2, the process runner.
 //! - [`router`]: routes and pipelines compiled into an immutable graph of hops.
 //! - [`store`]: the SQLite ledger: schema, queue and job state machine, facts, breakers.

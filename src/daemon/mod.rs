@@ -120,6 +120,7 @@ pub fn run_with_clock(
     // must end the wait cleanly.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
         .map_err(|e| DaemonError::Failed(format!("cannot install signal handlers: {e}")))?;
+    crate::config::integrity::precheck(root).map_err(DaemonError::Config)?;
     let rt = Arc::new(Runtime::load(root).map_err(|e| DaemonError::Config(e.to_string()))?);
     crate::log::set_level(&rt.config.service.log_level);
     crate::fault::announce();
@@ -541,6 +542,9 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
         }
         Err(why)
     };
+    if let Err(why) = crate::config::integrity::precheck(root) {
+        return reject(conn, why);
+    }
     let new = match Runtime::load(root) {
         Ok(rt) => Arc::new(rt),
         Err(e) => return reject(conn, e.to_string()),

@@ -1028,6 +1028,7 @@ fn an_api_without_tokens_warns_and_answers_401_and_strict_mode_refuses_it() {
     let strict = TestDir::new("notokens-strict");
     strict.echo();
     strict.config("service:\n  strict_mode: true\napi:\n  enabled: true\n  listen: 127.0.0.1:0\nplugins:\n  echo: {}\n");
+    strict.run(&["config", "lock"]).code(0);
     let run = strict.run(&["system", "start"]);
     let run = run.code(78);
     assert!(run.stderr.contains("no API token"), "{}", run.stderr);

@@ -134,6 +134,28 @@ fn a_tampered_high_security_file_refuses_the_start_in_either_mode() {
             !dir.db_path().exists(),
             "nothing may be opened before the seal verifies"
         );
+        // config check reports the same, as an error of the integrity kind.
+        let v = dir.run(&["config", "check", "--json"]).code(1).json();
+        let finding = &v["findings"][0];
+        assert_eq!(finding["kind"], "integrity");
+        assert_eq!(finding["severity"], "error");
+        assert_eq!(finding["path"], "tokens.yaml");
+        // Tampering that also breaks the file is still refused as tampering:
+        // the seal is checked before the config is parsed.
+        std::fs::write(dir.path.join("tokens.yaml"), "tokens: [\n").unwrap();
+        let run = refused_start(&dir);
+        assert!(
+            run.error().starts_with(&format!(
+                "integrity: {}: changed since the last `config lock`",
+                canonical(&dir, "tokens.yaml")
+            )),
+            "{run:#?}"
+        );
+        std::fs::write(
+            dir.path.join("tokens.yaml"),
+            "tokens:\n  - {name: hook, key: rotated}\n",
+        )
+        .unwrap();
         // After review, locking authorises the new state.
         lock(&dir);
         drop(dir.start());
@@ -345,7 +367,7 @@ fn config_check_exit_codes_clean_strict_and_unloadable() {
     let run = dir.run(&["config", "check", "--strict"]).code(1);
     assert!(
         run.stdout.ends_with(
-            "config rejected: 1 file(s), 1 plugin(s) loaded, 0 error(s), 1 warning(s) (strict)\n"
+            "config rejected: 1 file(s), 1 plugin(s) loaded, 0 error(s), 1 warning(s) (strict: warnings are errors)\n"
         ),
         "{run:#?}"
     );
@@ -353,7 +375,7 @@ fn config_check_exit_codes_clean_strict_and_unloadable() {
     let run = dir.run(&["config", "check", "--strict"]).code(0);
     assert_eq!(
         run.stdout,
-        "config ok: 1 file(s), 1 plugin(s) loaded, 0 error(s), 0 warning(s) (strict)\n"
+        "config ok: 1 file(s), 1 plugin(s) loaded, 0 error(s), 0 warning(s) (strict: warnings are errors)\n"
     );
     // A config that cannot be loaded at all: 78, the finding on stdout under --json.
     dir.config("plugins: [unclosed\n");
@@ -362,6 +384,11 @@ fn config_check_exit_codes_clean_strict_and_unloadable() {
     assert_eq!(v["findings"][0]["severity"], "error");
     assert!(v["findings"][0]["line"].as_u64().is_some(), "{v}");
     assert_eq!(v["findings"][0]["kind"], "syntax");
+    // So is one whose schedule names no valid time: a cross-reference the loader refuses.
+    dir.config("plugins:\n  echo:\n    schedules:\n      - cron: \"0 24 * * *\"\n");
+    let v = dir.run(&["config", "check", "--json"]).code(78).json();
+    assert_eq!(v["findings"][0]["kind"], "reference", "{v}");
+    assert_eq!(v["findings"][0]["path"], "plugins.echo.schedules[0]");
 }
 
 #[test]

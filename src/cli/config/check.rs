@@ -14,11 +14,11 @@ pub fn check(args: &Args) -> Result<(), CliError> {
     let strict = args.flag("strict").is_some();
     let report = match check::check(&root, strict) {
         Ok(report) => report,
-        Err(e) => {
+        Err(check::Unloadable { kind, error: e }) => {
             if args.json {
                 let finding = json!({
                     "severity": "error",
-                    "kind": "syntax",
+                    "kind": kind,
                     "file": e.file(),
                     "path": e.path().unwrap_or(""),
                     "line": e.line(),
@@ -52,22 +52,14 @@ pub fn check(args: &Args) -> Result<(), CliError> {
         lines(Severity::Warning),
         lines(Severity::Info),
     );
-    let plugins: Vec<String> = report
-        .runtime
-        .as_ref()
-        .map(|rt| rt.registry.plugins().map(|p| p.name.clone()).collect())
-        .unwrap_or_default();
-    let files: Vec<serde_json::Value> = report
-        .runtime
-        .as_ref()
-        .map(|rt| {
-            rt.config
-                .files
-                .iter()
-                .map(|f| json!({"path": f.path, "hash": f.hash}))
-                .collect()
-        })
-        .unwrap_or_default();
+    let rt = &report.runtime;
+    let plugins: Vec<String> = rt.registry.plugins().map(|p| p.name.clone()).collect();
+    let files: Vec<serde_json::Value> = rt
+        .config
+        .files
+        .iter()
+        .map(|f| json!({"path": f.path, "hash": f.hash}))
+        .collect();
     if args.json {
         output::json(&json!({
             "ok": ok,
@@ -85,11 +77,10 @@ pub fn check(args: &Args) -> Result<(), CliError> {
         for f in &report.findings {
             let label = match f.severity {
                 Severity::Error => "error",
-                Severity::Warning if report.strict => "error (strict)",
                 Severity::Warning => "warning",
                 Severity::Info => "note",
             };
-            out.push_str(&format!("{label}: {f}\n"));
+            out.push_str(&format!("{label}: {f}\n  hint: {}\n", f.hint));
         }
         out.push_str(&format!(
             "config {}: {} file(s), {} plugin(s) loaded, {} error(s), {} warning(s){}\n",
@@ -98,7 +89,11 @@ pub fn check(args: &Args) -> Result<(), CliError> {
             plugins.len(),
             errors.len(),
             warnings.len(),
-            if report.strict { " (strict)" } else { "" }
+            if report.strict {
+                " (strict: warnings are errors)"
+            } else {
+                ""
+            }
         ));
         output::text(&out);
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::ConfigError;
 
-pub use verify::{Problem, Tier, Verdict, gate, verify};
+pub use verify::{Problem, Tier, Verdict, gate, precheck, verify};
 
 /// The seal's file name, in the config directory.
 pub const SEAL_FILE: &str = ".checksums";

@@ -232,6 +232,8 @@ pub(super) fn write(path: &Path, seal: &Seal) -> Result<(), IntegrityError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".checksums.tmp-{}", std::process::id()));
     let written = (|| -> std::io::Result<()> {
+        // A leftover of a lock killed midway under a reused pid.
+        let _ = fs::remove_file(&tmp);
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)

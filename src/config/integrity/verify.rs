@@ -314,6 +314,62 @@ fn drift(pinned: &Fingerprint, current: &Fingerprint) -> Vec<String> {
     out
 }
 
+/// The part of the check that needs no parsed config, made before the config
+/// is loaded (the spec's order: integrity, then interpolation and parsing):
+/// every high-security file the seal lists must still hash as sealed, so a
+/// tampered `tokens.yaml` is refused as tampered even when the tampering also
+/// breaks the config. `root` is the root config file or its directory.
+pub fn precheck(root: &Path) -> Result<(), String> {
+    let dir = super::config_dir(root);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let seal_path = dir.join(SEAL_FILE);
+    let sealed = seal::read(&seal_path).map_err(|e| format!("integrity: {e}"))?;
+    let Some(sealed) = sealed else {
+        return Ok(());
+    };
+    let mut fatal = Vec::new();
+    for (written, pinned) in &sealed.files {
+        let key = seal::normalise(&dir, written);
+        if tier_of(&key) != Tier::HighSecurity {
+            continue;
+        }
+        let path = if Path::new(&key).is_absolute() {
+            PathBuf::from(&key)
+        } else {
+            dir.join(&key)
+        };
+        let (message, hint) = match std::fs::read(&path) {
+            Ok(bytes) if seal::hash(&bytes) == *pinned => continue,
+            Ok(bytes) => (
+                format!(
+                    "changed since the last `config lock` (sealed {}…, now {}…)",
+                    short(pinned),
+                    short(&seal::hash(&bytes))
+                ),
+                LOCK_AFTER_REVIEW.to_string(),
+            ),
+            Err(_) => (
+                format!("sealed in {SEAL_FILE} but missing"),
+                "restore it, or run `ductile config lock` to authorise its removal".to_string(),
+            ),
+        };
+        let problem = Problem {
+            tier: Tier::HighSecurity,
+            always_fatal: true,
+            file: path,
+            key,
+            message,
+            hint,
+        };
+        fatal.push(format!("integrity: {problem}"));
+    }
+    if fatal.is_empty() {
+        Ok(())
+    } else {
+        Err(fatal.join("\n"))
+    }
+}
+
 /// The check the daemon makes before it starts and before a reload swaps:
 /// logs every problem that does not refuse, and returns the refusal (every
 /// fatal problem, one per line) otherwise.
@@ -352,6 +408,101 @@ mod tests {
         ] {
             assert_eq!(tier_of(key), tier, "{key}");
         }
+    }
+
+    fn print(manifest: &str) -> Fingerprint {
+        Fingerprint {
+            dir: "plugins/p".into(),
+            resolved_dir: "/c/plugins/p".into(),
+            manifest: manifest.into(),
+            entrypoint: "blake3:e".into(),
+        }
+    }
+
+    /// `configured` as (name, enabled); `found` plugins with their manifest hash.
+    fn now(configured: &[(&str, bool)], found: &[(&str, &str)]) -> Current {
+        let mut c = Current::default();
+        for (name, enabled) in configured {
+            c.configured.insert(name.to_string());
+            if *enabled {
+                c.enabled.insert(name.to_string());
+            }
+        }
+        for (name, manifest) in found {
+            c.plugins.insert(name.to_string(), print(manifest));
+        }
+        c
+    }
+
+    fn sealed(prints: Option<&[(&str, &str)]>) -> Seal {
+        Seal {
+            version: 1,
+            generated_at: String::new(),
+            files: BTreeMap::new(),
+            plugin_fingerprints: prints
+                .map(|p| p.iter().map(|(n, m)| (n.to_string(), print(m))).collect()),
+        }
+    }
+
+    /// (always_fatal, message) of each plugin problem.
+    fn plugins(now: &Current, seal: &Seal) -> Vec<(bool, String)> {
+        compare_plugins(now, seal, Path::new(".checksums"))
+            .into_iter()
+            .map(|p| (p.always_fatal, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn plugin_fingerprint_policy() {
+        let same = now(&[("a", true)], &[("a", "blake3:m")]);
+        assert_eq!(plugins(&same, &sealed(Some(&[("a", "blake3:m")]))), vec![]);
+        // An enabled plugin's drift is fatal; a disabled one's only warns.
+        let drifted = now(
+            &[("a", true), ("b", false)],
+            &[("a", "blake3:x"), ("b", "blake3:x")],
+        );
+        let seal = sealed(Some(&[("a", "blake3:m"), ("b", "blake3:m")]));
+        assert_eq!(
+            plugins(&drifted, &seal),
+            vec![
+                (
+                    true,
+                    "enabled plugin `a`: manifest.yaml changed since the last `config lock`"
+                        .to_string()
+                ),
+                (
+                    false,
+                    "disabled plugin `b`: manifest.yaml changed since the last `config lock`"
+                        .to_string()
+                ),
+            ]
+        );
+        // Configured and enabled but no longer found: fatal.
+        let gone = now(&[("a", true)], &[]);
+        assert_eq!(
+            plugins(&gone, &sealed(Some(&[("a", "blake3:m")]))),
+            vec![(
+                true,
+                "enabled plugin `a`: sealed but not found under the plugin roots".to_string()
+            )]
+        );
+        // A stale entry for a plugin no longer configured only warns.
+        let none = now(&[], &[]);
+        assert_eq!(
+            plugins(&none, &sealed(Some(&[("old", "blake3:m")]))),
+            vec![(
+                false,
+                "plugin `old` is sealed but no longer configured".to_string()
+            )]
+        );
+        // No plugin_fingerprints at all while plugins are configured: fatal.
+        assert_eq!(
+            plugins(&same, &sealed(None)),
+            vec![(
+                true,
+                ".checksums has no plugin_fingerprints but plugins are configured".to_string()
+            )]
+        );
     }
 
     #[test]
