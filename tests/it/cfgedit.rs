@@ -161,6 +161,17 @@ fn set_then_get_changes_only_the_value() {
     assert_eq!(got["value"], true);
     assert_eq!(got["line"], 4);
     assert!(got["file"].as_str().unwrap().ends_with("plugins.yaml"));
+    assert_eq!(got["default"], false);
+    // A key no file sets answers with the default the daemon runs with.
+    let got = ok(
+        &dir,
+        &["config", "get", "service.shutdown_timeout", "--json"],
+    )
+    .json();
+    assert_eq!(
+        (got["value"].as_str(), got["default"].as_bool()),
+        (Some("30s"), Some(true))
+    );
 
     // A key that does not exist yet goes under its parent, in the same style.
     ok(
@@ -564,6 +575,15 @@ fn show_and_get_never_print_a_secret() {
     let shown = ok(&dir, &["config", "show", "token:hook", "--json"]).json();
     assert_eq!(shown["name"], "hook");
     assert_eq!(shown["key"], "[REDACTED]");
+    // A config that does not validate is still shown as written, secrets masked.
+    dir.write(
+        "plugins.yaml",
+        &PLUGINS.replace("every: 5m", "every: never"),
+    );
+    assert_ne!(dir.run(&["config", "check"]).code, 0);
+    let broken = ok(&dir, &["config", "show", "--json"]).json();
+    assert_eq!(broken["plugins"]["echo"]["schedules"][0]["every"], "never");
+    assert_eq!(broken["tokens"][0]["key"], "[REDACTED]");
     let unknown = dir.run(&["config", "show", "pipeline:nope"]).code(1);
     assert!(
         unknown

@@ -20,10 +20,16 @@ impl From<EditError> for CliError {
     }
 }
 
-/// The document `show` and `get` read: merged as written, or effective.
-fn document(args: &Args, effective: bool) -> Result<(Value, Vec<String>), CliError> {
+/// The document `show` and `get` read: merged as written, or effective. A
+/// config that does not validate can still be shown as written (secrets
+/// masked by key only, since their values are not known).
+fn document(args: &Args, effective: bool) -> Result<Value, CliError> {
     let root = crate::cli::config_root(args)?;
-    let rt = Arc::new(Runtime::load(&root)?);
+    let rt = match Runtime::load(&root) {
+        Ok(rt) => Arc::new(rt),
+        Err(e) if effective => return Err(e.into()),
+        Err(_) => return Ok(redact::value(&edit::merged(&root)?, &[])),
+    };
     let known = redact::known_secrets(&rt.config);
     let doc = if effective {
         let settings = crate::http::settings::Settings::of(&rt);
@@ -31,13 +37,13 @@ fn document(args: &Args, effective: bool) -> Result<(Value, Vec<String>), CliErr
     } else {
         edit::merged(&root)?
     };
-    Ok((redact::value(&doc, &known), known))
+    Ok(redact::value(&doc, &known))
 }
 
 /// `ductile config show [entity] [--effective]`.
 pub fn show(args: &Args, entity: Option<&str>) -> Result<(), CliError> {
     let effective = args.flag("effective").is_some();
-    let (doc, _) = document(args, effective)?;
+    let doc = document(args, effective)?;
     let value = match entity {
         None => doc,
         Some(text) => {
@@ -52,8 +58,18 @@ pub fn show(args: &Args, entity: Option<&str>) -> Result<(), CliError> {
 /// `ductile config get <path>`: one value, with the file and line that set it.
 pub fn get(args: &Args, text: &str) -> Result<(), CliError> {
     let path = edit::path::parse(text).map_err(CliError::Usage)?;
-    let (doc, _) = document(args, false)?;
-    let value = find(&doc, &path, text)?.clone();
+    let doc = document(args, false)?;
+    // A key the files do not set may still have a default the daemon runs with.
+    let (value, default) = match find(&doc, &path, text) {
+        Ok(v) => (v.clone(), false),
+        Err(missing) => match document(args, true)
+            .ok()
+            .and_then(|d| edit::lookup(&d, &path).cloned())
+        {
+            Some(v) => (v, true),
+            None => return Err(missing),
+        },
+    };
     if args.json {
         let root = crate::cli::config_root(args)?;
         let tree = edit::Tree::read(&root)?;
@@ -71,7 +87,7 @@ pub fn get(args: &Args, text: &str) -> Result<(), CliError> {
             None => (None, None),
         };
         output::json(
-            &json!({"path": path.to_string(), "value": value, "file": file, "line": line}),
+            &json!({"path": path.to_string(), "value": value, "default": default, "file": file, "line": line}),
         );
     } else {
         print_value(args, &value);
