@@ -586,6 +586,16 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         output::text(&help(&[args.words[0].as_str()]));
         return Ok(());
     }
+    // `ductile config plugin -h`: the verbs of a group.
+    if args.help
+        && args.words.len() == 2
+        && VERBS
+            .iter()
+            .any(|v| v.path.len() == 3 && v.path[..2] == args.words[..])
+    {
+        output::text(&help(&[args.words[0].as_str(), args.words[1].as_str()]));
+        return Ok(());
+    }
     let verb = find_verb(&args.words)?;
     if args.help {
         output::text(&help(verb.path));

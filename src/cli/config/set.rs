@@ -74,9 +74,9 @@ pub(super) fn finish(
     }
     let written = commit::write(&tree.root, &changes)?;
     let note = if written.resealed {
-        "written; the config was sealed, so .checksums was re-sealed (config lock)"
+        "written; the config was sealed, so .checksums was re-sealed (config lock); `ductile system reload` applies it to a running daemon"
     } else {
-        "written"
+        "written; `ductile system reload` applies it to a running daemon"
     };
     report(
         args,
