@@ -288,17 +288,10 @@ fn replace(text: &str, node: &Node, key: Option<&Node>, value: &Value) -> Result
                 ),
                 _ => format!(" {}", inline(value, old_style)),
             };
-            let end = if node.is_null() {
-                colon.max(node.end)
-            } else {
-                node.end
-            };
-            // The empty value of `key:` has no text of its own.
-            let end = if node.is_null() && node.start == node.end {
-                colon
-            } else {
-                end
-            };
+            // An empty value (`key:` and nothing) has no text of its own,
+            // whatever span the parser gave it.
+            let empty = matches!(&node.kind, Kind::Scalar { value, .. } if value.is_empty());
+            let end = if empty { colon } else { node.end.max(colon) };
             Ok(splice(text, colon, end, &rendered))
         }
         _ => Ok(splice(
@@ -571,6 +564,11 @@ mod tests {
             format!("{DOC}api:\n  listen: 127.0.0.1:9\n")
         );
         assert_eq!(edit("a:\n", "a.b", "1"), "a:\n  b: 1\n");
+        assert_eq!(
+            edit("a:\n  # note\nb: 1\n", "a.x", "1"),
+            "a:\n  x: 1\n  # note\nb: 1\n"
+        );
+        assert_eq!(edit("a: ~ # none\n", "a", "2"), "a: 2 # none\n");
         assert_eq!(edit("a: {}\nz: 1\n", "a.b", "1"), "a:\n  b: 1\nz: 1\n");
     }
 
