@@ -359,6 +359,132 @@ pub const VERBS: &[Verb] = &[
         flags: &[],
         positionals: (0, 0),
     },
+    Verb {
+        path: &["config", "show"],
+        args: "[entity]",
+        about: "the merged config, or one entity (plugin:NAME, pipeline:NAME, plugin:*); --effective: with every default; secrets redacted",
+        flags: &["effective"],
+        positionals: (0, 1),
+    },
+    Verb {
+        path: &["config", "get"],
+        args: "<path>",
+        about: "one value by key path (plugins.echo.enabled, plugin:echo.config.message), secrets redacted",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "set"],
+        args: "<path>=<value>",
+        about: "change one value in the file that holds it, comments kept; previews unless --apply; revalidated, re-sealed",
+        flags: &["apply"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "init"],
+        args: "",
+        about: "write a commented, sealed starter config (with an admin token shown once) to --config DIR",
+        flags: &["force"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "token", "create"],
+        args: "",
+        about: "generate an API token: tokens.yaml entry, pinned scope file, key in the env file; prints the key once",
+        flags: &["name", "scopes"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "token", "list"],
+        args: "",
+        about: "API tokens: name, scopes, files (never the key)",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "token", "revoke"],
+        args: "<name>",
+        about: "remove a token, its scope file and its key",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "scope", "list"],
+        args: "",
+        about: "every token's scopes",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "scope", "set"],
+        args: "<token>",
+        about: "replace a token's scopes (--scopes a,b): its scope file and pin",
+        flags: &["scopes"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "plugin", "list"],
+        args: "",
+        about: "configured plugin instances and the file of each",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "plugin", "add"],
+        args: "<name>",
+        about: "configure a plugin instance (--uses BASE, --set key=value...)",
+        flags: &["uses", "set"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "plugin", "remove"],
+        args: "<name>",
+        about: "remove a plugin instance (refused while anything refers to it)",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "route", "list"],
+        args: "",
+        about: "plain routes: from, event type, to, file",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "route", "add"],
+        args: "",
+        about: "add a route (--from A --event-type E --to B)",
+        flags: &["from", "event-type", "to"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "route", "remove"],
+        args: "",
+        about: "remove the route --from A --event-type E --to B",
+        flags: &["from", "event-type", "to"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "webhook", "list"],
+        args: "",
+        about: "webhook endpoints: name, path, plugin, command, secret_ref, file",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "webhook", "add"],
+        args: "",
+        about: "add a webhook endpoint (--path P --plugin X --secret-ref TOKEN [--name N] [--command C])",
+        flags: &["path", "plugin", "secret-ref", "name", "command"],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["config", "webhook", "remove"],
+        args: "<name>",
+        about: "remove a webhook endpoint",
+        flags: &[],
+        positionals: (1, 1),
+    },
 ];
 
 /// Flags every verb accepts.
@@ -384,11 +510,24 @@ const VALUE_FLAGS: &[&str] = &[
     "scope",
     "since",
     "next",
+    "name",
+    "scopes",
+    "uses",
+    "event-type",
+    "path",
+    "secret-ref",
 ];
 /// Flags that take a value and may be repeated.
-const MULTI_FLAGS: &[&str] = &["field", "header"];
+const MULTI_FLAGS: &[&str] = &["field", "header", "set"];
 /// Verb flags without a value.
-const BOOL_FLAGS: &[&str] = &["include-result", "wait", "strict"];
+const BOOL_FLAGS: &[&str] = &[
+    "include-result",
+    "wait",
+    "strict",
+    "apply",
+    "effective",
+    "force",
+];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
@@ -543,6 +682,16 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         output::text(&help(&[args.words[0].as_str()]));
         return Ok(());
     }
+    // `ductile config plugin -h`: the verbs of a group.
+    if args.help
+        && args.words.len() == 2
+        && VERBS
+            .iter()
+            .any(|v| v.path.len() == 3 && v.path[..2] == args.words[..])
+    {
+        output::text(&help(&[args.words[0].as_str(), args.words[1].as_str()]));
+        return Ok(());
+    }
     let verb = find_verb(&args.words)?;
     if args.help {
         output::text(&help(verb.path));
@@ -586,6 +735,24 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),
         ["config", "check"] => config::check(&args),
         ["config", "lock"] => config::lock(&args),
+        ["config", "show"] => config::show(&args, positionals.first().map(String::as_str)),
+        ["config", "get"] => config::get(&args, &positionals[0]),
+        ["config", "set"] => config::set(&args, &positionals[0]),
+        ["config", "init"] => config::init(&args),
+        ["config", "token", "create"] => config::token_create(&args),
+        ["config", "token", "list"] => config::token_list(&args),
+        ["config", "token", "revoke"] => config::token_revoke(&args, &positionals[0]),
+        ["config", "scope", "list"] => config::scope_list(&args),
+        ["config", "scope", "set"] => config::scope_set(&args, &positionals[0]),
+        ["config", "plugin", "list"] => config::plugin_list(&args),
+        ["config", "plugin", "add"] => config::plugin_add(&args, &positionals[0]),
+        ["config", "plugin", "remove"] => config::plugin_remove(&args, &positionals[0]),
+        ["config", "route", "list"] => config::route_list(&args),
+        ["config", "route", "add"] => config::route_add(&args),
+        ["config", "route", "remove"] => config::route_remove(&args),
+        ["config", "webhook", "list"] => config::webhook_list(&args),
+        ["config", "webhook", "add"] => config::webhook_add(&args),
+        ["config", "webhook", "remove"] => config::webhook_remove(&args, &positionals[0]),
         ["api"] => api::call(&args, &positionals[0]),
         ["job", "show"] => job::show(&args, &positionals[0]),
         ["job", "list"] => job::list(&args),
@@ -635,11 +802,38 @@ fn find_verb(words: &[String]) -> Result<&'static Verb, CliError> {
             crate::suggest::closest(first, &nouns).map(str::to_string),
         )));
     }
-    let verbs: Vec<&str> = VERBS
+    // Three-word verbs (`config plugin add`): a group word, then the verb.
+    if let Some(v) = VERBS
         .iter()
-        .filter(|v| v.path.len() == 2 && v.path[0] == first)
+        .find(|v| v.path.len() == 3 && words.len() >= 3 && v.path == &words[..3])
+    {
+        return Ok(v);
+    }
+    if let Some(second) = words.get(1) {
+        let group: Vec<&str> = VERBS
+            .iter()
+            .filter(|v| v.path.len() == 3 && v.path[0] == first && v.path[1] == second)
+            .map(|v| v.path[2])
+            .collect();
+        if !group.is_empty() {
+            return Err(CliError::Usage(match words.get(2) {
+                None => format!(
+                    "`ductile {first} {second}` needs a verb: {}",
+                    group.join(", ")
+                ),
+                Some(third) => with_hint(
+                    format!("unknown verb `{third}` for `ductile {first} {second}`"),
+                    crate::suggest::closest(third, &group).map(|c| format!("{first} {second} {c}")),
+                ),
+            }));
+        }
+    }
+    let mut verbs: Vec<&str> = VERBS
+        .iter()
+        .filter(|v| v.path.len() >= 2 && v.path[0] == first)
         .map(|v| v.path[1])
         .collect();
+    verbs.dedup();
     let Some(second) = words.get(1) else {
         return Err(CliError::Usage(format!(
             "`ductile {first}` needs a verb: {}",
@@ -684,7 +878,7 @@ pub fn help(prefix: &[&str]) -> String {
         out.push_str(&format!("  ductile {:<34} {}\n", name.trim_end(), v.about));
         if !prefix.is_empty() && !v.flags.is_empty() {
             for f in v.flags {
-                let value = if VALUE_FLAGS.contains(f) {
+                let value = if VALUE_FLAGS.contains(f) || MULTI_FLAGS.contains(f) {
                     " <value>"
                 } else {
                     ""

@@ -11,6 +11,7 @@
 
 mod depth;
 pub mod duration;
+pub mod edit;
 mod error;
 pub mod integrity;
 mod interpolate;
