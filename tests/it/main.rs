@@ -17,6 +17,7 @@ mod foundation;
 mod hardening;
 mod http;
 mod limits;
+mod notify;
 mod openapi;
 mod pipeline_crash;
 mod pipeline_runs;
