@@ -409,7 +409,10 @@ mod tests {
             String::from_utf8_lossy(&buf[..n]).into_owned()
         };
         let period = Duration::from_secs(1);
-        assert_eq!(check(&notify, &[fresh.clone()], period, None), None);
+        assert_eq!(
+            check(&notify, std::slice::from_ref(&fresh), period, None),
+            None
+        );
         assert_eq!(next(), "WATCHDOG=1");
         assert_eq!(
             check(&notify, &stale_beats, period, None),
