@@ -172,6 +172,23 @@ fn ready_reloading_watchdog_and_stopping_reach_the_notify_socket() {
         "{again}"
     );
 
+    // A rejected reload ends ready too (the previous config runs on), and
+    // says why.
+    dir.config("service:\n  log_level: verbose\n");
+    daemon.signal("HUP");
+    sd.wait_for(LONG, "with RELOADING=1 again", |m| {
+        has_line(m, "RELOADING=1")
+    });
+    let kept = sd.wait_for(LONG, "READY=1 after the rejection", |m| {
+        has_line(m, "READY=1")
+    });
+    let status = value(&kept, "STATUS").unwrap();
+    assert!(
+        status.starts_with("running the previous config: reload rejected: ")
+            && status.contains("log_level"),
+        "{kept}"
+    );
+
     daemon.signal("TERM");
     let stopping = sd.wait_for(LONG, "with STOPPING=1", |m| has_line(m, "STOPPING=1"));
     assert!(
