@@ -13,11 +13,15 @@ TARGET ?= $(HOST)
 # --target keeps these flags off build scripts and proc macros.
 RELEASE_FLAGS ?= -C relocation-model=static -C target-feature=+crt-static
 BIN := target/$(TARGET)/release/ductile
+# The build date `ductile version` reports: the last commit's time unless
+# SOURCE_DATE_EPOCH is set, so a rebuild of one commit is the same binary.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
 .PHONY: run build test lint bench release clean dist image-context image
 
 build:
-	RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(TARGET) --bin ductile
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) RUSTFLAGS="$(RELEASE_FLAGS)" \
+		$(CARGO) build --release --target $(TARGET) --bin ductile
 	$(if $(filter $(HOST),$(TARGET)),cp -f $(BIN) target/ductile)
 
 ## Build and start the daemon on the shipped config (echo plugin, local SQLite).
@@ -56,14 +60,11 @@ release: build
 ## The release tarball: target/dist/ductile-VERSION-TARGET.tar.gz holding the
 ## binary, the bundled plugins, the shipped config, the unit files, the
 ## container and Unraid files and the docs. Reproducible: file times, owners
-## and order are fixed, and the binary's build date, from SOURCE_DATE_EPOCH
-## (the last commit's time unless set).
+## and order are fixed, as is the binary's build date (SOURCE_DATE_EPOCH).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 DIST_NAME := ductile-$(VERSION)-$(TARGET)
 DIST_DIR := target/dist/$(DIST_NAME)
-dist:
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(MAKE) build
+dist: build
 	rm -rf $(DIST_DIR) $(DIST_DIR).tar.gz
 	mkdir -p $(DIST_DIR)/docs
 	install -m 0755 $(BIN) $(DIST_DIR)/ductile
