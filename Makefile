@@ -2,18 +2,27 @@
 CARGO ?= cargo
 CONFIG ?= config
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+# The target triple to build for: this machine by default; cross builds name
+# another (TARGET=aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf;
+# linker and C compiler as in docs/DEPLOYMENT.md, "Cross builds").
+TARGET ?= $(HOST)
 # Release builds are non-PIE and statically linked (glibc included): without
 # load-time relocations or a dynamic loader the binary starts faster (a third
-# of `ductile version`'s time) and its pages stay shared. The explicit --target
-# keeps these flags off build scripts and proc macros.
+# of `ductile version`'s time) and its pages stay shared. No CPU-specific
+# flags: the binary runs on any machine of its architecture. The explicit
+# --target keeps these flags off build scripts and proc macros.
 RELEASE_FLAGS ?= -C relocation-model=static -C target-feature=+crt-static
-BIN := target/$(HOST)/release/ductile
+BIN := target/$(TARGET)/release/ductile
+# The build date `ductile version` reports: the last commit's time unless
+# SOURCE_DATE_EPOCH is set, so a rebuild of one commit is the same binary.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
-.PHONY: run build test lint bench release clean
+.PHONY: run build test lint bench release clean dist image-context image
 
 build:
-	RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(HOST) --bin ductile
-	cp -f $(BIN) target/ductile
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) RUSTFLAGS="$(RELEASE_FLAGS)" \
+		$(CARGO) build --release --target $(TARGET) --bin ductile
+	$(if $(filter $(HOST),$(TARGET)),cp -f $(BIN) target/ductile)
 
 ## Build and start the daemon on the shipped config (echo plugin, local SQLite).
 run: build
@@ -46,7 +55,47 @@ bench: release
 		$(CARGO) test --test it pipeline_crash_storm -- --nocapture
 
 release: build
-	@ls -l target/ductile
+	@ls -l $(BIN)
+
+## The release tarball: target/dist/ductile-VERSION-TARGET.tar.gz holding the
+## binary, the bundled plugins, the shipped config, the unit files, the
+## container and Unraid files and the docs. Reproducible: file times, owners
+## and order are fixed, as is the binary's build date (SOURCE_DATE_EPOCH).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST_NAME := ductile-$(VERSION)-$(TARGET)
+DIST_DIR := target/dist/$(DIST_NAME)
+dist: build
+	rm -rf $(DIST_DIR) $(DIST_DIR).tar.gz
+	mkdir -p $(DIST_DIR)/docs
+	install -m 0755 $(BIN) $(DIST_DIR)/ductile
+	git ls-files -z plugins config | xargs -0 cp --parents -p -t $(DIST_DIR)
+	cp -R docs/systemd docs/container docs/unraid $(DIST_DIR)/
+	cp README.md $(DIST_DIR)/
+	cp docs/*.md $(DIST_DIR)/docs/
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+		-C target/dist -cf - $(DIST_NAME) | gzip -9n > $(DIST_DIR).tar.gz
+	cd target/dist && sha256sum $(DIST_NAME).tar.gz > $(DIST_NAME).tar.gz.sha256
+	@ls -l $(DIST_DIR).tar.gz
+
+## The container image's build context (docs/container/Containerfile):
+## target/image/ with the static binary, a static busybox (BUSYBOX, from
+## Debian's busybox-static), the bundled plugins and the container's starter config.
+BUSYBOX ?= /bin/busybox
+ENGINE ?= podman
+IMAGE ?= ductile:$(VERSION)
+image-context: build
+	rm -rf target/image && mkdir -p target/image
+	install -m 0755 $(BIN) target/image/ductile
+	install -m 0755 $(BUSYBOX) target/image/busybox
+	git ls-files -z plugins | xargs -0 cp --parents -p -t target/image
+	cp -R docs/container/config target/image/config
+	install -m 0755 docs/container/entrypoint.sh target/image/entrypoint.sh
+
+## Builds the image with $(ENGINE) (podman or docker) from that context;
+## podman writes the Docker format, which keeps HEALTHCHECK.
+IMAGE_FLAGS ?= $(if $(filter podman,$(ENGINE)),--format docker)
+image: image-context
+	$(ENGINE) build $(IMAGE_FLAGS) -t $(IMAGE) -f docs/container/Containerfile target/image
 
 clean:
 	$(CARGO) clean

@@ -607,6 +607,7 @@ fn latency(bench: &Bench) {
         requests: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         fatal_tx,
         committed: Arc::new(|_: Option<&str>| {}),
+        beat: None,
     })
     .unwrap();
     let mut lat = Vec::new();

@@ -5,6 +5,10 @@
 //! on the way down: what the ledger holds afterwards is what a crash at that
 //! instant leaves.
 //!
+//! One point wedges instead of killing: `wedge-dispatcher` parks the
+//! dispatcher thread for good, as a deadlock would, so the watchdog tests see
+//! a daemon that is alive but no longer dispatches.
+//!
 //! Without the feature, [`hit`] is an empty function and neither the variable
 //! nor the point names are in the binary; only the integration tests' build
 //! turns the feature on (see docs/DECISIONS.md, "Crash points").
@@ -29,6 +33,10 @@ pub enum Point {
     /// A restore kept a target's old file as `.pre-restore` and has not yet
     /// renamed the verified new one over it (once per file).
     RestoreSwap,
+    /// The dispatcher, woken to carry out requests from other processes (each
+    /// SIGUSR1; the first pass is at its start): it hangs here for good
+    /// instead of dying.
+    WedgeDispatcher,
 }
 
 /// Passes `point`: in a build with the feature, dies here if the point is armed
@@ -66,6 +74,7 @@ mod armed {
         Point::ChildrenInserted,
         Point::AfterCommit,
         Point::RestoreSwap,
+        Point::WedgeDispatcher,
     ];
 
     fn name(p: Point) -> &'static str {
@@ -76,6 +85,7 @@ mod armed {
             Point::ChildrenInserted => "children-inserted",
             Point::AfterCommit => "after-commit",
             Point::RestoreSwap => "restore-swap",
+            Point::WedgeDispatcher => "wedge-dispatcher",
         }
     }
 
@@ -121,7 +131,12 @@ mod armed {
         match setting() {
             Some(Ok(a)) => {
                 log::warn!(
-                    "fault injection armed: the process kills itself at `{}`, pass {}",
+                    "fault injection armed: the process {} at `{}`, pass {}",
+                    if a.point == Point::WedgeDispatcher {
+                        "wedges a thread"
+                    } else {
+                        "kills itself"
+                    },
                     name(a.point),
                     a.nth
                 )
@@ -140,6 +155,18 @@ mod armed {
         }
         if PASSES.fetch_add(1, Ordering::SeqCst) + 1 != armed.nth {
             return;
+        }
+        if point == Point::WedgeDispatcher {
+            log::warn!(
+                "fault injection: wedging this thread at `{}`, pass {}",
+                name(point),
+                armed.nth
+            );
+            // Parked for good: nothing unparks it, and a spurious wake-up
+            // parks it again.
+            loop {
+                std::thread::park();
+            }
         }
         log::warn!(
             "fault injection: killing this process at `{}`, pass {}",
@@ -178,7 +205,7 @@ mod armed {
             );
             assert_eq!(
                 parse("commit").unwrap_err(),
-                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit, restore-swap)"
+                "DUCTILE_FAULT=commit: no such fault point (known: before-spawn, after-answer, settle, children-inserted, after-commit, restore-swap, wedge-dispatcher)"
             );
         }
     }

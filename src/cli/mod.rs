@@ -895,13 +895,25 @@ pub fn help(prefix: &[&str]) -> String {
 
 fn version(args: &Args) -> Result<(), CliError> {
     let v = env!("CARGO_PKG_VERSION");
+    // Stamped by build.rs: the commit (or "unknown" outside git), the build
+    // date (SOURCE_DATE_EPOCH when set) and the target triple.
+    let (commit, built, target) = (
+        env!("DUCTILE_COMMIT"),
+        env!("DUCTILE_BUILD_DATE"),
+        env!("DUCTILE_TARGET"),
+    );
     if args.json {
-        output::json(
-            &serde_json::json!({ "name": "ductile", "version": v, "protocol": crate::plugin::protocol::PROTOCOL_VERSION }),
-        );
+        output::json(&serde_json::json!({
+            "name": "ductile",
+            "version": v,
+            "commit": commit,
+            "build_date": built,
+            "target": target,
+            "protocol": crate::plugin::protocol::PROTOCOL_VERSION,
+        }));
     } else {
         output::text(&format!(
-            "ductile {v} (plugin protocol {})",
+            "ductile {v} (commit {commit}, built {built}, {target}, plugin protocol {})",
             crate::plugin::protocol::PROTOCOL_VERSION
         ));
     }

@@ -29,6 +29,7 @@ use crate::scheduler::heartbeat::{self, Heartbeat};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
 use crate::store::{self, StoreError, events, health, integrity, snapshots};
 
+pub mod notify;
 mod watch;
 
 /// Why the daemon could not start or had to stop.
@@ -136,7 +137,10 @@ pub fn run_with_clock(
     crate::check::strict_gate(&rt, "start").map_err(DaemonError::Config)?;
     let db = rt.config.state.path.clone();
     let sync = rt.config.state.synchronous;
+    let notify = Arc::new(notify::Notify::from_env());
+    notify.status(&format!("starting: taking the lock on {}", db.display()));
     let mut lock = take_lock(&db, &mut signals)?;
+    notify.status("starting: checking the ledger and recovering interrupted jobs");
     let shown = db.display().to_string();
     let mut conn = store::open_checked(&db, sync)?;
     if integrity::quick_check(&conn, &shown, QUICK_CHECK_BUDGET)? == integrity::Checked::Unfinished
@@ -201,6 +205,7 @@ pub fn run_with_clock(
             }
         })
     };
+    let beats = notify::Beats::for_period(notify.ping_period());
     let mut pool = Pool::start(PoolConfig {
         db: db.clone(),
         synchronous: sync,
@@ -212,6 +217,7 @@ pub fn run_with_clock(
         requests,
         fatal_tx: fatal_tx.clone(),
         committed,
+        beat: beats.dispatch.clone(),
     })?;
     let hb = Heartbeat::start(
         store::open(&db, sync)?,
@@ -222,8 +228,14 @@ pub fn run_with_clock(
     )?;
     let (sched_stop_tx, sched_stop_rx) = bounded::<()>(0);
     let (reload_tx, reload_rx) = bounded::<Arc<Runtime>>(1);
-    let scheduler = heartbeat::spawn(hb, sched_stop_rx, reload_rx, fatal_tx.clone())
-        .map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
+    let scheduler = heartbeat::spawn(
+        hb,
+        sched_stop_rx,
+        reload_rx,
+        fatal_tx.clone(),
+        beats.scheduler.clone(),
+    )
+    .map_err(|e| DaemonError::Failed(format!("cannot start the scheduler: {e}")))?;
     let services = Arc::new(crate::http::Services {
         cell: cell.clone(),
         db: db.clone(),
@@ -266,9 +278,14 @@ pub fn run_with_clock(
         pid = std::process::id(),
         workers = rt.config.service.max_workers,
         plugins = rt.registry.plugins().count(),
-        db = shown.as_str();
+        db = shown.as_str(),
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("DUCTILE_COMMIT");
         "ductile running"
     );
+    notify.ready(&running_status(&rt, &listeners.addresses()));
+    let watchdog = notify::Watchdog::start(notify.clone(), &beats)
+        .map_err(|e| DaemonError::Failed(format!("cannot start the watchdog thread: {e}")))?;
     started(&Started {
         pid: std::process::id(),
         db: db.clone(),
@@ -284,12 +301,22 @@ pub fn run_with_clock(
         reload_tx: &reload_tx,
         wake_tx: &wake_tx,
         clock: clock.as_ref(),
+        notify: &notify,
+        listening: listeners.addresses(),
     };
     let mut guard = Guard {
         lock: &mut lock,
         files: &files,
     };
     let outcome = control_loop(&reloader, &mut conn, &control_rx, &fatal_rx, &mut guard);
+    watchdog.stop();
+    notify.stopping(&match &outcome {
+        Ok(why) => format!(
+            "stopping ({why}): waiting for {} running job(s)",
+            running.len()
+        ),
+        Err(e) => format!("stopping on a fatal error: {e}"),
+    });
 
     // Orderly stop; the comments number the steps of docs/ARCHITECTURE.md.
     // 0. No new work from outside: the listeners stop and finish their answers.
@@ -459,6 +486,43 @@ struct Reloader<'a> {
     reload_tx: &'a Sender<Arc<Runtime>>,
     wake_tx: &'a Sender<()>,
     clock: &'a dyn Clock,
+    /// Told `RELOADING=1` before a reload and `READY=1` after it.
+    notify: &'a notify::Notify,
+    /// The listeners' addresses, for the status line after a reload.
+    listening: Vec<String>,
+}
+
+/// The status line of a running daemon (`systemctl status`).
+fn running_status(rt: &Runtime, listening: &[String]) -> String {
+    let on = if listening.is_empty() {
+        String::new()
+    } else {
+        format!(", listening on {}", listening.join(" and "))
+    };
+    format!(
+        "running: {} plugin(s), {} worker(s){on}",
+        rt.registry.plugins().count(),
+        rt.config.service.max_workers
+    )
+}
+
+/// [`reload`] between `RELOADING=1` and `READY=1`; a rejected reload is
+/// ready too (the previous config runs on) and says so in its status.
+fn reload_notified(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
+    r.notify.reloading();
+    let verdict = reload(r, conn);
+    let status = match &verdict {
+        Ok(()) => format!(
+            "{} (config reloaded)",
+            running_status(&r.cell.current(), &r.listening)
+        ),
+        Err(why) => format!(
+            "running the previous config: reload rejected: {}",
+            why.lines().next().unwrap_or("")
+        ),
+    };
+    r.notify.ready(&status);
+    verdict
 }
 
 fn control_loop(
@@ -472,10 +536,10 @@ fn control_loop(
         select! {
             recv(control_rx) -> msg => match msg {
                 Ok(Control::Reload) => {
-                    let _ = reload(r, conn);
+                    let _ = reload_notified(r, conn);
                 }
                 Ok(Control::ReloadAndAnswer(answer)) => {
-                    let verdict = reload(r, conn)
+                    let verdict = reload_notified(r, conn)
                         .map(|()| crate::clock::format_ts(r.clock.now()))
                         .map_err(|why| why.lines().map(str::to_string).collect());
                     let _ = answer.send(verdict);
@@ -508,6 +572,7 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
         reload_tx,
         wake_tx,
         clock,
+        ..
     } = *r;
     let old = cell.current();
     // A rejection is recorded too: `system reload` waits for the verdict.

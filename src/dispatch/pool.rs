@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 use rusqlite::Connection;
@@ -20,6 +20,7 @@ use rusqlite::Connection;
 use super::{Executed, execute_then_claim};
 use crate::clock::Clock;
 use crate::config::Synchronous;
+use crate::daemon::notify::Beat;
 use crate::plugin::spawn::CancelToken;
 use crate::runtime::{Runtime, RuntimeCell};
 use crate::store::completion;
@@ -122,6 +123,9 @@ pub struct PoolConfig {
     /// completions), so live event streams see it at once; a completion names
     /// the root of the pipeline tree its job belongs to, if any.
     pub committed: Committed,
+    /// Bumped each time the dispatcher's loop comes round, when a watchdog
+    /// watches it (its sleeps are then capped at [`Beat::every`]).
+    pub beat: Option<Arc<Beat>>,
 }
 
 /// Told after each commit that changed a job's status; names the root of the
@@ -262,6 +266,7 @@ fn dispatch_loop(
     cfg.requests.store(true, Ordering::SeqCst);
     loop {
         if cfg.requests.swap(false, Ordering::SeqCst) {
+            crate::fault::hit(crate::fault::Point::WedgeDispatcher);
             carry_out_cancel_requests(conn, cfg)?;
         }
         while idle > 0 {
@@ -293,11 +298,28 @@ fn dispatch_loop(
             }
         }
         let timeout = next_retry_in(conn, cfg.clock.as_ref())?;
-        select! {
-            recv(stop_rx) -> _ => return Ok(()),
-            recv(cfg.wake_rx) -> _ => {}
-            recv(done_rx) -> _ => idle += 1,
-            default(timeout) => {}
+        // At most an hour and a millisecond: no overflow.
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(beat) = &cfg.beat {
+                beat.bump();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            select! {
+                recv(stop_rx) -> _ => return Ok(()),
+                recv(cfg.wake_rx) -> _ => break,
+                recv(done_rx) -> _ => {
+                    idle += 1;
+                    break;
+                }
+                // A beat's round only proves the loop turns: nothing to
+                // claim until the retry time or an event.
+                default(Beat::slice(cfg.beat.as_deref(), left)) => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
         }
         // Coalesce whatever else already arrived.
         while done_rx.try_recv().is_ok() {

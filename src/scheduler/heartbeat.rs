@@ -15,7 +15,7 @@ mod jump;
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use crossbeam_channel::{Receiver, Sender, select};
@@ -23,6 +23,7 @@ use rusqlite::Connection;
 use serde_json::json;
 
 use crate::clock::{Clock, format_ts, parse_ts, random_below, sub_saturating};
+use crate::daemon::notify::Beat;
 use crate::dispatch::pool::RunningJobs;
 use crate::runtime::Runtime;
 use crate::scheduler::expr::{CatchUp, IfRunning, Schedule, Trigger};
@@ -537,17 +538,20 @@ impl Heartbeat {
 /// due schedule, whichever is sooner; a reload or stop wakes it at once. A
 /// ledger error or a panic (a bug) stops the daemon through `fatal_tx`: a
 /// daemon whose scheduler is gone must not run on as if it were healthy.
+/// With a watchdog's `beat`, the thread bumps it each time round and sleeps no
+/// longer than the beat allows between bumps (without ticking early).
 pub fn spawn(
     mut hb: Heartbeat,
     stop_rx: Receiver<()>,
     reload_rx: Receiver<Arc<Runtime>>,
     fatal_tx: Sender<String>,
+    beat: Option<Arc<Beat>>,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_loop(&mut hb, &stop_rx, &reload_rx)
+                run_loop(&mut hb, &stop_rx, &reload_rx, beat.as_deref())
             }));
             let why = match result {
                 Ok(Ok(())) => return,
@@ -563,6 +567,7 @@ fn run_loop(
     hb: &mut Heartbeat,
     stop_rx: &Receiver<()>,
     reload_rx: &Receiver<Arc<Runtime>>,
+    beat: Option<&Beat>,
 ) -> Result<(), StoreError> {
     loop {
         match hb.tick() {
@@ -579,14 +584,27 @@ fn run_loop(
         let wait = until_due
             .map_or(tick, |d| d.min(tick))
             .saturating_add(Duration::from_millis(1));
-        select! {
-            recv(stop_rx) -> _ => return Ok(()),
-            recv(reload_rx) -> msg => {
-                if let Ok(rt) = msg {
-                    hb.reload(rt)?;
+        // At most tick_interval (≤ 1h) and a millisecond: no overflow.
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(beat) = beat {
+                beat.bump();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            select! {
+                recv(stop_rx) -> _ => return Ok(()),
+                recv(reload_rx) -> msg => {
+                    if let Ok(rt) = msg {
+                        hb.reload(rt)?;
+                    }
+                    break;
+                }
+                default(Beat::slice(beat, left)) => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
                 }
             }
-            default(wait) => {}
         }
     }
 }

@@ -504,14 +504,24 @@ fn version_prints_name_version_and_protocol() {
     assert_eq!(
         run.stdout,
         format!(
-            "ductile {} (plugin protocol 2)\n",
-            env!("CARGO_PKG_VERSION")
+            "ductile {} (commit {}, built {}, {}, plugin protocol 2)\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("DUCTILE_COMMIT"),
+            env!("DUCTILE_BUILD_DATE"),
+            env!("DUCTILE_TARGET"),
         )
     );
     let v = dir.run(&["version", "--json"]).code(0).json();
     assert_eq!(
         v,
-        json!({"name": "ductile", "version": env!("CARGO_PKG_VERSION"), "protocol": 2})
+        json!({
+            "name": "ductile",
+            "version": env!("CARGO_PKG_VERSION"),
+            "commit": env!("DUCTILE_COMMIT"),
+            "build_date": env!("DUCTILE_BUILD_DATE"),
+            "target": env!("DUCTILE_TARGET"),
+            "protocol": 2
+        })
     );
 }
 

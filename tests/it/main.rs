@@ -22,6 +22,7 @@ mod hardening;
 mod http;
 mod integrity;
 mod limits;
+mod notify;
 mod openapi;
 mod pipeline_crash;
 mod pipeline_runs;
