@@ -67,7 +67,7 @@ mod armed {
     /// The variable that arms a point.
     const VAR: &str = "DUCTILE_FAULT";
 
-    const ALL: [Point; 6] = [
+    const ALL: [Point; 7] = [
         Point::BeforeSpawn,
         Point::AfterAnswer,
         Point::Settle,

@@ -563,8 +563,15 @@ impl Args {
 }
 
 /// Runs the command line and returns the process exit code.
-pub fn run(argv: Vec<OsString>) -> i32 {
+pub fn run(mut argv: Vec<OsString>) -> i32 {
     let json_requested = argv.iter().any(|a| a == "--json");
+    // `ductile --version` and `-V`, as the spec and every CLI spell it, are the
+    // `version` verb.
+    if let Some(first) = argv.get_mut(1) {
+        if first == "--version" || first == "-V" {
+            *first = OsString::from("version");
+        }
+    }
     let result = parse(argv).and_then(|args| {
         // The daemon logs to stdout for journald; verbs keep stdout for results.
         let daemon = args.words.len() >= 2 && args.words[0] == "system" && args.words[1] == "start";

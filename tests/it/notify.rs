@@ -311,4 +311,9 @@ fn version_names_the_commit_and_an_rfc3339_build_date() {
     );
     assert!(built.ends_with('Z'), "{built}");
     assert_eq!(v["target"], env!("DUCTILE_TARGET"));
+    // The spec's and every CLI's spellings answer the same.
+    for spelling in ["--version", "-V"] {
+        let again = dir.run(&[spelling, "--json"]).code(0).json();
+        assert_eq!(again, v, "{spelling}");
+    }
 }
