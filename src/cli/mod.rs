@@ -877,12 +877,23 @@ pub fn help(prefix: &[&str]) -> String {
     if prefix.is_empty() {
         out.push_str("ductile: a self-hosted automation runtime\n\nusage: ductile <noun> <verb> [args] [flags]\n\ncommands:\n");
     }
-    for v in VERBS
+    let mut shown: Vec<&Verb> = VERBS
         .iter()
         .filter(|v| v.path.starts_with(prefix) || prefix.starts_with(v.path))
-    {
+        .collect();
+    // Grouped by noun, nouns in the order the table first names them, so the
+    // table can keep each verb beside the ones it was written with.
+    let noun_rank = |v: &Verb| VERBS.iter().position(|w| w.path[0] == v.path[0]);
+    shown.sort_by_key(|v| noun_rank(v));
+    for v in shown {
         let name = format!("{} {}", v.path.join(" "), v.args);
-        out.push_str(&format!("  ductile {:<34} {}\n", name.trim_end(), v.about));
+        let name = name.trim_end();
+        if name.len() > 34 {
+            // A long synopsis gets its own line rather than a ragged column.
+            out.push_str(&format!("  ductile {name}\n  {:<42} {}\n", "", v.about));
+        } else {
+            out.push_str(&format!("  ductile {name:<34} {}\n", v.about));
+        }
         if !prefix.is_empty() && !v.flags.is_empty() {
             for f in v.flags {
                 let value = if VALUE_FLAGS.contains(f) || MULTI_FLAGS.contains(f) {

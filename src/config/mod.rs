@@ -26,6 +26,7 @@ mod source;
 #[cfg(test)]
 mod temp_tree;
 mod validate;
+pub(crate) use validate::PLUGIN_KEYS;
 mod yaml;
 
 use std::collections::BTreeMap;

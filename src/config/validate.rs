@@ -618,6 +618,7 @@ fn json_of(ctx: &Ctx, value: &Value, path: &KeyPath<'_>) -> Result<serde_json::V
 mod api;
 mod pipelines;
 mod plugins;
+pub(crate) use plugins::PLUGIN_KEYS;
 mod tokens;
 mod webhooks;
 

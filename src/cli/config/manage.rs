@@ -11,24 +11,9 @@ use serde_yaml::{Mapping, Value};
 use crate::cli::config::set::finish;
 use crate::cli::config::token::required;
 use crate::cli::{Args, CliError, output};
+use crate::config::PLUGIN_KEYS;
 use crate::config::edit::{self, path::KeyPath, path::Segment};
 use crate::runtime::Runtime;
-
-/// Keys of a plugin entry itself; any other `--set` key goes under `config:`.
-const PLUGIN_KEYS: &[&str] = &[
-    "enabled",
-    "uses",
-    "parallelism",
-    "timeout",
-    "timeouts",
-    "retry",
-    "max_attempts",
-    "circuit_breaker",
-    "max_outstanding_polls",
-    "notify_on_complete",
-    "schedules",
-    "config",
-];
 
 fn rel(dir: &Path, p: &Path) -> String {
     p.strip_prefix(dir).unwrap_or(p).display().to_string()

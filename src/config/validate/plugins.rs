@@ -14,7 +14,7 @@ use super::{
     read_span_text, read_text, to_json,
 };
 
-pub(super) const PLUGIN_KEYS: &[&str] = &[
+pub(crate) const PLUGIN_KEYS: &[&str] = &[
     "uses",
     "enabled",
     "parallelism",
