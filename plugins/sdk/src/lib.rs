@@ -345,13 +345,13 @@ impl Response {
 
     /// Appends a stopwatch sub-span (ductile keeps the first 32 by default:
     /// put the high-signal ones first).
-    pub fn sub(mut self, span: Span) -> Response {
+    pub fn span(mut self, span: Span) -> Response {
         self.subs.push(span);
         self
     }
 
     /// Appends several sub-spans.
-    pub fn subs(mut self, spans: impl IntoIterator<Item = Span>) -> Response {
+    pub fn spans(mut self, spans: impl IntoIterator<Item = Span>) -> Response {
         self.subs.extend(spans);
         self
     }
@@ -629,7 +629,7 @@ mod tests {
             .push_event(Event::new("a.other", json!({})).dedupe("d1"))
             .state(json!({"x": 1}).as_object().cloned().unwrap())
             .log(Level::Warn, "careful")
-            .sub(
+            .span(
                 Span::new("a.phase", Duration::from_nanos(5))
                     .bytes(3)
                     .count(2),
