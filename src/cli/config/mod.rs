@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod lock;
+pub mod schema;
 
 pub use backup::{backup as archive, restore};
 pub use check::check;
