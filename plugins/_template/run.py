@@ -10,6 +10,8 @@ import os
 import sys
 
 # The helper sits next to this file in a scaffold, or in plugins/_lib beside the template.
+# A plugin must not write into its own directory at run time: no .pyc files.
+sys.dont_write_bytecode = True
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_here, os.path.join(os.path.dirname(_here), "_lib")]
 

@@ -358,7 +358,8 @@ publish = false
 
 [dependencies]
 serde = { version = "1", features = ["derive"] }
-serde_json = "1"
+# preserve_order: responses and snapshots keep the field order they were built in.
+serde_json = { version = "1", features = ["preserve_order"] }
 
 # Its own workspace, so it builds the same inside or outside another project.
 [workspace]
