@@ -20,6 +20,7 @@ mod foundation;
 mod hardening;
 mod http;
 mod integrity;
+mod kit;
 mod limits;
 mod openapi;
 mod pipeline_crash;
