@@ -19,9 +19,13 @@ build:
 run: build
 	./target/ductile system start --config $(CONFIG)
 
-## Everything CI runs: formatting, lints, forbidden patterns, every test.
+## Everything CI runs: formatting, lints, forbidden patterns, every test
+## (the Python plugin helper's and the teaching template's unit tests too).
+PYTHON ?= python3
 test: lint
 	$(CARGO) test
+	cd plugins/_lib && PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest -q
+	cd plugins/_template && PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest -q
 
 lint:
 	$(CARGO) fmt --all -- --check
