@@ -223,7 +223,11 @@ fn plugin_new_python_and_sh_scaffolds_pass_the_check_and_their_own_tests() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", both(&out));
-    assert!(both(&out).contains("Ran 6 tests"), "{}", both(&out));
+    let text = both(&out);
+    assert!(
+        text.contains("Ran ") && !text.contains("Ran 0 tests"),
+        "{text}"
+    );
 
     let out = Command::new(parent.join("demo_sh/test.sh"))
         .output()
