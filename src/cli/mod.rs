@@ -134,7 +134,7 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["plugin", "check"],
         args: "<dir>",
-        about: "conformance check: manifest, files, and every command spawned with a generated request; rule id, severity, fix per finding (exit 1 on errors; --timeout per spawn, default 10s)",
+        about: "conformance check: manifest, files, and every command spawned with a generated request; rule id, severity, fix per finding (exit 1 on errors; --timeout per spawn, default each command's default timeout)",
         flags: &["timeout"],
         positionals: (1, 1),
     },

@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::cli::{Args, CliError, output};
 use crate::plugin::check::{self, Options, Severity};
 
-/// `ductile plugin check <dir> [--timeout D] [--json]`.
+/// `ductile plugin check <dir> [--timeout D] [--json]`; without `--timeout`
+/// each command gets the core's default timeout for it.
 pub fn check(args: &Args, dir: &str) -> Result<(), CliError> {
     let path = Path::new(dir);
     if !path.is_dir() {
@@ -16,8 +17,10 @@ pub fn check(args: &Args, dir: &str) -> Result<(), CliError> {
     }
     let mut opts = Options::default();
     if let Some(t) = args.flag("timeout") {
-        opts.timeout = crate::config::duration::parse(t)
-            .map_err(|e| CliError::Usage(format!("--timeout {t}: {e}")))?;
+        opts.timeout = Some(
+            crate::config::duration::parse(t)
+                .map_err(|e| CliError::Usage(format!("--timeout {t}: {e}")))?,
+        );
     }
     let report = check::check(path, &opts);
     if args.json {

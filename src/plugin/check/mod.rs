@@ -149,17 +149,18 @@ impl Report {
 }
 
 /// Knobs of one check.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// Budget of each spawn.
-    pub timeout: Duration,
+    /// Budget of every spawn; `None`: each command's default timeout in the
+    /// core (poll 60s, handle 120s, health 10s, init 30s, others 60s).
+    pub timeout: Option<Duration>,
 }
 
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            timeout: Duration::from_secs(10),
-        }
+impl Options {
+    /// The budget of one spawn of `command`.
+    pub fn timeout_for(&self, command: &str) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| crate::config::Timeouts::default().for_command(command))
     }
 }
 

@@ -31,14 +31,20 @@ struct Ask<'a> {
 
 /// Runs every probe and records what they show.
 pub(super) fn run_all(report: &mut Report, m: &Manifest, entrypoint: &Path, opts: &super::Options) {
+    let longest = m
+        .commands
+        .iter()
+        .map(|c| opts.timeout_for(&c.name))
+        .max()
+        .unwrap_or_default();
     let runner = Runner {
         m,
         entrypoint,
-        timeout: opts.timeout,
+        opts: *opts,
         // One fixed id and deadline: the determinism probe sends identical bytes.
         job_id: format!("plugin-check-{}", uuid::Uuid::new_v4()),
         deadline_at: crate::clock::format_ts(
-            Utc::now() + chrono::Duration::from_std(opts.timeout).unwrap_or(chrono::Duration::MAX),
+            Utc::now() + chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::MAX),
         ),
     };
     for c in &m.commands {
@@ -59,7 +65,7 @@ pub(super) fn run_all(report: &mut Report, m: &Manifest, entrypoint: &Path, opts
 struct Runner<'a> {
     m: &'a Manifest,
     entrypoint: &'a Path,
-    timeout: Duration,
+    opts: super::Options,
     job_id: String,
     deadline_at: String,
 }
@@ -111,7 +117,7 @@ impl Runner<'_> {
             env_passthrough: &[],
             request: &bytes,
             limits: Limits {
-                timeout: self.timeout,
+                timeout: self.opts.timeout_for(ask.command),
                 grace: Duration::from_secs(1),
                 ..Limits::default()
             },
