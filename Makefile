@@ -99,3 +99,12 @@ image: image-context
 
 clean:
 	$(CARGO) clean
+
+## The Python plugin helper's and the teaching template's unit tests; part of
+## `make test` (an extra prerequisite, so the test recipe above stays as is).
+PYTHON ?= python3
+.PHONY: python-test
+test: python-test
+python-test:
+	cd plugins/_lib && PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest -q
+	cd plugins/_template && PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest -q

@@ -125,6 +125,27 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 2),
     },
     Verb {
+        path: &["plugin", "new"],
+        args: "<name>",
+        about: "scaffold a plugin that passes `plugin check` (--lang python|sh|rust, default python; --dir D, default ./<name>)",
+        flags: &["lang", "dir"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["plugin", "check"],
+        args: "<dir>",
+        about: "conformance check: manifest, files, and every command spawned with a generated request; rule id, severity, fix per finding (exit 1 on errors; --timeout per spawn, default each command's default timeout)",
+        flags: &["timeout"],
+        positionals: (1, 1),
+    },
+    Verb {
+        path: &["config", "schema"],
+        args: "",
+        about: "print a JSON Schema (2020-12): --kind config (default), manifest, pipelines, request or response",
+        flags: &["kind"],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["pipeline", "list"],
         args: "",
         about: "every pipeline (trigger, source plugin, mode, timeout, depth cap, hops, file) and plain route",
@@ -516,6 +537,10 @@ const VALUE_FLAGS: &[&str] = &[
     "event-type",
     "path",
     "secret-ref",
+    "lang",
+    "dir",
+    "kind",
+    "timeout",
 ];
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header", "set"];
@@ -737,6 +762,9 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["run"] | ["plugin", "run"] => run::run(&args, &positionals),
         ["version"] => version(&args),
         ["plugin", "list"] => plugin::list(&args),
+        ["plugin", "new"] => plugin::new::new(&args, &positionals[0]),
+        ["plugin", "check"] => plugin::check::check(&args, &positionals[0]),
+        ["config", "schema"] => config::schema::schema(&args),
         ["pipeline", "list"] => pipeline::list(&args),
         ["pipeline", "show"] => pipeline::show(&args, &positionals[0]),
         ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),

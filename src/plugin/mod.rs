@@ -13,6 +13,7 @@
 //! precise line each, meant to be logged at warn level; [`Registry::warnings`]
 //! lists findings about things that were not refused.
 
+pub mod check;
 pub mod discovery;
 pub mod manifest;
 pub mod protocol;

@@ -21,6 +21,7 @@ mod foundation;
 mod hardening;
 mod http;
 mod integrity;
+mod kit;
 mod limits;
 mod notify;
 mod openapi;

@@ -5,6 +5,7 @@ mod check;
 mod init;
 mod lock;
 mod manage;
+pub mod schema;
 mod set;
 mod show;
 mod token;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::plugin::Skipped;
 use crate::plugin::manifest::{self, Manifest};
@@ -149,7 +149,13 @@ impl<'a> Scanner<'a> {
             let mut dirs: Vec<PathBuf> = match fs::read_dir(path) {
                 Ok(entries) => entries
                     .flatten()
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    // `_lib` and `_template` (the author kit) sit beside the
+                    // plugins without being plugins.
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        !name.starts_with('.') && !name.starts_with('_')
+                    })
                     .map(|e| e.path())
                     .collect(),
                 Err(e) => {
@@ -282,6 +288,60 @@ impl<'a> Scanner<'a> {
             }
         }
         self.out
+    }
+}
+
+/// What one plugin directory looks like to discovery, on its own.
+#[derive(Debug)]
+pub enum Inspected {
+    /// There is no `manifest.yaml`.
+    NoManifest,
+    /// The manifest is not a readable regular file within bounds.
+    Unreadable(String),
+    /// The manifest breaks a rule.
+    Invalid(manifest::ManifestError),
+    /// The manifest is valid but a trust check refuses the directory.
+    Untrusted(Box<Manifest>, String),
+    /// Discovery would load it.
+    Trusted(Box<Found>),
+}
+
+/// Reads and validates the manifest in `dir` and applies the trust checks with
+/// the directory's parent as the only approved root: the verdict a scan of that
+/// parent would reach for this directory, without reading its siblings.
+pub fn inspect(dir: &Path, allow_symlinks: bool) -> Inspected {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if !manifest_path.exists() {
+        return Inspected::NoManifest;
+    }
+    let text = match read_manifest(&manifest_path) {
+        Ok(text) => text,
+        Err(reason) => return Inspected::Unreadable(reason),
+    };
+    let manifest = match manifest::parse(&manifest_path, &text) {
+        Ok(m) => m,
+        Err(e) => return Inspected::Invalid(e),
+    };
+    let approved: Vec<PathBuf> = dir
+        .parent()
+        .and_then(|p| {
+            fs::canonicalize(if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            })
+            .ok()
+        })
+        .into_iter()
+        .collect();
+    let mut warnings = Vec::new();
+    match trust(dir, &manifest, &approved, allow_symlinks, &mut warnings) {
+        Ok(entrypoint) => Inspected::Trusted(Box::new(Found {
+            manifest,
+            dir: dir.to_path_buf(),
+            entrypoint,
+        })),
+        Err(reason) => Inspected::Untrusted(Box::new(manifest), reason),
     }
 }
 

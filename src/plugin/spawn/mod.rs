@@ -235,6 +235,10 @@ pub struct Outcome {
     /// Things worth knowing about a run whose answer still counts (it exited
     /// non-zero after answering, or did not exit after answering).
     pub warnings: Vec<String>,
+    /// Bytes of the request the plugin never took from stdin (it exited or
+    /// closed stdin first); what `plugin check` reads to tell a plugin that does
+    /// not read its request fully.
+    pub request_unread: usize,
 }
 
 /// The classification of an invocation.
@@ -327,6 +331,7 @@ fn run_watching(
         finished_at: Utc::now(),
         duration: start.elapsed(),
         warnings: Vec::new(),
+        request_unread: inv.request.len(),
     };
     if let Some(reason) = cancel.reason() {
         return not_started(OutcomeKind::Cancelled(reason));
@@ -463,6 +468,7 @@ fn run_watching(
         finished_at,
         duration,
         warnings,
+        request_unread: inv.request.len().saturating_sub(io.written),
     }
 }
 

@@ -606,6 +606,7 @@ fn check_classify_warned(
         finished_at: Utc::now(),
         duration: Duration::from_secs(1),
         warnings,
+        request_unread: 0,
     };
     assert_eq!(
         o.error_message().unwrap_or_else(|| "<success>".into()),
@@ -727,6 +728,7 @@ fn timed_out_message_uses_the_run_duration() {
         finished_at: Utc::now(),
         duration: Duration::from_millis(60_012),
         warnings: Vec::new(),
+        request_unread: 0,
     };
     assert_eq!(o.error_message().as_deref(), Some("timed out after 60s"));
 }

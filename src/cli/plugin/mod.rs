@@ -1,5 +1,9 @@
 //! `ductile plugin list`: what was discovered, what is loaded, and why anything
-//! was skipped.
+//! was skipped; `plugin new` ([`new`]) and `plugin check` ([`check`]) are the
+//! author kit.
+
+pub mod check;
+pub mod new;
 
 use serde_json::json;
 
