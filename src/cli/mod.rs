@@ -353,6 +353,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["system", "watch"],
+        args: "",
+        about: "live view of a running daemon over its API and event stream (--plain: one line per event; --once: the picture and exit)",
+        flags: &["api-url", "api-key", "plain", "once"],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["config", "lock"],
         args: "",
         about: "authorise the config as it is now: write .checksums (file hashes, plugin fingerprints)",
@@ -388,7 +395,7 @@ const VALUE_FLAGS: &[&str] = &[
 /// Flags that take a value and may be repeated.
 const MULTI_FLAGS: &[&str] = &["field", "header"];
 /// Verb flags without a value.
-const BOOL_FLAGS: &[&str] = &["include-result", "wait", "strict"];
+const BOOL_FLAGS: &[&str] = &["include-result", "wait", "strict", "plain", "once"];
 
 /// A parsed command line.
 #[derive(Debug, Default)]
@@ -607,6 +614,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "selfcheck"] => system::doctor::selfcheck(&args),
         ["system", "doctor"] => system::doctor::doctor(&args),
         ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
+        ["system", "watch"] => system::watch::watch(&args),
         ["schedule", "list"] => schedule::list(&args),
         ["schedule", "preview"] => schedule::preview(&args, &positionals[0]),
         ["schedule", "pause"] => schedule::pause(&args, &positionals[0]),

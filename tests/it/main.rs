@@ -14,6 +14,7 @@ mod backup;
 mod config;
 mod contract;
 mod daemon;
+mod dashboard;
 mod doctor;
 mod explain;
 mod foundation;
