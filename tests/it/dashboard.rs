@@ -663,3 +663,126 @@ impl Drop for Lines {
         }
     }
 }
+
+/// A tmux server of this test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(dir: &Path, command: &str) -> Tmux {
+        let socket = format!(
+            "ductile-it-{}-{}",
+            std::process::id(),
+            dir.file_name().unwrap().to_string_lossy()
+        );
+        let t = Tmux { socket };
+        let st = t
+            .cmd()
+            .args(["new-session", "-d", "-s", "watch", "-x", "120", "-y", "45"])
+            .arg(command)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket, "-f", "/dev/null"]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "watch"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let st = self
+            .cmd()
+            .args(["send-keys", "-t", "watch"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits until the pane shows `needle`; returns the screen.
+    fn wait_for(&self, needle: &str) -> String {
+        let mut last = String::new();
+        wait_until(LONG, needle, || {
+            last = self.screen();
+            last.contains(needle)
+        });
+        last
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn system_watch_in_a_terminal_opens_a_jobs_logs_and_quits_restoring_the_terminal() {
+    let api = dashboard_config("");
+    let id = trigger(&api, "error_no_retry");
+    api.dir.wait_until(LONG, "the failing job done", || {
+        api.dir.count(&format!(
+            "SELECT COUNT(*) FROM job_queue WHERE id = '{id}' AND status = 'failed'"
+        )) == 1
+    });
+    let d = &api.dir.path;
+    let script = format!(
+        "stty -g > '{d}/before'; '{bin}' system watch --config '{d}' --api-url http://{addr} --api-key {ADMIN}; echo $? > '{d}/code'; stty -g > '{d}/after'",
+        d = d.display(),
+        bin = crate::support::bin().display(),
+        addr = api.api,
+    );
+    let tmux = Tmux::start(d, &format!("sh -c \"{script}\""));
+    tmux.wait_for("RECENT JOBS");
+    tmux.wait_for("(live)");
+
+    // A job started now shows up live, without a key pressed.
+    let fresh = trigger(&api, "echo");
+    tmux.wait_for(&fresh[..8]);
+
+    // Select the failed job (newer ones are above it) and open it.
+    let selected = format!("> {}", &id[..8]);
+    for _ in 0..12 {
+        if tmux.screen().contains(&selected) {
+            break;
+        }
+        let before = tmux.screen();
+        tmux.keys(&["j"]);
+        wait_until(LONG, "the selection moves", || tmux.screen() != before);
+    }
+    tmux.wait_for(&selected);
+    tmux.keys(&["Enter"]);
+    let page = tmux.wait_for(&format!("JOB {id}"));
+    assert!(
+        page.contains("error_no_retry poll  status failed"),
+        "{page}"
+    );
+    let page = tmux.wait_for("error: error_no_retry: this input can never succeed");
+    assert!(page.contains("attempt 1: failed"), "{page}");
+
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("RECENT JOBS");
+    tmux.keys(&["q"]);
+    let after = d.join("after");
+    api.dir
+        .wait_until(LONG, "watch quit and the shell went on", || after.exists());
+    assert_eq!(std::fs::read_to_string(d.join("code")).unwrap().trim(), "0");
+    assert_eq!(
+        std::fs::read_to_string(d.join("before")).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+        "the terminal settings were not restored"
+    );
+}
