@@ -444,6 +444,26 @@ fn browser_signs_in_watches_a_job_live_retries_sees_a_graph_and_is_refused_witho
     ));
     assert_eq!(retried, 1);
 
+    // A text filter reads the job log: only the failing attempts match.
+    b.fill("#f-query", "can never succeed");
+    b.click("#jobs-filter button[type='submit']");
+    b.wait("#jobs-total", "attempts");
+    let rows = b.run(
+        "return [...document.querySelectorAll('#jobs-table tbody tr')].map(r => r.dataset.jobId)",
+        json!([]),
+    );
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        rows.contains(&failed.as_str()) && !rows.contains(&id.as_str()),
+        "{rows:?}"
+    );
+    b.run("document.querySelector('#f-query').value = ''", json!([]));
+
     // Plugins with their run-now forms; running one queues a job.
     b.click("[data-view='plugins']");
     b.wait(

@@ -195,20 +195,28 @@ function jobLink(id) {
     el('code', { text: id.slice(0, 8) }));
 }
 
+// Filters on finished attempts (who submitted, when, text) read the job log
+// (`GET /job-logs`); the others the queue (`GET /jobs`). Both are newest first.
+const LOG_FILTERS = ['submitted_by', 'from', 'to', 'query'];
+
 async function loadJobs() {
   if (!scopes.jobs) return;
   const q = new URLSearchParams();
-  for (const k of ['plugin', 'command', 'status', 'limit']) {
+  for (const k of ['plugin', 'command', 'status', 'limit', ...LOG_FILTERS]) {
     const v = $('#f-' + k).value.trim();
     if (v) q.set(k, v);
   }
-  const r = await api('/jobs?' + q);
+  const logs = LOG_FILTERS.some((k) => q.has(k));
+  const r = await api((logs ? '/job-logs?' : '/jobs?') + q);
   if (!r.ok) { notice(refusal(r)); return; }
-  $('#jobs-table tbody').replaceChildren(...r.data.jobs.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
+  const rows = logs ? r.data.logs : r.data.jobs;
+  $('#jobs-table tbody').replaceChildren(...rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
     el('td', {}, jobLink(j.job_id)), el('td', { text: j.plugin }), el('td', { text: j.command }),
     el('td', {}, el('span', { class: 'status ' + j.status, text: j.status })),
-    el('td', { text: String(j.attempt) }), el('td', { text: j.created_at || '' }))));
-  $('#jobs-total').textContent = r.data.jobs.length + ' of ' + r.data.total + ' jobs';
+    el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' }))));
+  $('#jobs-total').textContent = rows.length + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
+  const limit = Number($('#f-limit').value) || 50;
+  $('#jobs-more').hidden = rows.length >= r.data.total || limit >= 200;
   if (openJob) openDetail(openJob);
 }
 
@@ -438,6 +446,10 @@ document.addEventListener('DOMContentLoaded', () => {
   for (const b of document.querySelectorAll('#nav [data-view]')) b.addEventListener('click', () => show(b.dataset.view));
   $('#jobs-filter').addEventListener('submit', (e) => { e.preventDefault(); openJob = null; $('#job-detail').hidden = true; loadJobs(); });
   $('#jd-retry').addEventListener('click', retry);
+  $('#jobs-more').addEventListener('click', () => {
+    $('#f-limit').value = String(Math.min(200, (Number($('#f-limit').value) || 50) + 50));
+    loadJobs();
+  });
   $('#pipeline-pick').addEventListener('change', (e) => drawGraph(e.target.value));
   if (token) signIn(token);
 });
