@@ -461,6 +461,9 @@ fn spawn_keys(tx: Sender<Msg>) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The longest the picture lags the events that changed it.
+const REFRESH: Duration = Duration::from_secs(1);
+
 /// Which page is shown.
 enum Page {
     /// The overview, one recent job selected.
@@ -503,15 +506,14 @@ fn interactive(c: &Client) -> Result<(), CliError> {
             }
         };
         Screen::draw(&lines);
-        // Bursts of events refresh the picture once, a quarter second later.
+        // Bursts of events refresh the picture once, a second after the
+        // first: each refresh re-reads the job lists from the ledger.
         let msg = match stale_since {
-            Some(t) => {
-                match rx.recv_timeout(Duration::from_millis(250).saturating_sub(t.elapsed())) {
-                    Ok(m) => Some(m),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break Ok(()),
-                }
-            }
+            Some(t) => match rx.recv_timeout(REFRESH.saturating_sub(t.elapsed())) {
+                Ok(m) => Some(m),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break Ok(()),
+            },
             None => match rx.recv() {
                 Ok(m) => Some(m),
                 Err(_) => break Ok(()),

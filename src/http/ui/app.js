@@ -73,7 +73,8 @@ function refusal(r) {
 async function signIn(candidate) {
   token = candidate;
   const probes = {
-    jobs: api('/jobs?limit=1'),
+    // Filtered on status, so the probe reads an index, not the whole queue.
+    jobs: api('/jobs?status=running&limit=1'),
     events: api('/events', { method: 'HEAD' }),
     plugin: api('/topology'),
     admin: api('/analytics/queue'),
@@ -424,14 +425,15 @@ function frame(text) {
   const what = [kind, ev.plugin, ev.command, ev.job_id ? ev.job_id.slice(0, 8) : ''].filter(Boolean).join(' ');
   list.prepend(el('li', { 'data-kind': kind, 'data-job-id': ev.job_id || '' }, el('time', { text: (ev.at || '').slice(11, 19) }), ' ' + what));
   while (list.children.length > 50) list.lastChild.remove();
-  // One refresh per burst of events, not one per event.
+  // One refresh per second at most, however many events arrive: each one
+  // re-reads lists from the ledger.
   if (!refreshTimer) {
     refreshTimer = setTimeout(() => {
       refreshTimer = null;
       const v = current();
       if (v === 'overview') loadOverview();
       else if (v === 'jobs') loadJobs();
-    }, 200);
+    }, 1000);
   }
 }
 
