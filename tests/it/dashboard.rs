@@ -46,6 +46,12 @@ fn trigger(api: &Api, plugin: &str) -> String {
     a.json()["job_id"].as_str().unwrap().to_string()
 }
 
+/// How the live views abbreviate a job id: its last 8 characters (the
+/// random end of a UUIDv7; its start is the time, shared by neighbours).
+fn short(id: &str) -> &str {
+    &id[id.len() - 8..]
+}
+
 fn header_value(a: &crate::http::Answer, name: &str) -> String {
     a.header(name)
         .unwrap_or_else(|| panic!("no {name} header in {:?}", a.headers))
@@ -560,7 +566,7 @@ fn system_watch_plain_prints_the_live_view_and_each_event() {
         .code(0);
     assert!(once.stdout.contains("ductile "), "{}", once.stdout);
     assert!(once.stdout.contains("queued 0"), "{}", once.stdout);
-    assert!(once.stdout.contains(&done[..8]), "{}", once.stdout);
+    assert!(once.stdout.contains(short(&done)), "{}", once.stdout);
 
     // Streaming: each event is one line as it happens.
     let mut cmd = api.dir.command(&[
@@ -578,12 +584,12 @@ fn system_watch_plain_prints_the_live_view_and_each_event() {
     let id = trigger(&api, "error_no_retry");
     let started = watch.wait_for(
         LONG,
-        &format!("job.started error_no_retry poll {}", &id[..8]),
+        &format!("job.started error_no_retry poll {}", short(&id)),
     );
     assert!(started.contains("attempt 1"), "{started}");
     let ended = watch.wait_for(
         LONG,
-        &format!("job.failed error_no_retry poll {}", &id[..8]),
+        &format!("job.failed error_no_retry poll {}", short(&id)),
     );
     assert!(ended.starts_with("20"), "a timestamp first: {ended}");
     assert_eq!(watch.interrupt(LONG), 0);
@@ -771,10 +777,10 @@ fn system_watch_in_a_terminal_opens_a_jobs_logs_and_quits_restoring_the_terminal
 
     // A job started now shows up live, without a key pressed.
     let fresh = trigger(&api, "echo");
-    tmux.wait_for(&fresh[..8]);
+    tmux.wait_for(short(&fresh));
 
     // Select the failed job (newer ones are above it) and open it.
-    let selected = format!("> {}", &id[..8]);
+    let selected = format!("> {}", short(&id));
     for _ in 0..12 {
         if tmux.screen().contains(&selected) {
             break;

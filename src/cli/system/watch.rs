@@ -170,8 +170,12 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A job id as the view shows it: its last 8 characters. Ids are UUIDv7,
+/// whose start is the time and is shared by jobs made together.
 fn short(v: &Value) -> String {
-    text(v).chars().take(8).collect()
+    let t = text(v);
+    let n = t.chars().count();
+    t.chars().skip(n.saturating_sub(8)).collect()
 }
 
 fn one_line(s: &str) -> String {
@@ -633,7 +637,7 @@ mod tests {
         };
         assert_eq!(
             event_line(&f),
-            "2026-03-01T00:00:00Z job.failed p poll 01234567 failed attempt 1 (exit 1 more)"
+            "2026-03-01T00:00:00Z job.failed p poll 456789ab failed attempt 1 (exit 1 more)"
         );
     }
 
@@ -642,7 +646,7 @@ mod tests {
         let snap = Snapshot {
             health: json!({"version": "0.1.0", "uptime_seconds": 90, "queue_depth": 2, "plugins_circuit_open": 1}),
             running: json!({"jobs": [], "total": 0}),
-            recent: json!({"jobs": [{"job_id": "abcdefgh-1", "status": "dead", "plugin": "p", "command": "poll", "created_at": "t"}]}),
+            recent: json!({"jobs": [{"job_id": "0000-abcdefgh", "status": "dead", "plugin": "p", "command": "poll", "created_at": "t"}]}),
             failures: json!({"logs": [], "total": 0}),
         };
         let lines = snap.render("http://x", Some(0));

@@ -191,9 +191,11 @@ function spark(logs) {
     svgEl('title', { text: buckets.join(', ') + ' per 5 min' }));
 }
 
+// Ids are UUIDv7: their start is the time, shared by neighbours, so the
+// random end is what tells jobs apart at a glance.
 function jobLink(id) {
   return el('a', { href: '#jobs', 'data-job-id': id, onclick: (e) => { e.preventDefault(); show('jobs'); openDetail(id); } },
-    el('code', { text: id.slice(0, 8) }));
+    el('code', { text: id.slice(-8), title: id }));
 }
 
 // Filters on finished attempts (who submitted, when, text) read the job log
@@ -351,6 +353,7 @@ function drawGraph(name) {
   const width = 40 + W * Math.max(1, ...rows.map((r) => r.length));
   svg.setAttribute('viewBox', '0 0 ' + width + ' ' + (40 + H * rows.length));
   svg.setAttribute('width', String(width));
+  svg.setAttribute('height', String(40 + H * rows.length));
   const parts = [];
   for (const h of p.hops) {
     if (!pos[h.id]) continue;
@@ -422,7 +425,7 @@ function frame(text) {
   let ev = {};
   try { ev = JSON.parse(data); } catch (e) { return; }
   const list = $('#events');
-  const what = [kind, ev.plugin, ev.command, ev.job_id ? ev.job_id.slice(0, 8) : ''].filter(Boolean).join(' ');
+  const what = [kind, ev.plugin, ev.command, ev.job_id ? ev.job_id.slice(-8) : ''].filter(Boolean).join(' ');
   list.prepend(el('li', { 'data-kind': kind, 'data-job-id': ev.job_id || '' }, el('time', { text: (ev.at || '').slice(11, 19) }), ' ' + what));
   while (list.children.length > 50) list.lastChild.remove();
   // One refresh per second at most, however many events arrive: each one
