@@ -105,7 +105,7 @@ pub fn call(args: &Args, path: &str) -> Result<(), CliError> {
     }
 }
 
-fn base_url(args: &Args) -> Result<String, CliError> {
+pub(crate) fn base_url(args: &Args) -> Result<String, CliError> {
     if let Some(u) = args.flag("api-url").map(str::to_string).or_else(|| {
         std::env::var("DUCTILE_API_URL")
             .ok()
@@ -126,7 +126,7 @@ fn base_url(args: &Args) -> Result<String, CliError> {
 }
 
 /// `http://host:port/prefix` → (host, port, prefix without a trailing slash).
-fn parse_url(url: &str) -> Result<(String, u16, String), CliError> {
+pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), CliError> {
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(CliError::Usage(format!(
             "the API URL must start with http:// (got `{url}`)"

@@ -374,6 +374,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["system", "watch"],
+        args: "",
+        about: "live view of a running daemon over its API and event stream (--plain: one line per event; --once: the picture and exit)",
+        flags: &["api-url", "api-key", "plain", "once"],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["config", "lock"],
         args: "",
         about: "authorise the config as it is now: write .checksums (file hashes, plugin fingerprints)",
@@ -552,6 +559,8 @@ const BOOL_FLAGS: &[&str] = &[
     "apply",
     "effective",
     "force",
+    "plain",
+    "once",
 ];
 
 /// A parsed command line.
@@ -809,6 +818,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "selfcheck"] => system::doctor::selfcheck(&args),
         ["system", "doctor"] => system::doctor::doctor(&args),
         ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
+        ["system", "watch"] => system::watch::watch(&args),
         ["schedule", "list"] => schedule::list(&args),
         ["schedule", "preview"] => schedule::preview(&args, &positionals[0]),
         ["schedule", "pause"] => schedule::pause(&args, &positionals[0]),

@@ -154,6 +154,9 @@ pub struct Api {
     pub max_concurrent_sync: usize,
     /// The longest a synchronous pipeline call waits (default 5m, 1s..=1h).
     pub max_sync_timeout: Duration,
+    /// `api.ui`: serve the dashboard at `/ui/`; unset means "on for a
+    /// loopback listener" (`http::ui::served`).
+    pub ui: Option<bool>,
     /// Keys under `api:` no capability reads, kept uninterpreted.
     pub extra: serde_json::Value,
 }
@@ -175,6 +178,7 @@ impl Default for Api {
             max_event_streams: 16,
             max_concurrent_sync: 10,
             max_sync_timeout: Duration::from_secs(300),
+            ui: None,
             extra: serde_json::Value::Object(serde_json::Map::new()),
         }
     }

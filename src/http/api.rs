@@ -179,6 +179,10 @@ fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
 
 /// Routes one API request.
 pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
+    // The dashboard's static files are not API routes: no scope, no OpenAPI entry.
+    if let Some(page) = super::ui::handle(&svc.cell.current().config.api, req) {
+        return page;
+    }
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let matched: Vec<(&Route, Vec<&str>)> = ROUTES
         .iter()

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 mod request;
 pub mod settings;
+pub mod ui;
 pub mod webhooks;
 
 use std::net::TcpListener;

@@ -15,6 +15,7 @@ mod cfgedit;
 mod config;
 mod contract;
 mod daemon;
+mod dashboard;
 mod doctor;
 mod explain;
 mod foundation;

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod doctor;
+pub mod watch;
 
 pub use backup::{backup, restore};
 

@@ -21,6 +21,7 @@ pub(super) const API_KEYS: &[&str] = &[
     "max_event_streams",
     "max_concurrent_sync",
     "max_sync_timeout",
+    "ui",
 ];
 
 const AUTH_KEYS: &[&str] = &["tokens"];
@@ -57,6 +58,7 @@ pub(super) fn build_api(ctx: &mut Ctx, value: Option<&Value>) -> Result<Api, Con
             "max_sync_timeout" => {
                 api.max_sync_timeout = read_span(ctx, value, &path, limits::API_MAX_SYNC_TIMEOUT)?;
             }
+            "ui" => api.ui = Some(read_flag(ctx, value, &path)?),
             _ => {
                 ctx.note_inactive(&path);
                 extra.insert(key, to_json(ctx, value, &path)?);
