@@ -105,6 +105,9 @@ pub struct Service {
     pub shutdown_timeout: Duration,
     /// The most events one plugin response may carry (default 1000, 1..=100000).
     pub max_response_events: usize,
+    /// Container engine forced for container plugins (`podman` or `docker`;
+    /// default: auto-detected on `PATH`, podman first).
+    pub container_engine: Option<String>,
 }
 
 /// `state:` settings.

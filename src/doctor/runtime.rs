@@ -136,6 +136,7 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
     let inv = Invocation {
         job_id: &job_id,
         entrypoint: &p.entrypoint,
+        args: &[],
         env_passthrough: &rt.config.service.plugin_env_passthrough,
         request: &bytes,
         limits: Limits {
@@ -145,7 +146,15 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
         },
         response: protocol::ResponseLimits::default(),
     };
-    let outcome = spawn::run(&inv, &CancelToken::new());
+    let outcome = match &p.manifest.container {
+        Some(spec) => crate::plugin::container::run(
+            spec,
+            &inv,
+            rt.config.service.container_engine.as_deref(),
+            &CancelToken::new(),
+        ),
+        None => spawn::run(&inv, &CancelToken::new()),
+    };
     let took = outcome.duration.as_millis();
     match &outcome.kind {
         OutcomeKind::Succeeded(_) => Check::ok(name, format!("health ok in {took} ms")),

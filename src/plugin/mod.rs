@@ -13,6 +13,7 @@
 //! precise line each, meant to be logged at warn level; [`Registry::warnings`]
 //! lists findings about things that were not refused.
 
+pub mod container;
 pub mod discovery;
 pub mod manifest;
 pub mod protocol;
@@ -314,6 +315,7 @@ mod tests {
                 plugin_env_passthrough: Vec::new(),
                 shutdown_timeout: Duration::from_secs(30),
                 max_response_events: 1000,
+                container_engine: None,
             },
             plugin_roots: roots,
             state: State {
