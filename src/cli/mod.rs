@@ -118,6 +118,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["plugin", "build"],
+        args: "<plugin>",
+        about: "build a container plugin's image from its Dockerfile and print the ID to pin",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["plugin", "run"],
         args: "<plugin> [command]",
         about: "same as `ductile run`",
@@ -581,6 +588,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["run"] | ["plugin", "run"] => run::run(&args, &positionals),
         ["version"] => version(&args),
         ["plugin", "list"] => plugin::list(&args),
+        ["plugin", "build"] => plugin::build(&args, &positionals[0]),
         ["pipeline", "list"] => pipeline::list(&args),
         ["pipeline", "show"] => pipeline::show(&args, &positionals[0]),
         ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),

@@ -178,6 +178,43 @@ pub fn fingerprint(spec: &ContainerSpec, service_engine: Option<&str>) -> String
     }
 }
 
+/// Why a container plugin cannot run now, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// What is missing.
+    pub problem: String,
+    /// What the operator does about it.
+    pub fix: String,
+}
+
+/// Whether `plugin`'s engine is installed and its image present locally;
+/// returns the engine and the image ID when both are.
+pub fn readiness(
+    plugin: &str,
+    spec: &ContainerSpec,
+    service_engine: Option<&str>,
+) -> Result<(Engine, String), NotReady> {
+    let engine = engine::resolve(spec.engine.as_deref(), service_engine).map_err(|problem| {
+        NotReady {
+            problem,
+            fix: "install podman (or docker) on this host, or set service.container_engine to one that is installed".into(),
+        }
+    })?;
+    match engine::image_id(&engine, &spec.image) {
+        Ok(id) => Ok((engine, id)),
+        Err(why) => Err(NotReady {
+            problem: format!(
+                "image {} is not present in {} ({why})",
+                spec.image, engine.name
+            ),
+            fix: format!(
+                "run `ductile plugin build {plugin}` and pin the ID it prints as container.image, or load the image (`{} load -i FILE`); images are never pulled",
+                engine.name
+            ),
+        }),
+    }
+}
+
 fn not_run(kind: OutcomeKind) -> Outcome {
     let now = Utc::now();
     Outcome {
