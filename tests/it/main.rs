@@ -12,6 +12,7 @@
 
 mod backup;
 mod config;
+mod containers;
 mod contract;
 mod daemon;
 mod doctor;
