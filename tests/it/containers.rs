@@ -32,7 +32,7 @@ impl Image {
         )
         .unwrap();
         let out = Command::new("podman")
-            .args(["build", "-q"])
+            .args(["build", "-q", "--layers=false"])
             .arg(&ctx)
             .output()
             .expect("podman is needed (run the container engine setup)");
@@ -269,37 +269,34 @@ fn a_mutable_tag_is_refused_and_a_missing_image_is_reported_with_the_fix() {
 #[test]
 fn plugin_build_prints_the_id_to_pin_and_config_lock_records_it() {
     let dir = TestDir::new("ctr-build");
-    let image = Image::build(&dir);
-    plugin(&dir, "built", &image.id, "true", "");
-    std::fs::copy(
-        dir.path.join("image/Dockerfile"),
-        dir.path.join("plugins/built/Dockerfile"),
-    )
-    .unwrap();
-    std::fs::copy(
-        dir.path.join("image/busybox"),
-        dir.path.join("plugins/built/busybox"),
-    )
-    .unwrap();
+    let missing = "0".repeat(64);
+    plugin(&dir, "built", &missing, "true", "");
+    // One instruction: the build leaves no intermediate image behind, and the
+    // test's own directory name makes the content (so the ID) unique.
+    dir.write(
+        "plugins/built/Dockerfile",
+        "FROM scratch\nCOPY . /plugin/\n",
+    );
+    dir.write("plugins/built/unique", &dir.path.display().to_string());
     dir.config("plugins:\n  built:\n    enabled: true\n");
     let (code, v, all) = run(&dir, &["plugin", "build", "built", "--json"]);
-    // The same context builds the same image, so the tag lands on our image.
-    let _untag = Untag("localhost/ductile-plugin-built:latest");
+    let id = v["image_id"].as_str().unwrap_or_default().to_string();
+    let _image = Image { id: id.clone() };
     assert_eq!(code, 0, "{all}");
-    assert_eq!(v["image_id"], image.id.as_str(), "{all}");
+    assert_eq!(id.len(), 64, "{all}");
+    let inspected = Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", &id])
+        .output()
+        .unwrap();
+    assert!(inspected.status.success(), "{all}");
+    // Pinned, the plugin is runnable and `config lock` records the image ID.
+    plugin(&dir, "built", &id, "true", "");
+    let (_, v, all) = run(&dir, &["plugin", "list", "--json"]);
+    assert_eq!(v["plugins"][0]["container"]["runnable"], true, "{all}");
     let (code, _, all) = run(&dir, &["config", "lock"]);
     assert_eq!(code, 0, "{all}");
     let seal = std::fs::read_to_string(dir.path.join(".checksums")).unwrap();
-    assert!(seal.contains(&format!("image:{}", image.id)), "{seal}");
-}
-
-/// Removes a tag on drop.
-struct Untag(&'static str);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = Command::new("podman").args(["untag", self.0]).output();
-    }
+    assert!(seal.contains(&format!("entrypoint: image:{id}")), "{seal}");
 }
 
 #[test]
