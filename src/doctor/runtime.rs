@@ -46,6 +46,7 @@ impl Ledger<'_> {
 /// Runs every doctor check against the config in force and the ledger.
 pub fn doctor(rt: &Runtime, ledger: Ledger<'_>, now: DateTime<Utc>) -> Report {
     let mut checks = health_checks(rt, now);
+    checks.extend(container_checks(rt));
     checks.push(disk_check(rt));
     checks.push(wal_check(rt));
     match ledger {
@@ -107,6 +108,23 @@ fn health_checks(rt: &Runtime, now: DateTime<Utc>) -> Vec<Check> {
             })
             .collect()
     })
+}
+
+/// One `container.<name>` per container plugin: its engine installed and its
+/// image present locally (images are never pulled).
+fn container_checks(rt: &Runtime) -> Vec<Check> {
+    let engine = rt.config.service.container_engine.as_deref();
+    rt.registry
+        .plugins()
+        .filter_map(|p| p.manifest.container.as_ref().map(|c| (p, c)))
+        .map(|(p, c)| {
+            let name = format!("container.{}", p.name);
+            match crate::plugin::container::readiness(&p.name, c, engine) {
+                Ok((e, id)) => Check::ok(name, format!("image {id} present in {}", e.name)),
+                Err(nr) => Check::fail(name, nr.problem, nr.fix),
+            }
+        })
+        .collect()
 }
 
 /// Runs `health` of one plugin and judges the answer.

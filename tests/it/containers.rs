@@ -260,6 +260,19 @@ fn a_mutable_tag_is_refused_and_a_missing_image_is_reported_with_the_fix() {
             .contains("image `localhost/never-built:dev` is a mutable tag"),
         "{all}"
     );
+    let (code, v, all) = run(&dir, &["system", "doctor", "--json"]);
+    assert_eq!(code, 1, "{all}");
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "container.absent")
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(check["status"], "fail", "{all}");
+    assert!(
+        check.to_string().contains("ductile plugin build absent"),
+        "{all}"
+    );
     // Running the missing image fails as a spawn failure naming the engine.
     let (code, _, all) = run(&dir, &["run", "absent"]);
     assert_eq!(code, 1, "{all}");
@@ -373,4 +386,32 @@ fn a_container_plugin_runs_in_a_pipeline_next_to_a_local_plugin() {
     assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{all}");
     drop(daemon);
     assert!(containers_of_jobs(&dir).is_empty());
+}
+
+#[test]
+fn shutdown_removes_a_running_container() {
+    let dir = TestDir::new("ctr-stop");
+    let image = Image::build(&dir);
+    let out = dir.path.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // The program ignores SIGTERM, so only removing the container ends it.
+    plugin(
+        &dir,
+        "stubborn",
+        &image.id,
+        "cat >/dev/null; trap '' TERM; touch /out/started; while :; do sleep 1; done",
+        &format!("  mounts: ['{}:/out:rw']\n", out.display()),
+    );
+    dir.config("service:\n  shutdown_timeout: 1s\nplugins:\n  stubborn:\n    enabled: true\n");
+    let ids = dir.enqueue("stubborn", 1);
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    dir.wait_until(LONG, "the job started", || out.join("started").exists());
+    wait_until(LONG, "its container runs", || {
+        containers_of_jobs(&dir) == [format!("ductile-{}", ids[0])]
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(containers_of_jobs(&dir).is_empty());
+    // The job stays running for the next start's recovery.
+    assert_eq!(job_field(&dir, "status").as_deref(), Some("running"));
 }
