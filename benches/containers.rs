@@ -28,7 +28,7 @@ const LOCKED_DOWN: &[&str] = &[
     "--log-driver=none",
 ];
 
-pub fn run(bench: &Bench, exe: &Path, noop: &Path) {
+pub(super) fn run(bench: &Bench, exe: &Path, noop: &Path) {
     if Command::new("podman").arg("--version").output().is_err() {
         println!("(skipped containers: podman not found)");
         return;
