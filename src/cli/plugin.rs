@@ -136,7 +136,7 @@ fn container_json(rt: &Runtime, name: &str, c: &ContainerSpec) -> serde_json::Va
     };
     json!({
         "image": c.image,
-        "envelope": "protocol-v2",
+        "envelope": c.envelope.as_str(),
         "network": c.network.as_str(),
         "engine": engine,
         "image_id": id,

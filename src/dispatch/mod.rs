@@ -198,12 +198,13 @@ pub fn execute_then_claim(
     crate::fault::hit(crate::fault::Point::BeforeSpawn);
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
     let outcome = match &plugin.manifest.container {
-        Some(spec) => container::run(
-            spec,
-            &inv,
-            rt.config.service.container_engine.as_deref(),
-            cancel,
-        ),
+        Some(spec) => {
+            let host = container::Host {
+                engine: rt.config.service.container_engine.as_deref(),
+                state_dir: crate::disk::ledger_dir(&rt.config.state.path),
+            };
+            container::run(spec, &inv, &host, cancel)
+        }
         None => spawn::run(&inv, cancel),
     };
     let post_start = Instant::now();

@@ -165,12 +165,13 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
         response: protocol::ResponseLimits::default(),
     };
     let outcome = match &p.manifest.container {
-        Some(spec) => crate::plugin::container::run(
-            spec,
-            &inv,
-            rt.config.service.container_engine.as_deref(),
-            &CancelToken::new(),
-        ),
+        Some(spec) => {
+            let host = crate::plugin::container::Host {
+                engine: rt.config.service.container_engine.as_deref(),
+                state_dir: disk::ledger_dir(&rt.config.state.path),
+            };
+            crate::plugin::container::run(spec, &inv, &host, &CancelToken::new())
+        }
         None => spawn::run(&inv, &CancelToken::new()),
     };
     let took = outcome.duration.as_millis();

@@ -415,3 +415,99 @@ fn shutdown_removes_a_running_container() {
     // The job stays running for the next start's recovery.
     assert_eq!(job_field(&dir, "status").as_deref(), Some("running"));
 }
+
+/// A processor speaking the processor-v1 envelope: writes `a.txt` under its
+/// write prefix and declares it; `lie` declares the wrong size, `fail`
+/// answers the error envelope.
+const PROCESSOR: &str = r#"req=$(cat)
+id=$(echo "$req" | sed -n 's/.*"execution_id":"\([^"]*\)".*/\1/p')
+prefix=$(echo "$req" | sed -n 's/.*"write_prefix":"\([^"]*\)".*/\1/p')
+case "$req" in *'"fail":true'*)
+  printf '{"status":"error","execution_id":"%s","error":{"code":"ERR_INPUTS","message":"no image given"},"meta":{}}' "$id"; exit 1;;
+esac
+printf 'hello' > "${prefix}a.txt"
+size=5; case "$req" in *'"lie":true'*) size=6;; esac
+sum=$(sha256sum "${prefix}a.txt" | cut -d' ' -f1)
+printf '{"status":"success","execution_id":"%s","outputs":[{"path":"%sa.txt","cid":"sha256:%s","size_bytes":%s,"mime":"text/plain"}],"index_path":null,"meta":{"image_digest":"sha256:feed","env_fingerprint":"fp1","duration_ms":3}}' "$id" "$prefix" "$sum" "$size""#;
+
+#[test]
+fn a_processor_v1_image_runs_unchanged_with_its_artifacts_checked() {
+    let dir = TestDir::new("ctr-proc");
+    let image = Image::build(&dir);
+    plugin(
+        &dir,
+        "proc",
+        &image.id,
+        PROCESSOR,
+        "  envelope: processor-v1\n",
+    );
+    dir.config(
+        "plugins:\n  proc:\n    enabled: true\n    max_attempts: 1\n    config:\n      mode: mock\n      model: tiny\n  proc_real:\n    uses: proc\n    enabled: true\n    max_attempts: 1\n    config:\n      mode: real\n",
+    );
+    let (code, _, all) = run(&dir, &["run", "proc", "handle", "--payload", "{}"]);
+    assert_eq!(code, 0, "{all}");
+    let job = job_field(&dir, "id").unwrap();
+    let text = dir
+        .text("SELECT result FROM job_log ORDER BY completed_at DESC LIMIT 1")
+        .unwrap();
+    let result = &serde_json::from_str::<Value>(&text).unwrap()["result"];
+    let host = dir
+        .path
+        .join(format!("state/artifacts/{job}/outputs/{job}/a.txt"));
+    assert_eq!(
+        result["outputs"][0]["path"],
+        host.display().to_string(),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&host).unwrap(), "hello");
+    assert_eq!(result["outputs"][0]["size_bytes"], 5);
+    assert_eq!(result["receipt"]["mode"], "mock");
+    assert_eq!(result["receipt"]["image_digest"], "sha256:feed");
+    assert!(
+        result["receipt"]["inputs_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{text}"
+    );
+
+    let (code, _, all) = run(
+        &dir,
+        &["run", "proc", "handle", "--payload", r#"{"lie":true}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    let error = job_field(&dir, "last_error").unwrap();
+    assert!(
+        error.starts_with("ERR_OUTPUT_WRITE: ")
+            && error.contains("is 5 bytes, the envelope says 6"),
+        "{error}"
+    );
+
+    let (code, _, all) = run(
+        &dir,
+        &["run", "proc", "handle", "--payload", r#"{"fail":true}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    assert_eq!(
+        job_field(&dir, "last_error").as_deref(),
+        Some("ERR_INPUTS: no image given")
+    );
+    assert!(containers_of_jobs(&dir).is_empty());
+
+    // Under CI=true, mode real is refused before any container starts.
+    let out = dir
+        .command(&["run", "proc_real", "handle", "--payload", "{}"])
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("ERR_CI_SAFETY: mode real is refused"), "{all}");
+    assert_eq!(job_field(&dir, "status").as_deref(), Some("failed"));
+    let real = job_field(&dir, "id").unwrap();
+    assert!(!dir.path.join(format!("state/artifacts/{real}")).exists());
+}

@@ -11,9 +11,11 @@
 //! exit 78 and the status precedence are exactly those of a local plugin.
 
 pub mod engine;
+pub mod processor;
 pub mod spec;
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
@@ -46,7 +48,8 @@ pub fn container_name(job_id: &str) -> String {
 }
 
 /// The engine argv (after the engine executable) that runs one job's container.
-pub fn run_args(spec: &ContainerSpec, job_id: &str) -> Vec<OsString> {
+/// `extra` are mounts the core adds (a processor's artifacts directory).
+pub fn run_args(spec: &ContainerSpec, job_id: &str, extra: &[spec::Mount]) -> Vec<OsString> {
     let mut a: Vec<String> = vec![
         "run".into(),
         "--rm".into(),
@@ -81,7 +84,7 @@ pub fn run_args(spec: &ContainerSpec, job_id: &str) -> Vec<OsString> {
         a.push(format!("--workdir={w}"));
     }
     let mut out: Vec<OsString> = a.into_iter().map(OsString::from).collect();
-    for m in &spec.mounts {
+    for m in spec.mounts.iter().chain(extra) {
         let mut v = OsString::from("--volume=");
         v.push(&m.source);
         v.push(format!(
@@ -96,25 +99,63 @@ pub fn run_args(spec: &ContainerSpec, job_id: &str) -> Vec<OsString> {
     out
 }
 
+/// What a container run needs from the daemon besides the invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    /// `service.container_engine`.
+    pub engine: Option<&'a str>,
+    /// The directory of the ledger: per-job artifacts go under `artifacts/`.
+    pub state_dir: &'a Path,
+}
+
+impl Host<'_> {
+    /// Where per-job artifacts directories are created.
+    pub fn artifacts_root(&self) -> PathBuf {
+        self.state_dir.join("artifacts")
+    }
+}
+
 /// Runs one job of a container plugin: `inv` as for a local plugin, its
-/// entrypoint replaced by the engine. `service_engine` is
-/// `service.container_engine`.
+/// entrypoint replaced by the engine and, for a foreign envelope, its request
+/// and response translated.
 pub fn run(
     spec: &ContainerSpec,
     inv: &Invocation<'_>,
-    service_engine: Option<&str>,
+    host: &Host<'_>,
     cancel: &CancelToken,
 ) -> Outcome {
-    let engine = match engine::resolve(spec.engine.as_deref(), service_engine) {
+    let engine = match engine::resolve(spec.engine.as_deref(), host.engine) {
         Ok(e) => e,
         Err(msg) => return not_run(OutcomeKind::SpawnFailed(msg)),
     };
-    let args = run_args(spec, inv.job_id);
+    let prepared = match spec.envelope {
+        Envelope::ProtocolV2 => None,
+        Envelope::ProcessorV1 => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            match processor::prepare(inv.request, inv.job_id, &host.artifacts_root(), ci) {
+                Ok(p) => Some(p),
+                // Refused before any container starts; retrying cannot help.
+                Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
+            }
+        }
+    };
+    let extra: Vec<spec::Mount> = prepared
+        .iter()
+        .map(|p| spec::Mount {
+            source: p.artifacts.clone(),
+            target: processor::MOUNT.to_string(),
+            read_only: false,
+        })
+        .collect();
+    let args = run_args(spec, inv.job_id, &extra);
     let env = engine::passthrough(inv.env_passthrough);
     let inner = Invocation {
         entrypoint: &engine.path,
         args: &args,
         env_passthrough: &env,
+        request: prepared
+            .as_ref()
+            .map_or(inv.request, |p| p.request.as_slice()),
         ..*inv
     };
     let mut outcome = spawn::run(&inner, cancel);
@@ -137,6 +178,23 @@ pub fn run(
             spec.image,
             outcome.exit_code.unwrap_or_default()
         ));
+    } else if let Some(p) = &prepared {
+        // The foreign answer is not protocol v2: the runner called it a
+        // protocol error (or, by coincidence, decoded it); read it as its own.
+        if matches!(
+            outcome.kind,
+            OutcomeKind::ProtocolError(_) | OutcomeKind::Succeeded(_) | OutcomeKind::Failed(_)
+        ) {
+            outcome.kind = processor::translate(
+                &outcome.stdout,
+                p,
+                &spec.image,
+                outcome.duration.as_millis(),
+            );
+            if let Some(bytes) = processor::v2_bytes(&outcome.kind) {
+                outcome.stdout = bytes;
+            }
+        }
     }
     if !ended_by_itself || engine_failed {
         // The CLI process is gone, but the container it asked for may not be:
@@ -251,7 +309,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let argv: Vec<String> = run_args(&spec, "j1")
+        let argv: Vec<String> = run_args(&spec, "j1", &[])
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();

@@ -63,6 +63,18 @@ pub enum Pinning {
 pub enum Envelope {
     /// Protocol v2 request on stdin, response on stdout, like a local plugin.
     ProtocolV2,
+    /// The "Docker-only processor" envelope, with `/artifacts` ([`super::processor`]).
+    ProcessorV1,
+}
+
+impl Envelope {
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Envelope::ProtocolV2 => "protocol-v2",
+            Envelope::ProcessorV1 => "processor-v1",
+        }
+    }
 }
 
 /// `network:` values.
@@ -112,7 +124,7 @@ const KEYS: &[&str] = &[
     "allow_mutable_tag",
     "args",
 ];
-const ENVELOPES_PLANNED: &[&str] = &["d6e-stf", "stage7", "processor-v1"];
+const ENVELOPES_PLANNED: &[&str] = &["d6e-stf", "stage7"];
 
 /// Validates a `container:` value.
 pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
@@ -147,10 +159,13 @@ pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
     }
     let envelope = match string(m, "envelope")?.as_deref() {
         None | Some("protocol-v2") => Envelope::ProtocolV2,
+        Some("processor-v1") => Envelope::ProcessorV1,
         Some(e) if ENVELOPES_PLANNED.contains(&e) => {
             return Err((
                 "envelope".into(),
-                format!("`{e}` is not supported by this ductile yet (supported: protocol-v2)"),
+                format!(
+                    "`{e}` is not supported by this ductile yet (supported: protocol-v2, processor-v1)"
+                ),
             ));
         }
         Some(e) => {
