@@ -267,6 +267,31 @@ fn file_digest(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((size, hex(&h.finalize())))
 }
 
+/// Removes the per-job artifacts directories under `root` last modified
+/// before `cutoff` (retention: their `job_log` rows, which name the files,
+/// go at the same age); returns how many went. Symlinks and files are left.
+pub fn prune_artifacts(root: &Path, cutoff: chrono::DateTime<chrono::Utc>) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .is_ok_and(|m| chrono::DateTime::<chrono::Utc>::from(m) < cutoff);
+        if meta.is_dir() && old {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => removed += 1,
+                Err(err) => log::warn!("cannot prune artifacts {}: {err}", e.path().display()),
+            }
+        }
+    }
+    removed
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -292,6 +317,19 @@ fn response(result: Option<Value>, error: Option<String>, retry: bool) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_prunes_old_artifacts_directories() {
+        let root = std::env::temp_dir().join(format!("ductile-prune-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("job1/outputs")).unwrap();
+        let past = chrono::Utc::now() - chrono::Duration::hours(1);
+        assert_eq!(prune_artifacts(&root, past), 0);
+        assert!(root.join("job1").is_dir());
+        let future = chrono::Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(prune_artifacts(&root, future), 1);
+        assert!(!root.join("job1").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn paths_stay_under_the_mount() {
