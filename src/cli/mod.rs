@@ -118,18 +118,18 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
-        path: &["plugin", "build"],
-        args: "<plugin>",
-        about: "build a container plugin's image from its Dockerfile and print the ID to pin",
-        flags: &[],
-        positionals: (1, 1),
-    },
-    Verb {
         path: &["plugin", "run"],
         args: "<plugin> [command]",
         about: "same as `ductile run`",
         flags: &["payload", "payload-file"],
         positionals: (1, 2),
+    },
+    Verb {
+        path: &["plugin", "build"],
+        args: "<plugin>",
+        about: "build a container plugin's image from its Dockerfile and print the ID to pin",
+        flags: &[],
+        positionals: (1, 1),
     },
     Verb {
         path: &["pipeline", "list"],

@@ -285,6 +285,8 @@ pub struct PluginConf {
     pub schedules: Vec<ScheduleConf>,
     /// The plugin's own config object, interpolated; sent as `config` in requests.
     pub config: serde_json::Value,
+    /// `container:`: run this instance as that image, whatever its manifest says.
+    pub container: Option<crate::plugin::container::ContainerSpec>,
 }
 
 impl PluginConf {
@@ -302,6 +304,7 @@ impl PluginConf {
             notify_on_complete: false,
             schedules: Vec::new(),
             config: serde_json::Value::Object(serde_json::Map::new()),
+            container: None,
         }
     }
 }

@@ -140,7 +140,14 @@ impl Registry {
                             base: f.manifest.name.clone(),
                             dir: f.dir.clone(),
                             entrypoint: f.entrypoint.clone(),
-                            manifest: Arc::clone(&manifests[index]),
+                            // An instance's own `container:` replaces its manifest's.
+                            manifest: match &conf.container {
+                                Some(c) => Arc::new(Manifest {
+                                    container: Some(c.clone()),
+                                    ..(*manifests[index]).clone()
+                                }),
+                                None => Arc::clone(&manifests[index]),
+                            },
                             conf: conf.clone(),
                         }),
                     );

@@ -511,3 +511,33 @@ fn a_processor_v1_image_runs_unchanged_with_its_artifacts_checked() {
     let real = job_field(&dir, "id").unwrap();
     assert!(!dir.path.join(format!("state/artifacts/{real}")).exists());
 }
+
+#[test]
+fn a_plugin_config_may_run_a_local_plugin_as_an_image() {
+    let dir = TestDir::new("ctr-conf");
+    let image = Image::build(&dir);
+    dir.fixture("ok_basic");
+    let script = serde_json::to_string(
+        r#"cat >/dev/null; printf '{"status":"ok","result":"inside %s"}' "$(ls /sys/class/net | tr -d '\n')""#,
+    )
+    .unwrap();
+    dir.config(&format!(
+        "plugins:\n  ok_basic:\n    enabled: true\n    container:\n      image: {}\n      args: [sh, -c, {script}]\n",
+        image.id
+    ));
+    let (code, _, all) = run(&dir, &["run", "ok_basic"]);
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(last_result(&dir).as_deref(), Some("inside lo"), "{all}");
+    assert!(containers_of_jobs(&dir).is_empty());
+
+    dir.config(&format!(
+        "plugins:\n  ok_basic:\n    enabled: true\n    container:\n      image: {}\n      network: host\n",
+        image.id
+    ));
+    let (code, _, all) = run(&dir, &["config", "check"]);
+    assert_eq!(code, 78, "{all}");
+    assert!(
+        all.contains("plugins.ok_basic.container.network: must be none or bridge, got `host`"),
+        "{all}"
+    );
+}

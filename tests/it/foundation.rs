@@ -570,7 +570,7 @@ fn a_noun_without_a_verb_names_its_verbs() {
     let run = dir.run(&["plugin"]).code(2);
     assert_eq!(
         run.stderr,
-        "error: `ductile plugin` needs a verb: list, run\n"
+        "error: `ductile plugin` needs a verb: list, run, build\n"
     );
 }
 
