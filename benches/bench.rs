@@ -16,6 +16,7 @@
     clippy::print_stderr
 )]
 
+mod containers;
 mod http;
 mod pipelines;
 
@@ -202,6 +203,9 @@ fn main() {
     }
     if want("pipelines") {
         pipelines::run(&bench, &noop_dir.join("noop"), &exe);
+    }
+    if want("containers") {
+        containers::run(&bench, &exe, &noop_dir.join("noop"));
     }
 }
 

@@ -146,6 +146,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["plugin", "build"],
+        args: "<plugin>",
+        about: "build a container plugin's image from its Dockerfile and print the ID to pin",
+        flags: &[],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["pipeline", "list"],
         args: "",
         about: "every pipeline (trigger, source plugin, mode, timeout, depth cap, hops, file) and plain route",
@@ -774,6 +781,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["plugin", "new"] => plugin::new::new(&args, &positionals[0]),
         ["plugin", "check"] => plugin::check::check(&args, &positionals[0]),
         ["config", "schema"] => config::schema::schema(&args),
+        ["plugin", "build"] => plugin::build(&args, &positionals[0]),
         ["pipeline", "list"] => pipeline::list(&args),
         ["pipeline", "show"] => pipeline::show(&args, &positionals[0]),
         ["pipeline", "visualize"] => pipeline::visualize(&args, &positionals[0]),

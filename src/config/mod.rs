@@ -107,6 +107,9 @@ pub struct Service {
     pub shutdown_timeout: Duration,
     /// The most events one plugin response may carry (default 1000, 1..=100000).
     pub max_response_events: usize,
+    /// Container engine forced for container plugins (`podman` or `docker`;
+    /// default: auto-detected on `PATH`, podman first).
+    pub container_engine: Option<String>,
 }
 
 /// `state:` settings.
@@ -288,6 +291,8 @@ pub struct PluginConf {
     pub schedules: Vec<ScheduleConf>,
     /// The plugin's own config object, interpolated; sent as `config` in requests.
     pub config: serde_json::Value,
+    /// `container:`: run this instance as that image, whatever its manifest says.
+    pub container: Option<crate::plugin::container::ContainerSpec>,
 }
 
 impl PluginConf {
@@ -305,6 +310,7 @@ impl PluginConf {
             notify_on_complete: false,
             schedules: Vec::new(),
             config: serde_json::Value::Object(serde_json::Map::new()),
+            container: None,
         }
     }
 }

@@ -63,7 +63,11 @@ const SERVICE_KEYS: &[&str] = &[
     "max_response_events",
     "tcc_paths",
     "preferred_window",
+    "container_engine",
 ];
+
+/// `service.container_engine` values.
+const ENGINES: &[&str] = &["podman", "docker"];
 
 const STATE_KEYS: &[&str] = &["path", "synchronous", "min_free_bytes"];
 
@@ -229,6 +233,7 @@ fn build_service(ctx: &mut Ctx, value: Option<&Value>) -> Result<Service, Config
         plugin_env_passthrough: Vec::new(),
         shutdown_timeout: Duration::from_secs(30),
         max_response_events: 1000,
+        container_engine: None,
     };
     let Some(value) = value else {
         return Ok(service);
@@ -272,6 +277,9 @@ fn build_service(ctx: &mut Ctx, value: Option<&Value>) -> Result<Service, Config
                 service.shutdown_timeout = read_span(ctx, value, &path, limits::SHUTDOWN_TIMEOUT)?;
             }
             "preferred_window" => ctx.note_inactive(&path),
+            "container_engine" => {
+                service.container_engine = Some(read_choice(ctx, value, &path, ENGINES)?);
+            }
             // `tcc_paths` is a macOS permission prewarm, a no-op elsewhere.
             _ => {}
         }

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, random_below};
 use crate::plugin::Plugin;
+use crate::plugin::container;
 use crate::plugin::protocol::{self, Request, Response};
 use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
 use crate::runtime::Runtime;
@@ -74,6 +75,8 @@ pub fn recover(conn: &mut Connection, clock: &dyn Clock) -> Result<Vec<Recovered
             orphans.len()
         );
     }
+    // Their containers too: an engine keeps a container whose client died.
+    container::remove_leftovers(&orphans);
     let recovered = queue::recover_orphans(conn, clock.now())?;
     for r in &recovered {
         match r.status {
@@ -177,6 +180,7 @@ pub fn execute_then_claim(
     let inv = Invocation {
         job_id: &job.id,
         entrypoint: &plugin.entrypoint,
+        args: &[],
         env_passthrough: &rt.config.service.plugin_env_passthrough,
         request: &request_bytes,
         limits: Limits {
@@ -193,7 +197,16 @@ pub fn execute_then_claim(
     let runtime_pre = pre_start.elapsed();
     crate::fault::hit(crate::fault::Point::BeforeSpawn);
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
-    let outcome = spawn::run(&inv, cancel);
+    let outcome = match &plugin.manifest.container {
+        Some(spec) => {
+            let host = container::Host {
+                engine: rt.config.service.container_engine.as_deref(),
+                state_dir: crate::disk::ledger_dir(&rt.config.state.path),
+            };
+            container::run(spec, &inv, &host, cancel)
+        }
+        None => spawn::run(&inv, cancel),
+    };
     let post_start = Instant::now();
     if let OutcomeKind::Cancelled(reason) = &outcome.kind {
         if reason == SHUTDOWN_REASON {

@@ -46,6 +46,7 @@ impl Ledger<'_> {
 /// Runs every doctor check against the config in force and the ledger.
 pub fn doctor(rt: &Runtime, ledger: Ledger<'_>, now: DateTime<Utc>) -> Report {
     let mut checks = health_checks(rt, now);
+    checks.extend(container_checks(rt));
     checks.push(disk_check(rt));
     checks.push(wal_check(rt));
     match ledger {
@@ -109,6 +110,23 @@ fn health_checks(rt: &Runtime, now: DateTime<Utc>) -> Vec<Check> {
     })
 }
 
+/// One `container.<name>` per container plugin: its engine installed and its
+/// image present locally (images are never pulled).
+fn container_checks(rt: &Runtime) -> Vec<Check> {
+    let engine = rt.config.service.container_engine.as_deref();
+    rt.registry
+        .plugins()
+        .filter_map(|p| p.manifest.container.as_ref().map(|c| (p, c)))
+        .map(|(p, c)| {
+            let name = format!("container.{}", p.name);
+            match crate::plugin::container::readiness(&p.name, c, engine) {
+                Ok((e, id)) => Check::ok(name, format!("image {id} present in {}", e.name)),
+                Err(nr) => Check::fail(name, nr.problem, nr.fix),
+            }
+        })
+        .collect()
+}
+
 /// Runs `health` of one plugin and judges the answer.
 fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
     let timeout = p.conf.timeouts.for_command("health");
@@ -136,6 +154,7 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
     let inv = Invocation {
         job_id: &job_id,
         entrypoint: &p.entrypoint,
+        args: &[],
         env_passthrough: &rt.config.service.plugin_env_passthrough,
         request: &bytes,
         limits: Limits {
@@ -145,7 +164,16 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
         },
         response: protocol::ResponseLimits::default(),
     };
-    let outcome = spawn::run(&inv, &CancelToken::new());
+    let outcome = match &p.manifest.container {
+        Some(spec) => {
+            let host = crate::plugin::container::Host {
+                engine: rt.config.service.container_engine.as_deref(),
+                state_dir: disk::ledger_dir(&rt.config.state.path),
+            };
+            crate::plugin::container::run(spec, &inv, &host, &CancelToken::new())
+        }
+        None => spawn::run(&inv, &CancelToken::new()),
+    };
     let took = outcome.duration.as_millis();
     match &outcome.kind {
         OutcomeKind::Succeeded(_) => Check::ok(name, format!("health ok in {took} ms")),

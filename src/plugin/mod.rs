@@ -14,6 +14,7 @@
 //! lists findings about things that were not refused.
 
 pub mod check;
+pub mod container;
 pub mod discovery;
 pub mod manifest;
 pub mod protocol;
@@ -140,7 +141,14 @@ impl Registry {
                             base: f.manifest.name.clone(),
                             dir: f.dir.clone(),
                             entrypoint: f.entrypoint.clone(),
-                            manifest: Arc::clone(&manifests[index]),
+                            // An instance's own `container:` replaces its manifest's.
+                            manifest: match &conf.container {
+                                Some(c) => Arc::new(Manifest {
+                                    container: Some(c.clone()),
+                                    ..(*manifests[index]).clone()
+                                }),
+                                None => Arc::clone(&manifests[index]),
+                            },
                             conf: conf.clone(),
                         }),
                     );
@@ -315,6 +323,7 @@ mod tests {
                 plugin_env_passthrough: Vec::new(),
                 shutdown_timeout: Duration::from_secs(30),
                 max_response_events: 1000,
+                container_engine: None,
             },
             plugin_roots: roots,
             state: State {

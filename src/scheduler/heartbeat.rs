@@ -344,6 +344,11 @@ impl Heartbeat {
                     pruned.history
                 );
             }
+            let artifacts = crate::disk::ledger_dir(&rt.config.state.path).join("artifacts");
+            let gone = crate::plugin::container::processor::prune_artifacts(&artifacts, log_cutoff);
+            if gone > 0 {
+                log::info!("retention pruned {gone} job artifacts director(ies)");
+            }
         }
         Ok(report)
     }

@@ -803,8 +803,11 @@ fn system_watch_in_a_terminal_opens_a_jobs_logs_and_quits_restoring_the_terminal
     tmux.wait_for("RECENT JOBS");
     tmux.keys(&["q"]);
     let after = d.join("after");
+    // The shell creates `after` before stty writes it: wait for the line.
     api.dir
-        .wait_until(LONG, "watch quit and the shell went on", || after.exists());
+        .wait_until(LONG, "watch quit and the shell went on", || {
+            std::fs::read_to_string(&after).is_ok_and(|t| t.ends_with('\n'))
+        });
     assert_eq!(std::fs::read_to_string(d.join("code")).unwrap().trim(), "0");
     assert_eq!(
         std::fs::read_to_string(d.join("before")).unwrap(),

@@ -580,7 +580,7 @@ fn a_noun_without_a_verb_names_its_verbs() {
     let run = dir.run(&["plugin"]).code(2);
     assert_eq!(
         run.stderr,
-        "error: `ductile plugin` needs a verb: list, run, new, check\n"
+        "error: `ductile plugin` needs a verb: list, run, new, check, build\n"
     );
 }
 

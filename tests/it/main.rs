@@ -13,6 +13,7 @@
 mod backup;
 mod cfgedit;
 mod config;
+mod containers;
 mod contract;
 mod daemon;
 mod dashboard;

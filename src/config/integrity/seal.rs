@@ -48,7 +48,8 @@ pub(super) struct Fingerprint {
     pub(super) resolved_dir: String,
     /// `blake3:<hex>` of `manifest.yaml`.
     pub(super) manifest: String,
-    /// `blake3:<hex>` of the entrypoint's bytes.
+    /// `blake3:<hex>` of the entrypoint's bytes; for a container plugin,
+    /// `image:<local image ID>` (see `plugin::container::fingerprint`).
     pub(super) entrypoint: String,
 }
 
@@ -166,7 +167,13 @@ pub(super) fn current(config: &Config) -> Result<Current, IntegrityError> {
             continue;
         }
         let manifest = hash(&read_bytes(&found.dir.join(discovery::MANIFEST_FILE))?);
-        let entrypoint = hash(&read_bytes(&found.entrypoint)?);
+        // A container plugin's code is its image: pin the ID it resolves to.
+        let entrypoint = match &found.manifest.container {
+            Some(c) => {
+                crate::plugin::container::fingerprint(c, config.service.container_engine.as_deref())
+            }
+            None => hash(&read_bytes(&found.entrypoint)?),
+        };
         let resolved = fs::canonicalize(&found.dir).unwrap_or_else(|_| found.dir.clone());
         state.plugins.insert(
             name,

@@ -299,7 +299,15 @@ fn drift(pinned: &Fingerprint, current: &Fingerprint) -> Vec<String> {
         out.push("manifest.yaml changed since the last `config lock`".to_string());
     }
     if pinned.entrypoint != current.entrypoint {
-        out.push("entrypoint changed since the last `config lock`".to_string());
+        match (
+            pinned.entrypoint.strip_prefix("image:"),
+            current.entrypoint.strip_prefix("image:"),
+        ) {
+            (Some(was), Some(now)) => out.push(format!(
+                "container image changed since the last `config lock` (sealed {was}, now {now})"
+            )),
+            _ => out.push("entrypoint changed since the last `config lock`".to_string()),
+        }
     }
     let moved = !pinned.resolved_dir.is_empty()
         && pinned.resolved_dir != current.resolved_dir

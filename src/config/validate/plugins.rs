@@ -27,6 +27,7 @@ pub(crate) const PLUGIN_KEYS: &[&str] = &[
     "notify_on_complete",
     "schedules",
     "config",
+    "container",
 ];
 
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff_base"];
@@ -166,6 +167,17 @@ fn build_plugin(
                 conf.notify_on_complete = read_flag(ctx, value, &path)?;
             }
             "schedules" => conf.schedules = build_schedules(ctx, value, &path)?,
+            "container" => {
+                let spec = crate::plugin::container::spec::parse(value).map_err(|(f, m)| {
+                    let at = if f.is_empty() {
+                        path.clone()
+                    } else {
+                        format!("{path}.{f}")
+                    };
+                    ctx.error(&at, m)
+                })?;
+                conf.container = Some(spec);
+            }
             _ => {
                 expect_mapping(ctx, value, &path)?;
                 conf.config = to_json(ctx, value, &path)?;

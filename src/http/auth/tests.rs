@@ -62,6 +62,7 @@ fn test_service() -> crate::config::Service {
         plugin_env_passthrough: Vec::new(),
         shutdown_timeout: Duration::from_secs(30),
         max_response_events: 1000,
+        container_engine: None,
     }
 }
 

@@ -114,6 +114,7 @@ impl Runner<'_> {
         let inv = Invocation {
             job_id: &self.job_id,
             entrypoint: self.entrypoint,
+            args: &[],
             env_passthrough: &[],
             request: &bytes,
             limits: Limits {

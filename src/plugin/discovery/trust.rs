@@ -53,6 +53,16 @@ pub(super) fn trust(
         ));
     }
 
+    if let Some(c) = &manifest.container {
+        if c.pinning == crate::plugin::container::Pinning::MutableTag {
+            warnings.push(format!(
+                "plugin `{name}`: image `{}` is a mutable tag (allowed by allow_mutable_tag); what runs can change without the config changing",
+                c.image
+            ));
+        }
+        // The program is in the image; the directory is the build context.
+        return Ok(canon_dir);
+    }
     let rel = &manifest.entrypoint;
     let path = dir.join(rel);
     if let Err(e) = fs::symlink_metadata(&path) {

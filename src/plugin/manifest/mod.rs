@@ -3,7 +3,8 @@
 //! Owns: every rule of the manifest format (required fields, the protocol check,
 //! entrypoint shape, commands in both array and map form, `input_schema` and
 //! `output_schema` in their full and compact forms, `values`, `fact_outputs`,
-//! `config_keys`, `stopwatch.max_subs`). Unknown keys are tolerated so that
+//! `config_keys`, `stopwatch.max_subs`, and `container` through
+//! [`crate::plugin::container::spec`]). Unknown keys are tolerated so that
 //! fields a later ductile adds never break a load here.
 //! Must not: touch the file system beyond the text it is given; trust checks on the
 //! entrypoint file live in `discovery`.
@@ -47,6 +48,8 @@ pub struct Manifest {
     pub config_keys: ConfigKeys,
     /// Cap on stopwatch sub-spans kept per invocation (1..=256, default 32).
     pub stopwatch_max_subs: usize,
+    /// The image that runs this plugin instead of a local entrypoint, if any.
+    pub container: Option<crate::plugin::container::ContainerSpec>,
 }
 
 impl Manifest {

@@ -36,6 +36,7 @@ struct RawManifest {
     fact_outputs: Option<Value>,
     config_keys: Option<Value>,
     stopwatch: Option<Value>,
+    container: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -153,7 +154,24 @@ pub(super) fn check(file: &Path, top: Mapping) -> Result<Manifest, ManifestError
         }
         Some(v) => return Err(r.err("protocol", format!("must be an integer, got {}", show(&v)))),
     };
-    let entrypoint = r.required_string(m.entrypoint, "entrypoint")?;
+    let container = match &m.container {
+        None => None,
+        Some(v) => Some(
+            crate::plugin::container::spec::parse(v).map_err(|(field, msg)| {
+                let field = if field.is_empty() {
+                    "container".to_string()
+                } else {
+                    format!("container.{field}")
+                };
+                r.err(&field, msg)
+            })?,
+        ),
+    };
+    // A container plugin's program lives in its image: no entrypoint file.
+    let entrypoint = match (&container, m.entrypoint) {
+        (Some(_), None) => String::new(),
+        (_, v) => r.required_string(v, "entrypoint")?,
+    };
     let ep = Path::new(&entrypoint);
     if ep.is_absolute() {
         return Err(r.err(
@@ -186,6 +204,7 @@ pub(super) fn check(file: &Path, top: Mapping) -> Result<Manifest, ManifestError
         fact_outputs,
         config_keys,
         stopwatch_max_subs,
+        container,
     })
 }
 

@@ -98,6 +98,9 @@ pub struct Invocation<'a> {
     pub job_id: &'a str,
     /// Absolute path of the executable, run directly (no shell).
     pub entrypoint: &'a Path,
+    /// Arguments after the entrypoint (empty for a local plugin; the engine's
+    /// `run` argv for a container plugin).
+    pub args: &'a [OsString],
     /// Extra environment variable names passed through when set.
     pub env_passthrough: &'a [String],
     /// The serialized request, written to stdin.
@@ -366,7 +369,8 @@ fn run_watching(
     io.write_stdin();
 
     let mut cmd = Command::new(inv.entrypoint);
-    cmd.env_clear()
+    cmd.args(inv.args)
+        .env_clear()
         .envs(plugin_env(inv.env_passthrough))
         .env(JOB_ID_ENV, inv.job_id)
         .stdin(Stdio::from(stdin_read))

@@ -23,6 +23,7 @@ fn run_with(name: &str, limits: Limits, request: &[u8], passthrough: &[String]) 
     let inv = Invocation {
         job_id: "test-job",
         entrypoint: &path,
+        args: &[],
         env_passthrough: passthrough,
         request,
         limits,
@@ -381,6 +382,7 @@ fn stopwatch_subs_are_capped_by_max_subs() {
     let inv = Invocation {
         job_id: "test-job",
         entrypoint: &path,
+        args: &[],
         env_passthrough: &[],
         request: REQUEST,
         limits: Limits::default(),
@@ -447,6 +449,7 @@ fn spawn_failures_are_reported() {
     let inv = Invocation {
         job_id: "test-job",
         entrypoint: &missing,
+        args: &[],
         env_passthrough: &[],
         request: REQUEST,
         limits: Limits::default(),
@@ -481,6 +484,7 @@ fn cancelled_before_start_returns_at_once() {
     let inv = Invocation {
         job_id: "test-job",
         entrypoint: &path,
+        args: &[],
         env_passthrough: &[],
         request: REQUEST,
         limits: Limits::default(),
@@ -511,6 +515,7 @@ fn cancel_while_running(name: &str, limits: Limits) -> (Outcome, Duration) {
     let inv = Invocation {
         job_id: "test-job",
         entrypoint: &path,
+        args: &[],
         env_passthrough: &[],
         request: REQUEST,
         limits,
@@ -753,6 +758,7 @@ fn run_echo(command: &str, config: Value, state: Value, event: Option<Value>) ->
     let inv = Invocation {
         job_id: "test-job",
         entrypoint: &path,
+        args: &[],
         env_passthrough: &[],
         request: &bytes,
         limits: Limits::default(),
@@ -821,6 +827,7 @@ fn waitid_fallback_behaves_the_same() {
         let inv = Invocation {
             job_id: "test-job",
             entrypoint: &path,
+            args: &[],
             env_passthrough: &[],
             request: REQUEST,
             limits,
