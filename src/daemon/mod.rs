@@ -266,7 +266,8 @@ pub fn run_with_clock(
         pid = std::process::id(),
         workers = rt.config.service.max_workers,
         plugins = rt.registry.plugins().count(),
-        db = shown.as_str();
+        db = shown.as_str(),
+        replication = rt.config.state.replication.as_str();
         "ductile running"
     );
     started(&Started {
