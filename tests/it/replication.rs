@@ -463,3 +463,90 @@ fn a_restore_onto_a_second_config_dir_runs_as_the_new_primary_and_replicates_on(
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), 0);
 }
+
+/// The daemon's `-wal` after it stopped, in bytes (`None`: deleted).
+fn wal_after_stop(replication: &str) -> (TestDir, Option<u64>) {
+    let dir = TestDir::new("repl-wal");
+    dir.echo();
+    dir.config(&format!(
+        "  replication: {replication}\nplugins:\n  echo: {{}}\n"
+    ));
+    dir.enqueue("echo", 20);
+    let daemon = dir.start();
+    dir.wait_until(LONG, "the jobs ran", || {
+        dir.count("SELECT COUNT(*) FROM job_queue WHERE status = 'succeeded'") == 20
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    let wal = PathBuf::from(format!("{}-wal", dir.db_path().display()));
+    let len = std::fs::metadata(&wal).ok().map(|m| m.len());
+    (dir, len)
+}
+
+#[test]
+fn in_litestream_mode_the_wal_outlives_the_daemon_and_doctor_warns_when_it_grows() {
+    // ductile on its own folds and deletes the log when it stops ...
+    let (_plain, len) = wal_after_stop("off");
+    assert_eq!(
+        len, None,
+        "without replication the last close removes the WAL"
+    );
+    // ... but Litestream may not have copied it yet, so in this mode it stays.
+    let (dir, len) = wal_after_stop("litestream");
+    assert!(len.unwrap_or(0) > 32, "the WAL kept its frames: {len:?}");
+    let v = dir.run(&["system", "doctor", "--json"]).json();
+    let wal = |v: &serde_json::Value| -> serde_json::Value {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "wal_size")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(wal(&v)["status"], "ok", "{v:#}");
+    assert!(
+        wal(&v)["detail"].as_str().unwrap().contains("Litestream"),
+        "{v:#}"
+    );
+    // A log past the threshold: Litestream is not checkpointing. The tail is
+    // zeros, which SQLite reads as the end of the log.
+    let path = PathBuf::from(format!("{}-wal", dir.db_path().display()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(300 * 1024 * 1024)
+        .unwrap();
+    let v = dir.run(&["system", "doctor", "--json"]).json();
+    let check = wal(&v);
+    assert_eq!(check["status"], "warn", "{v:#}");
+    let remedy = check["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("litestream replicate") && remedy.contains("litestream ltx"),
+        "{remedy}"
+    );
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("state.replication is litestream"),
+        "{check}"
+    );
+}
+
+#[test]
+fn state_replication_accepts_off_and_litestream_only() {
+    let dir = TestDir::new("repl-config");
+    dir.echo();
+    dir.config("  replication: drbd\nplugins:\n  echo: {}\n");
+    let r = dir.run(&["config", "check"]).code(78);
+    assert!(
+        r.stderr
+            .contains("state.replication: invalid replication `drbd`: expected off or litestream"),
+        "{}",
+        r.stderr
+    );
+    dir.config("  replication: litestream\nplugins:\n  echo: {}\n");
+    dir.run(&["config", "check"]).code(0);
+}
