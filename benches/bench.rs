@@ -18,6 +18,7 @@
 
 mod http;
 mod pipelines;
+mod replication;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -199,6 +200,9 @@ fn main() {
     }
     if want("http") {
         http::run(&bench, &exe);
+    }
+    if want("replication") {
+        replication::run(&bench, &exe);
     }
     if want("pipelines") {
         pipelines::run(&bench, &noop_dir.join("noop"), &exe);
