@@ -204,6 +204,9 @@ fn main() {
     if want("replication") {
         replication::run(&bench, &exe);
     }
+    if want("growth") {
+        replication::growth(&bench);
+    }
     if want("pipelines") {
         pipelines::run(&bench, &noop_dir.join("noop"), &exe);
     }

@@ -260,3 +260,88 @@ fn lag(bench: &Bench, exe: &Path, ls: &Path) {
         ),
     );
 }
+
+/// Jobs the growth run records.
+const GROWTH_JOBS: usize = 100_000;
+
+/// Ledger, WAL and replica sizes after [`GROWTH_JOBS`] jobs recorded
+/// in-process (enqueue, claim, completion: the daemon's transactions without
+/// the plugin) while Litestream replicates, and again after retention pruned
+/// them all.
+pub(crate) fn growth(bench: &Bench) {
+    use ductile::store::completion::{self, AttemptRecord, Completion, Decision};
+    use ductile::store::queue::{self, NewJob, SubmittedBy};
+    let Some(ls) = litestream_bin() else {
+        println!("(skipped growth: no litestream; run ./.ci/run to install it)");
+        return;
+    };
+    let root = setup(bench, "repl-growth", "litestream");
+    let dir = bench.dir.join("repl-growth");
+    let replica = dir.join("replica");
+    let db = dir.join("db/ductile.db");
+    let wal = dir.join("db/ductile.db-wal");
+    let _ls = replicate(&ls, &root, &replica);
+    let mut conn = open_rw(&root);
+    let day = Duration::from_secs(86_400);
+    let mut wal_max = 0;
+    let t = Instant::now();
+    for i in 0..GROWTH_JOBS {
+        let now = chrono::Utc::now();
+        let job = NewJob::new("noop", "poll", serde_json::Value::Null, SubmittedBy::Cli, 1);
+        queue::enqueue(&mut conn, &job, day, now).unwrap();
+        let c = queue::claim_next(&mut conn, &|_| 1, now).unwrap().unwrap();
+        let done = Completion {
+            job: &c,
+            decision: Decision::Succeeded,
+            last_error: None,
+            record: AttemptRecord::default(),
+            state: None,
+            children: vec![],
+            stopwatch: None,
+            effects: vec![],
+        };
+        completion::complete(&mut conn, &done, day, now).unwrap();
+        if i % 1000 == 0 {
+            wal_max = wal_max.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // Litestream's next monitor pass and sync ship the tail.
+    std::thread::sleep(Duration::from_secs(2));
+    let mb = |n: u64| format!("{:.1} MB", n as f64 / 1e6);
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    row(
+        &format!("growth: {GROWTH_JOBS} jobs recorded in-process, replicating"),
+        format!("{:.0} jobs/s", GROWTH_JOBS as f64 / secs),
+        "",
+    );
+    row(
+        "growth: ledger / WAL high-water / replica",
+        format!(
+            "{} / {} / {}",
+            mb(size(&db)),
+            mb(wal_max),
+            mb(dir_size(&replica))
+        ),
+        "WAL bounded by Litestream",
+    );
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    loop {
+        let p = ductile::store::retention::prune(&conn, cutoff, cutoff, 20).unwrap();
+        wal_max = wal_max.max(size(&wal));
+        if p.job_log + p.job_queue + p.history + p.snapshots == 0 && p.pages_freed == 0 {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    row(
+        "growth: after retention pruned every job: ledger / WAL / replica",
+        format!(
+            "{} / {} / {}",
+            mb(size(&db)),
+            mb(wal_max),
+            mb(dir_size(&replica))
+        ),
+        "ledger shrinks; replica until compaction",
+    );
+}
