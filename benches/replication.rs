@@ -41,7 +41,7 @@ fn replicate(ls: &Path, root: &Path, replica: &Path) -> Replicating {
     std::fs::write(
         &yml,
         format!(
-            "dbs:\n  - path: {}\n    monitor-interval: 250ms\n    replica:\n      url: file://{}\n      sync-interval: 250ms\n",
+            "logging:\n  level: debug\n  stderr: true\ndbs:\n  - path: {}\n    monitor-interval: 250ms\n    replica:\n      url: file://{}\n      sync-interval: 250ms\n",
             dir.join("db/ductile.db").display(),
             replica.display()
         ),
@@ -52,7 +52,7 @@ fn replicate(ls: &Path, root: &Path, replica: &Path) -> Replicating {
             .args(["replicate", "-config"])
             .arg(&yml)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("litestream.log")).unwrap())
             .spawn()
             .unwrap(),
     )
@@ -285,7 +285,11 @@ pub(crate) fn growth(bench: &Bench) {
     let day = Duration::from_secs(86_400);
     let mut wal_max = 0;
     let t = Instant::now();
-    for i in 0..GROWTH_JOBS {
+    let jobs = std::env::var("DUCTILE_GROWTH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(GROWTH_JOBS);
+    for i in 0..jobs {
         let now = chrono::Utc::now();
         let job = NewJob::new("noop", "poll", serde_json::Value::Null, SubmittedBy::Cli, 1);
         queue::enqueue(&mut conn, &job, day, now).unwrap();
@@ -308,11 +312,14 @@ pub(crate) fn growth(bench: &Bench) {
     let secs = t.elapsed().as_secs_f64();
     // Litestream's next monitor pass and sync ship the tail.
     std::thread::sleep(Duration::from_secs(2));
+    if std::env::var_os("DUCTILE_GROWTH_KEEP").is_some() {
+        let _ = std::fs::copy(dir.join("litestream.log"), "/tmp/growth-litestream.log");
+    }
     let mb = |n: u64| format!("{:.1} MB", n as f64 / 1e6);
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     row(
-        &format!("growth: {GROWTH_JOBS} jobs recorded in-process, replicating"),
-        format!("{:.0} jobs/s", GROWTH_JOBS as f64 / secs),
+        &format!("growth: {jobs} jobs recorded in-process, replicating"),
+        format!("{:.0} jobs/s", jobs as f64 / secs),
         "",
     );
     row(

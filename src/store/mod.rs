@@ -253,6 +253,9 @@ fn open_with(path: &Path, sync: Synchronous, depth: Depth) -> Result<Connection,
     let kind = location::refuse_foreign(&conn, path)?;
     configure(&mut conn, sync, kind == schema::Kind::Empty)?;
     schema::ensure_kind(&mut conn, &shown, depth, kind)?;
+    if replication::litestream() {
+        replication::write_header(&conn, path)?;
+    }
     Ok(conn)
 }
 

@@ -57,6 +57,23 @@ pub(super) fn hand_over(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Copies a new ledger's schema from the WAL into the database file, once.
+///
+/// Litestream reads the page size from the file's header and refuses to track
+/// a database whose file is still empty ("db not ready: page size not
+/// initialized"); with nobody else checkpointing, a ledger created in this
+/// mode would stay in its WAL and never be replicated. While the file is
+/// empty Litestream tracks nothing, so this PASSIVE checkpoint cannot take a
+/// frame from it.
+pub(super) fn write_header(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if len > 0 {
+        return Ok(());
+    }
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .map_err(|e| StoreError::sqlite("write the new ledger's header for Litestream", e))
+}
+
 /// WAL size past which `system doctor` warns that Litestream seems not to be
 /// checkpointing. Its passive checkpoints rewind a healthy log every 1000
 /// pages or minute, and its TRUNCATE at 121359 pages (about 120 MiB of our

@@ -549,4 +549,14 @@ fn state_replication_accepts_off_and_litestream_only() {
     );
     dir.config("  replication: litestream\nplugins:\n  echo: {}\n");
     dir.run(&["config", "check"]).code(0);
+    // A ledger created in this mode has its header in the file, not only in
+    // the WAL: Litestream reads the page size there before it replicates.
+    dir.run(&["run", "echo"]).code(0);
+    let len = std::fs::metadata(dir.db_path()).unwrap().len();
+    assert!(
+        len >= 1024,
+        "the new ledger's file holds its schema: {len} bytes"
+    );
+    let wal = PathBuf::from(format!("{}-wal", dir.db_path().display()));
+    assert!(wal.exists(), "the one-shot left the WAL to Litestream");
 }
