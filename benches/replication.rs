@@ -312,8 +312,9 @@ pub(crate) fn growth(bench: &Bench) {
     let secs = t.elapsed().as_secs_f64();
     // Litestream's next monitor pass and sync ship the tail.
     std::thread::sleep(Duration::from_secs(2));
-    if std::env::var_os("DUCTILE_GROWTH_KEEP").is_some() {
-        let _ = std::fs::copy(dir.join("litestream.log"), "/tmp/growth-litestream.log");
+    // Litestream's debug log, for a reader who wants to see its checkpoints.
+    if let Some(keep) = std::env::var_os("DUCTILE_BENCH_LITESTREAM_LOG") {
+        let _ = std::fs::copy(dir.join("litestream.log"), keep);
     }
     let mb = |n: u64| format!("{:.1} MB", n as f64 / 1e6);
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
