@@ -63,7 +63,7 @@ fn replicate(ls: &Path, root: &Path, replica: &Path, step: &str) -> Replicating 
 fn setup(bench: &Bench, name: &str, mode: &str) -> PathBuf {
     let root = bench.config(
         name,
-        &format!("service:\n  max_workers: 2\n  job_log_retention: 30d\nplugins:\n  noop: {{}}\n"),
+        "service:\n  max_workers: 2\n  job_log_retention: 30d\nplugins:\n  noop: {}\n",
     );
     let text = std::fs::read_to_string(&root).unwrap();
     std::fs::write(
