@@ -19,6 +19,7 @@
 mod containers;
 mod http;
 mod pipelines;
+mod replication;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -200,6 +201,12 @@ fn main() {
     }
     if want("http") {
         http::run(&bench, &exe);
+    }
+    if want("replication") {
+        replication::run(&bench, &exe);
+    }
+    if want("growth") {
+        replication::growth(&bench);
     }
     if want("pipelines") {
         pipelines::run(&bench, &noop_dir.join("noop"), &exe);

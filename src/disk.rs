@@ -156,6 +156,7 @@ mod tests {
             path: dir.join("ductile.db"),
             synchronous: Synchronous::Normal,
             min_free_bytes: min,
+            replication: crate::config::Replication::Off,
         }
     }
 

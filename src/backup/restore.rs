@@ -248,6 +248,10 @@ const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// `.pre-restore` is whole on its own; best effort (a file that is not a
 /// database has no WAL to fold, and its side files are moved with it anyway).
 fn fold_wal(db: &Path) {
+    if crate::store::replication::litestream() {
+        // Litestream owns the WAL; the kept copy travels with its side files.
+        return;
+    }
     if let Ok(conn) = rusqlite::Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,

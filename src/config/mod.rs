@@ -123,6 +123,29 @@ pub struct State {
     /// admits no new work (`state.min_free_bytes`, default 64 MiB; 0 turns
     /// the guard off).
     pub min_free_bytes: u64,
+    /// Who checkpoints the WAL (`state.replication`, default off).
+    pub replication: Replication,
+}
+
+/// `state.replication`: whether an external tool streams the WAL off the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replication {
+    /// ductile checkpoints its own WAL (the default).
+    #[default]
+    Off,
+    /// Litestream replicates the ledger and owns checkpointing: no connection
+    /// checkpoints, truncates or deletes the WAL, and nothing runs `VACUUM`.
+    Litestream,
+}
+
+impl Replication {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Off => "off",
+            Replication::Litestream => "litestream",
+        }
+    }
 }
 
 /// SQLite durability level.
@@ -468,6 +491,9 @@ fn load_with_env(
     let mut warnings = merged.warnings;
     warnings.extend(findings);
     scope_files::apply(&mut config, &mut warnings)?;
+    // Every verb opens the ledger after loading its config, so this one spot
+    // reaches every connection of the process, daemon or one-shot.
+    crate::store::set_replication(config.state.replication);
     Ok(Loaded { config, warnings })
 }
 

@@ -18,7 +18,7 @@ use super::limits::{self, Counts, Sizes, Span};
 use super::paths::resolve_path;
 use super::provenance::{KeyPath, Provenance, join, key_text};
 use super::yaml::describe;
-use super::{Config, LoadedFile, Service, State, Synchronous, size};
+use super::{Config, LoadedFile, Replication, Service, State, Synchronous, size};
 use super::{ConfigError, Finding};
 
 const TOP_KEYS: &[&str] = &[
@@ -69,7 +69,7 @@ const SERVICE_KEYS: &[&str] = &[
 /// `service.container_engine` values.
 const ENGINES: &[&str] = &["podman", "docker"];
 
-const STATE_KEYS: &[&str] = &["path", "synchronous", "min_free_bytes"];
+const STATE_KEYS: &[&str] = &["path", "synchronous", "min_free_bytes", "replication"];
 
 /// `service.log_level` values, most verbose first.
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
@@ -338,6 +338,7 @@ fn build_state(ctx: &mut Ctx, value: Option<&Value>, dir: &Path) -> Result<State
         path: dir.join("ductile.db"),
         synchronous: Synchronous::Normal,
         min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        replication: Replication::Off,
     };
     let Some(value) = value else {
         return Ok(state);
@@ -350,6 +351,17 @@ fn build_state(ctx: &mut Ctx, value: Option<&Value>, dir: &Path) -> Result<State
                 size::parse_disk(&text).map_err(|message| ctx.error(&path, message))?;
         } else if key == "path" {
             state.path = resolve_path(dir, &text).map_err(|message| ctx.error(&path, message))?;
+        } else if key == "replication" {
+            state.replication = match text.to_ascii_lowercase().as_str() {
+                "off" | "none" | "false" => Replication::Off,
+                "litestream" => Replication::Litestream,
+                _ => {
+                    return Err(ctx.error(
+                        &path,
+                        format!("invalid replication `{text}`: expected off or litestream"),
+                    ));
+                }
+            };
         } else {
             state.synchronous = match text.to_ascii_lowercase().as_str() {
                 "normal" => Synchronous::Normal,

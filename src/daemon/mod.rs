@@ -280,7 +280,9 @@ pub fn run_with_clock(
         plugins = rt.registry.plugins().count(),
         db = shown.as_str(),
         version = env!("CARGO_PKG_VERSION"),
-        commit = env!("DUCTILE_COMMIT");
+        commit = env!("DUCTILE_COMMIT"),
+        replication = rt.config.state.replication.as_str();
+
         "ductile running"
     );
     notify.ready(&running_status(&rt, &listeners.addresses()));

@@ -233,6 +233,9 @@ fn wal_check(rt: &Runtime) -> Check {
     let db = &rt.config.state.path;
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
+    if crate::store::replication::litestream() {
+        return litestream_wal_check(std::fs::metadata(&wal).ok().map(|m| m.len()), db);
+    }
     match std::fs::metadata(&wal) {
         Err(_) => Check::ok("wal_size", "no write-ahead log (checkpointed)"),
         Ok(m) if m.len() > WAL_WARN => Check::warn(
@@ -243,6 +246,39 @@ fn wal_check(rt: &Runtime) -> Check {
         Ok(m) => Check::ok(
             "wal_size",
             format!("the write-ahead log is {}", disk::human(m.len())),
+        ),
+    }
+}
+
+/// The WAL check when Litestream owns checkpointing: nothing in ductile
+/// shrinks the log any more, so a large one means Litestream is not running
+/// (or cannot keep up).
+fn litestream_wal_check(len: Option<u64>, db: &std::path::Path) -> Check {
+    let limit = crate::store::replication::WAL_WARN_BYTES;
+    match len {
+        None => Check::ok(
+            "wal_size",
+            "no write-ahead log yet (replication: litestream)",
+        ),
+        Some(n) if n > limit => Check::warn(
+            "wal_size",
+            format!(
+                "the write-ahead log is {} (over {}) and state.replication is litestream, which leaves checkpoints to Litestream",
+                disk::human(n),
+                disk::human(limit)
+            ),
+            format!(
+                "Litestream seems not to be running or not checkpointing: check `systemctl status` of the unit that runs `litestream replicate`, `litestream databases` lists {}, and `litestream ltx {}` shows recent files; its log names the error",
+                db.display(),
+                db.display()
+            ),
+        ),
+        Some(n) => Check::ok(
+            "wal_size",
+            format!(
+                "the write-ahead log is {} (checkpointed by Litestream)",
+                disk::human(n)
+            ),
         ),
     }
 }

@@ -330,6 +330,7 @@ mod tests {
                 path: dir.join("ductile.db"),
                 synchronous: Synchronous::Normal,
                 min_free_bytes: 0,
+                replication: crate::config::Replication::Off,
             },
             api: Api::default(),
             plugins: plugins.into_iter().map(|c| (c.name.clone(), c)).collect(),

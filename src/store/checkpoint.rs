@@ -63,6 +63,10 @@ pub(super) fn install(conn: &mut Connection, frames: i32) -> Result<(), StoreErr
 /// connection would otherwise fsync twice and delete the WAL, whose re-creation
 /// costs two more fsyncs (file and directory) on the next run.
 pub fn tune_for_one_shot(conn: &mut Connection) -> Result<(), StoreError> {
+    if super::replication::litestream() {
+        // `open` already left the WAL to Litestream; a hook would take it back.
+        return Ok(());
+    }
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(|e| StoreError::sqlite("configure checkpointing", e))?;
     install(conn, ONE_SHOT_FRAMES)

@@ -180,6 +180,12 @@ pub fn enable_incremental_vacuum(conn: &Connection) -> Result<bool, StoreError> 
     if mode == 2 {
         return Ok(false);
     }
+    if super::replication::litestream() {
+        // A full VACUUM rewrites every page through the WAL, which Litestream
+        // would ship as one huge transaction; the ledger works without it.
+        log::warn!(target: "store", "state.replication is litestream: incremental auto-vacuum not enabled (it needs a full VACUUM); run `ductile system migrate` once with replication off to enable it");
+        return Ok(false);
+    }
     conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
         .map_err(|e| StoreError::sqlite("switch to incremental auto-vacuum", e))?;
     Ok(true)

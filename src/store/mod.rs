@@ -19,6 +19,7 @@ pub mod jobs;
 mod location;
 pub mod migrate;
 pub mod queue;
+pub mod replication;
 pub mod retention;
 pub mod schedules;
 pub mod schema;
@@ -33,6 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::Synchronous;
 pub use checkpoint::tune_for_one_shot;
 pub use location::{NotWritable, prepare};
+pub use replication::{replication, set_replication};
 use schema::Depth;
 
 /// How long a writer waits for the write lock before giving up.
@@ -251,6 +253,9 @@ fn open_with(path: &Path, sync: Synchronous, depth: Depth) -> Result<Connection,
     let kind = location::refuse_foreign(&conn, path)?;
     configure(&mut conn, sync, kind == schema::Kind::Empty)?;
     schema::ensure_kind(&mut conn, &shown, depth, kind)?;
+    if replication::litestream() {
+        replication::write_header(&conn, path)?;
+    }
     Ok(conn)
 }
 
@@ -358,6 +363,9 @@ fn configure(conn: &mut Connection, sync: Synchronous, fresh: bool) -> Result<()
     ))
     .map_err(|e| StoreError::sqlite("configure the connection", e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    if replication::litestream() {
+        return replication::hand_over(conn);
+    }
     checkpoint::install(conn, checkpoint::DAEMON_FRAMES)
 }
 

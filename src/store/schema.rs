@@ -266,8 +266,11 @@ pub struct Identity {
 pub fn identity(conn: &Connection) -> Result<Identity, StoreError> {
     // One statement: it is the first on every connection, so it also pays for
     // reading the schema, and every extra statement here is paid per `ductile run`.
+    // Litestream adds `_litestream_seq` and `_litestream_lock` to the file it
+    // replicates, possibly before ductile has created its schema: they do not
+    // make an empty file someone else's.
     conn.query_row(
-        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%')",
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('_litestream_seq', '_litestream_lock'))",
         [],
         |r| {
             Ok(Identity {

@@ -15,6 +15,7 @@ fn config(api: &[(&str, &[&str])], named: &[(&str, &str, &[&str])]) -> Config {
             path: PathBuf::from("/etc/ductile/ductile.db"),
             synchronous: crate::config::Synchronous::Normal,
             min_free_bytes: 0,
+            replication: crate::config::Replication::Off,
         },
         api: crate::config::Api::default(),
         plugins: Default::default(),
