@@ -36,6 +36,7 @@ pub mod lock;
 pub mod log;
 pub mod oneshot;
 pub mod plugin;
+pub mod relay;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;

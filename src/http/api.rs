@@ -179,6 +179,9 @@ fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
 
 /// Routes one API request.
 pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
+    if let Some(answer) = super::relay::ingress(svc, req) {
+        return answer;
+    }
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let matched: Vec<(&Route, Vec<&str>)> = ROUTES
         .iter()

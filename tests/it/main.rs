@@ -28,6 +28,7 @@ mod pipeline_crash;
 mod pipeline_runs;
 mod pipeline_views;
 mod pipelines;
+mod relay;
 mod scheduler;
 mod schedules;
 mod support;
