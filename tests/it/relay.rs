@@ -195,6 +195,18 @@ fn each_refusal_has_its_code_a_ledger_row_and_enqueues_nothing() {
         },
     );
     assert_eq!(jobs(&r), 0, "a refused request enqueued something");
+    // Ten of the cases name home-primary in their path; the ledger counts them all.
+    r.dir
+        .wait_until(Duration::from_secs(10), "ten refusals of home-primary", || {
+            r.dir.count("SELECT coalesce(sum(count), 0) FROM decisions WHERE kind = 'relay_rejected' AND scope = 'relay:home-primary'") == 10
+        });
+    let peers = r.dir.run(&["relay", "peers", "--json"]).code(0).json();
+    let home = &peers["peers"][0];
+    assert_eq!(home["name"], "home-primary");
+    assert_eq!(home["key_ids"], json!(["v1", "v2"]));
+    assert_eq!(home["last_accepted_at"], Value::Null);
+    assert_eq!(home["refusals"], 10, "{peers}");
+    assert_eq!(peers["peers"][1]["enabled"], false);
 }
 
 #[test]
