@@ -164,7 +164,7 @@ fn build_ingress(
             _ => {
                 for (index, item) in expect_list(ctx, value, &path)?.iter().enumerate() {
                     let origin = format!("{path}[{index}]");
-                    let peer = build_peer(ctx, item, &origin, tokens, ingress.require_key_id)?;
+                    let peer = build_peer(ctx, item, &origin, tokens)?;
                     if let Some(first) = ingress.peer(&peer.name) {
                         return Err(ctx.error(
                             &format!("{origin}.name"),
@@ -204,7 +204,6 @@ fn build_peer(
     value: &Value,
     origin: &str,
     tokens: &[NamedToken],
-    _require_key_id: bool,
 ) -> Result<Peer, ConfigError> {
     let map = expect_mapping(ctx, value, origin)?;
     let mut name = None;
