@@ -11,6 +11,7 @@
 //! - [`oneshot`]: `ductile run` here or handed over to a running daemon.
 //! - [`daemon`]: `system start`: lock, recovery, threads, reload, shutdown.
 //! - [`http`]: the HTTP surfaces; [`http::events`] streams the ledger's events (SSE).
+//! - [`relay`]: the remote event relay's wire format; its ingress is [`http::relay`].
 //! - [`backup`]: `system backup`/`restore`: archives of the ledger and config, verified restore.
 //! - [`doctor`], [`disk`], [`skills`]: selfcheck and doctor diagnostics, the
 //!   disk-space guard on new work, the skills manifest for LLM operators.
@@ -36,6 +37,7 @@ pub mod lock;
 pub mod log;
 pub mod oneshot;
 pub mod plugin;
+pub mod relay;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;

@@ -10,6 +10,7 @@ pub mod job;
 pub mod output;
 pub mod pipeline;
 pub mod plugin;
+pub mod relay;
 pub mod run;
 pub mod schedule;
 pub mod system;
@@ -314,6 +315,13 @@ pub const VERBS: &[Verb] = &[
         path: &["system", "selfcheck"],
         args: "",
         about: "read-only invariants: config, lock, ledger integrity and schema, queue freshness (ledger checks skipped while a daemon runs)",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
+        path: &["relay", "peers"],
+        args: "",
+        about: "trusted inbound relay peers: key ids, accepted types, last accepted event, refusals",
         flags: &[],
         positionals: (0, 0),
     },
@@ -827,6 +835,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "doctor"] => system::doctor::doctor(&args),
         ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
         ["system", "watch"] => system::watch::watch(&args),
+        ["relay", "peers"] => relay::peers(&args),
         ["schedule", "list"] => schedule::list(&args),
         ["schedule", "preview"] => schedule::preview(&args, &positionals[0]),
         ["schedule", "pause"] => schedule::pause(&args, &positionals[0]),

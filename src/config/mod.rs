@@ -20,6 +20,7 @@ mod load;
 mod paths;
 pub mod pipeline;
 mod provenance;
+pub mod relay;
 mod scope_files;
 mod size;
 mod source;
@@ -65,6 +66,8 @@ pub struct Config {
     /// Sections owned by later capabilities (the relay files), kept merged
     /// but uninterpreted.
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// `instances:` and `remote_ingress:` (the relay files).
+    pub relay: relay::RelayConf,
     /// Keys present whose feature has not landed yet (`remote_ingress`,
     /// `api.max_concurrent_sync`, `notify_on_complete: true`, ...), each "parsed
     /// but not yet active". Shown as warnings, but `strict_mode` does not refuse them.

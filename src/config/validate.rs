@@ -42,10 +42,10 @@ const TOP_KEYS: &[&str] = &[
 const INACTIVE: &str = "parsed but not yet active";
 
 /// Top-level sections that parse but do nothing yet.
-const INACTIVE_SECTIONS: &[&str] = &["remote_ingress", "instances", "relay"];
+const INACTIVE_SECTIONS: &[&str] = &["relay"];
 
 /// Sections owned by later capabilities: kept merged, not interpreted here.
-const EXTRA_SECTIONS: &[&str] = &["remote_ingress", "instances", "relay"];
+const EXTRA_SECTIONS: &[&str] = &["relay"];
 
 const SERVICE_KEYS: &[&str] = &[
     "name",
@@ -106,6 +106,12 @@ pub(super) fn build(
     let webhooks = webhooks::build_webhooks(&mut ctx, find_section(top, "webhooks"), &tokens)?;
     let routes = pipelines::build_routes(&mut ctx, find_section(top, "routes"))?;
     let pipelines = pipelines::build_pipelines(&mut ctx, find_section(top, "pipelines"))?;
+    let relay = relay::build_relay(
+        &mut ctx,
+        find_section(top, "instances"),
+        find_section(top, "remote_ingress"),
+        &tokens,
+    )?;
     check_distinct_secrets(&ctx, &api, &tokens)?;
     // Port 0 asks the OS for a free port on each listener: never a clash.
     if api.enabled
@@ -140,6 +146,7 @@ pub(super) fn build(
         routes,
         pipelines,
         extra,
+        relay,
         inactive: ctx.inactive,
     };
     Ok((config, ctx.warnings))
@@ -638,6 +645,7 @@ fn json_of(ctx: &Ctx, value: &Value, path: &KeyPath<'_>) -> Result<serde_json::V
 mod api;
 mod pipelines;
 mod plugins;
+mod relay;
 pub(crate) use plugins::PLUGIN_KEYS;
 mod tokens;
 mod webhooks;

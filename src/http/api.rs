@@ -183,6 +183,9 @@ pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
     if let Some(page) = super::ui::handle(&svc.cell.current().config.api, req) {
         return page;
     }
+    if let Some(answer) = super::relay::ingress(svc, req) {
+        return answer;
+    }
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let matched: Vec<(&Route, Vec<&str>)> = ROUTES
         .iter()

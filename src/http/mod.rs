@@ -14,6 +14,7 @@ pub mod events;
 pub mod intake;
 pub mod metrics;
 pub mod openapi;
+pub mod relay;
 mod request;
 pub mod settings;
 pub mod ui;

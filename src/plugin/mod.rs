@@ -339,6 +339,7 @@ mod tests {
             routes: Vec::new(),
             pipelines: Vec::new(),
             extra: BTreeMap::new(),
+            relay: Default::default(),
             inactive: Vec::new(),
         }
     }

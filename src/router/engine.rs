@@ -306,6 +306,84 @@ pub fn start_pipeline(
     Ok(plan)
 }
 
+/// An event a relay peer delivered, as a fresh local root: a settled root row
+/// (`plugin = relay`) carrying `dedupe_key`, so a redelivery is recognised, and
+/// every pipeline or route its type starts here, seeded with `baggage` only.
+#[allow(clippy::too_many_arguments)]
+pub fn start_remote(
+    rt: &Runtime,
+    event_type: &str,
+    payload: Value,
+    baggage: Value,
+    peer: &str,
+    dedupe_key: &str,
+    dedupe_ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Vec<Child> {
+    let source = format!("relay:{peer}");
+    let event = complete_event(
+        &json!({"type": event_type, "payload": payload}),
+        &source,
+        None,
+        new_id(),
+        now,
+    );
+    let root_id = new_id();
+    let mut root = NewJob::new("relay", "accept", event.clone(), SubmittedBy::Relay, 1);
+    root.id = Some(root_id.clone());
+    root.submitter = Some(peer.to_string());
+    root.dedupe_key = Some(dedupe_key.to_string());
+    root.dedupe_ttl = Some(dedupe_ttl);
+    let mut plan = vec![Child {
+        job: root,
+        context: None,
+        settled: Some(Settled::Succeeded(json!({
+            "status": "ok",
+            "result": format!("accepted `{event_type}` from relay peer `{peer}`"),
+        }))),
+    }];
+    let up = Upstream {
+        job_id: &root_id,
+        plugin: &source,
+        dedupe_key: Some(dedupe_key),
+        context: None,
+        event: &event,
+        result: None,
+    };
+    for entry in rt.graph.entries_for_event(&source, event_type) {
+        let (pipeline, cap) = match entry {
+            super::graph::Entry::Pipeline(p) => {
+                if let Some(c) = &p.condition {
+                    let roots = Roots {
+                        payload: event.get("payload").unwrap_or(&Value::Null),
+                        context: &baggage,
+                        config: &Value::Null,
+                    };
+                    if !c.value.eval(&roots) {
+                        continue;
+                    }
+                }
+                (Some(p.name.clone()), p.max_depth.limit())
+            }
+            super::graph::Entry::Route(_) => (None, None),
+        };
+        let place = Place {
+            pipeline,
+            instance: new_id(),
+            depth: 1,
+            max_depth: cap.map_or(HOP_CAP, |c| c.saturating_add(1).min(HOP_CAP)),
+            context_parent: None,
+            baggage: baggage.clone(),
+        };
+        for id in entry.hops() {
+            if let Some(h) = rt.graph.hop(id.as_str()) {
+                plan_hop(rt, h, &event, &place, &up, None, &mut plan);
+            }
+        }
+    }
+    plan
+}
+
 /// Plans `hop` receiving `event`; a switch is decided at once and its branch
 /// planned after it.
 #[allow(clippy::too_many_arguments)]

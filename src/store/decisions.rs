@@ -45,6 +45,8 @@ pub enum Kind {
     WebhookSignatureRejected,
     /// New work was refused because the ledger's disk is nearly full.
     AdmissionRefusedDisk,
+    /// A relay request was refused; the detail is its stable error code.
+    RelayRejected,
 }
 
 /// Every kind, for parsing and documentation.
@@ -60,6 +62,7 @@ pub const KINDS: &[Kind] = &[
     Kind::ParseInvalid,
     Kind::WebhookSignatureRejected,
     Kind::AdmissionRefusedDisk,
+    Kind::RelayRejected,
 ];
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
             Kind::ParseInvalid => "parse_invalid",
             Kind::WebhookSignatureRejected => "webhook_signature_rejected",
             Kind::AdmissionRefusedDisk => "admission_refused_disk",
+            Kind::RelayRejected => "relay_rejected",
         }
     }
 
@@ -99,6 +103,7 @@ impl Kind {
             Kind::ParseInvalid => "was refused because it could not be parsed",
             Kind::WebhookSignatureRejected => "was refused: bad or missing webhook signature",
             Kind::AdmissionRefusedDisk => "was refused because the disk is nearly full",
+            Kind::RelayRejected => "was refused by the relay ingress",
         }
     }
 }

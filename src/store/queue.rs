@@ -114,6 +114,8 @@ pub enum SubmittedBy {
     Api,
     /// The core itself (plugin `init` runs).
     System,
+    /// Remote event relay ingress (`relay:<peer>`).
+    Relay,
 }
 
 impl SubmittedBy {
@@ -126,6 +128,7 @@ impl SubmittedBy {
             SubmittedBy::Cli => "cli",
             SubmittedBy::Api => "api",
             SubmittedBy::System => "system",
+            SubmittedBy::Relay => "relay",
         }
     }
 
@@ -140,6 +143,7 @@ impl SubmittedBy {
             "cli" => SubmittedBy::Cli,
             "api" => SubmittedBy::Api,
             "system" => SubmittedBy::System,
+            "relay" => SubmittedBy::Relay,
             _ => return None,
         })
     }
@@ -513,11 +517,9 @@ pub fn settle_in(
     outcome: Result<&Value, &str>,
     now: DateTime<Utc>,
 ) -> Result<Enqueued, StoreError> {
-    let unchecked = NewJob {
-        dedupe_check: false,
-        ..job.clone()
-    };
-    let id = match enqueue_in(tx, &unchecked, Duration::ZERO, now)? {
+    // Routed rows arrive with `dedupe_check` off; a relay root keeps it on,
+    // so a redelivered event finds its first acceptance.
+    let id = match enqueue_in(tx, job, Duration::ZERO, now)? {
         Enqueued::Created(id) => id,
         twin @ Enqueued::Deduplicated(_) => return Ok(twin),
     };

@@ -130,7 +130,8 @@ fn deep_flow_nesting_is_refused_with_its_position() {
     );
 }
 
-const INACTIVE_BODY: &str = "service:\n  strict_mode: true\n  preferred_window: x\nremote_ingress:\n  listen_path: /ingest\n";
+const INACTIVE_BODY: &str =
+    "service:\n  strict_mode: true\n  preferred_window: x\nrelay:\n  x: 1\n";
 
 #[test]
 fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
@@ -141,7 +142,7 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         run.stdout,
         format!(
-            "note: {f}:7: remote_ingress: parsed but not yet active\n{hint}\nnote: {f}:6: service.preferred_window: parsed but not yet active\n{hint}\nconfig ok: 1 file(s), 1 plugin(s) loaded, 0 error(s), 0 warning(s) (strict: warnings are errors)\n",
+            "note: {f}:7: relay: parsed but not yet active\n{hint}\nnote: {f}:6: service.preferred_window: parsed but not yet active\n{hint}\nconfig ok: 1 file(s), 1 plugin(s) loaded, 0 error(s), 0 warning(s) (strict: warnings are errors)\n",
             f = file.display()
         )
     );
@@ -150,10 +151,7 @@ fn config_check_warns_about_keys_that_do_nothing_yet_even_under_strict_mode() {
     assert_eq!(
         v["info"],
         serde_json::json!([
-            format!(
-                "{}:7: remote_ingress: parsed but not yet active",
-                file.display()
-            ),
+            format!("{}:7: relay: parsed but not yet active", file.display()),
             format!(
                 "{}:6: service.preferred_window: parsed but not yet active",
                 file.display()

@@ -31,6 +31,7 @@ mod pipeline_crash;
 mod pipeline_runs;
 mod pipeline_views;
 mod pipelines;
+mod relay;
 mod replication;
 mod scheduler;
 mod schedules;

@@ -411,6 +411,7 @@ mod tests {
             ("config.yaml", Tier::Operational),
             ("routes.yaml", Tier::Operational),
             ("relay-ingress.yaml", Tier::Operational),
+            ("relay-instances.yaml", Tier::Operational),
             ("pipelines/a.yaml", Tier::Operational),
             ("admin.json", Tier::Operational),
         ] {

@@ -24,6 +24,7 @@ fn config(api: &[(&str, &[&str])], named: &[(&str, &str, &[&str])]) -> Config {
         routes: Vec::new(),
         pipelines: Vec::new(),
         extra: Default::default(),
+        relay: Default::default(),
         inactive: Vec::new(),
     };
     for (index, (token, scopes)) in api.iter().enumerate() {

@@ -174,15 +174,14 @@ fn expands_home_in_paths() {
 
 #[test]
 fn keeps_later_sections_uninterpreted() {
-    let (_tree, loaded) = load(
-        "routes: [{from: a, event_type: e, to: b}]\nremote_ingress: {listen_path: /ingest}\ninstances: [{name: lab}]\nrelay: {x: 1}\npipelines: []\n",
-    );
+    let (_tree, loaded) =
+        load("routes: [{from: a, event_type: e, to: b}]\nrelay: {x: 1}\npipelines: []\n");
     assert!(loaded.warnings.is_empty());
     let extra = loaded.config.extra;
     let keys: Vec<&str> = extra.keys().map(String::as_str).collect();
-    // `routes` and `pipelines` are typed now (see `pipelines.rs`).
-    assert_eq!(keys, ["instances", "relay", "remote_ingress"]);
-    assert_eq!(extra["instances"], serde_json::json!([{"name": "lab"}]));
+    // `routes`, `pipelines`, `instances` and `remote_ingress` are typed now.
+    assert_eq!(keys, ["relay"]);
+    assert_eq!(extra["relay"], serde_json::json!({"x": 1}));
 }
 
 #[test]
@@ -554,8 +553,8 @@ fn types_are_checked() {
         "number `.nan` has no JSON form",
     );
     check(
-        "instances: [{? [a, b] : c}]\n",
-        "instances[0]",
+        "relay: [{? [a, b] : c}]\n",
+        "relay[0]",
         "mapping keys must be strings, numbers or booleans",
     );
 }
@@ -602,4 +601,5 @@ fn an_unset_variable_inside_plugin_config_is_an_error() {
 
 mod pipelines;
 mod ranges;
+mod relay;
 mod surfaces;

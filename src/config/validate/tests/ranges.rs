@@ -359,7 +359,7 @@ fn keys_that_do_nothing_yet_are_noted_with_file_and_path() {
     );
     tree.write(
         "relay.yaml",
-        "remote_ingress: {listen_path: /ingest}\nroutes: [{from: a, event_type: e, to: b}]\n",
+        "relay: {x: 1}\nroutes: [{from: a, event_type: e, to: b}]\n",
     );
     let loaded = tree.load().unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -374,10 +374,7 @@ fn keys_that_do_nothing_yet_are_noted_with_file_and_path() {
     assert_eq!(
         noted,
         [
-            format!(
-                "{}: remote_ingress: parsed but not yet active",
-                relay.display()
-            ),
+            format!("{}: relay: parsed but not yet active", relay.display()),
             format!(
                 "{}: service.preferred_window: parsed but not yet active",
                 root.display()
