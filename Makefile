@@ -9,11 +9,23 @@ HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 RELEASE_FLAGS ?= -C relocation-model=static -C target-feature=+crt-static
 BIN := target/$(HOST)/release/ductile
 
-.PHONY: run build test lint bench release clean
+.PHONY: run build plugins test lint bench release clean
 
-build:
+build: plugins
 	RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(HOST) --bin ductile
 	cp -f $(BIN) target/ductile
+
+## The bundled plugins (docs/PLUGINS.md): every plugins/<name>/ with a Cargo.toml
+## is built as `ductile-<name>` and copied next to its manifest as `run`, the
+## entrypoint the manifest names (renamed into place, so a running job keeps its file).
+PLUGIN_CRATES := $(patsubst plugins/%/Cargo.toml,%,$(filter-out plugins/sdk/Cargo.toml,$(wildcard plugins/*/Cargo.toml)))
+PLUGIN_OUT := plugins/target/$(HOST)/release
+plugins:
+	RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(HOST) --manifest-path plugins/Cargo.toml --bins
+	@for p in $(PLUGIN_CRATES); do \
+		cp -f $(PLUGIN_OUT)/ductile-$$p plugins/$$p/run.new && mv -f plugins/$$p/run.new plugins/$$p/run || exit 1; \
+		echo "plugins/$$p/run"; \
+	done
 
 ## Build and start the daemon on the shipped config (echo plugin, local SQLite).
 run: build
@@ -21,11 +33,14 @@ run: build
 
 ## Everything CI runs: formatting, lints, forbidden patterns, every test.
 test: lint
+	$(CARGO) test --manifest-path plugins/Cargo.toml
 	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all -- --check
+	$(CARGO) clippy --manifest-path plugins/Cargo.toml --all-targets -- -D warnings
 	./scripts/forbid
 
 ## Benchmarks: prints figures; not part of `make test`. The http section
