@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use crate::support::{Run, TestDir, repo};
 
 mod classify;
+mod exec;
 
 /// The plugins workspace's debug binaries, built once per test process.
 fn built() -> &'static Path {
