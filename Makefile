@@ -15,10 +15,10 @@ build: plugins
 	RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(HOST) --bin ductile
 	cp -f $(BIN) target/ductile
 
-## The bundled plugins (docs/PLUGINS.md): every plugins/<name>/ with a Cargo.toml
+## The bundled plugins (docs/PLUGINS.md): every plugins/<name>/ with a Cargo.toml and a manifest
 ## is built as `ductile-<name>` and copied next to its manifest as `run`, the
 ## entrypoint the manifest names (renamed into place, so a running job keeps its file).
-PLUGIN_CRATES := $(patsubst plugins/%/Cargo.toml,%,$(filter-out plugins/sdk/Cargo.toml,$(wildcard plugins/*/Cargo.toml)))
+PLUGIN_CRATES := $(filter $(patsubst plugins/%/manifest.yaml,%,$(wildcard plugins/*/manifest.yaml)),$(patsubst plugins/%/Cargo.toml,%,$(wildcard plugins/*/Cargo.toml)))
 PLUGIN_OUT := plugins/target/$(HOST)/release
 plugins:
 	RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(HOST) --manifest-path plugins/Cargo.toml --bins
