@@ -55,6 +55,7 @@ PIPELINE_STORM_CLIENTS ?= 3
 bench: release
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
+	$(PLUGIN_OUT)/plugin-bench 200
 	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
 		$(CARGO) test --test it hardening::crash_storm -- --nocapture
 	DUCTILE_PIPELINE_STORM_KILLS=$(PIPELINE_STORM_KILLS) DUCTILE_PIPELINE_STORM_CLIENTS=$(PIPELINE_STORM_CLIENTS) \
