@@ -12,6 +12,7 @@ use crate::support::{Run, TestDir, repo};
 mod classify;
 mod exec;
 mod flow;
+mod sqlite;
 
 /// The plugins workspace's debug binaries, built once per test process.
 fn built() -> &'static Path {

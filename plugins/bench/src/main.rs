@@ -48,6 +48,9 @@ fn main() -> ExitCode {
     let _ = std::fs::create_dir_all(scratch.join("in"));
     let _ = std::fs::write(scratch.join("in/a.txt"), "hello bench");
     let s = scratch.display().to_string();
+    let db = format!("{s}/bench.db");
+    // A zero-byte file is an empty SQLite database.
+    let _ = std::fs::write(&db, b"");
     let cases: Vec<(&str, &str, Value, Value)> = vec![
         (
             "if",
@@ -101,6 +104,18 @@ fn main() -> ExitCode {
             "file_handler",
             "health",
             json!({"allowed_read_paths": format!("{s}/in")}),
+            json!({}),
+        ),
+        (
+            "sqlite_change",
+            "health",
+            json!({"db_path": db, "query": "SELECT 1"}),
+            json!({}),
+        ),
+        (
+            "sqlite_change",
+            "poll",
+            json!({"db_path": db, "query": "SELECT COUNT(*) FROM sqlite_master"}),
             json!({}),
         ),
         (
