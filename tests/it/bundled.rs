@@ -11,6 +11,7 @@ use crate::support::{Run, TestDir, repo};
 
 mod classify;
 mod exec;
+mod fetch;
 mod flow;
 mod sqlite;
 
