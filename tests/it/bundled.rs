@@ -13,6 +13,7 @@ mod classify;
 mod exec;
 mod fetch;
 mod flow;
+mod notify;
 mod sqlite;
 
 /// The plugins workspace's debug binaries, built once per test process.

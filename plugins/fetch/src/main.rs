@@ -10,8 +10,6 @@ use base64::Engine;
 use ductile_plugin::{Request, Response, Stopwatch, run};
 use serde_json::{Map, Value, json};
 
-mod egress;
-
 use egress::{Cidr, Policy};
 
 fn main() -> ExitCode {

@@ -1,4 +1,4 @@
-//! The egress policy: which addresses a fetch may connect to. Checked on the
+//! The egress policy of the network plugins (fetch, notify): which addresses a fetch may connect to. Checked on the
 //! resolved addresses (so a name cannot hide a private address), for the first
 //! request and every redirect, before any connection is opened.
 
