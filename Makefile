@@ -17,12 +17,30 @@ BIN := target/$(TARGET)/release/ductile
 # SOURCE_DATE_EPOCH is set, so a rebuild of one commit is the same binary.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
-.PHONY: run build test lint bench release clean dist image-context image
+.PHONY: run build plugins test lint bench release clean dist image-context image
 
-build:
+build: plugins
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) RUSTFLAGS="$(RELEASE_FLAGS)" \
 		$(CARGO) build --release --target $(TARGET) --bin ductile
 	$(if $(filter $(HOST),$(TARGET)),cp -f $(BIN) target/ductile)
+
+## The bundled plugins (docs/PLUGINS.md): every plugins/<name>/ with a Cargo.toml and a manifest
+## is built as `ductile-<name>` and copied next to its manifest as `run`, the
+## entrypoint the manifest names (renamed into place, so a running job keeps its file).
+PLUGIN_CRATES := $(filter $(patsubst plugins/%/manifest.yaml,%,$(wildcard plugins/*/manifest.yaml)),$(patsubst plugins/%/Cargo.toml,%,$(wildcard plugins/*/Cargo.toml)))
+PLUGIN_OUT := plugins/target/$(TARGET)/release
+# sqlite_change reads plain tables: SQLite's full-text, R-tree, dbstat and
+# extension loading stay out of its build, which keeps it under 2 MB.
+PLUGIN_SQLITE_FLAGS ?= -USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 \
+	-USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 \
+	-USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED \
+	-DSQLITE_OMIT_SHARED_CACHE
+plugins:
+	LIBSQLITE3_FLAGS="$(PLUGIN_SQLITE_FLAGS)" RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(TARGET) --manifest-path plugins/Cargo.toml --bins
+	@for p in $(PLUGIN_CRATES); do \
+		cp -f $(PLUGIN_OUT)/ductile-$$p plugins/$$p/run.new && mv -f plugins/$$p/run.new plugins/$$p/run || exit 1; \
+		echo "plugins/$$p/run"; \
+	done
 
 ## Build and start the daemon on the shipped config (echo plugin, local SQLite).
 run: build
@@ -30,11 +48,14 @@ run: build
 
 ## Everything CI runs: formatting, lints, forbidden patterns, every test.
 test: lint
+	$(CARGO) test --manifest-path plugins/Cargo.toml
 	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all -- --check
+	$(CARGO) clippy --manifest-path plugins/Cargo.toml --all-targets -- -D warnings
 	./scripts/forbid
 
 ## Benchmarks: prints figures; not part of `make test`. The http section
@@ -49,6 +70,7 @@ PIPELINE_STORM_CLIENTS ?= 3
 bench: release
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	DUCTILE_BIN=$(CURDIR)/target/ductile $(CARGO) bench --bench bench
+	$(PLUGIN_OUT)/plugin-bench 200
 	DUCTILE_STORM_KILLS=$(STORM_KILLS) DUCTILE_STORM_CLIENTS=$(STORM_CLIENTS) \
 		$(CARGO) test --test it hardening::crash_storm -- --nocapture
 	DUCTILE_PIPELINE_STORM_KILLS=$(PIPELINE_STORM_KILLS) DUCTILE_PIPELINE_STORM_CLIENTS=$(PIPELINE_STORM_CLIENTS) \
@@ -69,6 +91,7 @@ dist: build
 	mkdir -p $(DIST_DIR)/docs
 	install -m 0755 $(BIN) $(DIST_DIR)/ductile
 	git ls-files -z plugins config | xargs -0 cp --parents -p -t $(DIST_DIR)
+	for p in $(PLUGIN_CRATES); do install -m 0755 plugins/$$p/run $(DIST_DIR)/plugins/$$p/run || exit 1; done
 	cp -R docs/systemd docs/container docs/unraid $(DIST_DIR)/
 	cp README.md $(DIST_DIR)/
 	cp docs/*.md $(DIST_DIR)/docs/
@@ -88,6 +111,7 @@ image-context: build
 	install -m 0755 $(BIN) target/image/ductile
 	install -m 0755 $(BUSYBOX) target/image/busybox
 	git ls-files -z plugins | xargs -0 cp --parents -p -t target/image
+	for p in $(PLUGIN_CRATES); do install -m 0755 plugins/$$p/run target/image/plugins/$$p/run || exit 1; done
 	cp -R docs/container/config target/image/config
 	install -m 0755 docs/container/entrypoint.sh target/image/entrypoint.sh
 

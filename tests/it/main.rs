@@ -11,6 +11,7 @@
 //! temp config dirs, real plugin processes and real SQLite files.
 
 mod backup;
+mod bundled;
 mod cfgedit;
 mod config;
 mod containers;
