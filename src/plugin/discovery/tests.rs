@@ -410,7 +410,17 @@ fn symlinked_entrypoints_need_permission_and_must_stay_inside() {
 fn bundled_plugins_are_trusted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
     let scan = scan(std::slice::from_ref(&root), false);
-    assert!(scan.skipped.is_empty(), "{:?}", scan.skipped);
+    // The compiled plugins have no entrypoint until `make build` made it; any
+    // other reason to skip a bundled plugin is a bug.
+    let unexplained: Vec<_> = scan
+        .skipped
+        .iter()
+        .filter(|s| {
+            !s.reason
+                .ends_with("(a compiled plugin: `make build` builds it)")
+        })
+        .collect();
+    assert!(unexplained.is_empty(), "{unexplained:?}");
     assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
     let Some(echo) = scan.found.iter().find(|f| f.manifest.name == "echo") else {
         panic!("echo not found: {:?}", found_names(&scan));

@@ -67,7 +67,16 @@ pub(super) fn trust(
     let path = dir.join(rel);
     if let Err(e) = fs::symlink_metadata(&path) {
         return Err(if e.kind() == std::io::ErrorKind::NotFound {
-            format!("entrypoint `{rel}` does not exist in {}", dir.display())
+            // A Rust plugin's entrypoint is its built binary: say how to get it.
+            let hint = if dir.join("Cargo.toml").is_file() {
+                " (a compiled plugin: `make build` builds it)"
+            } else {
+                ""
+            };
+            format!(
+                "entrypoint `{rel}` does not exist in {}{hint}",
+                dir.display()
+            )
         } else {
             format!(
                 "entrypoint `{rel}` in {} cannot be read: {e}",
