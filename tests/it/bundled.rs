@@ -68,3 +68,34 @@ pub fn run_json(
     let v = r.json();
     (r, v)
 }
+
+/// Every bundled plugin, as `make build` installs it, passes the conformance
+/// checker an author runs: no error finding for any of them.
+#[test]
+fn every_bundled_plugin_passes_plugin_check() {
+    let dir = TestDir::new("bundled-check");
+    let names: Vec<String> = std::fs::read_dir(repo().join("plugins"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let compiled = p.join("Cargo.toml").is_file() && p.join("manifest.yaml").is_file();
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            compiled.then_some(name)
+        })
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in &names {
+        let at = install(&dir, name);
+        let r = dir.run(&["plugin", "check", &at.to_string_lossy(), "--json"]);
+        let v = r.json();
+        let errors: Vec<&serde_json::Value> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "error")
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
+        assert_eq!(r.code, 0, "{name}: {v:#}");
+        assert_eq!(v["plugin"], serde_json::json!(name), "{v:#}");
+    }
+}
