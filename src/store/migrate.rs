@@ -79,6 +79,12 @@ CREATE INDEX idx_decisions_subject ON decisions(plugin, scope, id);
 CREATE INDEX idx_decisions_job ON decisions(job_id) WHERE job_id IS NOT NULL;
 CREATE INDEX idx_decisions_last_at ON decisions(last_at);",
     },
+    Step {
+        from: 5,
+        summary: "index job_log by completion time and job_queue by creation time (the newest-first lists and time ranges of job logs, /jobs and the dashboard)",
+        sql: "CREATE INDEX idx_job_queue_created_at ON job_queue(created_at);
+CREATE INDEX idx_job_log_completed_at ON job_log(completed_at);",
+    },
 ];
 
 /// What a migration would do.
@@ -202,6 +208,7 @@ mod tests {
         (2, include_str!("../../tests/fixtures/ledgers/v2.sql")),
         (3, include_str!("../../tests/fixtures/ledgers/v3.sql")),
         (4, include_str!("../../tests/fixtures/ledgers/v4.sql")),
+        (5, include_str!("../../tests/fixtures/ledgers/v5.sql")),
     ];
 
     fn load(tmp: &TempDir, version: i64, sql: &str) -> (std::path::PathBuf, Connection) {

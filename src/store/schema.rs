@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// `PRAGMA application_id` of a ductile ledger: "Duct" in ASCII. Version 1
 /// ledgers predate it and carry 0.
@@ -49,6 +49,7 @@ CREATE INDEX idx_job_queue_dedupe ON job_queue(dedupe_key, status) WHERE dedupe_
 CREATE INDEX idx_job_queue_completed_at ON job_queue(completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX idx_job_queue_parent ON job_queue(parent_job_id) WHERE parent_job_id IS NOT NULL;
 CREATE INDEX idx_job_queue_retry ON job_queue(next_retry_at) WHERE status = 'queued' AND next_retry_at IS NOT NULL;
+CREATE INDEX idx_job_queue_created_at ON job_queue(created_at);
 CREATE UNIQUE INDEX idx_job_queue_routed_child ON job_queue(parent_job_id, source_event_id, hop, plugin, command) WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL AND hop IS NOT NULL;
 
 CREATE TABLE job_transitions (
@@ -95,6 +96,7 @@ CREATE TABLE job_log (
 , warnings TEXT);
 CREATE INDEX idx_job_log_job ON job_log(job_id);
 CREATE INDEX idx_job_log_plugin_completed_at ON job_log(plugin, completed_at);
+CREATE INDEX idx_job_log_completed_at ON job_log(completed_at);
 
 CREATE TABLE plugin_state (
     plugin_name TEXT PRIMARY KEY,
@@ -684,7 +686,7 @@ mod tests {
         let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: the ledger is at schema version 1 and this ductile needs version 5; run `ductile system migrate` (it backs the file up first), then start again"
+            "x.db: the ledger is at schema version 1 and this ductile needs version 6; run `ductile system migrate` (it backs the file up first), then start again"
         );
     }
 

@@ -577,7 +577,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
     }
     let shown = dir.db_path().display().to_string();
     let refused = format!(
-        "{shown}: the ledger is at schema version 1 and this ductile needs version 5; run `ductile system migrate` (it backs the file up first), then start again"
+        "{shown}: the ledger is at schema version 1 and this ductile needs version 6; run `ductile system migrate` (it backs the file up first), then start again"
     );
     assert_eq!(dir.run(&["run", "echo"]).code(78).error(), refused);
     assert_eq!(dir.run(&["system", "start"]).code(78).error(), refused);
@@ -590,7 +590,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
     );
     assert!(
         dry.stdout
-            .contains("from schema version 1 to 5 in one transaction"),
+            .contains("from schema version 1 to 6 in one transaction"),
         "{dry:#?}"
     );
     assert!(
@@ -604,7 +604,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
     );
     let done = dir.run(&["system", "migrate", "--json"]).code(0);
     let v = done.json();
-    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(1), Some(5)));
+    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(1), Some(6)));
     let backup = PathBuf::from(v["backup"].as_str().unwrap());
     assert!(backup.exists(), "{backup:?}");
     let old = rusqlite::Connection::open(&backup).unwrap();
@@ -620,7 +620,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
         dir.run(&["system", "migrate"])
             .code(0)
             .stdout
-            .contains("already at schema version 5"),
+            .contains("already at schema version 6"),
     );
 }
 
