@@ -14,6 +14,26 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Reads a plugin's `config.egress_allow` (absent or null: empty), the
+    /// CIDRs both HTTP plugins let through the policy.
+    pub fn allow_list(v: Option<&serde_json::Value>) -> Result<Vec<Cidr>, String> {
+        use serde_json::Value;
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .ok_or_else(|| format!("config.egress_allow must hold CIDRs, got {x}"))
+                        .and_then(|s| {
+                            Cidr::parse(s).map_err(|e| format!("config.egress_allow: {e}"))
+                        })
+                })
+                .collect(),
+            Some(v) => Err(format!("config.egress_allow must be a list, got {v}")),
+        }
+    }
+
     /// Reads `10.0.0.0/8`, `::1/128` or a bare address.
     pub fn parse(s: &str) -> Result<Cidr, String> {
         let (addr, bits) = match s.split_once('/') {

@@ -87,18 +87,7 @@ fn parse(c: &Value) -> Result<Config, String> {
                 .ok_or_else(|| format!("config.timeout_seconds must be in (0, 300], got {v}"))?,
         ),
     };
-    let allow = match m.get("egress_allow") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .ok_or_else(|| format!("config.egress_allow must hold CIDRs, got {x}"))
-                    .and_then(|s| Cidr::parse(s).map_err(|e| format!("config.egress_allow: {e}")))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(v) => return Err(format!("config.egress_allow must be a list, got {v}")),
-    };
+    let allow = Cidr::allow_list(m.get("egress_allow"))?;
     Ok(Config {
         webhook_url,
         format,
