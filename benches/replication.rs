@@ -35,6 +35,10 @@ impl Drop for Replicating {
     }
 }
 
+/// The `truncate-page-n` docs/REPLICATION.md recommends: 16 MiB of our 1 KiB
+/// pages, past which Litestream forces a TRUNCATE checkpoint.
+const TRUNCATE_PAGE_N: u32 = 16_384;
+
 /// `step`: Litestream's `monitor-interval` and the replica's `sync-interval`.
 fn replicate(ls: &Path, root: &Path, replica: &Path, step: &str) -> Replicating {
     let dir = root.parent().unwrap();
@@ -42,7 +46,7 @@ fn replicate(ls: &Path, root: &Path, replica: &Path, step: &str) -> Replicating 
     std::fs::write(
         &yml,
         format!(
-            "logging:\n  level: info\n  stderr: true\ndbs:\n  - path: {}\n    monitor-interval: {step}\n    replica:\n      url: file://{}\n      sync-interval: {step}\n",
+            "logging:\n  level: info\n  stderr: true\ndbs:\n  - path: {}\n    monitor-interval: {step}\n    truncate-page-n: {TRUNCATE_PAGE_N}\n    replica:\n      url: file://{}\n      sync-interval: {step}\n",
             dir.join("db/ductile.db").display(),
             replica.display()
         ),
