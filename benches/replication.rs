@@ -354,13 +354,17 @@ pub(crate) fn growth(bench: &Bench) {
     );
     let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
     loop {
-        let p = ductile::store::retention::prune(&conn, cutoff, cutoff, 20).unwrap();
+        let p = ductile::store::retention::prune(&conn, cutoff, cutoff, 10).unwrap();
         wal_max = wal_max.max(size(&wal));
+        // The daemon's heartbeat prunes 10 batches a pass; the pause between
+        // passes is what leaves Litestream its lock (see the load above).
+        std::thread::sleep(Duration::from_millis(50));
         if p.job_log + p.job_queue + p.history + p.snapshots == 0 && p.pages_freed == 0 {
             break;
         }
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Two of Litestream's monitor passes and syncs, and its checkpoint.
+    std::thread::sleep(Duration::from_secs(5));
     row(
         "growth: after retention pruned every job: ledger / WAL / replica",
         format!(
