@@ -148,8 +148,10 @@ fn only_between_and_not_on_exclusions_are_explained_when_armed() {
     drop(daemon);
     let v = explain(&dir, "echo:window");
     let d = decision(&v, "outside_only_between");
+    // A window closing at midnight is shown ending at 24:00.
+    let shown_close = if close == 0 { 24 } else { close };
     let expected = format!(
-        "did not run because the time fell outside only_between (outside only_between {open:02}:00-{close:02}:00 (UTC))"
+        "did not run because the time fell outside only_between (outside only_between {open:02}:00-{shown_close:02}:00 (UTC))"
     );
     assert!(d["sentence"].as_str().unwrap().contains(&expected), "{d:#}");
     let v = explain(&dir, "echo:weekday");
