@@ -93,6 +93,9 @@ impl Runtime {
                 None if !p.manifest.concurrency_safe => 1,
                 None => workers,
             },
+            // Outbox jobs are network waits, not processes: every worker may
+            // deliver at once.
+            None if plugin == crate::relay::outbox::PLUGIN => workers,
             // Unknown plugins still get claimed so the worker can fail them
             // loudly instead of leaving them queued forever.
             None => 1,

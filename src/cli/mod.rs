@@ -319,6 +319,22 @@ pub const VERBS: &[Verb] = &[
         positionals: (0, 0),
     },
     Verb {
+        path: &["relay", "send"],
+        args: "<instance>",
+        about: "put an event in the outbox for a relay instance; delivered now, or by the daemon when one runs",
+        flags: &[
+            "event",
+            "payload",
+            "payload-file",
+            "dedupe-key",
+            "origin-plugin",
+            "origin-job-id",
+            "origin-event-id",
+            "baggage",
+        ],
+        positionals: (1, 1),
+    },
+    Verb {
         path: &["relay", "peers"],
         args: "",
         about: "trusted inbound relay peers: key ids, accepted types, last accepted event, refusals",
@@ -535,6 +551,12 @@ const GLOBAL_FLAGS: &[&str] = &["config", "config-dir", "json", "verbose", "dry-
 /// Flags that take a value.
 const VALUE_FLAGS: &[&str] = &[
     "config",
+    "event",
+    "dedupe-key",
+    "origin-plugin",
+    "origin-job-id",
+    "origin-event-id",
+    "baggage",
     "payload",
     "payload-file",
     "command",
@@ -835,6 +857,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "doctor"] => system::doctor::doctor(&args),
         ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
         ["system", "watch"] => system::watch::watch(&args),
+        ["relay", "send"] => relay::send(&args, &positionals),
         ["relay", "peers"] => relay::peers(&args),
         ["schedule", "list"] => schedule::list(&args),
         ["schedule", "preview"] => schedule::preview(&args, &positionals[0]),

@@ -5,7 +5,28 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{Breaker, Retry};
 use crate::secret::Secret;
+
+/// The longest delay between two delivery attempts, whatever the backoff says:
+/// a receiver that comes back is reached within this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// An instance's retry policy when `retry:` is not set.
+pub fn default_retry() -> Retry {
+    Retry {
+        max_attempts: 30,
+        backoff_base: Duration::from_secs(5),
+    }
+}
+
+/// An instance's breaker when `circuit_breaker:` is not set.
+pub fn default_breaker() -> Breaker {
+    Breaker {
+        threshold: 5,
+        reset_after: Duration::from_secs(30),
+    }
+}
 
 /// Both relay files, validated.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +67,11 @@ pub struct Instance {
     pub allow: Vec<String>,
     /// Whether plain `http://` to a non-loopback host is allowed (default false).
     pub allow_insecure: bool,
+    /// Delivery attempts and their backoff (default 30 attempts from 5s, each
+    /// delay capped at [`MAX_BACKOFF`]: about two hours of trying).
+    pub retry: Retry,
+    /// When to stop trying for a while (default 5 failed attempts, 30s cooldown).
+    pub circuit_breaker: Breaker,
     /// The file that declared it.
     pub file: PathBuf,
     /// Its key path (`instances[0]`).
@@ -61,6 +87,14 @@ impl Instance {
     /// The full URL requests are posted to.
     pub fn url(&self) -> String {
         format!("{}{}", self.base_url, self.ingress_path)
+    }
+
+    /// The path the receiver sees and the signature covers: the base URL's
+    /// own path (a receiver behind a proxy prefix) followed by `ingress_path`.
+    pub fn signed_path(&self) -> String {
+        let after_scheme = self.base_url.split_once("://").map_or("", |(_, r)| r);
+        let prefix = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+        format!("{prefix}{}", self.ingress_path)
     }
 }
 

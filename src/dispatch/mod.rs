@@ -6,6 +6,7 @@
 //! outcome is written in one completion transaction.
 
 pub mod pool;
+mod relay;
 pub mod retry;
 
 use std::sync::Arc;
@@ -113,6 +114,9 @@ pub fn execute_then_claim(
     next: Option<&dyn Fn(&str) -> usize>,
 ) -> Result<Executed, StoreError> {
     let pre_start = Instant::now();
+    if job.plugin == crate::relay::outbox::PLUGIN && job.command == crate::relay::outbox::SEND {
+        return relay::execute(conn, rt, job, clock, next);
+    }
     let Some(plugin) = rt.registry.get(&job.plugin).cloned() else {
         let msg = format!(
             "plugin `{}` is not loaded (removed, disabled or failed to load)",

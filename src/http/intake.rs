@@ -209,9 +209,14 @@ fn write(
             }
             Work::Decision(d) => {
                 decisions::record(&tx, d)?;
+                super::relay::record_refusal(&tx, d, now)?;
                 Written::Recorded
             }
-            Work::Plan(plan) => Written::Plan(insert_children(&tx, plan, t.ttl, now)?),
+            Work::Plan(plan) => {
+                let ids = insert_children(&tx, plan, t.ttl, now)?;
+                super::relay::record_acceptance(&tx, plan, &ids, now)?;
+                Written::Plan(ids)
+            }
         });
     }
     tx.commit()

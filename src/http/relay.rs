@@ -13,7 +13,10 @@ use super::request::Outcome;
 use super::{Reply, Req, Services};
 use crate::config::relay::{Ingress, Peer};
 use crate::relay::wire;
+use crate::store::StoreError;
+use crate::store::completion::{Child, Settled};
 use crate::store::decisions::{Decision, Kind};
+use crate::store::events;
 
 /// Why a request was refused: its status and its stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +116,8 @@ struct Envelope {
     dedupe_key: Option<String>,
     event_id: Option<String>,
     baggage: Map<String, Value>,
+    /// This clock minus the sender's timestamp, in seconds.
+    skew_seconds: i64,
 }
 
 fn check<'i>(
@@ -162,10 +167,11 @@ fn check<'i>(
     {
         return Err(Refusal::BadSignature);
     }
-    let envelope = parse(&req.body, &peer.name).ok_or(Refusal::BadEnvelope)?;
+    let mut envelope = parse(&req.body, &peer.name).ok_or(Refusal::BadEnvelope)?;
     if !peer.accepts(&envelope.event_type) {
         return Err(Refusal::EventNotAccepted);
     }
+    envelope.skew_seconds = svc.clock.now().timestamp() - ts;
     let signature = String::from_utf8_lossy(signature).trim().to_string();
     Ok((peer, envelope, signature))
 }
@@ -210,6 +216,7 @@ fn parse(body: &[u8], peer: &str) -> Option<Envelope> {
         dedupe_key,
         event_id,
         baggage,
+        skew_seconds: 0,
     })
 }
 
@@ -237,7 +244,7 @@ fn accept(
         .collect();
     let ttl = rt.config.service.dedupe_ttl;
     let now = svc.clock.now();
-    let plan = crate::router::engine::start_remote(
+    let mut plan = crate::router::engine::start_remote(
         rt,
         &envelope.event_type,
         envelope.payload,
@@ -247,6 +254,12 @@ fn accept(
         ttl,
         now,
     );
+    // The skew rides on the root's answer: `system doctor` reads the last one.
+    if let Some(Settled::Succeeded(Value::Object(answer))) =
+        plan.first_mut().and_then(|c| c.settled.as_mut())
+    {
+        answer.insert("skew_seconds".into(), json!(envelope.skew_seconds));
+    }
     let root = plan
         .first()
         .and_then(|c| c.job.id.clone())
@@ -270,4 +283,66 @@ fn accept(
         }
         Ok(Written::Job(_) | Written::Recorded) | Err(_) => super::api::intake_failed(),
     }
+}
+
+/// Inside the intake's transaction: a `relay.accepted` event for a plan
+/// whose root is a relay acceptance that was created (not a redelivery).
+pub(super) fn record_acceptance(
+    tx: &rusqlite::Transaction<'_>,
+    plan: &[Child],
+    created: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let Some(root) = plan.first() else {
+        return Ok(());
+    };
+    let job = &root.job;
+    if job.plugin != crate::relay::outbox::PLUGIN
+        || job.command != "accept"
+        || job.id.is_none()
+        || created.first() != job.id.as_ref()
+    {
+        return Ok(());
+    }
+    let skew = match &root.settled {
+        Some(Settled::Succeeded(answer)) => answer.get("skew_seconds").cloned(),
+        _ => None,
+    };
+    let data = json!({
+        "peer": job.submitter,
+        "event_type": job.payload.get("type"),
+        "skew_seconds": skew,
+        "routed_jobs": created.len().saturating_sub(1),
+    });
+    events::record(
+        tx,
+        "relay.accepted",
+        Some(&job.plugin),
+        Some(&job.command),
+        job.id.as_deref(),
+        &data,
+        now,
+    )
+}
+
+/// Inside the intake's transaction: a `relay.rejected` event for a refusal.
+pub(super) fn record_refusal(
+    tx: &rusqlite::Transaction<'_>,
+    d: &Decision,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    if d.kind != Kind::RelayRejected {
+        return Ok(());
+    }
+    let peer = d.scope.strip_prefix("relay:").unwrap_or(&d.scope);
+    let data = json!({"peer": peer, "reason": d.detail});
+    events::record(
+        tx,
+        "relay.rejected",
+        Some(&d.plugin),
+        d.command.as_deref(),
+        None,
+        &data,
+        now,
+    )
 }

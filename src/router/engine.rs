@@ -12,9 +12,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::condition::Roots;
+use super::condition::{Path, Root, Roots};
 use super::graph::{COMMAND, HOP_CAP, Hop, HopKind, Outcome, Pipeline, SWITCH};
 use crate::clock::format_ts;
+use crate::relay::outbox::{self, Outgoing};
 use crate::runtime::Runtime;
 use crate::store::completion::{Child, Settled};
 use crate::store::context::ContextRow;
@@ -384,6 +385,78 @@ pub fn start_remote(
     plan
 }
 
+/// The outbox payload of a `relay:` step and its attempt budget: the event
+/// projected with `with`, its dedupe key and baggage resolved now, from this
+/// hop's event and the tree's baggage.
+fn relay_outbox(
+    rt: &Runtime,
+    r: &crate::config::pipeline::Relay,
+    payload: &Value,
+    place: &Place,
+    up: &Upstream<'_>,
+    id: &str,
+) -> Result<(Value, u32), String> {
+    let instance = rt
+        .config
+        .relay
+        .instance(&r.to)
+        .ok_or_else(|| format!("relay instance `{}` is not configured", r.to))?;
+    let roots = Roots {
+        payload,
+        context: &place.baggage,
+        config: &Value::Null,
+    };
+    let body = match &r.with {
+        Some(t) => t.value.render(&roots).map_err(|e| format!("with: {e}"))?,
+        None => match payload {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        },
+    };
+    let dedupe_key = match &r.dedupe_key {
+        Some(text) => {
+            let path = Path::parse(text, &[Root::Payload, Root::Context])
+                .map_err(|e| format!("dedupe_key: {e}"))?;
+            let v = path
+                .resolve(&roots)
+                .ok_or_else(|| format!("dedupe_key: `{text}` is missing"))?;
+            Some(v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        }
+        None => None,
+    };
+    let baggage = match &r.baggage {
+        Some(c) => match c
+            .value
+            .apply(&Value::Null, payload, &place.baggage)
+            .map_err(|e| format!("baggage: {e}"))?
+        {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+        None => Map::new(),
+    };
+    let outgoing = Outgoing {
+        event_type: r.event.clone(),
+        payload: body,
+        dedupe_key,
+        origin_plugin: Some(up.plugin.to_string()),
+        origin_job_id: Some(up.job_id.to_string()),
+        // The outbox job's own id: stable across redeliveries, distinct for
+        // two relay steps that forward the same upstream event.
+        origin_event_id: None,
+        baggage,
+    };
+    let job = outbox::job(
+        instance,
+        &rt.config.service.name,
+        &outgoing,
+        id,
+        SubmittedBy::Route,
+    )
+    .map_err(|e| e.0)?;
+    Ok((job.payload, job.max_attempts))
+}
+
 /// Plans `hop` receiving `event`; a switch is decided at once and its branch
 /// planned after it.
 #[allow(clippy::too_many_arguments)]
@@ -415,6 +488,7 @@ fn plan_hop(
     control.insert("ductile_route_depth".into(), json!(place.depth));
     control.insert("ductile_route_max_depth".into(), json!(place.max_depth));
     let mut settled = None;
+    let mut relay_attempts = None;
     let mut baggage = place.baggage.clone();
     let (plugin, command, job_payload) = match &hop.kind {
         HopKind::Uses {
@@ -509,11 +583,19 @@ fn plan_hop(
             (SWITCH.to_string(), COMMAND.to_string(), event.clone())
         }
         HopKind::Relay(r) => {
-            settled = Some(Settled::Failed(format!(
-                "step `{}` relays to `{}`, and remote event relay is not available in this version",
-                hop.step, r.to
-            )));
-            ("relay".to_string(), COMMAND.to_string(), event.clone())
+            let (job_payload, attempts) = match relay_outbox(rt, r, &payload, place, up, &id) {
+                Ok(planned) => planned,
+                Err(e) => {
+                    settled = Some(Settled::Failed(format!("relay step `{}`: {e}", hop.step)));
+                    (event.clone(), 1)
+                }
+            };
+            relay_attempts = Some(attempts);
+            (
+                outbox::PLUGIN.to_string(),
+                outbox::SEND.to_string(),
+                job_payload,
+            )
         }
     };
     let mut accumulated = match &baggage {
@@ -521,10 +603,11 @@ fn plan_hop(
         _ => Map::new(),
     };
     accumulated.extend(control);
-    let max_attempts = rt
-        .registry
-        .get(&plugin)
-        .map_or(1, |p| p.conf.retry.max_attempts);
+    let max_attempts = relay_attempts.unwrap_or_else(|| {
+        rt.registry
+            .get(&plugin)
+            .map_or(1, |p| p.conf.retry.max_attempts)
+    });
     let mut job = NewJob::new(
         &plugin,
         &command,

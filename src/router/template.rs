@@ -98,6 +98,28 @@ impl Template {
         Ok(Template { entries })
     }
 
+    /// Compiles a relay step's `with:`, a projection (06-pipelines-dsl §3.5):
+    /// a string that is nothing but a `payload.`/`context.` path takes the
+    /// value at that path, as `{payload.x}` would; anything else is compiled
+    /// as [`Template::compile`] does.
+    pub fn compile_projection(value: &Value) -> Result<Template, TemplateError> {
+        fn bare_paths(v: &Value) -> Value {
+            match v {
+                Value::String(s) if is_bare_path(s) => Value::String(format!("{{{s}}}")),
+                Value::Array(a) => Value::Array(a.iter().map(bare_paths).collect()),
+                Value::Object(m) => {
+                    Value::Object(m.iter().map(|(k, v)| (k.clone(), bare_paths(v))).collect())
+                }
+                other => other.clone(),
+            }
+        }
+        fn is_bare_path(s: &str) -> bool {
+            (s.starts_with("payload.") || s.starts_with("context."))
+                && !s.contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        }
+        Template::compile(&bare_paths(value))
+    }
+
     /// Renders every entry against one snapshot of the roots. The result holds
     /// the top-level payload keys to add or override.
     pub fn render(&self, roots: &Roots<'_>) -> Result<Map<String, Value>, TemplateError> {

@@ -182,6 +182,23 @@ pub enum Effect {
     },
     /// A plugin `init` run: its result is the plugin's health.
     Init,
+    /// A relay delivery attempt: every attempt (not only the last) counts
+    /// towards the breaker of its target instance.
+    Delivery {
+        /// The breaker's plugin key (`relay:<instance>`).
+        breaker: String,
+        /// Consecutive failed attempts that open it.
+        threshold: u32,
+        /// Whether the receiver was reached and took the event.
+        reached: bool,
+    },
+    /// An event for the live stream and the metrics, written with the outcome.
+    Event {
+        /// The event kind (`relay.sent`).
+        kind: &'static str,
+        /// Its data.
+        data: Value,
+    },
 }
 
 /// The status a finished job row ends in, and the ids of children created.
@@ -386,6 +403,32 @@ fn complete_in(
             }
             Effect::Schedule { schedule_id } if succeeded => {
                 super::schedules::succeeded(tx, &job.plugin, schedule_id, &job.id, now)?;
+            }
+            Effect::Delivery {
+                breaker,
+                threshold,
+                reached,
+            } => {
+                super::breakers::record(
+                    tx,
+                    breaker,
+                    &job.command,
+                    &job.id,
+                    *reached,
+                    *threshold,
+                    now,
+                )?;
+            }
+            Effect::Event { kind, data } => {
+                super::events::record_at(
+                    tx,
+                    kind,
+                    Some(&job.plugin),
+                    Some(&job.command),
+                    Some(&job.id),
+                    data,
+                    &format_ts(now),
+                )?;
             }
             Effect::Init if terminal => {
                 super::health::record_init(

@@ -1055,6 +1055,39 @@ pub fn take_cancel_requests(
     Ok((running, cancelled))
 }
 
+/// Puts a claimed job back in the queue until `at` without spending its
+/// attempt: it was not tried (its target's breaker is open). The attempt
+/// guard of a completion applies: a job no longer running this attempt is a
+/// stale claim.
+pub fn defer(
+    conn: &mut Connection,
+    job: &ClaimedJob,
+    at: DateTime<Utc>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let tx = begin(conn)?;
+    let (ts, at_ts) = (format_ts(now), format_ts(at));
+    let current: Option<u32> = tx
+        .prepare_cached("SELECT attempt FROM job_queue WHERE id = ?1 AND status = 'running'")
+        .and_then(|mut s| s.query_row([&job.id], |r| r.get(0)).optional())
+        .map_err(|e| StoreError::sqlite(format!("read job {}", job.id), e))?;
+    if current != Some(job.attempt) {
+        return Err(StoreError::StaleAttempt {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            now: "not running this attempt".to_string(),
+        });
+    }
+    let change = Change {
+        next_retry_at: Some(&at_ts),
+        ..Change::new(job.attempt, reason, &ts)
+    };
+    transition(&tx, &job.id, JobStatus::Running, JobStatus::Queued, &change)?;
+    tx.commit()
+        .map_err(|e| StoreError::sqlite(format!("commit deferral of job {}", job.id), e))
+}
+
 /// Queued or running jobs of a plugin+command, oldest first: (id, status).
 pub fn inflight(
     conn: &Connection,

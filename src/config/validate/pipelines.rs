@@ -472,6 +472,15 @@ fn build_relay(
             return Err(site.error(ctx, format!("`{key}` is required")));
         }
     }
+    // A relay's `with:` is a projection: bare `payload.x` paths are references.
+    if let Some(with) = relay.with.take() {
+        let value = Template::compile_projection(&with.source)
+            .map_err(|e| compile_error(ctx, &site.key("with"), &e.path, e.message))?;
+        relay.with = Some(Compiled {
+            value,
+            source: with.source,
+        });
+    }
     Ok(relay)
 }
 

@@ -7,7 +7,7 @@ use serde_yaml::Value;
 
 use super::super::provenance::{join, key_text};
 use super::super::yaml::describe;
-use super::super::{ConfigError, PluginConf, ScheduleConf};
+use super::super::{Breaker, ConfigError, PluginConf, Retry, ScheduleConf};
 use super::super::{duration, limits};
 use super::{
     Ctx, expect_mapping, narrow, read_choice, read_count, read_flag, read_in, read_span,
@@ -133,31 +133,13 @@ fn build_plugin(
                 }
             }
             "retry" => {
-                let retry = expect_mapping(ctx, value, &path)?;
-                for (key, path, value) in ctx.entries(retry, &path, RETRY_KEYS) {
-                    if key == "max_attempts" {
-                        conf.retry.max_attempts = read_in(ctx, value, &path, limits::MAX_ATTEMPTS)?;
-                        retry_attempts_set = true;
-                    } else {
-                        conf.retry.backoff_base =
-                            read_span(ctx, value, &path, limits::BACKOFF_BASE)?;
-                    }
-                }
+                retry_attempts_set |= read_retry(ctx, value, &path, &mut conf.retry)?;
             }
             "max_attempts" => {
                 shorthand_attempts = Some(read_in(ctx, value, &path, limits::MAX_ATTEMPTS)?);
             }
             "circuit_breaker" => {
-                let breaker = expect_mapping(ctx, value, &path)?;
-                for (key, path, value) in ctx.entries(breaker, &path, BREAKER_KEYS) {
-                    if key == "threshold" {
-                        conf.circuit_breaker.threshold =
-                            read_in(ctx, value, &path, limits::BREAKER_THRESHOLD)?;
-                    } else {
-                        conf.circuit_breaker.reset_after =
-                            read_span(ctx, value, &path, limits::BREAKER_RESET_AFTER)?;
-                    }
-                }
+                read_breaker(ctx, value, &path, &mut conf.circuit_breaker)?;
             }
             "max_outstanding_polls" => {
                 conf.max_outstanding_polls =
@@ -349,4 +331,42 @@ fn read_every(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigErro
             .map_err(|message| ctx.error(path, message))?;
     }
     Ok(text)
+}
+
+/// A `retry:` mapping into `retry`; true when it set `max_attempts`.
+pub(super) fn read_retry(
+    ctx: &mut Ctx,
+    value: &Value,
+    path: &str,
+    retry: &mut Retry,
+) -> Result<bool, ConfigError> {
+    let map = expect_mapping(ctx, value, path)?;
+    let mut attempts_set = false;
+    for (key, path, value) in ctx.entries(map, path, RETRY_KEYS) {
+        if key == "max_attempts" {
+            retry.max_attempts = read_in(ctx, value, &path, limits::MAX_ATTEMPTS)?;
+            attempts_set = true;
+        } else {
+            retry.backoff_base = read_span(ctx, value, &path, limits::BACKOFF_BASE)?;
+        }
+    }
+    Ok(attempts_set)
+}
+
+/// A `circuit_breaker:` mapping into `breaker`.
+pub(super) fn read_breaker(
+    ctx: &mut Ctx,
+    value: &Value,
+    path: &str,
+    breaker: &mut Breaker,
+) -> Result<(), ConfigError> {
+    let map = expect_mapping(ctx, value, path)?;
+    for (key, path, value) in ctx.entries(map, path, BREAKER_KEYS) {
+        if key == "threshold" {
+            breaker.threshold = read_in(ctx, value, &path, limits::BREAKER_THRESHOLD)?;
+        } else {
+            breaker.reset_after = read_span(ctx, value, &path, limits::BREAKER_RESET_AFTER)?;
+        }
+    }
+    Ok(())
 }

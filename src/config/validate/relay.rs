@@ -22,6 +22,8 @@ const INSTANCE_KEYS: &[&str] = &[
     "timeout",
     "allow",
     "allow_insecure",
+    "retry",
+    "circuit_breaker",
 ];
 
 const INGRESS_KEYS: &[&str] = &[
@@ -92,6 +94,8 @@ fn build_instance(
     let mut timeout = Duration::from_secs(10);
     let mut allow = Vec::new();
     let mut allow_insecure = false;
+    let mut retry = super::super::relay::default_retry();
+    let mut circuit_breaker = super::super::relay::default_breaker();
     for (key, path, value) in ctx.entries(map, origin, INSTANCE_KEYS) {
         match key.as_str() {
             "name" => name = Some(read_name(ctx, value, &path)?),
@@ -102,6 +106,12 @@ fn build_instance(
             "key_id" => key_id = Some(read_key_id(ctx, value, &path)?),
             "timeout" => timeout = read_duration(ctx, value, &path)?,
             "allow" => allow = read_event_types(ctx, value, &path)?,
+            "retry" => {
+                super::plugins::read_retry(ctx, value, &path, &mut retry)?;
+            }
+            "circuit_breaker" => {
+                super::plugins::read_breaker(ctx, value, &path, &mut circuit_breaker)?
+            }
             _ => allow_insecure = read_flag(ctx, value, &path)?,
         }
     }
@@ -129,6 +139,8 @@ fn build_instance(
         timeout,
         allow,
         allow_insecure,
+        retry,
+        circuit_breaker,
         file: ctx.provenance.file_of(origin),
         origin: origin.to_string(),
     })

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use super::{
     COMMAND, Edges, HOP_CAP, Hop, HopId, HopKind, MAX_HOPS, MaxDepth, Pipeline, Route, RouteGraph,
 };
-use crate::config::pipeline::{Action, PipelineConf, StepConf, Trigger};
+use crate::config::pipeline::{Action, PipelineConf, Relay, StepConf, Trigger};
 use crate::config::{Config, ConfigError, Finding};
 use crate::plugin::Registry;
 
@@ -202,6 +202,31 @@ impl Plugins<'_> {
         Err(at.error(format!("`{name}` is not a configured plugin{hint}")))
     }
 
+    /// A `relay:` step names a configured instance whose `allow` lets its
+    /// event through: a send that could never leave is refused at load, not
+    /// discovered when the first event fails.
+    fn relayable(&self, relay: &Relay, step: &StepConf) -> Result<(), ConfigError> {
+        let at = |field: &str| Place::new(&step.file, &format!("{}.relay.{field}", step.origin));
+        let relays = &self.config.relay;
+        let Some(instance) = relays.instance(&relay.to) else {
+            let names: Vec<&str> = relays.instances.iter().map(|i| i.name.as_str()).collect();
+            let hint = crate::suggest::hint(&relay.to, &names);
+            return Err(at("to").error(format!(
+                "`{}` is not an instance of relay-instances.yaml (`instances:`){hint}",
+                relay.to
+            )));
+        };
+        if !instance.allows(&relay.event) {
+            return Err(at("event").error(format!(
+                "instance `{}` does not allow `{}` (its `allow:` lists {})",
+                instance.name,
+                relay.event,
+                instance.allow.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// `name` is configured, and when loaded its manifest declares `handle`,
     /// the command every step and route runs. A configured plugin that is not
     /// loaded (disabled, or refused at discovery) is a warning: turning a
@@ -282,7 +307,7 @@ fn check_steps(
             Action::Steps(inner) | Action::Split(inner) => {
                 check_steps(plugins, by_name, inner, warnings)?;
             }
-            Action::Relay(_) => {}
+            Action::Relay(relay) => plugins.relayable(relay, step)?,
         }
     }
     Ok(())

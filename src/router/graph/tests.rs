@@ -34,9 +34,15 @@ impl Tree {
         fs::write(
             dir.join("config.yaml"),
             format!(
-                "plugin_roots: [\"{}\"]\ninclude: [plugins.yaml, pipelines.yaml]\n",
+                "plugin_roots: [\"{}\"]\ninclude: [plugins.yaml, relay.yaml, pipelines.yaml]\n",
                 roots.display()
             ),
+        )
+        .unwrap();
+        // The `lab` instance the spec's relay step names.
+        fs::write(
+            dir.join("relay.yaml"),
+            "tokens:\n  - {name: relay-lab, key: relay-lab-secret-0123456789abcdef, scopes: [\"*\"]}\ninstances:\n  - {name: lab, base_url: \"https://lab.example\", ingress_path: /ingest/peer/home, secret_ref: relay-lab}\n",
         )
         .unwrap();
         fs::copy(fixtures().join("plugins.yaml"), dir.join("plugins.yaml")).unwrap();
@@ -579,4 +585,24 @@ fn mermaid_draws_switches_splits_and_calls() {
 "#;
     assert_eq!(visualize::mermaid(&g, "chain").unwrap(), expected);
     assert!(visualize::mermaid(&g, "missing").is_none());
+}
+
+#[test]
+fn a_relay_step_must_name_a_configured_instance_that_allows_its_event() {
+    let unknown = Tree::new(
+        "pipelines:\n  - name: p\n    on: x.y\n    steps:\n      - relay: {to: labb, event: backup.ready}\n",
+    );
+    assert_eq!(
+        unknown.error(),
+        "FILE: pipelines[0] (p).steps[0].relay.to: `labb` is not an instance of relay-instances.yaml (`instances:`); did you mean `lab`?"
+    );
+    let relay = "tokens:\n  - {name: relay-lab, key: relay-lab-secret-0123456789abcdef, scopes: [\"*\"]}\ninstances:\n  - {name: lab, base_url: \"https://lab.example\", ingress_path: /in/home, secret_ref: relay-lab, allow: [backup.ready]}\n";
+    let tree = Tree::new(
+        "pipelines:\n  - name: p\n    on: x.y\n    steps:\n      - relay: {to: lab, event: report.done}\n",
+    );
+    fs::write(tree.dir.join("relay.yaml"), relay).unwrap();
+    assert_eq!(
+        tree.error(),
+        "FILE: pipelines[0] (p).steps[0].relay.event: instance `lab` does not allow `report.done` (its `allow:` lists backup.ready)"
+    );
 }

@@ -1,0 +1,264 @@
+//! Remote event relay between real daemons on loopback: a pipeline on A
+//! relays to B and B runs its own pipeline with the allowed baggage only; a
+//! receiver that is down gets the event when it comes back; `relay send`
+//! with no daemon delivers the outbox row itself; a 4xx is not retried.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::http::{ADMIN, call, listening};
+use crate::pipelines::{Running, plugins};
+use crate::support::{Daemon, TestDir};
+
+pub(crate) const SECRET: &str = "relay-send-secret-0123456789abcdef";
+const LONG: Duration = Duration::from_secs(60);
+
+/// A free loopback port: B must come back on the address A sends to.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Receiver `lab`: accepts `backup.ready` from `home-primary` (baggage
+/// `trace_id` only) and runs plugin `a` for it.
+pub(crate) fn receiver_dir(tag: &str, port: u16, secret: &str) -> TestDir {
+    let dir = TestDir::new(&format!("relay-b-{tag}"));
+    dir.fixture("pipe_step");
+    dir.write(
+        "tokens.yaml",
+        &format!("tokens:\n  - {{name: relay-v1, key: {secret}, scopes: [\"*\"]}}\n"),
+    );
+    dir.write(
+        "relay-ingress.yaml",
+        "remote_ingress:\n  listen_path: /ingest/peer\n  allowed_clock_skew: 5m\n  require_key_id: true\n  peers:\n    - name: home-primary\n      secret_ref: relay-v1\n      key_id: v1\n      accept: [backup.ready]\n      baggage: {allow: [trace_id]}\n",
+    );
+    dir.config(&format!(
+        "include: [tokens.yaml, relay-ingress.yaml]\nservice:\n  name: lab\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}pipelines:\n  - name: offsite\n    on: backup.ready\n    steps:\n      - uses: a\n",
+        plugins("")
+    ));
+    assert_eq!(dir.run(&["config", "lock"]).code, 0);
+    dir
+}
+
+/// Sender `home-primary`: instance `lab` at `port`, and a pipeline that
+/// relays `backup.created` there as `backup.ready`, then runs `b`.
+pub(crate) fn sender_dir(tag: &str, port: u16, extra_instance: &str) -> TestDir {
+    let dir = TestDir::new(&format!("relay-a-{tag}"));
+    dir.fixture("pipe_step");
+    dir.write(
+        "tokens.yaml",
+        &format!("tokens:\n  - {{name: relay-v1, key: {SECRET}, scopes: [\"*\"]}}\n"),
+    );
+    dir.write(
+        "relay-instances.yaml",
+        &format!(
+            "instances:\n  - name: lab\n    base_url: http://127.0.0.1:{port}\n    ingress_path: /ingest/peer/home-primary\n    secret_ref: relay-v1\n    key_id: v1\n    timeout: 5s\n    allow: [backup.ready, backup.other]\n    retry: {{max_attempts: 50, backoff_base: 100ms}}\n    circuit_breaker: {{threshold: 1000, reset_after: 1s}}\n{extra_instance}"
+        ),
+    );
+    dir.config(&format!(
+        "include: [tokens.yaml, relay-instances.yaml]\nservice:\n  name: home-primary\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}pipelines:\n  - name: ship\n    on: backup.created\n    steps:\n      - id: relay-to-lab\n        relay:\n          to: lab\n          event: backup.ready\n          dedupe_key: payload.archive_id\n          with:\n            archive_id: payload.archive_id\n          baggage:\n            trace_id: payload.trace_id\n            secret_plan: payload.secret_plan\n      - uses: b\n",
+        plugins("")
+    ));
+    assert_eq!(dir.run(&["config", "lock"]).code, 0);
+    let check = dir.run(&["config", "check"]);
+    assert_eq!(check.code, 0, "config check: {check:?}");
+    dir
+}
+
+fn start(dir: TestDir) -> Running {
+    let daemon = dir.start();
+    let api = listening(&daemon, "api.listen");
+    Running { dir, daemon, api }
+}
+
+/// The context plugin `a` ran with on `dir`'s ledger.
+fn context_of_a(dir: &TestDir) -> Value {
+    let text = dir
+        .text("SELECT c.accumulated_json FROM job_queue j JOIN event_context c ON c.id = j.event_context_id WHERE j.plugin = 'a'")
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn succeeded(dir: &TestDir, plugin: &str) -> i64 {
+    dir.count(&format!(
+        "SELECT count(*) FROM job_queue WHERE plugin = '{plugin}' AND status = 'succeeded'"
+    ))
+}
+
+#[test]
+fn a_pipeline_relay_step_runs_the_receivers_pipeline_with_allowed_baggage_then_continues() {
+    let port = free_port();
+    let b = start(receiver_dir("pipe", port, SECRET));
+    let a = start(sender_dir("pipe", port, ""));
+    let answer = call(
+        &a.api,
+        "POST",
+        "/pipeline/ship",
+        Some(ADMIN),
+        Some(
+            &json!({"payload": {"archive_id": "nightly-7", "trace_id": "tr-1", "secret_plan": "stay home", "bulky": "x"}})
+                .to_string(),
+        ),
+    );
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    b.dir.wait_until(LONG, "B's pipeline to run plugin a", || {
+        succeeded(&b.dir, "a") == 1
+    });
+    a.dir
+        .wait_until(LONG, "A's pipeline to continue after the relay", || {
+            succeeded(&a.dir, "b") == 1
+        });
+    let context = context_of_a(&b.dir);
+    assert_eq!(context["trace_id"], "tr-1", "{context}");
+    assert!(context.get("secret_plan").is_none(), "{context}");
+    let payload: Value = serde_json::from_str(
+        &b.dir
+            .text("SELECT payload FROM job_queue WHERE plugin = 'a'")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["payload"]["archive_id"], "nightly-7", "{payload}");
+    assert!(payload["payload"].get("bulky").is_none(), "{payload}");
+    // The outbox row on A: one delivery, answered 202, its lineage intact.
+    let outbox = a
+        .dir
+        .run(&["job", "list", "--plugin", "relay", "--json"])
+        .code(0)
+        .json();
+    let jobs = outbox["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{outbox}");
+    assert_eq!(jobs[0]["status"], "succeeded");
+    assert_eq!(
+        b.dir
+            .text("SELECT submitted_by FROM job_queue WHERE plugin = 'relay'")
+            .as_deref(),
+        Some("relay:home-primary")
+    );
+    // The live stream saw the send on A and the acceptance on B.
+    assert_eq!(
+        a.dir
+            .count("SELECT count(*) FROM system_events WHERE kind = 'relay.sent'"),
+        1
+    );
+    assert_eq!(
+        b.dir
+            .count("SELECT count(*) FROM system_events WHERE kind = 'relay.accepted'"),
+        1
+    );
+    drop(a);
+    drop(b);
+}
+
+#[test]
+fn a_receiver_that_is_down_gets_the_event_when_it_comes_back() {
+    let port = free_port();
+    let b_dir = receiver_dir("down", port, SECRET);
+    let a_dir = sender_dir("down", port, "");
+    // No daemon anywhere: `relay send` tries once itself and leaves the row
+    // in the outbox for the daemon.
+    let sent = a_dir.run(&[
+        "relay",
+        "send",
+        "lab",
+        "--event",
+        "backup.ready",
+        "--payload",
+        r#"{"archive_id":"n-2"}"#,
+        "--baggage",
+        r#"{"trace_id":"tr-2"}"#,
+        "--json",
+    ]);
+    assert_eq!(sent.code, 75, "{sent:?}");
+    let v = sent.json();
+    assert_eq!(v["status"], "queued", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("cannot reach"), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let a = start(a_dir);
+    // A keeps failing while B is down.
+    a.dir.wait_until(LONG, "a few failed attempts", || {
+        a.dir.count(&format!(
+            "SELECT count(*) FROM job_attempts WHERE job_id = '{id}'"
+        )) >= 3
+    });
+    let b = start(b_dir);
+    b.dir.wait_until(LONG, "B to run the relayed event", || {
+        succeeded(&b.dir, "a") == 1
+    });
+    a.dir.wait_until(LONG, "the outbox row to succeed", || {
+        a.dir
+            .text(&format!("SELECT status FROM job_queue WHERE id = '{id}'"))
+            .as_deref()
+            == Some("succeeded")
+    });
+    assert_eq!(context_of_a(&b.dir)["trace_id"], "tr-2");
+}
+
+#[test]
+fn relay_send_without_a_daemon_delivers_and_a_4xx_is_not_retried() {
+    let port = free_port();
+    let b = start(receiver_dir("cli", port, SECRET));
+    let a_dir = sender_dir("cli", port, "");
+    let sent = a_dir.run(&[
+        "relay",
+        "send",
+        "lab",
+        "--event",
+        "backup.ready",
+        "--payload",
+        r#"{"archive_id":"n-3"}"#,
+        "--dedupe-key",
+        "backup.ready:n-3",
+        "--json",
+    ]);
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let v = sent.json();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["remote"]["status"], 202, "{v}");
+    b.dir
+        .wait_until(LONG, "B to run it", || succeeded(&b.dir, "a") == 1);
+    // The same dedupe key again: B acknowledges it and runs nothing.
+    let again = a_dir.run(&[
+        "relay",
+        "send",
+        "lab",
+        "--event",
+        "backup.ready",
+        "--payload",
+        r#"{"archive_id":"n-3"}"#,
+        "--dedupe-key",
+        "backup.ready:n-3",
+        "--json",
+    ]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["remote"]["duplicate"], true);
+    // An event type B does not accept: 403, recorded failed after one attempt.
+    let refused = a_dir.run(&["relay", "send", "lab", "--event", "backup.other", "--json"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let r = refused.json();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("event_not_accepted"),
+        "{r}"
+    );
+    let id = r["job_id"].as_str().unwrap();
+    assert_eq!(
+        a_dir.count(&format!(
+            "SELECT count(*) FROM job_attempts WHERE job_id = '{id}'"
+        )),
+        1
+    );
+    // A type the instance does not allow never reaches the outbox.
+    let blocked = a_dir.run(&["relay", "send", "lab", "--event", "report.done"]);
+    assert_eq!(blocked.code, 2, "{blocked:?}");
+    assert!(
+        blocked.stderr.contains("does not allow `report.done`"),
+        "{blocked:?}"
+    );
+    assert_eq!(succeeded(&b.dir, "a"), 1);
+    drop::<Daemon>(b.daemon);
+}
