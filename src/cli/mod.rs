@@ -335,6 +335,13 @@ pub const VERBS: &[Verb] = &[
         positionals: (1, 1),
     },
     Verb {
+        path: &["relay", "status"],
+        args: "",
+        about: "outbound relay instances: outbox depth, delivered and failed events, last success, last error, breaker",
+        flags: &[],
+        positionals: (0, 0),
+    },
+    Verb {
         path: &["relay", "peers"],
         args: "",
         about: "trusted inbound relay peers: key ids, accepted types, last accepted event, refusals",
@@ -351,8 +358,8 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["system", "doctor"],
         args: "",
-        about: "runtime health: plugin health commands, breakers, free disk, stuck jobs, invalid schedules, WAL size; each failure with its fix",
-        flags: &[],
+        about: "runtime health: plugin health commands, breakers, free disk, stuck jobs, invalid schedules, WAL size, relay outboxes and peer clocks (--probe: reach each relay receiver); each failure with its fix",
+        flags: &["probe"],
         positionals: (0, 0),
     },
     Verb {
@@ -598,6 +605,7 @@ const BOOL_FLAGS: &[&str] = &[
     "force",
     "plain",
     "once",
+    "probe",
 ];
 
 /// A parsed command line.
@@ -858,6 +866,7 @@ fn dispatch(mut args: Args) -> Result<(), CliError> {
         ["system", "skills"] | ["skills"] => system::doctor::skills(&args),
         ["system", "watch"] => system::watch::watch(&args),
         ["relay", "send"] => relay::send(&args, &positionals),
+        ["relay", "status"] => relay::status(&args),
         ["relay", "peers"] => relay::peers(&args),
         ["schedule", "list"] => schedule::list(&args),
         ["schedule", "preview"] => schedule::preview(&args, &positionals[0]),

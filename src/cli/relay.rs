@@ -178,6 +178,76 @@ fn send_report(
     }
 }
 
+/// `relay status [--json]`: per instance, its outbox and its breaker.
+pub fn status(args: &Args) -> Result<(), CliError> {
+    let loaded = crate::config::load(&super::config_root(args)?)?;
+    let config = loaded.config;
+    let conn = if config.state.path.exists() {
+        Some(store::open_read_only(&config.state.path)?)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for i in &config.relay.instances {
+        let (outbox, breaker) = match &conn {
+            Some(c) => {
+                let (plugin, command) = outbox::breaker_key(&i.name);
+                (
+                    store::relay::outbox(c, &i.name)?,
+                    store::breakers::find(c, &plugin, command)?,
+                )
+            }
+            None => (store::relay::Outbox::default(), None),
+        };
+        rows.push(json!({
+            "name": i.name,
+            "enabled": i.enabled,
+            "url": i.url(),
+            "key_id": i.key_id,
+            "allow": i.allow,
+            "outbox": outbox,
+            "depth": outbox.queued + outbox.running,
+            "breaker": breaker.as_ref().map_or("closed", |b| b.state.as_str()),
+            "breaker_failures": breaker.as_ref().map_or(0, |b| b.failure_count),
+        }));
+    }
+    if args.json {
+        output::json(&json!({"sender": config.service.name, "instances": rows}));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        output::text("no relay instance is configured (`instances:` in relay-instances.yaml)");
+        return Ok(());
+    }
+    let mut out = format!(
+        "{:<16} {:<8} {:>6} {:>9} {:>7} {:<10} {:<24}  LAST ERROR\n",
+        "INSTANCE", "ENABLED", "DEPTH", "DELIVERED", "FAILED", "BREAKER", "LAST SUCCESS"
+    );
+    for r in &rows {
+        let o = &r["outbox"];
+        out.push_str(&format!(
+            "{:<16} {:<8} {:>6} {:>9} {:>7} {:<10} {:<24}  {}\n",
+            r["name"].as_str().unwrap_or(""),
+            if r["enabled"] == Value::Bool(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            r["depth"],
+            o["delivered"],
+            o["failed"],
+            r["breaker"].as_str().unwrap_or(""),
+            o["last_success_at"].as_str().unwrap_or("never"),
+            match (o["last_error_at"].as_str(), o["last_error"].as_str()) {
+                (Some(at), Some(e)) => format!("{at}: {e}"),
+                _ => "-".to_string(),
+            }
+        ));
+    }
+    output::text(&out);
+    Ok(())
+}
+
 /// `relay peers [--json]`.
 pub fn peers(args: &Args) -> Result<(), CliError> {
     let loaded = crate::config::load(&super::config_root(args)?)?;

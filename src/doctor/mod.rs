@@ -10,6 +10,8 @@
 mod runtime;
 mod selfcheck;
 
+mod relay;
+pub use relay::probes as relay_probes;
 pub use runtime::{Ledger, doctor};
 pub use selfcheck::{selfcheck, selfcheck_loaded};
 

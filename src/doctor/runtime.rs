@@ -54,6 +54,7 @@ pub fn doctor(rt: &Runtime, ledger: Ledger<'_>, now: DateTime<Utc>) -> Report {
             checks.extend(breaker_checks(conn));
             checks.push(stuck_check(rt, conn, now));
             checks.extend(schedule_checks(conn));
+            checks.extend(super::relay::checks(rt, conn, now));
         }
         Ledger::Missing => {
             let why = format!("no ledger at {} yet", rt.config.state.path.display());
@@ -307,10 +308,16 @@ fn breaker_checks(conn: &Connection) -> Vec<Check> {
                 b.failure_count,
                 b.opened_at.as_deref().unwrap_or("-")
             );
-            let remedy = format!(
-                "see why with `ductile job logs --plugin {} --status failed`; after fixing it, `ductile system reset {} --command {}`",
-                b.plugin, b.plugin, b.command
-            );
+            let remedy = match b.plugin.strip_prefix("relay:") {
+                Some(instance) => format!(
+                    "deliveries to `{instance}` resume by themselves after the cooldown; see why with `ductile relay status`, or `ductile system reset {} --command {}` once it is fixed",
+                    b.plugin, b.command
+                ),
+                None => format!(
+                    "see why with `ductile job logs --plugin {} --status failed`; after fixing it, `ductile system reset {} --command {}`",
+                    b.plugin, b.plugin, b.command
+                ),
+            };
             if b.state == "open" {
                 Check::fail(name, detail, remedy)
             } else {

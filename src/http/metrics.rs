@@ -188,6 +188,8 @@ impl Metrics {
             );
         }
 
+        relay(o, conn)?;
+
         let total = rt.config.service.max_workers;
         let busy = svc.running.len().min(total);
         family(o, "ductile_workers", "gauge", "Worker threads by state.");
@@ -261,6 +263,65 @@ impl Metrics {
 type Single<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], f64);
 
 /// Every row of `sql`, each column as text (SQLite renders numbers).
+/// The relay families: outbox depth per instance, delivery attempts per
+/// instance and outcome, and received requests per peer, outcome and reason
+/// (counted from the events the ledger keeps, within its retention).
+fn relay(o: &mut String, conn: &Connection) -> Result<(), StoreError> {
+    family(
+        o,
+        "ductile_relay_outbox_depth",
+        "gauge",
+        "Events waiting in the relay outbox (queued or being delivered) by target instance.",
+    );
+    for r in rows(
+        conn,
+        "SELECT json_extract(payload, '$.instance'), COUNT(*) FROM job_queue
+         WHERE status IN ('queued','running') AND plugin = 'relay' AND command = 'send' GROUP BY 1 ORDER BY 1",
+        "count the relay outbox",
+    )? {
+        sample(o, "ductile_relay_outbox_depth", &[("instance", &r[0])], num(&r[1]));
+    }
+    family(
+        o,
+        "ductile_relay_sends_total",
+        "counter",
+        "Relay delivery attempts by target instance and outcome (sent, retry, failed).",
+    );
+    for r in rows(
+        conn,
+        "SELECT json_extract(data, '$.instance'), substr(kind, 7), COUNT(*) FROM system_events
+         WHERE kind IN ('relay.sent','relay.retry','relay.failed') GROUP BY 1, 2 ORDER BY 1, 2",
+        "count relay sends",
+    )? {
+        sample(
+            o,
+            "ductile_relay_sends_total",
+            &[("instance", &r[0]), ("outcome", &r[1])],
+            num(&r[2]),
+        );
+    }
+    family(
+        o,
+        "ductile_relay_received_total",
+        "counter",
+        "Relay requests received by peer, outcome (accepted, rejected) and refusal reason.",
+    );
+    for r in rows(
+        conn,
+        "SELECT json_extract(data, '$.peer'), substr(kind, 7), coalesce(json_extract(data, '$.reason'), ''), COUNT(*)
+         FROM system_events WHERE kind IN ('relay.accepted','relay.rejected') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        "count relay receptions",
+    )? {
+        sample(
+            o,
+            "ductile_relay_received_total",
+            &[("peer", &r[0]), ("outcome", &r[1]), ("reason", &r[2])],
+            num(&r[3]),
+        );
+    }
+    Ok(())
+}
+
 fn rows(conn: &Connection, sql: &str, what: &'static str) -> Result<Vec<Vec<String>>, StoreError> {
     let fail = |e| StoreError::sqlite(what, e);
     let mut stmt = conn.prepare_cached(sql).map_err(fail)?;

@@ -134,3 +134,12 @@ fn read_json(answer: ureq::Response) -> Value {
     }
     serde_json::from_slice(&text).unwrap_or(Value::Null)
 }
+
+/// `GET url` with the relay client: the status, or why there was none.
+pub fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
+    match agent().get(url).timeout(timeout).call() {
+        Ok(answer) => Ok(answer.status()),
+        Err(ureq::Error::Status(status, _)) => Ok(status),
+        Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+    }
+}

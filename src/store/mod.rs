@@ -19,6 +19,7 @@ pub mod jobs;
 mod location;
 pub mod migrate;
 pub mod queue;
+pub mod relay;
 pub mod replication;
 pub mod retention;
 pub mod schedules;

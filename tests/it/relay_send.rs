@@ -48,6 +48,21 @@ pub(crate) fn receiver_dir(tag: &str, port: u16, secret: &str) -> TestDir {
 /// Sender `home-primary`: instance `lab` at `port`, and a pipeline that
 /// relays `backup.created` there as `backup.ready`, then runs `b`.
 pub(crate) fn sender_dir(tag: &str, port: u16, extra_instance: &str) -> TestDir {
+    sender_dir_with(
+        tag,
+        port,
+        "{threshold: 1000, reset_after: 1s}",
+        extra_instance,
+    )
+}
+
+/// [`sender_dir`] with `lab`'s `circuit_breaker:` set to `breaker`.
+pub(crate) fn sender_dir_with(
+    tag: &str,
+    port: u16,
+    breaker: &str,
+    extra_instance: &str,
+) -> TestDir {
     let dir = TestDir::new(&format!("relay-a-{tag}"));
     dir.fixture("pipe_step");
     dir.write(
@@ -57,7 +72,7 @@ pub(crate) fn sender_dir(tag: &str, port: u16, extra_instance: &str) -> TestDir 
     dir.write(
         "relay-instances.yaml",
         &format!(
-            "instances:\n  - name: lab\n    base_url: http://127.0.0.1:{port}\n    ingress_path: /ingest/peer/home-primary\n    secret_ref: relay-v1\n    key_id: v1\n    timeout: 5s\n    allow: [backup.ready, backup.other]\n    retry: {{max_attempts: 50, backoff_base: 100ms}}\n    circuit_breaker: {{threshold: 1000, reset_after: 1s}}\n{extra_instance}"
+            "instances:\n  - name: lab\n    base_url: http://127.0.0.1:{port}\n    ingress_path: /ingest/peer/home-primary\n    secret_ref: relay-v1\n    key_id: v1\n    timeout: 5s\n    allow: [backup.ready, backup.other]\n    retry: {{max_attempts: 50, backoff_base: 100ms}}\n    circuit_breaker: {breaker}\n{extra_instance}"
         ),
     );
     dir.config(&format!(
@@ -196,6 +211,68 @@ fn a_receiver_that_is_down_gets_the_event_when_it_comes_back() {
             == Some("succeeded")
     });
     assert_eq!(context_of_a(&b.dir)["trace_id"], "tr-2");
+
+    // The operator's views on A: the outbox, the failures it went through,
+    // the receiver reachable now, and the metrics.
+    let status = a.dir.run(&["relay", "status", "--json"]).code(0).json();
+    let lab = &status["instances"][0];
+    assert_eq!(lab["name"], "lab", "{status}");
+    assert_eq!(lab["depth"], 0, "{status}");
+    assert_eq!(lab["outbox"]["delivered"], 1, "{status}");
+    assert_eq!(lab["breaker"], "closed", "{status}");
+    assert!(
+        lab["outbox"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{status}"
+    );
+    let doctor = a.dir.run(&["system", "doctor", "--probe", "--json"]).json();
+    let check = |name: &str| {
+        doctor["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {doctor}"))
+    };
+    assert_eq!(check("relay.lab")["status"], "ok", "{doctor}");
+    assert_eq!(check("relay_probe.lab")["status"], "ok", "{doctor}");
+    let b_doctor = b.dir.run(&["system", "doctor", "--json"]).json();
+    let peer = b_doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "relay_peer.home-primary")
+        .cloned()
+        .unwrap();
+    assert_eq!(peer["status"], "ok", "{peer}");
+    assert!(
+        peer["detail"].as_str().unwrap().contains("clock skew"),
+        "{peer}"
+    );
+    let metrics = call(&a.api, "GET", "/metrics", Some(ADMIN), None).text();
+    assert!(
+        metrics.contains("ductile_relay_sends_total{instance=\"lab\",outcome=\"sent\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ductile_relay_sends_total{instance=\"lab\",outcome=\"retry\"}"),
+        "{metrics}"
+    );
+    let b_metrics = call(&b.api, "GET", "/metrics", Some(ADMIN), None).text();
+    assert!(
+        b_metrics.contains(
+            "ductile_relay_received_total{peer=\"home-primary\",outcome=\"accepted\",reason=\"\"} 1"
+        ),
+        "{b_metrics}"
+    );
+    // B stopped again: the probe says so.
+    drop(b);
+    let doctor = a.dir.run(&["system", "doctor", "--probe", "--json"]);
+    assert_eq!(doctor.code, 1, "{doctor:?}");
+    assert!(doctor.stdout.contains("relay_probe.lab"), "{doctor:?}");
 }
 
 #[test]
@@ -261,4 +338,68 @@ fn relay_send_without_a_daemon_delivers_and_a_4xx_is_not_retried() {
     );
     assert_eq!(succeeded(&b.dir, "a"), 1);
     drop::<Daemon>(b.daemon);
+}
+
+#[test]
+fn an_open_breaker_holds_deliveries_without_spending_attempts_then_a_probe_resumes_them() {
+    let port = free_port();
+    let b_dir = receiver_dir("breaker", port, SECRET);
+    let a = start(sender_dir_with(
+        "breaker",
+        port,
+        "{threshold: 2, reset_after: 2s}",
+        "",
+    ));
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let sent = a.dir.run(&[
+            "relay",
+            "send",
+            "lab",
+            "--event",
+            "backup.ready",
+            "--payload",
+            &format!(r#"{{"archive_id":"b-{n}"}}"#),
+            "--json",
+        ]);
+        assert_eq!(sent.code, 0, "{sent:?}");
+        assert_eq!(sent.json()["status"], "queued");
+        ids.push(sent.json()["job_id"].as_str().unwrap().to_string());
+    }
+    a.dir.wait_until(LONG, "the breaker of lab to open", || {
+        a.dir
+            .text("SELECT state FROM circuit_breakers WHERE plugin = 'relay:lab' AND command = 'send'")
+            .as_deref()
+            == Some("open")
+    });
+    let doctor = a.dir.run(&["system", "doctor", "--json"]);
+    assert_eq!(doctor.code, 1, "{doctor:?}");
+    assert!(
+        doctor.stdout.contains("breaker open: deliveries paused"),
+        "{doctor:?}"
+    );
+    // While it is open, waiting jobs are put back untried: their attempt
+    // numbers stay where the failures left them.
+    let attempts_before = a.dir.count("SELECT count(*) FROM job_attempts");
+    a.dir.wait_until(LONG, "a deferral to be recorded", || {
+        a.dir.count("SELECT count(*) FROM job_transitions WHERE reason LIKE 'not sent: the breaker of relay instance `lab` is open%'") >= 1
+    });
+    assert!(a.dir.count("SELECT count(*) FROM job_attempts") <= attempts_before + 1);
+    let b = start(b_dir);
+    b.dir
+        .wait_until(LONG, "B to run all three", || succeeded(&b.dir, "a") == 3);
+    a.dir.wait_until(LONG, "the breaker to close", || {
+        a.dir
+            .text("SELECT state FROM circuit_breakers WHERE plugin = 'relay:lab'")
+            .as_deref()
+            == Some("closed")
+    });
+    for id in &ids {
+        assert_eq!(
+            a.dir
+                .text(&format!("SELECT status FROM job_queue WHERE id = '{id}'"))
+                .as_deref(),
+            Some("succeeded")
+        );
+    }
 }

@@ -13,7 +13,7 @@ pub fn selfcheck(args: &Args) -> Result<(), CliError> {
     render(args, &report)
 }
 
-/// `ductile system doctor [--json]`: exit 0 healthy, 1 when a check failed,
+/// `ductile system doctor [--probe] [--json]`: exit 0 healthy, 1 when a check failed,
 /// 78 when the config does not load.
 pub fn doctor(args: &Args) -> Result<(), CliError> {
     let root = crate::cli::config_root(args)?;
@@ -27,7 +27,10 @@ pub fn doctor(args: &Args) -> Result<(), CliError> {
         Some(Ok(conn)) => Ledger::Open(conn),
         Some(Err(why)) => Ledger::Unreadable(why.clone()),
     };
-    let report = crate::doctor::doctor(&rt, ledger, SystemClock.now());
+    let mut report = crate::doctor::doctor(&rt, ledger, SystemClock.now());
+    if args.flag("probe").is_some() {
+        report.checks.extend(crate::doctor::relay_probes(&rt));
+    }
     render(args, &report)
 }
 
