@@ -2,8 +2,11 @@
 //! (plugins/<name>/run), spawns it RUNS times (default 200) per command with
 //! a realistic request on stdin, reads the response to its end, and prints the
 //! median and 90th percentile from spawn to exit. Run from the repository root.
+//! `fetch` and `notify` talk to a small HTTP server on 127.0.0.1 that this
+//! process serves (allow-listed in their config, as a LAN target would be).
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,40 @@ fn request(command: &str, config: Value, payload: Value) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Answers every connection with a small 200 and closes it: one request per
+/// plugin process, as each job makes.
+fn serve(listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut buf = [0u8; 8192];
+        let mut seen = Vec::new();
+        // Read the head and the body its Content-Length announces.
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let want = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if seen.len() >= head_end + 4 + want {
+                    break;
+                }
+            }
+        }
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let runs: usize = std::env::args()
         .nth(1)
@@ -51,6 +88,21 @@ fn main() -> ExitCode {
     let db = format!("{s}/bench.db");
     // A zero-byte file is an empty SQLite database.
     let _ = std::fs::write(&db, b"");
+    let listener = match TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on 127.0.0.1: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(a) => format!("http://{a}/bench"),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    std::thread::spawn(move || serve(listener));
     let cases: Vec<(&str, &str, Value, Value)> = vec![
         (
             "if",
@@ -117,6 +169,30 @@ fn main() -> ExitCode {
             "poll",
             json!({"db_path": db, "query": "SELECT COUNT(*) FROM sqlite_master"}),
             json!({}),
+        ),
+        (
+            "fetch",
+            "health",
+            json!({"url": url, "egress_allow": ["127.0.0.0/8"]}),
+            json!({}),
+        ),
+        (
+            "fetch",
+            "handle",
+            json!({"url": url, "egress_allow": ["127.0.0.0/8"]}),
+            json!({}),
+        ),
+        (
+            "notify",
+            "health",
+            json!({"webhook_url": url, "egress_allow": ["127.0.0.0/8"]}),
+            json!({}),
+        ),
+        (
+            "notify",
+            "handle",
+            json!({"webhook_url": url, "format": "generic", "egress_allow": ["127.0.0.0/8"]}),
+            json!({"message": "bench"}),
         ),
         (
             "file_handler",
