@@ -81,7 +81,8 @@ pub(super) fn checks(rt: &Runtime, conn: &Connection, now: DateTime<Utc>) -> Vec
             out.push(Check::ok(
                 name,
                 format!(
-                    "{} delivered, {} waiting, {} given up; last success {}",
+                    "secret `{}` resolved; {} delivered, {} waiting, {} given up; last success {}",
+                    i.secret_ref,
                     o.delivered,
                     o.queued + o.running,
                     o.failed,
@@ -100,7 +101,10 @@ pub(super) fn checks(rt: &Runtime, conn: &Connection, now: DateTime<Utc>) -> Vec
                     format!("cannot read the ledger: {e}"),
                     "run `ductile system selfcheck` with the daemon stopped",
                 )),
-                Ok(None) => out.push(Check::ok(name, "no event accepted yet")),
+                Ok(None) => out.push(Check::ok(
+                    name,
+                    format!("{} key(s) resolved; no event accepted yet", p.keys.len()),
+                )),
                 Ok(Some((at, skew))) => {
                     let skew = skew.unwrap_or(0);
                     let detail =
