@@ -58,6 +58,10 @@ pub(super) fn execute(
     let cooldown = instance.circuit_breaker.reset_after;
     match breakers::admit(conn, &breaker, command, cooldown, now)? {
         Admission::Allow | Admission::Probe => {}
+        // A probe that never reported (its process died mid-attempt) must
+        // not hold the instance half open for ever: past a cooldown and a
+        // request timeout, this job probes again.
+        Admission::Deny if stale_probe(conn, &breaker, cooldown + instance.timeout, now)? => {}
         Admission::Deny => return defer(conn, job, &breaker, cooldown, clock),
     }
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -170,14 +174,15 @@ fn record(
             )
         }
     };
-    let reached = matches!(delivery, Delivery::Accepted { .. } | Delivery::Duplicate);
-    if !matches!(delivery, Delivery::Refused { .. }) {
-        effects.push(Effect::Delivery {
-            breaker,
-            threshold,
-            reached,
-        });
-    }
+    // The breaker guards against a receiver that cannot be reached: a 4xx
+    // came from a receiver that is there, so it closes it like a success
+    // (and a half-open probe answered 4xx does not leave it half open).
+    let reached = !matches!(delivery, Delivery::Unavailable(_));
+    effects.push(Effect::Delivery {
+        breaker,
+        threshold,
+        reached,
+    });
     let kind = match (&decision, delivery) {
         (Decision::Succeeded, _) => "relay.sent",
         (Decision::Retry { .. }, _) => "relay.retry",
@@ -231,7 +236,11 @@ fn record(
             dur_ns: duration.as_nanos().min(i64::MAX as u128) as i64,
             runtime_pre_ns: 0,
             runtime_post_ns: 0,
-            status: if reached { "ok" } else { "err" },
+            status: if matches!(delivery, Delivery::Accepted { .. } | Delivery::Duplicate) {
+                "ok"
+            } else {
+                "err"
+            },
             subs: Vec::new(),
         }),
         effects,
@@ -261,6 +270,20 @@ fn record(
             .map(str::to_string),
         next: next.map(Box::new),
     })
+}
+
+/// Whether the breaker is half open since longer than `patience`.
+fn stale_probe(
+    conn: &Connection,
+    breaker: &str,
+    patience: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    let row = breakers::find(conn, breaker, outbox::SEND)?;
+    Ok(row
+        .filter(|b| b.state == "half_open")
+        .and_then(|b| crate::clock::parse_ts(&b.updated_at))
+        .is_some_and(|t| now > t + chrono::Duration::from_std(patience).unwrap_or_default()))
 }
 
 /// The breaker is open (or its probe is out): back in the queue, untried.
