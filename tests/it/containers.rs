@@ -541,3 +541,78 @@ fn a_plugin_config_may_run_a_local_plugin_as_an_image() {
         "{all}"
     );
 }
+
+/// A D6E STF in busybox sh: echoes its request as its output, fails as the
+/// payload asks.
+const STF: &str = r#"req=$(cat)
+case "$req" in
+*'"fail":"soft"'*) echo '{"error":"ledger is locked","type":"LockError","details":{"n":1}}'; exit 1;;
+*'"fail":"hard"'*) echo '{"error":"no such account","type":"ConfigError"}'; exit 78;;
+esac
+printf '{"output":{"status":"success","request":%s}}' "$req""#;
+
+#[test]
+fn a_d6e_stf_image_runs_unchanged() {
+    let dir = TestDir::new("ctr-d6e");
+    let image = Image::build(&dir);
+    plugin(&dir, "stf", &image.id, STF, "  envelope: d6e-stf\n");
+    dir.config(
+        "service:\n  name: home\nplugins:\n  stf:\n    enabled: true\n    max_attempts: 1\n",
+    );
+    let (code, v, all) = run(
+        &dir,
+        &[
+            "run",
+            "stf",
+            "handle",
+            "--payload",
+            r#"{"amount":3}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(v["status"], "succeeded", "{all}");
+    let text = dir
+        .text("SELECT result FROM job_log ORDER BY completed_at DESC LIMIT 1")
+        .unwrap();
+    let logged: Value = serde_json::from_str(&text).unwrap();
+    let output = &logged["result"];
+    assert_eq!(output["status"], "success", "{text}");
+    let sent = &output["request"];
+    assert_eq!(
+        sent["workspace_id"],
+        ductile::plugin::container::d6e::workspace_uuid("home").to_string()
+    );
+    assert_eq!(
+        sent["stf_id"],
+        ductile::plugin::container::d6e::stf_uuid("stf").to_string()
+    );
+    assert_eq!(sent["caller"], Value::Null);
+    assert_eq!(sent["api_url"], Value::Null);
+    assert_eq!(sent["api_token"], Value::Null);
+    assert_eq!(
+        sent["input"],
+        serde_json::json!({"amount": 3, "operation": "handle"})
+    );
+    assert_eq!(sent["sources"], serde_json::json!({}));
+    assert_eq!(logged["events"][0]["type"], "stf.completed", "{text}");
+    assert_eq!(logged["events"][0]["payload"], *output);
+
+    let (code, _, all) = run(
+        &dir,
+        &["run", "stf", "handle", "--payload", r#"{"fail":"soft"}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    assert_eq!(
+        job_field(&dir, "last_error").as_deref(),
+        Some("LockError: ledger is locked")
+    );
+
+    let (code, _, all) = run(
+        &dir,
+        &["run", "stf", "handle", "--payload", r#"{"fail":"hard"}"#],
+    );
+    assert_eq!(code, 78, "{all}");
+    assert!(all.contains("ConfigError: no such account"), "{all}");
+    assert!(containers_of_jobs(&dir).is_empty());
+}
