@@ -7,8 +7,14 @@
 //! across restarts and hosts: the workspace from the instance name (unless
 //! `config.d6e.workspace_id` sets one), the STF from the plugin name.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
+
+use super::{ContainerSpec, Engine, Network};
+use crate::http::d6e::{Grant, Session};
 
 use crate::plugin::protocol::{Event, Response, ResponseStatus};
 use crate::plugin::spawn::{EXIT_CONFIG, OutcomeKind};
@@ -95,10 +101,10 @@ pub fn prepare(v2_request: &[u8], instance: &str) -> Result<Prepared, Refused> {
     };
     let database = match d6e.get("database") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::String(s)) if Path::new(s).is_absolute() => Some(s.clone()),
         Some(_) => {
             return Err(Refused(
-                "d6e-stf: config.d6e.database must be a path to a SQLite file".into(),
+                "d6e-stf: config.d6e.database must be the absolute path of a SQLite file".into(),
             ));
         }
     };
@@ -146,6 +152,90 @@ impl Prepared {
         body.insert("api_token".into(), Value::String(cb.api_token.clone()));
         serde_json::to_vec(&body).unwrap_or_else(|_| self.request.clone())
     }
+}
+
+/// Why instance `name` cannot run with this container spec and config: the
+/// SQL callback is reached over the bridge, so `network: none` cannot have it.
+pub fn load_problem(name: &str, spec: &ContainerSpec, config: &Value) -> Option<String> {
+    let wants_callback = config
+        .get("d6e")
+        .and_then(|d| d.get("database"))
+        .is_some_and(|v| !v.is_null());
+    (spec.envelope == super::Envelope::D6eStf && wants_callback && spec.network != Network::Bridge).then(|| {
+        format!(
+            "plugins.{name}.config.d6e.database: the SQL callback needs container.network: bridge (it is reached through the engine's host gateway), but network is {}",
+            spec.network.as_str()
+        )
+    })
+}
+
+/// Starts the SQL callback of one job: a listener on the engine's bridge
+/// gateway (or on every interface when no gateway address can be bound
+/// now), and the URL the container reaches it at. Also returns the flag
+/// docker needs to resolve that host name.
+pub fn serve_callback(
+    engine: &Engine,
+    spec: &ContainerSpec,
+    prep: &Prepared,
+    database: &str,
+) -> Result<(Session, Callback, Option<String>), Refused> {
+    if spec.network != Network::Bridge {
+        return Err(Refused(
+            "d6e-stf: config.d6e.database needs container.network: bridge (the callback is reached through the engine's host gateway)".into(),
+        ));
+    }
+    let grant = Grant {
+        workspace_id: prep.workspace_id.to_string(),
+        stf_id: prep.stf_id.to_string(),
+        database: PathBuf::from(database),
+    };
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let session = match gateway(engine) {
+        Some(ip) => Session::start(ip, grant.clone()).or_else(|_| Session::start(any, grant)),
+        None => Session::start(any, grant),
+    }
+    .map_err(|e| Refused(format!("d6e-stf: {e}")))?;
+    let (host, add_host) = if engine.name == "docker" {
+        (
+            "host.docker.internal",
+            Some("--add-host=host.docker.internal:host-gateway".to_string()),
+        )
+    } else {
+        ("host.containers.internal", None)
+    };
+    let cb = Callback {
+        api_url: format!("http://{host}:{}", session.addr().port()),
+        api_token: session.token().to_string(),
+    };
+    Ok((session, cb, add_host))
+}
+
+/// The gateway address of the engine's default bridge network.
+fn gateway(engine: &Engine) -> Option<IpAddr> {
+    let args: &[&str] = if engine.name == "docker" {
+        &[
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+        ]
+    } else {
+        &[
+            "network",
+            "inspect",
+            "podman",
+            "--format",
+            "{{range .Subnets}}{{.Gateway}} {{end}}",
+        ]
+    };
+    let o = super::engine::call(engine, args, "container-gateway");
+    if o.exit_code != Some(0) {
+        return None;
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find_map(|w| w.parse::<IpAddr>().ok())
 }
 
 /// The v2 outcome of the STF's stdout and exit code.

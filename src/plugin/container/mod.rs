@@ -161,12 +161,28 @@ pub fn run(
         }],
         _ => Vec::new(),
     };
-    let args = run_args(spec, inv.job_id, &extra);
+    let mut args = run_args(spec, inv.job_id, &extra);
+    // Held until the container is gone: dropping it ends the callback.
+    let mut callback = None;
+    if let Foreign::D6e(p) = &foreign {
+        if let Some(database) = &p.database {
+            match d6e::serve_callback(&engine, spec, p, database) {
+                Ok((session, cb, add_host)) => {
+                    if let Some(flag) = add_host {
+                        args.insert(1, OsString::from(flag));
+                    }
+                    callback = Some((session, p.with_callback(&cb)));
+                }
+                Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
+            }
+        }
+    }
     let env = engine::passthrough(inv.env_passthrough);
-    let request: &[u8] = match &foreign {
-        Foreign::None => inv.request,
-        Foreign::Processor(p) => &p.request,
-        Foreign::D6e(p) => &p.request,
+    let request: &[u8] = match (&foreign, &callback) {
+        (_, Some((_, with_callback))) => with_callback,
+        (Foreign::None, _) => inv.request,
+        (Foreign::Processor(p), _) => &p.request,
+        (Foreign::D6e(p), _) => &p.request,
     };
     let inner = Invocation {
         entrypoint: &engine.path,
@@ -229,6 +245,8 @@ pub fn run(
             }
         }
     }
+    // The job has ended: its token dies with the listener.
+    drop(callback);
     if !ended_by_itself || engine_failed {
         // The CLI process is gone, but the container it asked for may not be:
         // an engine keeps a container whose client was killed.
