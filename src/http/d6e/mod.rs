@@ -188,3 +188,72 @@ fn answer(req: &mut tiny_http::Request, token: &str, grant: &Grant) -> (u16, Val
         Err(sql::SqlError::Invalid(why)) => (400, json!({"error": why})),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    fn post(addr: SocketAddr, headers: &[(&str, &str)], path: &str, body: &str) -> (u16, Value) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut req = format!("POST {path} HTTP/1.0\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn only_the_jobs_token_workspace_and_stf_are_served_while_it_runs() {
+        let dir = std::env::temp_dir().join(format!("ductile-d6e-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("ws.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let grant = Grant {
+            workspace_id: "w1".into(),
+            stf_id: "s1".into(),
+            database: db,
+        };
+        let session = Session::start(IpAddr::from([127, 0, 0, 1]), grant).unwrap();
+        let addr = session.addr();
+        let bearer = format!("Bearer {}", session.token());
+        let ok = [
+            ("Authorization", bearer.as_str()),
+            ("X-Workspace-ID", "w1"),
+            ("X-STF-ID", "s1"),
+        ];
+        let path = "/api/v1/workspaces/w1/sql";
+        let select = r#"{"sql":"SELECT x FROM t"}"#;
+        assert_eq!(
+            post(addr, &ok, path, select),
+            (200, json!({"rows": [{"x": 7}], "affected_rows": 0}))
+        );
+        let wrong_token = [("Authorization", "Bearer nope"), ok[1], ok[2]];
+        assert_eq!(post(addr, &wrong_token, path, select).0, 401);
+        assert_eq!(post(addr, &ok[1..], path, select).0, 401);
+        let other_stf = [ok[0], ok[1], ("X-STF-ID", "s2")];
+        assert_eq!(post(addr, &other_stf, path, select).0, 403);
+        let other_ws = [ok[0], ("X-Workspace-ID", "w2"), ok[2]];
+        assert_eq!(post(addr, &other_ws, path, select).0, 403);
+        assert_eq!(post(addr, &ok, "/api/v1/workspaces/w2/sql", select).0, 403);
+        assert_eq!(post(addr, &ok, "/api/v1/jobs", select).0, 404);
+        assert_eq!(post(addr, &ok, path, "{").0, 400);
+        let (status, body) = post(addr, &ok, path, r#"{"sql":"DROP TABLE t"}"#);
+        assert_eq!(status, 403);
+        assert!(body["error"].as_str().unwrap().contains("DROP"), "{body}");
+        drop(session);
+        assert!(TcpStream::connect(addr).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
