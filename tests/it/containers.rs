@@ -722,3 +722,34 @@ fn a_d6e_stf_calls_back_into_its_workspace_database_during_its_job_only() {
         "{all}"
     );
 }
+
+#[test]
+fn a_d6e_stf_in_a_pipeline_names_its_caller_and_chains_on_its_completed_event() {
+    let dir = TestDir::new("ctr-d6e-pipe");
+    let image = Image::build(&dir);
+    dir.fixture("ok_basic");
+    plugin(&dir, "stf", &image.id, STF, "  envelope: d6e-stf\n");
+    dir.config(
+        "plugins:\n  stf:\n    enabled: true\n  ok_basic:\n    enabled: true\npipelines:\n  - name: books\n    on: go\n    steps:\n      - uses: stf\n      - uses: ok_basic\n",
+    );
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    let (code, v, all) = run(&dir, &["pipeline", "run", "books", "--wait", "--json"]);
+    assert_eq!(code, 0, "{all}");
+    let tree = v["tree"].as_array().unwrap();
+    assert!(
+        tree.iter().any(|j| j["plugin"] == "ok_basic"),
+        "the step after the STF ran on stf.completed: {all}"
+    );
+    assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{all}");
+    drop(daemon);
+    let text = dir
+        .text("SELECT l.result FROM job_log l JOIN job_queue q ON q.id = l.job_id WHERE q.plugin = 'stf'")
+        .unwrap();
+    let sent = &serde_json::from_str::<Value>(&text).unwrap()["result"]["request"];
+    let instance = dir
+        .text("SELECT json_extract(accumulated_json, '$.ductile_pipeline_instance_id') FROM event_context WHERE step_id IS NOT NULL LIMIT 1")
+        .unwrap();
+    assert_eq!(sent["caller"], Value::String(instance), "{text}");
+    assert_eq!(sent["input"]["operation"], "handle", "{text}");
+    assert!(containers_of_jobs(&dir).is_empty());
+}
