@@ -206,6 +206,7 @@ pub fn execute_then_claim(
             let host = container::Host {
                 engine: rt.config.service.container_engine.as_deref(),
                 state_dir: crate::disk::ledger_dir(&rt.config.state.path),
+                instance: &rt.config.service.name,
             };
             container::run(spec, &inv, &host, cancel)
         }

@@ -170,6 +170,7 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
             let host = crate::plugin::container::Host {
                 engine: rt.config.service.container_engine.as_deref(),
                 state_dir: disk::ledger_dir(&rt.config.state.path),
+                instance: &rt.config.service.name,
             };
             crate::plugin::container::run(spec, &inv, &host, &CancelToken::new())
         }

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod bridge;
+pub mod d6e;
 pub mod events;
 pub mod intake;
 pub mod metrics;

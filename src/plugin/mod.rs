@@ -131,7 +131,17 @@ impl Registry {
             if !conf.enabled {
                 continue;
             }
-            match resolve(name, conf, &found, &registry.skipped, config) {
+            let resolved = resolve(name, conf, &found, &registry.skipped, config).and_then(|i| {
+                let spec = conf
+                    .container
+                    .as_ref()
+                    .or(found[i].manifest.container.as_ref());
+                match spec.and_then(|s| container::d6e::load_problem(name, s, &conf.config)) {
+                    Some(why) => Err((config.dir.clone(), why)),
+                    None => Ok(i),
+                }
+            });
+            match resolved {
                 Ok(index) => {
                     let f = &found[index];
                     registry.plugins.insert(

@@ -541,3 +541,215 @@ fn a_plugin_config_may_run_a_local_plugin_as_an_image() {
         "{all}"
     );
 }
+
+/// A D6E STF in busybox sh: echoes its request as its output, fails as the
+/// payload asks.
+const STF: &str = r#"req=$(cat)
+case "$req" in
+*'"fail":"soft"'*) echo '{"error":"ledger is locked","type":"LockError","details":{"n":1}}'; exit 1;;
+*'"fail":"hard"'*) echo '{"error":"no such account","type":"ConfigError"}'; exit 78;;
+esac
+printf '{"output":{"status":"success","request":%s}}' "$req""#;
+
+#[test]
+fn a_d6e_stf_image_runs_unchanged() {
+    let dir = TestDir::new("ctr-d6e");
+    let image = Image::build(&dir);
+    plugin(&dir, "stf", &image.id, STF, "  envelope: d6e-stf\n");
+    dir.config(
+        "service:\n  name: home\nplugins:\n  stf:\n    enabled: true\n    max_attempts: 1\n",
+    );
+    let (code, v, all) = run(
+        &dir,
+        &[
+            "run",
+            "stf",
+            "handle",
+            "--payload",
+            r#"{"amount":3}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(v["status"], "succeeded", "{all}");
+    let text = dir
+        .text("SELECT result FROM job_log ORDER BY completed_at DESC LIMIT 1")
+        .unwrap();
+    let logged: Value = serde_json::from_str(&text).unwrap();
+    let output = &logged["result"];
+    assert_eq!(output["status"], "success", "{text}");
+    let sent = &output["request"];
+    assert_eq!(
+        sent["workspace_id"],
+        ductile::plugin::container::d6e::workspace_uuid("home").to_string()
+    );
+    assert_eq!(
+        sent["stf_id"],
+        ductile::plugin::container::d6e::stf_uuid("stf").to_string()
+    );
+    assert_eq!(sent["caller"], Value::Null);
+    assert_eq!(sent["api_url"], Value::Null);
+    assert_eq!(sent["api_token"], Value::Null);
+    assert_eq!(
+        sent["input"],
+        serde_json::json!({"amount": 3, "operation": "handle"})
+    );
+    assert_eq!(sent["sources"], serde_json::json!({}));
+    assert_eq!(logged["events"][0]["type"], "stf.completed", "{text}");
+    assert_eq!(logged["events"][0]["payload"], *output);
+
+    let (code, _, all) = run(
+        &dir,
+        &["run", "stf", "handle", "--payload", r#"{"fail":"soft"}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    assert_eq!(
+        job_field(&dir, "last_error").as_deref(),
+        Some("LockError: ledger is locked")
+    );
+
+    let (code, _, all) = run(
+        &dir,
+        &["run", "stf", "handle", "--payload", r#"{"fail":"hard"}"#],
+    );
+    assert_eq!(code, 78, "{all}");
+    assert!(all.contains("ConfigError: no such account"), "{all}");
+    assert!(containers_of_jobs(&dir).is_empty());
+}
+
+/// An STF that calls the SQL callback over the bridge with busybox `nc`
+/// (a hand-written HTTP/1.0 request) and reports every answer.
+const STF_SQL: &str = r#"req=$(cat)
+get() { echo "$req" | sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }
+url=$(get api_url); tok=$(get api_token); ws=$(get workspace_id); stf=$(get stf_id)
+hp=${url#http://}; host=${hp%:*}; port=${hp##*:}
+call() {
+  printf 'POST /api/v1/workspaces/%s/sql HTTP/1.0\r\nAuthorization: Bearer %s\r\nX-Workspace-ID: %s\r\nX-STF-ID: %s\r\nContent-Length: %s\r\n\r\n%s' "$2" "$1" "$2" "$stf" "${#3}" "$3" | nc "$host" "$port" > /tmp/out 2>&1
+  status=$(head -n 1 /tmp/out | cut -d' ' -f2)
+  printf '{"status":%s,"body":%s}' "${status:-0}" "$(tail -n 1 /tmp/out)"
+}
+ins=$(call "$tok" "$ws" '{"sql":"INSERT INTO items (name) VALUES (?1)","params":["from-stf"]}')
+sel=$(call "$tok" "$ws" '{"sql":"SELECT name FROM items ORDER BY name"}')
+ddl=$(call "$tok" "$ws" '{"sql":"CREATE TABLE evil (x)"}')
+bad=$(call "nope" "$ws" '{"sql":"SELECT 1"}')
+foreign=$(call "$tok" "6f1c1a52-5ad8-4a5e-9d1e-3b1d1a1c0b2a" '{"sql":"SELECT 1"}')
+printf '{"output":{"status":"success","url":"%s","token":"%s","insert":%s,"select":%s,"ddl":%s,"bad_token":%s,"foreign":%s}}' "$url" "$tok" "$ins" "$sel" "$ddl" "$bad" "$foreign""#;
+
+#[test]
+fn a_d6e_stf_calls_back_into_its_workspace_database_during_its_job_only() {
+    let dir = TestDir::new("ctr-d6e-sql");
+    let image = Image::build(&dir);
+    let db = dir.path.join("workspace.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE items (name TEXT); INSERT INTO items VALUES ('seed');")
+        .unwrap();
+    plugin(
+        &dir,
+        "stf",
+        &image.id,
+        STF_SQL,
+        "  envelope: d6e-stf\n  network: bridge\n",
+    );
+    plugin(&dir, "closed", &image.id, "cat", "  envelope: d6e-stf\n");
+    dir.config(&format!(
+        "plugins:\n  stf:\n    enabled: true\n    max_attempts: 1\n    config:\n      d6e:\n        database: {}\n",
+        db.display()
+    ));
+    let (code, _, all) = run(&dir, &["run", "stf", "handle", "--payload", "{}"]);
+    assert_eq!(code, 0, "{all}");
+    let text = dir
+        .text("SELECT result FROM job_log ORDER BY completed_at DESC LIMIT 1")
+        .unwrap();
+    let out = &serde_json::from_str::<Value>(&text).unwrap()["result"];
+    assert_eq!(out["insert"]["status"], 200, "{text}");
+    assert_eq!(out["insert"]["body"]["affected_rows"], 1, "{text}");
+    assert_eq!(out["select"]["status"], 200, "{text}");
+    assert_eq!(
+        out["select"]["body"]["rows"],
+        serde_json::json!([{"name": "from-stf"}, {"name": "seed"}]),
+        "{text}"
+    );
+    assert_eq!(out["ddl"]["status"], 403, "{text}");
+    assert!(
+        out["ddl"]["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("CREATE is not allowed"),
+        "{text}"
+    );
+    assert_eq!(out["bad_token"]["status"], 401, "{text}");
+    assert_eq!(out["foreign"]["status"], 403, "{text}");
+    assert!(
+        out["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://host.containers.internal:"),
+        "{text}"
+    );
+    // The job has ended: its listener, and with it its token, are gone.
+    let port: u16 = out["url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'evil'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+    assert!(containers_of_jobs(&dir).is_empty());
+
+    // Without the bridge, the callback cannot be reached: refused at load.
+    dir.config(&format!(
+        "plugins:\n  closed:\n    enabled: true\n    config:\n      d6e:\n        database: {}\n",
+        db.display()
+    ));
+    let (code, _, all) = run(&dir, &["run", "closed", "handle", "--payload", "{}"]);
+    assert_ne!(code, 0, "{all}");
+    assert!(
+        all.contains(
+            "plugins.closed.config.d6e.database: the SQL callback needs container.network: bridge"
+        ),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_d6e_stf_in_a_pipeline_names_its_caller_and_chains_on_its_completed_event() {
+    let dir = TestDir::new("ctr-d6e-pipe");
+    let image = Image::build(&dir);
+    dir.fixture("ok_basic");
+    plugin(&dir, "stf", &image.id, STF, "  envelope: d6e-stf\n");
+    dir.config(
+        "plugins:\n  stf:\n    enabled: true\n  ok_basic:\n    enabled: true\npipelines:\n  - name: books\n    on: go\n    steps:\n      - uses: stf\n      - uses: ok_basic\n",
+    );
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    let (code, v, all) = run(&dir, &["pipeline", "run", "books", "--wait", "--json"]);
+    assert_eq!(code, 0, "{all}");
+    let tree = v["tree"].as_array().unwrap();
+    assert!(
+        tree.iter().any(|j| j["plugin"] == "ok_basic"),
+        "the step after the STF ran on stf.completed: {all}"
+    );
+    assert!(tree.iter().all(|j| j["status"] == "succeeded"), "{all}");
+    drop(daemon);
+    let text = dir
+        .text("SELECT l.result FROM job_log l JOIN job_queue q ON q.id = l.job_id WHERE q.plugin = 'stf'")
+        .unwrap();
+    let sent = &serde_json::from_str::<Value>(&text).unwrap()["result"]["request"];
+    let instance = dir
+        .text("SELECT json_extract(accumulated_json, '$.ductile_pipeline_instance_id') FROM event_context WHERE step_id IS NOT NULL LIMIT 1")
+        .unwrap();
+    assert_eq!(sent["caller"], Value::String(instance), "{text}");
+    assert_eq!(sent["input"]["operation"], "handle", "{text}");
+    assert!(containers_of_jobs(&dir).is_empty());
+}

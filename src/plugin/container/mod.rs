@@ -10,6 +10,7 @@
 //! [`spawn::run`] supervises, so stdin, capped stdout/stderr, the deadline,
 //! exit 78 and the status precedence are exactly those of a local plugin.
 
+pub mod d6e;
 pub mod engine;
 pub mod processor;
 pub mod spec;
@@ -106,6 +107,15 @@ pub struct Host<'a> {
     pub engine: Option<&'a str>,
     /// The directory of the ledger: per-job artifacts go under `artifacts/`.
     pub state_dir: &'a Path,
+    /// `service.name`: the default D6E workspace derives from it.
+    pub instance: &'a str,
+}
+
+/// A foreign envelope's translated request.
+enum Foreign {
+    None,
+    Processor(processor::Prepared),
+    D6e(d6e::Prepared),
 }
 
 impl Host<'_> {
@@ -128,34 +138,57 @@ pub fn run(
         Ok(e) => e,
         Err(msg) => return not_run(OutcomeKind::SpawnFailed(msg)),
     };
-    let prepared = match spec.envelope {
-        Envelope::ProtocolV2 => None,
+    let foreign = match spec.envelope {
+        Envelope::ProtocolV2 => Foreign::None,
         Envelope::ProcessorV1 => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
             match processor::prepare(inv.request, inv.job_id, &host.artifacts_root(), ci) {
-                Ok(p) => Some(p),
+                Ok(p) => Foreign::Processor(p),
                 // Refused before any container starts; retrying cannot help.
                 Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
             }
         }
+        Envelope::D6eStf => match d6e::prepare(inv.request, host.instance) {
+            Ok(p) => Foreign::D6e(p),
+            Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
+        },
     };
-    let extra: Vec<spec::Mount> = prepared
-        .iter()
-        .map(|p| spec::Mount {
+    let extra: Vec<spec::Mount> = match &foreign {
+        Foreign::Processor(p) => vec![spec::Mount {
             source: p.artifacts.clone(),
             target: processor::MOUNT.to_string(),
             read_only: false,
-        })
-        .collect();
-    let args = run_args(spec, inv.job_id, &extra);
+        }],
+        _ => Vec::new(),
+    };
+    let mut args = run_args(spec, inv.job_id, &extra);
+    // Held until the container is gone: dropping it ends the callback.
+    let mut callback = None;
+    if let Foreign::D6e(p) = &foreign {
+        if let Some(database) = &p.database {
+            match d6e::serve_callback(&engine, spec, p, database) {
+                Ok((session, cb, add_host)) => {
+                    if let Some(flag) = add_host {
+                        args.insert(1, OsString::from(flag));
+                    }
+                    callback = Some((session, p.with_callback(&cb)));
+                }
+                Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
+            }
+        }
+    }
     let env = engine::passthrough(inv.env_passthrough);
+    let request: &[u8] = match (&foreign, &callback) {
+        (_, Some((_, with_callback))) => with_callback,
+        (Foreign::None, _) => inv.request,
+        (Foreign::Processor(p), _) => &p.request,
+        (Foreign::D6e(p), _) => &p.request,
+    };
     let inner = Invocation {
         entrypoint: &engine.path,
         args: &args,
         env_passthrough: &env,
-        request: prepared
-            .as_ref()
-            .map_or(inv.request, |p| p.request.as_slice()),
+        request,
         ..*inv
     };
     let mut outcome = spawn::run(&inner, cancel);
@@ -170,6 +203,15 @@ pub fn run(
         && outcome
             .exit_code
             .is_some_and(|c| ENGINE_FAILURES.contains(&c));
+    // The foreign answer is not protocol v2: the runner called it a protocol
+    // error (or, by coincidence, decoded it); read it as its own.
+    let answered = matches!(
+        outcome.kind,
+        OutcomeKind::ProtocolError(_)
+            | OutcomeKind::Succeeded(_)
+            | OutcomeKind::Failed(_)
+            | OutcomeKind::ConfigError { .. }
+    );
     if engine_failed {
         let why = engine::last_line(&outcome.stderr).unwrap_or("no message");
         outcome.kind = OutcomeKind::SpawnFailed(format!(
@@ -178,24 +220,33 @@ pub fn run(
             spec.image,
             outcome.exit_code.unwrap_or_default()
         ));
-    } else if let Some(p) = &prepared {
-        // The foreign answer is not protocol v2: the runner called it a
-        // protocol error (or, by coincidence, decoded it); read it as its own.
-        if matches!(
-            outcome.kind,
-            OutcomeKind::ProtocolError(_) | OutcomeKind::Succeeded(_) | OutcomeKind::Failed(_)
-        ) {
-            outcome.kind = processor::translate(
-                &outcome.stdout,
-                p,
-                &spec.image,
-                outcome.duration.as_millis(),
-            );
-            if let Some(bytes) = processor::v2_bytes(&outcome.kind) {
-                outcome.stdout = bytes;
+    } else if answered {
+        match &foreign {
+            Foreign::None => {}
+            Foreign::Processor(p) => {
+                // Exit 78 keeps its meaning whatever the envelope says.
+                if !matches!(outcome.kind, OutcomeKind::ConfigError { .. }) {
+                    outcome.kind = processor::translate(
+                        &outcome.stdout,
+                        p,
+                        &spec.image,
+                        outcome.duration.as_millis(),
+                    );
+                    if let Some(bytes) = processor::v2_bytes(&outcome.kind) {
+                        outcome.stdout = bytes;
+                    }
+                }
+            }
+            Foreign::D6e(p) => {
+                outcome.kind = d6e::translate(&outcome.stdout, outcome.exit_code, p);
+                if let Some(bytes) = d6e::v2_bytes(&outcome.kind) {
+                    outcome.stdout = bytes;
+                }
             }
         }
     }
+    // The job has ended: its token dies with the listener.
+    drop(callback);
     if !ended_by_itself || engine_failed {
         // The CLI process is gone, but the container it asked for may not be:
         // an engine keeps a container whose client was killed.

@@ -65,6 +65,8 @@ pub enum Envelope {
     ProtocolV2,
     /// The "Docker-only processor" envelope, with `/artifacts` ([`super::processor`]).
     ProcessorV1,
+    /// The D6E "Docker STF" envelope ([`super::d6e`]).
+    D6eStf,
 }
 
 impl Envelope {
@@ -73,6 +75,7 @@ impl Envelope {
         match self {
             Envelope::ProtocolV2 => "protocol-v2",
             Envelope::ProcessorV1 => "processor-v1",
+            Envelope::D6eStf => "d6e-stf",
         }
     }
 }
@@ -124,7 +127,7 @@ const KEYS: &[&str] = &[
     "allow_mutable_tag",
     "args",
 ];
-const ENVELOPES_PLANNED: &[&str] = &["d6e-stf", "stage7"];
+const ENVELOPES_PLANNED: &[&str] = &["stage7"];
 
 /// Validates a `container:` value.
 pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
@@ -160,11 +163,12 @@ pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
     let envelope = match string(m, "envelope")?.as_deref() {
         None | Some("protocol-v2") => Envelope::ProtocolV2,
         Some("processor-v1") => Envelope::ProcessorV1,
+        Some("d6e-stf") => Envelope::D6eStf,
         Some(e) if ENVELOPES_PLANNED.contains(&e) => {
             return Err((
                 "envelope".into(),
                 format!(
-                    "`{e}` is not supported by this ductile yet (supported: protocol-v2, processor-v1)"
+                    "`{e}` is not supported by this ductile yet (supported: protocol-v2, processor-v1, d6e-stf)"
                 ),
             ));
         }
