@@ -139,6 +139,10 @@ const PLUGIN: Param = path("plugin", "Plugin instance name (a key under `plugins
 const COMMAND: Param = path("command", "Command declared in the plugin's manifest.");
 const NAME: Param = path("name", "Plugin instance name (a key under `plugins:`).");
 const JOB_ID: Param = path("id", "Job id.");
+const SCHEDULE_ID: Param = path(
+    "id",
+    "Schedule, as `plugin:id` (or a plugin name when it has one schedule, or a `default` one).",
+);
 const PIPELINE: Param = path("name", "Pipeline name (`pipelines[].name`).");
 const ASYNC: Param = query(
     "async",
@@ -289,6 +293,29 @@ pub static ROUTES: &[Route] = &[
         ],
     },
     Route {
+        method: "POST",
+        path: "/job/{id}/cancel",
+        operation_id: "cancel_job",
+        summary: "Cancel a job: a queued one at once (200), a running one by ending its process group (202); needs jobs:rw",
+        tag: "jobs",
+        access: Access::Bearer,
+        params: &[JOB_ID],
+        request: None,
+        ok: json_reply(200, "CancelResult"),
+        // 405: with an empty `id` the path is `/job/cancel`, a GET.
+        errors: &[
+            json_reply(202, "CancelResult"),
+            E400,
+            E401,
+            E403,
+            E404,
+            E405,
+            json_reply(409, "Error"),
+            E413,
+            E503,
+        ],
+    },
+    Route {
         method: "GET",
         path: "/jobs",
         operation_id: "list_jobs",
@@ -366,6 +393,100 @@ pub static ROUTES: &[Route] = &[
         request: None,
         ok: json_reply(200, "OpenApiDocument"),
         errors: &[E400, E404],
+    },
+    Route {
+        method: "POST",
+        path: "/plugin/{name}/breaker/reset",
+        operation_id: "reset_breaker",
+        summary: "Close a plugin's open or half-open circuit breakers (all, or `command`'s); needs plugin:rw",
+        tag: "plugins",
+        access: Access::Bearer,
+        params: &[
+            NAME,
+            query("command", Kind::Text, "Reset only this command's breaker."),
+        ],
+        request: None,
+        ok: json_reply(200, "BreakerReset"),
+        errors: &[E400, E401, E403, E404, E413, E503],
+    },
+    Route {
+        method: "GET",
+        path: "/schedules",
+        operation_id: "list_schedules",
+        summary: "Every configured schedule with its state, next firings and last runs; needs jobs:ro",
+        tag: "schedules",
+        access: Access::Bearer,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "ScheduleList"),
+        errors: &[E400, E401, E403, E503],
+    },
+    Route {
+        method: "POST",
+        path: "/schedule/{id}/pause",
+        operation_id: "pause_schedule",
+        summary: "Pause a schedule until it is resumed; needs jobs:rw",
+        tag: "schedules",
+        access: Access::Bearer,
+        params: &[SCHEDULE_ID],
+        request: None,
+        ok: json_reply(200, "ScheduleChange"),
+        errors: &[E400, E401, E403, E404, json_reply(409, "Error"), E413, E503],
+    },
+    Route {
+        method: "POST",
+        path: "/schedule/{id}/resume",
+        operation_id: "resume_schedule",
+        summary: "Resume a paused schedule from its next occurrence; needs jobs:rw",
+        tag: "schedules",
+        access: Access::Bearer,
+        params: &[SCHEDULE_ID],
+        request: None,
+        ok: json_reply(200, "ScheduleChange"),
+        errors: &[E400, E401, E403, E404, E413, E503],
+    },
+    Route {
+        method: "GET",
+        path: "/schedule/{id}/preview",
+        operation_id: "preview_schedule",
+        summary: "A schedule's next firings on its zone's wall clock, with excluded occurrences and DST shifts; needs jobs:ro",
+        tag: "schedules",
+        access: Access::Bearer,
+        params: &[
+            SCHEDULE_ID,
+            query(
+                "n",
+                Kind::Integer {
+                    min: 1,
+                    max: 1000,
+                    default: 20,
+                },
+                "Firings to list.",
+            ),
+            query(
+                "from",
+                Kind::DateTime,
+                "Start from this instant (default now).",
+            ),
+        ],
+        request: None,
+        ok: json_reply(200, "SchedulePreview"),
+        errors: &[E400, E401, E403, E404],
+    },
+    Route {
+        method: "GET",
+        path: "/schedule/{id}/explain",
+        operation_id: "explain_schedule",
+        summary: "Why a schedule did not run, from the decision ledger; needs jobs:ro",
+        tag: "schedules",
+        access: Access::Bearer,
+        params: &[
+            SCHEDULE_ID,
+            query("since", Kind::DateTime, "Only decisions at or after."),
+        ],
+        request: None,
+        ok: json_reply(200, "ScheduleExplanation"),
+        errors: &[E400, E401, E403, E404, E503],
     },
     Route {
         method: "GET",
@@ -554,6 +675,10 @@ pub(super) const TAGS: &[(&str, &str)] = &[
     ("plugins", "Plugin details and direct command execution."),
     ("pipelines", "Named pipelines started on demand."),
     ("jobs", "The job ledger."),
+    (
+        "schedules",
+        "Schedules: state, preview, pause and resume, and why one did not run.",
+    ),
     ("analytics", "Queue, outcome and latency figures."),
     ("events", "Live event stream."),
 ];
