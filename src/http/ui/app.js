@@ -97,6 +97,7 @@ async function signIn(candidate) {
   $('#nav').hidden = false;
   document.body.dataset.scopes = Object.keys(scopes).filter((k) => scopes[k]).join(' ');
   $('[data-view="jobs"]').hidden = !scopes.jobs;
+  $('[data-view="schedules"]').hidden = !scopes.jobs;
   $('[data-view="pipelines"]').hidden = !scopes.admin;
   show(location.hash.slice(1) || 'overview');
   if (scopes.events) connect();
@@ -120,11 +121,11 @@ function signOut(why) {
 
 // ------------------------------------------------------------------ views
 
-const VIEWS = { overview: loadOverview, jobs: loadJobs, plugins: loadPlugins, pipelines: loadPipelines };
+const VIEWS = { overview: loadOverview, jobs: loadJobs, plugins: loadPlugins, schedules: loadSchedules, pipelines: loadPipelines };
 
 // A view the token's scopes do not allow falls back to the overview.
 function allowed(view) {
-  if (view === 'jobs') return scopes.jobs;
+  if (view === 'jobs' || view === 'schedules') return scopes.jobs;
   if (view === 'pipelines') return scopes.admin;
   return !!VIEWS[view];
 }
@@ -249,6 +250,7 @@ async function openDetail(id) {
   $('#jd-status').textContent = j.status;
   $('#jd-status').className = 'status ' + j.status;
   $('#jd-retry').hidden = !['failed', 'timed_out', 'dead'].includes(j.status);
+  $('#jd-cancel').hidden = !['queued', 'running'].includes(j.status);
   $('#jd-fields').replaceChildren(...fields(j));
   const items = [];
   if (j.parent_job_id) items.push(el('li', {}, 'caused by ', jobLink(j.parent_job_id)));
@@ -275,6 +277,50 @@ async function retry() {
   }
 }
 
+async function cancelJob() {
+  const id = openJob;
+  const r = await api('/job/' + encodeURIComponent(id) + '/cancel', { method: 'POST' });
+  if (r.ok) {
+    $('#jd-message').textContent = r.data.cancelled ? 'Cancelled ' + id : 'Cancelling ' + id + ': its process is being stopped';
+    openDetail(id);
+  } else {
+    $('#jd-message').textContent = refusal(r);
+  }
+}
+
+async function loadSchedules() {
+  if (!scopes.jobs) return;
+  const r = await api('/schedules');
+  if (!r.ok) { notice(refusal(r)); return; }
+  const rows = r.data.schedules.map((s) => {
+    const paused = s.status === 'paused_manual';
+    const act = (verb) => async () => {
+      const a = await api('/schedule/' + encodeURIComponent(s.name) + '/' + verb, { method: 'POST' });
+      $('#sched-message').textContent = a.ok
+        ? 'Schedule ' + s.name + (a.data.changed ? (verb === 'pause' ? ' paused' : ' resumed') : ' unchanged (' + a.data.status + ')')
+        : refusal(a);
+      if (a.ok) loadSchedules();
+    };
+    return el('tr', { 'data-schedule': s.name, 'data-status': s.status },
+      el('td', { text: s.name }), el('td', { text: s.trigger + ' (' + s.timezone + ')' }),
+      el('td', {}, el('span', { class: 'status ' + s.status, text: s.status })),
+      el('td', { text: (s.next_firings || []).join(', ') || '-' }),
+      el('td', { text: s.last_fired_at || '-' }), el('td', { text: s.last_success_at || '-' }),
+      el('td', {},
+        el('button', { type: 'button', class: paused ? 'resume' : 'pause', text: paused ? 'Resume' : 'Pause', onclick: act(paused ? 'resume' : 'pause') }), ' ',
+        el('button', { type: 'button', class: 'explain', text: 'Why didn\'t it run?', onclick: () => explain(s.name) })));
+  });
+  $('#sched-table tbody').replaceChildren(...rows);
+}
+
+async function explain(name) {
+  const r = await api('/schedule/' + encodeURIComponent(name) + '/explain');
+  if (!r.ok) { $('#sched-message').textContent = refusal(r); return; }
+  $('#sched-explain').hidden = false;
+  $('#se-name').textContent = name;
+  $('#se-sentences').replaceChildren(...r.data.sentences.map((t) => el('li', { text: t })));
+}
+
 async function loadPlugins() {
   const r = await api('/plugins');
   if (!r.ok) { notice(refusal(r)); return; }
@@ -287,6 +333,12 @@ async function loadPlugins() {
     cards.push(el('article', { class: 'plugin', 'data-plugin': p.name },
       el('h3', { text: p.name + ' ' + (p.version || '') }),
       el('p', { text: p.description || '' }),
+      el('p', {}, el('button', { type: 'button', class: 'breaker-reset', text: 'Reset circuit breakers', onclick: async () => {
+        const b = await api('/plugin/' + encodeURIComponent(p.name) + '/breaker/reset', { method: 'POST' });
+        $('#plugin-message').textContent = !b.ok ? refusal(b) : b.data.reset.length
+          ? 'Reset to closed: ' + p.name + ' ' + b.data.reset.join(', ')
+          : 'No breaker of ' + p.name + ' was open';
+      } })),
       ...cmds.map((c) => commandForm(p.name, c, timing[c.name]))));
   }
   $('#plugin-list').replaceChildren(...cards);
@@ -436,6 +488,7 @@ function frame(text) {
       const v = current();
       if (v === 'overview') loadOverview();
       else if (v === 'jobs') loadJobs();
+      else if (v === 'schedules') loadSchedules();
     }, 1000);
   }
 }
@@ -451,6 +504,7 @@ document.addEventListener('DOMContentLoaded', () => {
   for (const b of document.querySelectorAll('#nav [data-view]')) b.addEventListener('click', () => show(b.dataset.view));
   $('#jobs-filter').addEventListener('submit', (e) => { e.preventDefault(); openJob = null; $('#job-detail').hidden = true; loadJobs(); });
   $('#jd-retry').addEventListener('click', retry);
+  $('#jd-cancel').addEventListener('click', cancelJob);
   $('#jobs-more').addEventListener('click', () => {
     $('#f-limit').value = String(Math.min(200, (Number($('#f-limit').value) || 50) + 50));
     loadJobs();
