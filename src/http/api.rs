@@ -1075,8 +1075,22 @@ fn analytics_queue(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let busy = c.svc.running.len().min(total);
     ok(json!({
         "queue_depth": {"queued": queued, "running": running},
+        "storage": storage(&c.svc.db),
         "workers": {"total": total, "busy": busy, "utilization": if total == 0 { 0.0 } else { busy as f64 / total as f64 }},
     }))
+}
+
+/// The ledger's size on disk, its WAL's and the space left beside them; a
+/// size that cannot be read is null rather than an error.
+fn storage(db: &std::path::Path) -> Value {
+    let size = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.len());
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    json!({
+        "db_bytes": size(db),
+        "wal_bytes": size(std::path::Path::new(&wal)),
+        "free_bytes": crate::disk::free_for(db).ok(),
+    })
 }
 
 fn analytics_summary(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {

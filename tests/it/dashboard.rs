@@ -560,6 +560,10 @@ fn browser_pauses_a_schedule_cancels_a_running_job_and_a_read_only_token_is_refu
     b.fill("#token", ADMIN);
     b.click("#login-form button");
     b.wait("#live", "live");
+    // The overview's storage tiles, as sizes.
+    b.wait("#stat-db", "B");
+    b.wait("#stat-wal", "B");
+    b.wait("#stat-free", "B");
 
     // Pause from the Schedules view, then ask why it does not run.
     b.click("[data-view='schedules']");

@@ -234,6 +234,12 @@ fn an_open_breaker_is_reset_over_the_api_with_plugin_rw() {
              VALUES ('echo', 'poll', 'open', 3, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', NULL, '2026-01-01T00:00:00.000000Z')",
         )
         .unwrap();
+    // The overview's storage figures ride on the queue analytics.
+    let storage = get(&api, "/analytics/queue", Some(ADMIN)).json()["storage"].clone();
+    // At least its header page (the schema may still be in the WAL).
+    assert!(storage["db_bytes"].as_u64().unwrap() >= 512, "{storage}");
+    assert!(storage["wal_bytes"].as_u64().is_some(), "{storage}");
+    assert!(storage["free_bytes"].as_u64().unwrap() > 0, "{storage}");
     let path = "/plugin/echo/breaker/reset";
     let refused = call(&api, "POST", path, Some(PLUGIN_RO), None);
     assert_eq!(refused.status, 403, "{}", refused.text());

@@ -598,6 +598,11 @@ pub(super) fn all() -> Map<String, Value> {
                     "total": count(),
                     "busy": count(),
                 })),
+                "storage": object(&[], json!({
+                    "db_bytes": { "type": ["integer", "null"], "minimum": 0, "description": "The ledger file." },
+                    "wal_bytes": { "type": ["integer", "null"], "minimum": 0, "description": "Its write-ahead log (null when there is none)." },
+                    "free_bytes": { "type": ["integer", "null"], "minimum": 0, "description": "Free space on the ledger's file system." },
+                })),
             }),
         ),
     );

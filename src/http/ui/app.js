@@ -163,6 +163,13 @@ async function loadOverview() {
     $('#stat-queued').textContent = String(h.data.queue_depth);
     $('#stat-breakers').textContent = String(h.data.plugins_circuit_open);
   }
+  if (scopes.admin) {
+    const q = await api('/analytics/queue');
+    const st = q.ok && q.data.storage ? q.data.storage : {};
+    $('#stat-db').textContent = bytes(st.db_bytes);
+    $('#stat-wal').textContent = bytes(st.wal_bytes);
+    $('#stat-free').textContent = bytes(st.free_bytes);
+  }
   if (!scopes.jobs) return;
   const since = (ms) => new Date(Date.now() - ms).toISOString().replace(/\.\d+Z$/, 'Z');
   const [running, failed, hour] = await Promise.all([
@@ -177,6 +184,14 @@ async function loadOverview() {
   }
   if (failed.ok) $('#stat-failed').textContent = String(failed.data.total);
   if (hour.ok) spark(hour.data.logs);
+}
+
+function bytes(n) {
+  if (typeof n !== 'number') return '-';
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
 }
 
 function spark(logs) {
