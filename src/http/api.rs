@@ -954,12 +954,13 @@ fn status_param(req: &Req) -> Result<Option<&'static str>, Reply> {
 }
 
 fn jobs_list(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    check_query(c.req, &["plugin", "command", "status", "limit"])?;
+    check_query(c.req, &["plugin", "command", "status", "limit", "before"])?;
     let q = JobQuery {
         plugin: owned(c.req, "plugin"),
         command: owned(c.req, "command"),
         status: status_param(c.req)?,
         limit: jobs::parse_limit(c.req.param("limit")).map_err(bad)?,
+        before: owned(c.req, "before"),
     };
     let listed = jobs::list(c.conn()?, &q);
     listed.map_or_else(|e| Err(store_reply(c.db, &e)), ok)

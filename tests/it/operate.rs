@@ -273,3 +273,56 @@ fn an_open_breaker_is_reset_over_the_api_with_plugin_rw() {
         404
     );
 }
+
+#[test]
+fn the_job_list_pages_with_a_cursor_in_its_own_order() {
+    let (_dir, _daemon, api) = start("op-pages", "  echo: {}\n");
+    for _ in 0..5 {
+        let r = call(&api, "POST", "/plugin/echo/poll", Some(ADMIN), Some("{}"));
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = get(
+        &api,
+        "/jobs?plugin=echo&command=poll&limit=200",
+        Some(JOBS_RO),
+    )
+    .json();
+    assert_eq!(all["total"], 5);
+    assert_eq!(all["next_cursor"], serde_json::Value::Null);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            None => "/jobs?plugin=echo&command=poll&limit=2".to_string(),
+            Some(c) => format!("/jobs?plugin=echo&command=poll&limit=2&before={c}"),
+        };
+        let page = get(&api, &path, Some(JOBS_RO));
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        // The total counts the whole filter on every page.
+        assert_eq!(page["total"], 5);
+        paged.extend(ids(&page));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(Some(c), paged.last().map(String::as_str));
+                cursor = Some(c.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, ids(&all));
+    // An unknown cursor lists nothing rather than everything.
+    let none = get(&api, "/jobs?before=nope", Some(JOBS_RO)).json();
+    assert_eq!(none["jobs"], json!([]));
+}

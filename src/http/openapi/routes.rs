@@ -322,7 +322,17 @@ pub static ROUTES: &[Route] = &[
         summary: "Jobs, most recent first",
         tag: "jobs",
         access: Access::Bearer,
-        params: &[PLUGIN_FILTER, COMMAND_FILTER, STATUS, LIMIT],
+        params: &[
+            PLUGIN_FILTER,
+            COMMAND_FILTER,
+            STATUS,
+            LIMIT,
+            query(
+                "before",
+                Kind::Text,
+                "A job id: list the jobs after it (the previous page's `next_cursor`).",
+            ),
+        ],
         request: None,
         ok: json_reply(200, "JobList"),
         errors: &[E400, E401, E403, E503],

@@ -487,6 +487,7 @@ pub(super) fn all() -> Map<String, Value> {
             json!({
                 "jobs": { "type": "array", "items": reference("JobSummary") },
                 "total": count(),
+                "next_cursor": { "type": ["string", "null"], "description": "Pass as `before` for the next page; null on the last." },
             }),
         ),
     );

@@ -218,7 +218,11 @@ function jobLink(id) {
 // (`GET /job-logs`); the others the queue (`GET /jobs`). Both are newest first.
 const LOG_FILTERS = ['submitted_by', 'from', 'to', 'query'];
 
-async function loadJobs() {
+// The queue list pages with the API's cursor (`before`); **Show more**
+// appends the next page. Job-log filters raise the limit instead.
+let nextCursor = null;
+
+async function loadJobs(more) {
   if (!scopes.jobs) return;
   const q = new URLSearchParams();
   for (const k of ['plugin', 'command', 'status', 'limit', ...LOG_FILTERS]) {
@@ -226,17 +230,27 @@ async function loadJobs() {
     if (v) q.set(k, v);
   }
   const logs = LOG_FILTERS.some((k) => q.has(k));
+  const paging = more === true && !logs && nextCursor;
+  if (paging) q.set('before', nextCursor);
   const r = await api((logs ? '/job-logs?' : '/jobs?') + q);
   if (!r.ok) { notice(refusal(r)); return; }
   const rows = logs ? r.data.logs : r.data.jobs;
-  $('#jobs-table tbody').replaceChildren(...rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
+  const trs = rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
     el('td', {}, jobLink(j.job_id)), el('td', { text: j.plugin }), el('td', { text: j.command }),
     el('td', {}, el('span', { class: 'status ' + j.status, text: j.status })),
-    el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' }))));
-  $('#jobs-total').textContent = rows.length + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
-  const limit = Number($('#f-limit').value) || 50;
-  $('#jobs-more').hidden = rows.length >= r.data.total || limit >= 200;
-  if (openJob) openDetail(openJob);
+    el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' })));
+  const body = $('#jobs-table tbody');
+  if (paging) body.append(...trs); else body.replaceChildren(...trs);
+  const shown = body.children.length;
+  $('#jobs-total').textContent = shown + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
+  if (logs) {
+    const limit = Number($('#f-limit').value) || 50;
+    $('#jobs-more').hidden = rows.length >= r.data.total || limit >= 200;
+  } else {
+    nextCursor = r.data.next_cursor || null;
+    $('#jobs-more').hidden = !nextCursor;
+  }
+  if (openJob && !paging) openDetail(openJob);
 }
 
 function fields(obj) {
@@ -521,8 +535,12 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#jd-retry').addEventListener('click', retry);
   $('#jd-cancel').addEventListener('click', cancelJob);
   $('#jobs-more').addEventListener('click', () => {
-    $('#f-limit').value = String(Math.min(200, (Number($('#f-limit').value) || 50) + 50));
-    loadJobs();
+    if (LOG_FILTERS.some((k) => $('#f-' + k).value.trim())) {
+      $('#f-limit').value = String(Math.min(200, (Number($('#f-limit').value) || 50) + 50));
+      loadJobs();
+    } else {
+      loadJobs(true);
+    }
   });
   $('#pipeline-pick').addEventListener('change', (e) => drawGraph(e.target.value));
   if (token) signIn(token);
