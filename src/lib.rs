@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod disk;
 pub mod dispatch;
 pub mod doctor;
+pub mod explain;
 pub mod fault;
 pub mod http;
 pub mod lock;

@@ -1,18 +1,16 @@
 //! `ductile explain <plugin>[:<schedule>]` and `ductile explain job <id>`:
 //! "why didn't it run?" answered in sentences from the ledger's `decisions`
-//! rows (and, for a job, its transitions). Read-only; no daemon needed.
+//! rows (and, for a job, its transitions), worded by [`crate::explain`].
+//! Read-only; no daemon needed.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{Args, CliError, output};
-use crate::clock::{format_ts, parse_ts};
+use crate::clock::parse_ts;
 use crate::runtime::Runtime;
-use crate::store::decisions::{self, Kind, Row};
-use crate::store::{self, jobs, schedules};
-
-/// Most decision rows one answer shows (the newest; each may stand for many).
-const LIMIT: usize = 200;
+use crate::store::decisions::{self, Kind};
+use crate::store::{self, jobs};
 
 fn since(args: &Args) -> Result<Option<DateTime<Utc>>, CliError> {
     args.flag("since")
@@ -45,32 +43,6 @@ pub fn explain(args: &Args, words: &[String]) -> Result<(), CliError> {
     }
 }
 
-/// The sentence one decision row reads as.
-pub fn sentence(r: &Row) -> String {
-    let subject = if let Some(name) = r.scope.strip_prefix("webhook:") {
-        format!("a delivery to webhook `{name}`")
-    } else if r.scope == "api" || r.scope == "cli" || r.scope.contains(':') {
-        format!("a submission by {}", r.scope)
-    } else {
-        format!("schedule `{}:{}`", r.plugin, r.scope)
-    };
-    let phrase = Kind::parse(&r.kind).map_or("did not run", Kind::phrase);
-    let when = if r.count == 1 {
-        format!("At {}", r.last_at)
-    } else {
-        format!("{} times from {} to {}", r.count, r.first_at, r.last_at)
-    };
-    let mut out = format!("{when}, {subject} {phrase} ({}).", r.detail);
-    if let Some(due) = &r.due_at {
-        let latest = if r.count == 1 { "It" } else { "The latest" };
-        out.push_str(&format!(" {latest} was due at {due}."));
-    }
-    if let Some(job) = &r.job_id {
-        out.push_str(&format!(" The job it concerned is {job}."));
-    }
-    out
-}
-
 fn subject(args: &Args, target: &str) -> Result<(), CliError> {
     let rt = Runtime::load(&super::config_root(args)?)?;
     let since = since(args)?;
@@ -90,73 +62,13 @@ fn subject(args: &Args, target: &str) -> Result<(), CliError> {
         )));
     }
     let conn = ledger(&rt)?;
-    let (rows, entries) = match &conn {
-        None => (Vec::new(), Vec::new()),
-        Some(c) => (
-            decisions::for_plugin(c, &plugin, scope.as_deref(), since, LIMIT)?,
-            schedules::all(c)?
-                .into_iter()
-                .filter(|e| {
-                    e.plugin == plugin && scope.as_ref().is_none_or(|s| *s == e.schedule_id)
-                })
-                .collect(),
-        ),
-    };
-    let mut lines: Vec<String> = entries.iter().map(state_sentence).collect();
-    let paused = entries.iter().any(|e| e.status.starts_with("paused"));
-    if rows.is_empty() && !paused {
-        let window = since.map_or("in the retention window".to_string(), |t| {
-            format!("since {}", format_ts(t))
-        });
-        lines.push(format!(
-            "No decision kept {target} from running {window}: everything due or submitted was enqueued."
-        ));
-    }
-    lines.extend(rows.iter().map(sentence));
+    let e = crate::explain::subject(conn.as_ref(), &plugin, scope.as_deref(), since, target)?;
     if args.json {
-        output::json(&json!({
-            "plugin": plugin,
-            "schedule": scope,
-            "since": since.map(format_ts),
-            "schedules": entries,
-            "decisions": rows.iter().map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                v["sentence"] = Value::String(sentence(r));
-                v
-            }).collect::<Vec<_>>(),
-            "sentences": lines,
-        }));
+        output::json(&e.to_json());
     } else {
-        output::text(&lines.join("\n"));
+        output::text(&e.sentences.join("\n"));
     }
     Ok(())
-}
-
-fn state_sentence(e: &schedules::Entry) -> String {
-    let name = format!("{}:{}", e.plugin, e.schedule_id);
-    let next = e.next_run_at.as_deref().unwrap_or("never");
-    let mut s = match e.status.as_str() {
-        "paused_manual" => format!(
-            "Schedule `{name}` is paused ({}); it does not run until `ductile schedule resume {name}`.",
-            e.reason.as_deref().unwrap_or("by hand")
-        ),
-        "paused_invalid" => format!(
-            "Schedule `{name}` is paused because its definition is invalid ({}).",
-            e.reason.as_deref().unwrap_or("no reason recorded")
-        ),
-        "exhausted" => format!("Schedule `{name}` is a one-shot that has already fired."),
-        _ => format!("Schedule `{name}` is active; its next run is due at {next}."),
-    };
-    match (&e.last_fired_at, &e.last_success_at) {
-        (Some(f), Some(ok)) => s.push_str(&format!(
-            " It last fired at {f}; its last success was at {ok}."
-        )),
-        (Some(f), None) => s.push_str(&format!(
-            " It last fired at {f}; no run of it has succeeded yet."
-        )),
-        _ => s.push_str(" It has never fired."),
-    }
-    s
 }
 
 fn job(args: &Args, id: &str) -> Result<(), CliError> {
@@ -198,7 +110,7 @@ fn job(args: &Args, id: &str) -> Result<(), CliError> {
     });
     for r in &rows {
         if r.kind != Kind::Deduplicated.as_str() {
-            lines.push(sentence(r));
+            lines.push(crate::explain::sentence(r));
             continue;
         }
         let n = if r.count == 1 {

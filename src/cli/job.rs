@@ -129,6 +129,7 @@ pub fn list(args: &Args) -> Result<(), CliError> {
         command: owned(args, "command"),
         status: status(args)?,
         limit: jobs::parse_limit(args.flag("limit")).map_err(usage)?,
+        before: None,
     };
     let conn = ledger(args)?;
     let listed = jobs::list(&conn, &q)?;

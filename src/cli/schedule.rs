@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock, format_ts, parse_ts};
 use crate::config::duration;
 use crate::runtime::Runtime;
 use crate::scheduler::expr::Schedule;
-use crate::scheduler::preview;
+use crate::scheduler::{manage, preview};
 use crate::store::{self, schedules};
 
 /// Most lines `schedule preview --next` may ask for.
@@ -33,66 +33,13 @@ fn entries(rt: &Runtime) -> Result<Vec<schedules::Entry>, CliError> {
 
 /// `plugin:id`, how every schedule verb names a schedule.
 pub(super) fn name(s: &Schedule) -> String {
-    format!("{}:{}", s.plugin, s.id)
+    manage::name(s)
 }
 
 /// Resolves `<plugin>[:<id>]` to one compiled schedule; an unknown name fails
 /// (exit 1) with the closest known names.
 pub(super) fn resolve<'r>(rt: &'r Runtime, target: &str) -> Result<&'r Schedule, CliError> {
-    let names: Vec<String> = rt.schedules.iter().map(name).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (plugin, id) = match target.split_once(':') {
-        Some((p, i)) => (p, Some(i)),
-        None => (target, None),
-    };
-    let of_plugin: Vec<&Schedule> = rt.schedules.iter().filter(|s| s.plugin == plugin).collect();
-    let found = match id {
-        Some(id) => of_plugin.iter().find(|s| s.id == id).copied(),
-        None if of_plugin.len() == 1 => Some(of_plugin[0]),
-        None => of_plugin.iter().find(|s| s.id == "default").copied(),
-    };
-    if let Some(s) = found {
-        return Ok(s);
-    }
-    if id.is_none() && of_plugin.len() > 1 {
-        let ids: Vec<String> = of_plugin.iter().map(|s| name(s)).collect();
-        return Err(CliError::Failed(format!(
-            "plugin `{plugin}` has {} schedules; name one: {}",
-            ids.len(),
-            ids.join(", ")
-        )));
-    }
-    let mut ranked: Vec<(usize, &str)> = refs
-        .iter()
-        .map(|n| {
-            // A bare plugin name is compared with the plugin part.
-            let candidate = if id.is_some() {
-                *n
-            } else {
-                n.split(':').next().unwrap_or(n)
-            };
-            (crate::suggest::edit_distance(target, candidate), *n)
-        })
-        .collect();
-    ranked.sort();
-    let closest: Vec<&str> = ranked.iter().take(3).map(|(_, n)| *n).collect();
-    let tail = if closest.is_empty() {
-        "; no schedules are configured".to_string()
-    } else {
-        format!("; closest: {}", closest.join(", "))
-    };
-    Err(CliError::Failed(format!(
-        "unknown schedule `{target}`{tail}"
-    )))
-}
-
-fn window_text(s: &Schedule) -> Option<String> {
-    s.window.as_ref().map(|w| w.to_string())
-}
-
-fn not_on_text(s: &Schedule) -> Vec<&'static str> {
-    const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-    (0..7).filter(|d| s.not_on[*d]).map(|d| DAYS[d]).collect()
+    manage::resolve(&rt.schedules, target).map_err(|e| CliError::Failed(e.to_string()))
 }
 
 /// `ductile schedule list`.
@@ -106,23 +53,7 @@ pub fn list(args: &Args) -> Result<(), CliError> {
             let e = stored
                 .iter()
                 .find(|e| e.plugin == s.plugin && e.schedule_id == s.id);
-            json!({
-                "plugin": s.plugin,
-                "schedule": s.id,
-                "command": s.command,
-                "trigger": s.trigger.to_string(),
-                "timezone": s.tz.name(),
-                "only_between": window_text(s),
-                "not_on": not_on_text(s),
-                "jitter": (!s.jitter.is_zero()).then(|| duration::format(s.jitter)),
-                "catch_up": s.catch_up.as_str(),
-                "if_running": s.if_running.as_str(),
-                "status": e.map_or("not armed", |e| e.status.as_str()),
-                "reason": e.and_then(|e| e.reason.clone()),
-                "next_run_at": e.and_then(|e| e.next_run_at.clone()),
-                "last_fired_at": e.and_then(|e| e.last_fired_at.clone()),
-                "last_success_at": e.and_then(|e| e.last_success_at.clone()),
-            })
+            manage::describe(s, e)
         })
         .collect();
     if args.json {
@@ -226,8 +157,8 @@ pub fn preview(args: &Args, target: &str) -> Result<(), CliError> {
             "schedule": s.id,
             "trigger": s.trigger.to_string(),
             "timezone": s.tz.name(),
-            "only_between": window_text(s),
-            "not_on": not_on_text(s),
+            "only_between": manage::window_text(s),
+            "not_on": manage::not_on_text(s),
             "jitter": (!s.jitter.is_zero()).then(|| duration::format(s.jitter)),
             "from": format_ts(from),
             "lines": lines,
@@ -281,50 +212,30 @@ pub fn pause(args: &Args, target: &str) -> Result<(), CliError> {
     let current = entries(&rt)?
         .into_iter()
         .find(|e| e.plugin == s.plugin && e.schedule_id == s.id);
-    let status = current.as_ref().map(|e| e.status.as_str());
-    if status == Some("exhausted") {
-        return Err(CliError::Failed(format!(
-            "schedule `{shown}` is an exhausted one-shot; there is nothing to pause"
-        )));
-    }
-    if status == Some("paused_manual") {
-        return done(args, &shown, "paused_manual", false, "is already paused");
+    let verdict = manage::pause_verdict(s, current.as_ref()).map_err(refused)?;
+    if !verdict.changed {
+        return done(args, &shown, verdict.status, false, "is already paused");
     }
     if args.dry_run {
         output::text(&format!("dry run: would pause schedule `{shown}`"));
         return Ok(());
     }
     let reason = format!("paused by `ductile schedule pause` at {}", format_ts(now));
-    let conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
-    let next = current
-        .as_ref()
-        .and_then(|e| e.next_run_at.as_deref().and_then(parse_ts));
-    if current.is_some() {
-        schedules::set_status(
-            &conn,
-            &s.plugin,
-            &s.id,
-            "paused_manual",
-            Some(&reason),
-            next,
-            now,
-        )?;
+    let mut conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
+    let verdict = manage::pause(&mut conn, s, &reason, now).map_err(refused)?;
+    let what = if verdict.changed {
+        "paused"
     } else {
-        // Never armed (no daemon has run it yet): arm it paused, so the first
-        // start keeps the pause and moves the entry along without firing.
-        schedules::upsert(
-            &conn,
-            &s.plugin,
-            &s.id,
-            &s.command,
-            &s.fingerprint,
-            "paused_manual",
-            Some(&reason),
-            s.first_due(now, now),
-            now,
-        )?;
+        "is already paused"
+    };
+    done(args, &shown, verdict.status, verdict.changed, what)
+}
+
+fn refused(e: manage::Refused) -> CliError {
+    match e {
+        manage::Refused::Store(e) => e.into(),
+        other => CliError::Failed(other.to_string()),
     }
-    done(args, &shown, "paused_manual", true, "paused")
 }
 
 /// `ductile schedule resume <plugin>[:<id>]`: back to active from its next
@@ -337,26 +248,21 @@ pub fn resume(args: &Args, target: &str) -> Result<(), CliError> {
     let current = entries(&rt)?
         .into_iter()
         .find(|e| e.plugin == s.plugin && e.schedule_id == s.id);
-    let Some(entry) = current.filter(|e| e.status == "paused_manual") else {
+    if !manage::resume_verdict(current.as_ref()).changed {
         return done(args, &shown, "active", false, "is not paused");
-    };
+    }
     if args.dry_run {
         output::text(&format!("dry run: would resume schedule `{shown}`"));
         return Ok(());
     }
-    let stored = entry.next_run_at.as_deref().and_then(parse_ts);
-    let next = if s.is_one_shot() {
-        // A one-shot held by the pause runs once, now.
-        stored
+    let mut conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
+    let verdict = manage::resume(&mut conn, s, now).map_err(refused)?;
+    let what = if verdict.changed {
+        "resumed"
     } else {
-        match stored {
-            Some(t) if t > now => Some(t),
-            _ => s.next_after(now, now),
-        }
+        "is not paused"
     };
-    let conn = store::open(&rt.config.state.path, rt.config.state.synchronous)?;
-    schedules::set_status(&conn, &s.plugin, &s.id, "active", None, next, now)?;
-    done(args, &shown, "active", true, "resumed")
+    done(args, &shown, verdict.status, verdict.changed, what)
 }
 
 fn done(args: &Args, shown: &str, status: &str, changed: bool, what: &str) -> Result<(), CliError> {

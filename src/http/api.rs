@@ -14,10 +14,12 @@ use super::{Db, Reply, Req, Services, openapi};
 use crate::clock::{format_ts, parse_ts};
 use crate::plugin::manifest::CommandKind;
 use crate::runtime::Runtime;
-use crate::store::StoreError;
+use crate::scheduler::expr::Schedule;
+use crate::scheduler::{manage, preview};
 use crate::store::decisions::{Decision, Kind};
 use crate::store::jobs::{self, JobQuery, LogQuery};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
+use crate::store::{StoreError, schedules};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +86,12 @@ const ROUTES: &[Route] = &[
         Scope(Area::Jobs, Level::Rw),
         job_retry,
     ),
+    route(
+        "POST",
+        "/job/{id}/cancel",
+        Scope(Area::Jobs, Level::Rw),
+        job_cancel,
+    ),
     route("GET", "/jobs", Scope(Area::Jobs, Level::Ro), jobs_list),
     route("GET", "/job-logs", Scope(Area::Jobs, Level::Ro), job_logs),
     route("GET", "/plugins", Public, plugins),
@@ -94,6 +102,42 @@ const ROUTES: &[Route] = &[
         plugin,
     ),
     route("GET", "/plugin/{name}/openapi.json", Public, plugin_openapi),
+    route(
+        "POST",
+        "/plugin/{name}/breaker/reset",
+        Scope(Area::Plugin, Level::Rw),
+        breaker_reset,
+    ),
+    route(
+        "GET",
+        "/schedules",
+        Scope(Area::Jobs, Level::Ro),
+        schedules_list,
+    ),
+    route(
+        "POST",
+        "/schedule/{id}/pause",
+        Scope(Area::Jobs, Level::Rw),
+        schedule_pause,
+    ),
+    route(
+        "POST",
+        "/schedule/{id}/resume",
+        Scope(Area::Jobs, Level::Rw),
+        schedule_resume,
+    ),
+    route(
+        "GET",
+        "/schedule/{id}/preview",
+        Scope(Area::Jobs, Level::Ro),
+        schedule_preview,
+    ),
+    route(
+        "GET",
+        "/schedule/{id}/explain",
+        Scope(Area::Jobs, Level::Ro),
+        schedule_explain,
+    ),
     route("GET", "/openapi.json", Public, openapi_document),
     route("GET", "/skills", Public, skills),
     route("GET", "/.well-known/ai-plugin.json", Public, ai_plugin),
@@ -656,6 +700,218 @@ fn job_retry(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     }
 }
 
+fn job_cancel(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &[])?;
+    let id = c.param(0).to_string();
+    let now = c.svc.clock.now();
+    let reason = "cancelled over the API";
+    let read = job_status(c.conn()?, &id);
+    let mut status = read.map_err(|e| sql_err(c.db, "read the job", e))?;
+    match status.as_deref() {
+        None => return Err(Reply::error(404, &format!("no job `{id}` in the queue"))),
+        Some("queued") => {
+            let cancelled = queue::cancel_queued(c.conn()?, &id, reason, now);
+            match cancelled {
+                Ok(true) => {
+                    crate::oneshot::notify_done(&id);
+                    c.svc.events.notify();
+                    return Ok(Reply::json(
+                        200,
+                        &json!({"job_id": id, "status": "dead", "cancelled": true}),
+                    )
+                    .into());
+                }
+                // Claimed between the read and the cancellation: it runs now.
+                Ok(false) => {
+                    let read = job_status(c.conn()?, &id);
+                    status = read.map_err(|e| sql_err(c.db, "read the job", e))?;
+                }
+                Err(e) => return Err(store_reply(c.db, &e)),
+            }
+        }
+        Some(_) => {}
+    }
+    match status.as_deref() {
+        Some("running") => {}
+        Some(s) => {
+            return Err(Reply::error(
+                409,
+                &format!("job `{id}` is {s}: only a queued or running job can be cancelled"),
+            ));
+        }
+        None => return Err(Reply::error(404, &format!("no job `{id}` in the queue"))),
+    }
+    if !c.svc.running.cancel(&id, reason) {
+        // Claimed a moment ago and not registered yet: the dispatcher
+        // carries the request out at its next wake.
+        let asked = queue::request_cancel(c.conn()?, &id, reason, SubmittedBy::Api, now);
+        if let Err(e) = asked {
+            return Err(store_reply(c.db, &e));
+        }
+        c.svc
+            .requests
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = c.svc.wake.try_send(());
+    }
+    // The worker records the job dead once its process group has ended.
+    Ok(Reply::json(
+        202,
+        &json!({"job_id": id, "status": "running", "cancelled": false, "cancelling": true}),
+    )
+    .into())
+}
+
+fn job_status(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT status FROM job_queue WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()
+}
+
+// ------------------------------------------------------------------ breakers
+
+fn breaker_reset(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &["command"])?;
+    let name = c.param(0).to_string();
+    if c.rt.registry.get(&name).is_none() {
+        return Err(unknown_plugin(&c.rt, &name));
+    }
+    let only = owned(c.req, "command");
+    let now = c.svc.clock.now();
+    let conn = c.conn()?;
+    let done = (|| -> Result<Vec<String>, StoreError> {
+        let mut reset = Vec::new();
+        for b in crate::store::breakers::for_plugin(conn, &name)? {
+            if only.as_ref().is_some_and(|o| *o != b.command) || b.state == "closed" {
+                continue;
+            }
+            if crate::store::breakers::reset(conn, &name, &b.command, now)? {
+                reset.push(b.command);
+            }
+        }
+        Ok(reset)
+    })();
+    match done {
+        Ok(reset) => {
+            c.svc.events.notify();
+            ok(json!({"plugin": name, "reset": reset, "state": "closed"}))
+        }
+        Err(e) => Err(store_reply(c.db, &e)),
+    }
+}
+
+// ------------------------------------------------------------------ schedules
+
+/// The compiled schedule the `{id}` segment names (`plugin:id`, or a plugin
+/// with one schedule).
+fn schedule_of<'r>(rt: &'r Runtime, target: &str) -> Result<&'r Schedule, Reply> {
+    manage::resolve(&rt.schedules, target).map_err(|e| Reply::error(404, &e.to_string()))
+}
+
+/// When the daemon started, on the clock's time line (anchors `after:`).
+fn started_at(c: &Ctx<'_>) -> chrono::DateTime<chrono::Utc> {
+    let up = chrono::Duration::from_std(c.svc.started.elapsed()).unwrap_or_default();
+    c.svc.clock.now() - up
+}
+
+/// Firings listed per schedule by `GET /schedules`.
+const LISTED_FIRINGS: usize = 3;
+/// Most firings `GET /schedule/{id}/preview` computes.
+const MAX_PREVIEW: i64 = 1000;
+
+fn schedules_list(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &[])?;
+    let rt = c.rt.clone();
+    let (now, started) = (c.svc.clock.now(), started_at(c));
+    let conn = c.conn()?;
+    let stored = schedules::all(conn).map_err(|e| store_reply(c.db, &e))?;
+    let rows: Vec<Value> = rt
+        .schedules
+        .iter()
+        .map(|s| {
+            let e = stored
+                .iter()
+                .find(|e| e.plugin == s.plugin && e.schedule_id == s.id);
+            let mut v = manage::describe(s, e);
+            v["next_firings"] = json!(manage::next_firings(s, now, started, LISTED_FIRINGS));
+            v
+        })
+        .collect();
+    ok(json!({ "schedules": rows }))
+}
+
+fn schedule_change(c: &mut Ctx<'_>, pause: bool) -> Result<Outcome, Reply> {
+    check_query(c.req, &[])?;
+    let rt = c.rt.clone();
+    let s = schedule_of(&rt, c.param(0))?;
+    let now = c.svc.clock.now();
+    let conn = c.conn()?;
+    let done = if pause {
+        let reason = format!("paused over the API at {}", format_ts(now));
+        manage::pause(conn, s, &reason, now)
+    } else {
+        manage::resume(conn, s, now)
+    };
+    match done {
+        Ok(v) => ok(json!({"schedule": manage::name(s), "status": v.status, "changed": v.changed})),
+        Err(manage::Refused::Store(e)) => Err(store_reply(c.db, &e)),
+        Err(other) => Err(Reply::error(409, &other.to_string())),
+    }
+}
+
+fn schedule_pause(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    schedule_change(c, true)
+}
+
+fn schedule_resume(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    schedule_change(c, false)
+}
+
+fn schedule_preview(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &["n", "from"])?;
+    let rt = c.rt.clone();
+    let s = schedule_of(&rt, c.param(0))?;
+    let n = match c.req.param("n") {
+        None => 20,
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PREVIEW).contains(n))
+            .ok_or_else(|| {
+                bad(format!(
+                    "n must be an integer from 1 to {MAX_PREVIEW}, not `{t}`"
+                ))
+            })?,
+    };
+    let from = parse_time(c.req, "from")?
+        .and_then(|t| parse_ts(&t))
+        .unwrap_or_else(|| c.svc.clock.now());
+    let started = started_at(c);
+    let lines = preview::preview(s, from, started, usize::try_from(n).unwrap_or(20));
+    ok(json!({
+        "schedule": manage::name(s),
+        "trigger": s.trigger.to_string(),
+        "timezone": s.tz.name(),
+        "only_between": manage::window_text(s),
+        "not_on": manage::not_on_text(s),
+        "from": format_ts(from),
+        "lines": lines,
+    }))
+}
+
+fn schedule_explain(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    check_query(c.req, &["since"])?;
+    let rt = c.rt.clone();
+    let s = schedule_of(&rt, c.param(0))?;
+    let since = parse_time(c.req, "since")?.and_then(|t| parse_ts(&t));
+    let shown = manage::name(s);
+    let conn = c.conn()?;
+    match crate::explain::subject(Some(conn), &s.plugin, Some(&s.id), since, &shown) {
+        Ok(e) => ok(e.to_json()),
+        Err(e) => Err(store_reply(c.db, &e)),
+    }
+}
+
 fn bad(msg: String) -> Reply {
     Reply::error(400, &msg)
 }
@@ -698,12 +954,13 @@ fn status_param(req: &Req) -> Result<Option<&'static str>, Reply> {
 }
 
 fn jobs_list(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    check_query(c.req, &["plugin", "command", "status", "limit"])?;
+    check_query(c.req, &["plugin", "command", "status", "limit", "before"])?;
     let q = JobQuery {
         plugin: owned(c.req, "plugin"),
         command: owned(c.req, "command"),
         status: status_param(c.req)?,
         limit: jobs::parse_limit(c.req.param("limit")).map_err(bad)?,
+        before: owned(c.req, "before"),
     };
     let listed = jobs::list(c.conn()?, &q);
     listed.map_or_else(|e| Err(store_reply(c.db, &e)), ok)
@@ -819,8 +1076,22 @@ fn analytics_queue(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let busy = c.svc.running.len().min(total);
     ok(json!({
         "queue_depth": {"queued": queued, "running": running},
+        "storage": storage(&c.svc.db),
         "workers": {"total": total, "busy": busy, "utilization": if total == 0 { 0.0 } else { busy as f64 / total as f64 }},
     }))
+}
+
+/// The ledger's size on disk, its WAL's and the space left beside them; a
+/// size that cannot be read is null rather than an error.
+fn storage(db: &std::path::Path) -> Value {
+    let size = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.len());
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    json!({
+        "db_bytes": size(db),
+        "wal_bytes": size(std::path::Path::new(&wal)),
+        "free_bytes": crate::disk::free_for(db).ok(),
+    })
 }
 
 fn analytics_summary(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {

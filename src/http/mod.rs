@@ -93,6 +93,9 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Jobs running now (worker utilisation).
     pub running: Arc<RunningJobs>,
+    /// Set (before a wake) to have the dispatcher carry out the ledger's
+    /// pending cancel requests.
+    pub requests: Arc<std::sync::atomic::AtomicBool>,
     /// Worker pool size at start.
     pub workers: usize,
     /// Counters for `/metrics`.

@@ -8,5 +8,6 @@ pub mod compile;
 pub mod cron;
 pub mod expr;
 pub mod heartbeat;
+pub mod manage;
 pub mod preview;
 pub mod window;

@@ -25,6 +25,8 @@ pub struct JobQuery {
     pub status: Option<&'static str>,
     /// Rows wanted (1..=200).
     pub limit: i64,
+    /// Only jobs listed after this one (the `next_cursor` of the page before).
+    pub before: Option<String>,
 }
 
 /// Filters of `GET /job-logs` / `ductile job logs`.
@@ -378,7 +380,9 @@ impl Where {
     }
 }
 
-/// `{"jobs": [...], "total": n}`, newest first.
+/// `{"jobs": [...], "total": n, "next_cursor": id|null}`, newest first;
+/// `total` counts every job the filters match, whatever the cursor, and
+/// `next_cursor` is set when older matching jobs follow this page.
 pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
     let mut w = Where::default();
     w.push("plugin", "=", q.plugin.as_deref());
@@ -390,16 +394,34 @@ pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
             params_from_iter(w.params.iter()),
             |r| r.get(0),
         )?;
+        if let Some(id) = &q.before {
+            // Keyset pagination in the list's own order: stable while new
+            // jobs arrive, and it reads the created_at index from the cursor on.
+            w.params.push(SqlValue::Text(id.clone()));
+            let n = w.params.len();
+            w.clauses.push(format!(
+                "(created_at, rowid) < (SELECT created_at, rowid FROM job_queue WHERE id = ?{n})"
+            ));
+        }
+        let limit = q.limit.clamp(1, MAX_LIMIT);
+        // One row more than asked tells whether another page follows.
         let mut stmt = conn.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM job_queue {} ORDER BY created_at DESC, rowid DESC LIMIT {}",
             w.sql(),
-            q.limit.clamp(1, MAX_LIMIT)
+            limit + 1
         ))?;
-        let rows = stmt
+        let mut rows = stmt
             .query_map(params_from_iter(w.params.iter()), job_row)?
             .map(|r| r.map(Value::Object))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(json!({"jobs": rows, "total": total}))
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more {
+            rows.last().map(|r| r["job_id"].clone())
+        } else {
+            None
+        };
+        Ok(json!({"jobs": rows, "total": total, "next_cursor": next}))
     })()
     .map_err(|e| StoreError::sqlite("list jobs", e))
 }

@@ -535,6 +535,88 @@ fn browser_signs_in_watches_a_job_live_retries_sees_a_graph_and_is_refused_witho
     b.wait(&format!("#jobs-table tr[data-job-id='{failed}']"), "");
 }
 
+#[test]
+fn browser_pauses_a_schedule_cancels_a_running_job_and_a_read_only_token_is_refused() {
+    let dir = TestDir::new("dash-ops");
+    crate::http::write_tree(&dir, "", crate::http::WEBHOOKS);
+    dir.fixture("hang");
+    let config = std::fs::read_to_string(dir.path.join("config.yaml")).unwrap();
+    dir.write(
+        "config.yaml",
+        &format!(
+            "{config}    schedules:\n      - id: nightly\n        cron: \"0 3 * * *\"\n  hang: {{}}\n"
+        ),
+    );
+    let api = Api::start_in(dir);
+    let shots = api.dir.path.join("screens");
+    std::fs::create_dir_all(&shots).unwrap();
+    let stored =
+        "SELECT status FROM schedule_entries WHERE plugin = 'echo' AND schedule_id = 'nightly'";
+    api.dir.wait_until(LONG, "the schedule armed", || {
+        api.dir.text(stored).as_deref() == Some("active")
+    });
+    let b = Browser::start(&api.dir.path);
+    b.open(&format!("http://{}/ui/", api.api));
+    b.fill("#token", ADMIN);
+    b.click("#login-form button");
+    b.wait("#live", "live");
+    // The overview's storage tiles, as sizes.
+    b.wait("#stat-db", "B");
+    b.wait("#stat-wal", "B");
+    b.wait("#stat-free", "B");
+
+    // Pause from the Schedules view, then ask why it does not run.
+    b.click("[data-view='schedules']");
+    let row = "#sched-table tr[data-schedule='echo:nightly']";
+    b.wait(row, "active");
+    b.wait(row, "T03:00:00");
+    b.click(&format!("{row} button.pause"));
+    b.wait("#sched-message", "Schedule echo:nightly paused");
+    b.wait(&format!("{row} button.resume"), "Resume");
+    assert_eq!(api.dir.text(stored).as_deref(), Some("paused_manual"));
+    b.click(&format!("{row} button.explain"));
+    b.wait("#se-sentences li", "Schedule `echo:nightly` is paused");
+    b.screenshots(&shots, "schedules");
+
+    // A running job is cancelled from its detail: its process ends, it is dead.
+    let id = trigger(&api, "hang");
+    api.dir.wait_until(LONG, "the hang job running", || {
+        api.dir
+            .text(&format!("SELECT status FROM job_queue WHERE id = '{id}'"))
+            .as_deref()
+            == Some("running")
+    });
+    b.click("[data-view='jobs']");
+    b.wait(&format!("#jobs-table tr[data-job-id='{id}']"), "running");
+    b.click(&format!("#jobs-table tr[data-job-id='{id}'] a"));
+    b.wait("#jd-status", "running");
+    b.click("#jd-cancel");
+    b.wait("#jd-message", "Cancelling");
+    b.wait("#jd-status", "dead");
+    assert_eq!(
+        api.dir
+            .text(&format!(
+                "SELECT last_error FROM job_queue WHERE id = '{id}'"
+            ))
+            .as_deref(),
+        Some("cancelled: cancelled over the API")
+    );
+    b.screenshots(&shots, "cancelled");
+
+    // A read-only token sees the schedules and is refused the resume.
+    b.click("#logout");
+    b.wait("#login-error", "Signed out");
+    b.fill("#token", JOBS_RO);
+    b.click("#login-form button");
+    b.wait("#stat-version", env!("CARGO_PKG_VERSION"));
+    b.click("[data-view='schedules']");
+    b.wait(row, "paused_manual");
+    b.click(&format!("{row} button.resume"));
+    let msg = b.wait("#sched-message", "(403)");
+    assert!(msg.starts_with("Refused: "), "{msg}");
+    assert_eq!(api.dir.text(stored).as_deref(), Some("paused_manual"));
+}
+
 // ------------------------------------------------------------------ watch
 
 #[test]

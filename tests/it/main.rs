@@ -28,6 +28,7 @@ mod kit;
 mod limits;
 mod notify;
 mod openapi;
+mod operate;
 mod pipeline_crash;
 mod pipeline_runs;
 mod pipeline_views;

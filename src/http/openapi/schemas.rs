@@ -326,6 +326,109 @@ pub(super) fn all() -> Map<String, Value> {
         ),
     );
     add(
+        "CancelResult",
+        object(
+            &["job_id", "status", "cancelled"],
+            json!({
+                "job_id": { "type": "string" },
+                "status": { "type": "string", "description": "`dead` for a queued job cancelled at once; `running` while a running job's process group is being ended (202)." },
+                "cancelled": { "type": "boolean", "description": "True when the job is already recorded dead." },
+                "cancelling": { "type": "boolean", "description": "A running job is being cancelled; it ends `dead`." },
+            }),
+        ),
+    );
+    add(
+        "BreakerReset",
+        object(
+            &["plugin", "reset", "state"],
+            json!({
+                "plugin": { "type": "string" },
+                "reset": { "type": "array", "items": { "type": "string" }, "description": "The commands whose breaker was open or half-open and is now closed." },
+                "state": { "type": "string", "enum": ["closed"] },
+            }),
+        ),
+    );
+    let schedule = object(
+        &["plugin", "schedule", "name", "command", "trigger", "status"],
+        json!({
+            "plugin": { "type": "string" },
+            "schedule": { "type": "string", "description": "The schedule's id." },
+            "name": { "type": "string", "description": "`plugin:id`, the `{id}` of the /schedule routes." },
+            "command": { "type": "string" },
+            "trigger": { "type": "string" },
+            "timezone": { "type": "string" },
+            "only_between": nullable("string"),
+            "not_on": { "type": "array", "items": { "type": "string" } },
+            "jitter": nullable("string"),
+            "catch_up": { "type": "string" },
+            "if_running": { "type": "string" },
+            "status": { "type": "string", "enum": ["active", "paused_manual", "paused_invalid", "exhausted", "not armed"] },
+            "reason": nullable("string"),
+            "next_run_at": nullable_time(),
+            "last_fired_at": nullable_time(),
+            "last_success_at": nullable_time(),
+            "last_success_job_id": nullable("string"),
+            "next_firings": { "type": "array", "items": { "type": "string", "format": "date-time" } },
+        }),
+    );
+    add(
+        "ScheduleList",
+        object(
+            &["schedules"],
+            json!({ "schedules": { "type": "array", "items": schedule } }),
+        ),
+    );
+    add(
+        "ScheduleChange",
+        object(
+            &["schedule", "status", "changed"],
+            json!({
+                "schedule": { "type": "string" },
+                "status": { "type": "string", "enum": ["active", "paused_manual"] },
+                "changed": { "type": "boolean", "description": "False when it already was in that state." },
+            }),
+        ),
+    );
+    add(
+        "SchedulePreview",
+        object(
+            &["schedule", "from", "lines"],
+            json!({
+                "schedule": { "type": "string" },
+                "trigger": { "type": "string" },
+                "timezone": { "type": "string" },
+                "only_between": nullable("string"),
+                "not_on": { "type": "array", "items": { "type": "string" } },
+                "from": { "type": "string", "format": "date-time" },
+                "lines": { "type": "array", "items": object(
+                    &["at", "local", "kind"],
+                    json!({
+                        "at": { "type": "string", "format": "date-time" },
+                        "local": { "type": "string" },
+                        "kind": { "type": "string", "enum": ["fire", "excluded"] },
+                        "excluded": { "type": "string", "enum": ["not_on", "outside_only_between"] },
+                        "resumes_at": { "type": "string", "format": "date-time" },
+                        "dst": { "type": "string" },
+                    }),
+                ) },
+            }),
+        ),
+    );
+    add(
+        "ScheduleExplanation",
+        object(
+            &["plugin", "sentences"],
+            json!({
+                "plugin": { "type": "string" },
+                "schedule": nullable("string"),
+                "since": nullable_time(),
+                "schedules": { "type": "array", "items": { "type": "object" } },
+                "decisions": { "type": "array", "items": { "type": "object" } },
+                "sentences": { "type": "array", "items": { "type": "string" }, "description": "The schedule's state, then each decision that kept it from running, newest first." },
+            }),
+        ),
+    );
+    add(
         "PipelineAccepted",
         object(
             &["job_id", "status"],
@@ -384,6 +487,7 @@ pub(super) fn all() -> Map<String, Value> {
             json!({
                 "jobs": { "type": "array", "items": reference("JobSummary") },
                 "total": count(),
+                "next_cursor": { "type": ["string", "null"], "description": "Pass as `before` for the next page; null on the last." },
             }),
         ),
     );
@@ -494,6 +598,11 @@ pub(super) fn all() -> Map<String, Value> {
                 "workers": object(&["total", "busy"], json!({
                     "total": count(),
                     "busy": count(),
+                })),
+                "storage": object(&[], json!({
+                    "db_bytes": { "type": ["integer", "null"], "minimum": 0, "description": "The ledger file." },
+                    "wal_bytes": { "type": ["integer", "null"], "minimum": 0, "description": "Its write-ahead log (null when there is none)." },
+                    "free_bytes": { "type": ["integer", "null"], "minimum": 0, "description": "Free space on the ledger's file system." },
                 })),
             }),
         ),

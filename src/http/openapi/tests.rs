@@ -329,6 +329,7 @@ fn whole_document_lists_core_and_plugin_tags_and_resolves_every_ref() {
             "plugins",
             "pipelines",
             "jobs",
+            "schedules",
             "analytics",
             "events",
             "echo"

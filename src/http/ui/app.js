@@ -97,6 +97,7 @@ async function signIn(candidate) {
   $('#nav').hidden = false;
   document.body.dataset.scopes = Object.keys(scopes).filter((k) => scopes[k]).join(' ');
   $('[data-view="jobs"]').hidden = !scopes.jobs;
+  $('[data-view="schedules"]').hidden = !scopes.jobs;
   $('[data-view="pipelines"]').hidden = !scopes.admin;
   show(location.hash.slice(1) || 'overview');
   if (scopes.events) connect();
@@ -120,11 +121,11 @@ function signOut(why) {
 
 // ------------------------------------------------------------------ views
 
-const VIEWS = { overview: loadOverview, jobs: loadJobs, plugins: loadPlugins, pipelines: loadPipelines };
+const VIEWS = { overview: loadOverview, jobs: loadJobs, plugins: loadPlugins, schedules: loadSchedules, pipelines: loadPipelines };
 
 // A view the token's scopes do not allow falls back to the overview.
 function allowed(view) {
-  if (view === 'jobs') return scopes.jobs;
+  if (view === 'jobs' || view === 'schedules') return scopes.jobs;
   if (view === 'pipelines') return scopes.admin;
   return !!VIEWS[view];
 }
@@ -162,6 +163,13 @@ async function loadOverview() {
     $('#stat-queued').textContent = String(h.data.queue_depth);
     $('#stat-breakers').textContent = String(h.data.plugins_circuit_open);
   }
+  if (scopes.admin) {
+    const q = await api('/analytics/queue');
+    const st = q.ok && q.data.storage ? q.data.storage : {};
+    $('#stat-db').textContent = bytes(st.db_bytes);
+    $('#stat-wal').textContent = bytes(st.wal_bytes);
+    $('#stat-free').textContent = bytes(st.free_bytes);
+  }
   if (!scopes.jobs) return;
   const since = (ms) => new Date(Date.now() - ms).toISOString().replace(/\.\d+Z$/, 'Z');
   const [running, failed, hour] = await Promise.all([
@@ -176,6 +184,14 @@ async function loadOverview() {
   }
   if (failed.ok) $('#stat-failed').textContent = String(failed.data.total);
   if (hour.ok) spark(hour.data.logs);
+}
+
+function bytes(n) {
+  if (typeof n !== 'number') return '-';
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
 }
 
 function spark(logs) {
@@ -202,7 +218,11 @@ function jobLink(id) {
 // (`GET /job-logs`); the others the queue (`GET /jobs`). Both are newest first.
 const LOG_FILTERS = ['submitted_by', 'from', 'to', 'query'];
 
-async function loadJobs() {
+// The queue list pages with the API's cursor (`before`); **Show more**
+// appends the next page. Job-log filters raise the limit instead.
+let nextCursor = null;
+
+async function loadJobs(more) {
   if (!scopes.jobs) return;
   const q = new URLSearchParams();
   for (const k of ['plugin', 'command', 'status', 'limit', ...LOG_FILTERS]) {
@@ -210,17 +230,27 @@ async function loadJobs() {
     if (v) q.set(k, v);
   }
   const logs = LOG_FILTERS.some((k) => q.has(k));
+  const paging = more === true && !logs && nextCursor;
+  if (paging) q.set('before', nextCursor);
   const r = await api((logs ? '/job-logs?' : '/jobs?') + q);
   if (!r.ok) { notice(refusal(r)); return; }
   const rows = logs ? r.data.logs : r.data.jobs;
-  $('#jobs-table tbody').replaceChildren(...rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
+  const trs = rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
     el('td', {}, jobLink(j.job_id)), el('td', { text: j.plugin }), el('td', { text: j.command }),
     el('td', {}, el('span', { class: 'status ' + j.status, text: j.status })),
-    el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' }))));
-  $('#jobs-total').textContent = rows.length + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
-  const limit = Number($('#f-limit').value) || 50;
-  $('#jobs-more').hidden = rows.length >= r.data.total || limit >= 200;
-  if (openJob) openDetail(openJob);
+    el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' })));
+  const body = $('#jobs-table tbody');
+  if (paging) body.append(...trs); else body.replaceChildren(...trs);
+  const shown = body.children.length;
+  $('#jobs-total').textContent = shown + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
+  if (logs) {
+    const limit = Number($('#f-limit').value) || 50;
+    $('#jobs-more').hidden = rows.length >= r.data.total || limit >= 200;
+  } else {
+    nextCursor = r.data.next_cursor || null;
+    $('#jobs-more').hidden = !nextCursor;
+  }
+  if (openJob && !paging) openDetail(openJob);
 }
 
 function fields(obj) {
@@ -249,6 +279,7 @@ async function openDetail(id) {
   $('#jd-status').textContent = j.status;
   $('#jd-status').className = 'status ' + j.status;
   $('#jd-retry').hidden = !['failed', 'timed_out', 'dead'].includes(j.status);
+  $('#jd-cancel').hidden = !['queued', 'running'].includes(j.status);
   $('#jd-fields').replaceChildren(...fields(j));
   const items = [];
   if (j.parent_job_id) items.push(el('li', {}, 'caused by ', jobLink(j.parent_job_id)));
@@ -275,6 +306,50 @@ async function retry() {
   }
 }
 
+async function cancelJob() {
+  const id = openJob;
+  const r = await api('/job/' + encodeURIComponent(id) + '/cancel', { method: 'POST' });
+  if (r.ok) {
+    $('#jd-message').textContent = r.data.cancelled ? 'Cancelled ' + id : 'Cancelling ' + id + ': its process is being stopped';
+    openDetail(id);
+  } else {
+    $('#jd-message').textContent = refusal(r);
+  }
+}
+
+async function loadSchedules() {
+  if (!scopes.jobs) return;
+  const r = await api('/schedules');
+  if (!r.ok) { notice(refusal(r)); return; }
+  const rows = r.data.schedules.map((s) => {
+    const paused = s.status === 'paused_manual';
+    const act = (verb) => async () => {
+      const a = await api('/schedule/' + encodeURIComponent(s.name) + '/' + verb, { method: 'POST' });
+      $('#sched-message').textContent = a.ok
+        ? 'Schedule ' + s.name + (a.data.changed ? (verb === 'pause' ? ' paused' : ' resumed') : ' unchanged (' + a.data.status + ')')
+        : refusal(a);
+      if (a.ok) loadSchedules();
+    };
+    return el('tr', { 'data-schedule': s.name, 'data-status': s.status },
+      el('td', { text: s.name }), el('td', { text: s.trigger + ' (' + s.timezone + ')' }),
+      el('td', {}, el('span', { class: 'status ' + s.status, text: s.status })),
+      el('td', { text: (s.next_firings || []).join(', ') || '-' }),
+      el('td', { text: s.last_fired_at || '-' }), el('td', { text: s.last_success_at || '-' }),
+      el('td', {},
+        el('button', { type: 'button', class: paused ? 'resume' : 'pause', text: paused ? 'Resume' : 'Pause', onclick: act(paused ? 'resume' : 'pause') }), ' ',
+        el('button', { type: 'button', class: 'explain', text: 'Why didn\'t it run?', onclick: () => explain(s.name) })));
+  });
+  $('#sched-table tbody').replaceChildren(...rows);
+}
+
+async function explain(name) {
+  const r = await api('/schedule/' + encodeURIComponent(name) + '/explain');
+  if (!r.ok) { $('#sched-message').textContent = refusal(r); return; }
+  $('#sched-explain').hidden = false;
+  $('#se-name').textContent = name;
+  $('#se-sentences').replaceChildren(...r.data.sentences.map((t) => el('li', { text: t })));
+}
+
 async function loadPlugins() {
   const r = await api('/plugins');
   if (!r.ok) { notice(refusal(r)); return; }
@@ -287,6 +362,12 @@ async function loadPlugins() {
     cards.push(el('article', { class: 'plugin', 'data-plugin': p.name },
       el('h3', { text: p.name + ' ' + (p.version || '') }),
       el('p', { text: p.description || '' }),
+      el('p', {}, el('button', { type: 'button', class: 'breaker-reset', text: 'Reset circuit breakers', onclick: async () => {
+        const b = await api('/plugin/' + encodeURIComponent(p.name) + '/breaker/reset', { method: 'POST' });
+        $('#plugin-message').textContent = !b.ok ? refusal(b) : b.data.reset.length
+          ? 'Reset to closed: ' + p.name + ' ' + b.data.reset.join(', ')
+          : 'No breaker of ' + p.name + ' was open';
+      } })),
       ...cmds.map((c) => commandForm(p.name, c, timing[c.name]))));
   }
   $('#plugin-list').replaceChildren(...cards);
@@ -436,6 +517,7 @@ function frame(text) {
       const v = current();
       if (v === 'overview') loadOverview();
       else if (v === 'jobs') loadJobs();
+      else if (v === 'schedules') loadSchedules();
     }, 1000);
   }
 }
@@ -451,9 +533,14 @@ document.addEventListener('DOMContentLoaded', () => {
   for (const b of document.querySelectorAll('#nav [data-view]')) b.addEventListener('click', () => show(b.dataset.view));
   $('#jobs-filter').addEventListener('submit', (e) => { e.preventDefault(); openJob = null; $('#job-detail').hidden = true; loadJobs(); });
   $('#jd-retry').addEventListener('click', retry);
+  $('#jd-cancel').addEventListener('click', cancelJob);
   $('#jobs-more').addEventListener('click', () => {
-    $('#f-limit').value = String(Math.min(200, (Number($('#f-limit').value) || 50) + 50));
-    loadJobs();
+    if (LOG_FILTERS.some((k) => $('#f-' + k).value.trim())) {
+      $('#f-limit').value = String(Math.min(200, (Number($('#f-limit').value) || 50) + 50));
+      loadJobs();
+    } else {
+      loadJobs(true);
+    }
   });
   $('#pipeline-pick').addEventListener('change', (e) => drawGraph(e.target.value));
   if (token) signIn(token);
