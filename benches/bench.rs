@@ -19,6 +19,7 @@
 mod containers;
 mod http;
 mod pipelines;
+mod relay;
 mod replication;
 
 use std::path::{Path, PathBuf};
@@ -210,6 +211,9 @@ fn main() {
     }
     if want("pipelines") {
         pipelines::run(&bench, &noop_dir.join("noop"), &exe);
+    }
+    if want("relay") {
+        relay::run(&bench, &noop_dir.join("noop"), &exe);
     }
     if want("containers") {
         containers::run(&bench, &exe, &noop_dir.join("noop"));

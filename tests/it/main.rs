@@ -34,6 +34,7 @@ mod pipeline_runs;
 mod pipeline_views;
 mod pipelines;
 mod relay;
+mod relay_faults;
 mod relay_send;
 mod replication;
 mod scheduler;

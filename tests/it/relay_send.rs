@@ -27,18 +27,42 @@ pub(crate) fn free_port() -> u16 {
 /// Receiver `lab`: accepts `backup.ready` from `home-primary` (baggage
 /// `trace_id` only) and runs plugin `a` for it.
 pub(crate) fn receiver_dir(tag: &str, port: u16, secret: &str) -> TestDir {
+    receiver_dir_for(tag, port, secret, &["home-primary"], true)
+}
+
+/// Receiver `lab` trusting each of `peers` with the shared secret `secret`
+/// (key id `v1`, `backup.ready` only, baggage `trace_id` only); with
+/// `pipeline`, it runs plugin `a` for each accepted event, else it only
+/// records the acceptances.
+pub(crate) fn receiver_dir_for(
+    tag: &str,
+    port: u16,
+    secret: &str,
+    peers: &[&str],
+    pipeline: bool,
+) -> TestDir {
     let dir = TestDir::new(&format!("relay-b-{tag}"));
     dir.fixture("pipe_step");
     dir.write(
         "tokens.yaml",
         &format!("tokens:\n  - {{name: relay-v1, key: {secret}, scopes: [\"*\"]}}\n"),
     );
-    dir.write(
-        "relay-ingress.yaml",
-        "remote_ingress:\n  listen_path: /ingest/peer\n  allowed_clock_skew: 5m\n  require_key_id: true\n  peers:\n    - name: home-primary\n      secret_ref: relay-v1\n      key_id: v1\n      accept: [backup.ready]\n      baggage: {allow: [trace_id]}\n",
+    let mut ingress = String::from(
+        "remote_ingress:\n  listen_path: /ingest/peer\n  allowed_clock_skew: 5m\n  require_key_id: true\n  peers:\n",
     );
+    for p in peers {
+        ingress.push_str(&format!(
+            "    - name: {p}\n      secret_ref: relay-v1\n      key_id: v1\n      accept: [backup.ready]\n      baggage: {{allow: [trace_id]}}\n"
+        ));
+    }
+    dir.write("relay-ingress.yaml", &ingress);
+    let pipelines = if pipeline {
+        "pipelines:\n  - name: offsite\n    on: backup.ready\n    steps:\n      - uses: a\n"
+    } else {
+        ""
+    };
     dir.config(&format!(
-        "include: [tokens.yaml, relay-ingress.yaml]\nservice:\n  name: lab\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}pipelines:\n  - name: offsite\n    on: backup.ready\n    steps:\n      - uses: a\n",
+        "include: [tokens.yaml, relay-ingress.yaml]\nservice:\n  name: lab\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}{pipelines}",
         plugins("")
     ));
     assert_eq!(dir.run(&["config", "lock"]).code, 0);
@@ -48,11 +72,12 @@ pub(crate) fn receiver_dir(tag: &str, port: u16, secret: &str) -> TestDir {
 /// Sender `home-primary`: instance `lab` at `port`, and a pipeline that
 /// relays `backup.created` there as `backup.ready`, then runs `b`.
 pub(crate) fn sender_dir(tag: &str, port: u16, extra_instance: &str) -> TestDir {
-    sender_dir_with(
+    sender_dir_as(
         tag,
-        port,
-        "{threshold: 1000, reset_after: 1s}",
+        "home-primary",
+        &format!("http://127.0.0.1:{port}"),
         extra_instance,
+        "      - uses: b\n",
     )
 }
 
@@ -63,6 +88,45 @@ pub(crate) fn sender_dir_with(
     breaker: &str,
     extra_instance: &str,
 ) -> TestDir {
+    sender_full(
+        tag,
+        "home-primary",
+        &format!("http://127.0.0.1:{port}"),
+        extra_instance,
+        "      - uses: b\n",
+        breaker,
+    )
+}
+
+/// Sender `service`: instance `lab` at `base_url` (tight retry, a breaker
+/// that does not open in a test), and pipeline `ship` that relays
+/// `backup.created` there as `backup.ready` (dedupe key
+/// `payload.archive_id`), followed by `after_relay` (more steps, or nothing).
+pub(crate) fn sender_dir_as(
+    tag: &str,
+    service: &str,
+    base_url: &str,
+    extra_instance: &str,
+    after_relay: &str,
+) -> TestDir {
+    sender_full(
+        tag,
+        service,
+        base_url,
+        extra_instance,
+        after_relay,
+        "{threshold: 1000, reset_after: 1s}",
+    )
+}
+
+fn sender_full(
+    tag: &str,
+    service: &str,
+    base_url: &str,
+    extra_instance: &str,
+    after_relay: &str,
+    breaker: &str,
+) -> TestDir {
     let dir = TestDir::new(&format!("relay-a-{tag}"));
     dir.fixture("pipe_step");
     dir.write(
@@ -72,11 +136,11 @@ pub(crate) fn sender_dir_with(
     dir.write(
         "relay-instances.yaml",
         &format!(
-            "instances:\n  - name: lab\n    base_url: http://127.0.0.1:{port}\n    ingress_path: /ingest/peer/home-primary\n    secret_ref: relay-v1\n    key_id: v1\n    timeout: 5s\n    allow: [backup.ready, backup.other]\n    retry: {{max_attempts: 50, backoff_base: 100ms}}\n    circuit_breaker: {breaker}\n{extra_instance}"
+            "instances:\n  - name: lab\n    base_url: {base_url}\n    ingress_path: /ingest/peer/{service}\n    secret_ref: relay-v1\n    key_id: v1\n    timeout: 5s\n    allow: [backup.ready, backup.other]\n    retry: {{max_attempts: 50, backoff_base: 100ms}}\n    circuit_breaker: {breaker}\n{extra_instance}"
         ),
     );
     dir.config(&format!(
-        "include: [tokens.yaml, relay-instances.yaml]\nservice:\n  name: home-primary\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}pipelines:\n  - name: ship\n    on: backup.created\n    steps:\n      - id: relay-to-lab\n        relay:\n          to: lab\n          event: backup.ready\n          dedupe_key: payload.archive_id\n          with:\n            archive_id: payload.archive_id\n          baggage:\n            trace_id: payload.trace_id\n            secret_plan: payload.secret_plan\n      - uses: b\n",
+        "include: [tokens.yaml, relay-instances.yaml]\nservice:\n  name: {service}\n  tick_interval: 1s\n  max_workers: 2\napi:\n  enabled: true\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"*\"]\n{}pipelines:\n  - name: ship\n    on: backup.created\n    steps:\n      - id: relay-to-lab\n        relay:\n          to: lab\n          event: backup.ready\n          dedupe_key: payload.archive_id\n          with:\n            archive_id: payload.archive_id\n          baggage:\n            trace_id: payload.trace_id\n            secret_plan: payload.secret_plan\n{after_relay}",
         plugins("")
     ));
     assert_eq!(dir.run(&["config", "lock"]).code, 0);
@@ -85,7 +149,7 @@ pub(crate) fn sender_dir_with(
     dir
 }
 
-fn start(dir: TestDir) -> Running {
+pub(crate) fn start(dir: TestDir) -> Running {
     let daemon = dir.start();
     let api = listening(&daemon, "api.listen");
     Running { dir, daemon, api }
@@ -99,7 +163,7 @@ fn context_of_a(dir: &TestDir) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn succeeded(dir: &TestDir, plugin: &str) -> i64 {
+pub(crate) fn succeeded(dir: &TestDir, plugin: &str) -> i64 {
     dir.count(&format!(
         "SELECT count(*) FROM job_queue WHERE plugin = '{plugin}' AND status = 'succeeded'"
     ))
