@@ -1,8 +1,8 @@
 //! `make bench`: throughput, latency and footprint figures for the runner and the
 //! daemon, printed as a table. Not a test: a figure is never asserted; the
-//! targets are printed beside each figure so a reader can compare. The `http`
-//! and `pipelines` sections (benches/http.rs, benches/pipelines.rs) do panic
-//! when a correctness check fails.
+//! targets are printed beside each figure so a reader can compare. The `http`,
+//! `pipelines` and `relay` sections (benches/http.rs, benches/pipelines.rs,
+//! benches/relay.rs) do panic when a correctness check fails.
 //!
 //! Plugins: a no-op compiled from C at start (the "compiled plugin"), the same
 //! no-op in Python run by Debian's /usr/bin/python3 when present, and the test

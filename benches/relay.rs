@@ -25,7 +25,7 @@ use ductile::store::queue::{self, SubmittedBy};
 use serde_json::{Map, Value, json};
 
 use super::http::{Daemon, count, wait_for};
-use super::{Bench, percentile, row};
+use super::{Bench, cpu_ticks, percentile, row};
 
 /// Events in the throughput run.
 const EVENTS: usize = 5_000;
@@ -52,6 +52,7 @@ pub(super) fn run(bench: &Bench, noop: &Path, exe: &Path) {
     let a_conn = fill_outbox(&a_root);
     let b_conn = b.ledger();
 
+    let b_ticks = cpu_ticks(b.pid());
     let started = Instant::now();
     let a = Daemon::start(exe, &a_root, false);
     let drained = wait_for(Duration::from_secs(300), Duration::from_millis(5), || {
@@ -65,6 +66,7 @@ pub(super) fn run(bench: &Bench, noop: &Path, exe: &Path) {
             ) == EVENTS as u64
     });
     let secs = started.elapsed().as_secs_f64();
+    let (a_cpu, b_cpu) = (cpu_ticks(a.pid()), cpu_ticks(b.pid()) - b_ticks);
     assert!(drained, "the outbox did not drain within 300 s");
     let distinct = count(
         &b_conn,
@@ -88,9 +90,43 @@ pub(super) fn run(bench: &Bench, noop: &Path, exe: &Path) {
         format!("{:.0} events/s", (EVENTS - 1) as f64 / span.max(1e-9)),
         "",
     );
+    let per_event = |ticks: u64| ticks as f64 * 1000.0 / clock_ticks() / EVENTS as f64;
+    row(
+        "  CPU per event, A (sender) / B (receiver)",
+        format!("{:.2} / {:.2} ms", per_event(a_cpu), per_event(b_cpu)),
+        "",
+    );
+    let mut round_trip: Vec<f64> = {
+        let mut stmt = a_conn
+            .prepare("SELECT s.dur_ns FROM job_stopwatch s JOIN job_queue q ON q.id = s.job_id WHERE q.plugin = 'relay' AND q.command = 'send'")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|d| d.unwrap() as f64 / 1e6)
+            .collect()
+    };
+    row(
+        "  one delivery's HTTP round trip (A's stopwatch), p50 / p95",
+        format!(
+            "{:.2} / {:.2} ms",
+            percentile(&mut round_trip, 0.5),
+            percentile(&mut round_trip, 0.95)
+        ),
+        "",
+    );
     latency(&a, &a_conn, &b_conn);
     a.stop();
     b.stop();
+}
+
+/// Clock ticks per second of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// Seals `root` as an operator would before the first start.
