@@ -253,7 +253,20 @@ mod tests {
         assert_eq!(status, 403);
         assert!(body["error"].as_str().unwrap().contains("DROP"), "{body}");
         drop(session);
-        assert!(TcpStream::connect(addr).is_err());
+        // The port may have been handed to a parallel test's listener since;
+        // whatever listens there now must not serve the job's token.
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let req = format!(
+                "POST {path} HTTP/1.0\r\nAuthorization: {bearer}\r\nX-Workspace-ID: w1\r\nX-STF-ID: s1\r\nContent-Length: {}\r\n\r\n{select}",
+                select.len()
+            );
+            let _ = s.write_all(req.as_bytes());
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert!(!out.contains("affected_rows"), "still served: {out}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
