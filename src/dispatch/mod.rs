@@ -377,18 +377,8 @@ pub fn execute_then_claim(
         stopwatch: Some(stopwatch),
         effects: effects(job, &plugin),
     };
-    let ttl = rt.config.service.dedupe_ttl;
     crate::fault::hit(crate::fault::Point::AfterAnswer);
-    let (done, next) = match next {
-        Some(cap) => completion::complete_then_claim(conn, &completion, ttl, now, cap)?,
-        None => (completion::complete(conn, &completion, ttl, now)?, None),
-    };
-    log_outcome(
-        job,
-        done.status,
-        last_error.as_deref(),
-        &completion.decision,
-    );
+    let (done, next) = commit(conn, rt, &completion, now, next)?;
     let response = completion.record.result;
     if stdout_len >= LARGE_RESPONSE {
         // glibc keeps freed small allocations in the worker thread's arena, so
@@ -402,13 +392,39 @@ pub fn execute_then_claim(
         stderr,
         plugin_time: duration,
         exit_code,
-        tree: context_row
-            .as_ref()
-            .and_then(|r| r.accumulated.get("ductile_pipeline_instance_id"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        tree: tree_of(context_row.as_ref()),
         next: next.map(Box::new),
     })
+}
+
+/// Writes an attempt's completion (claiming the worker's next job with it
+/// when `next` gives the caps) and logs its outcome.
+fn commit(
+    conn: &mut Connection,
+    rt: &Runtime,
+    completion: &Completion<'_>,
+    now: DateTime<Utc>,
+    next: Option<&dyn Fn(&str) -> usize>,
+) -> Result<(completion::Completed, Option<ClaimedJob>), StoreError> {
+    let ttl = rt.config.service.dedupe_ttl;
+    let (done, next) = match next {
+        Some(cap) => completion::complete_then_claim(conn, completion, ttl, now, cap)?,
+        None => (completion::complete(conn, completion, ttl, now)?, None),
+    };
+    log_outcome(
+        completion.job,
+        done.status,
+        completion.last_error.as_deref(),
+        &completion.decision,
+    );
+    Ok((done, next))
+}
+
+/// The pipeline tree a job's context row places it in, if any.
+fn tree_of(row: Option<&crate::store::context::ContextRow>) -> Option<String> {
+    row.and_then(|r| r.accumulated.get("ductile_pipeline_instance_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// Responses at least this large are followed by [`crate::sys::release_freed_memory`].
@@ -517,9 +533,7 @@ fn record_without_run(
     let done = completion::complete(conn, &completion, rt.config.service.dedupe_ttl, now)?;
     log_outcome(job, done.status, Some(&msg), &completion.decision);
     let tree = match job.event_context_id.as_deref() {
-        Some(id) => crate::store::context::row(conn, id)?
-            .and_then(|r| r.accumulated.get("ductile_pipeline_instance_id").cloned())
-            .and_then(|v| v.as_str().map(str::to_string)),
+        Some(id) => tree_of(crate::store::context::row(conn, id)?.as_ref()),
         None => None,
     };
     Ok(Executed::Recorded {

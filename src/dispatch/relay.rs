@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::{Executed, log_outcome, record_without_run, retry, wall_ns};
+use super::{Executed, commit, record_without_run, retry, tree_of, wall_ns};
 use crate::clock::{Clock, random_below};
 use crate::config::relay::{Instance, MAX_BACKOFF};
 use crate::relay::outbox;
@@ -20,7 +20,7 @@ use crate::relay::send::{self, Delivery};
 use crate::runtime::Runtime;
 use crate::store::StoreError;
 use crate::store::breakers::{self, Admission};
-use crate::store::completion::{self, AttemptRecord, Completion, Decision, Effect, Stopwatch};
+use crate::store::completion::{AttemptRecord, Completion, Decision, Effect, Stopwatch};
 use crate::store::queue::{self, ClaimedJob, JobStatus};
 
 /// How long a job waits while its instance's breaker has a probe out.
@@ -245,17 +245,7 @@ fn record(
         }),
         effects,
     };
-    let ttl = rt.config.service.dedupe_ttl;
-    let (done, next) = match next {
-        Some(cap) => completion::complete_then_claim(conn, &completion, ttl, now, cap)?,
-        None => (completion::complete(conn, &completion, ttl, now)?, None),
-    };
-    log_outcome(
-        job,
-        done.status,
-        last_error.as_deref(),
-        &completion.decision,
-    );
+    let (done, next) = commit(conn, rt, &completion, now, next)?;
     Ok(Executed::Recorded {
         status: done.status,
         last_error,
@@ -263,11 +253,7 @@ fn record(
         stderr: String::new(),
         plugin_time: duration,
         exit_code: None,
-        tree: context_row
-            .as_ref()
-            .and_then(|r| r.accumulated.get("ductile_pipeline_instance_id"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        tree: tree_of(context_row.as_ref()),
         next: next.map(Box::new),
     })
 }
@@ -314,9 +300,7 @@ fn defer(
     queue::defer(conn, job, at, &why, now)?;
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "{why}");
     let tree = match job.event_context_id.as_deref() {
-        Some(id) => crate::store::context::row(conn, id)?
-            .and_then(|r| r.accumulated.get("ductile_pipeline_instance_id").cloned())
-            .and_then(|v| v.as_str().map(str::to_string)),
+        Some(id) => tree_of(crate::store::context::row(conn, id)?.as_ref()),
         None => None,
     };
     Ok(Executed::Recorded {
