@@ -25,6 +25,8 @@ pub struct ContainerSpec {
     pub pinning: Pinning,
     /// The wire contract the image speaks.
     pub envelope: Envelope,
+    /// What a Stage7 manifest adds (port, health check, API), for [`Envelope::Stage7`].
+    pub stage7: Option<Box<super::stage7::Stage7>>,
     /// Engine forced by the manifest (`podman` or `docker`).
     pub engine: Option<String>,
     /// Memory limit, as the engine spells it (`256m`).
@@ -65,6 +67,8 @@ pub enum Envelope {
     ProtocolV2,
     /// The "Docker-only processor" envelope, with `/artifacts` ([`super::processor`]).
     ProcessorV1,
+    /// A Stage7 HTTP plugin, declared by its `manifest.json` ([`super::stage7`]).
+    Stage7,
 }
 
 impl Envelope {
@@ -73,6 +77,7 @@ impl Envelope {
         match self {
             Envelope::ProtocolV2 => "protocol-v2",
             Envelope::ProcessorV1 => "processor-v1",
+            Envelope::Stage7 => "stage7",
         }
     }
 }
@@ -160,6 +165,12 @@ pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
     let envelope = match string(m, "envelope")?.as_deref() {
         None | Some("protocol-v2") => Envelope::ProtocolV2,
         Some("processor-v1") => Envelope::ProcessorV1,
+        Some("stage7") => {
+            return Err((
+                "envelope".into(),
+                "`stage7` is declared by a Stage7 manifest.json in the plugin directory, not in container: (remove manifest.yaml to load the directory as a Stage7 plugin)".into(),
+            ));
+        }
         Some(e) if ENVELOPES_PLANNED.contains(&e) => {
             return Err((
                 "envelope".into(),
@@ -227,6 +238,7 @@ pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
         image,
         pinning,
         envelope,
+        stage7: None,
         engine,
         memory,
         cpus,
