@@ -3,7 +3,8 @@
 //! built per test `FROM scratch` with the host's static busybox serving
 //! `busybox httpd -f -p 8080 -h /www`: `/www/health` is a file, and
 //! `/www/cgi-bin/execute` a sh CGI script answering the Stage7 JSON (it
-//! echoes the request it got, and fails when an input is called `fail`).
+//! echoes the request it got, fails when an input is called `fail` and
+//! never answers when one is called `slow`).
 //! Every test checks that no `ductile-<job_id>` container is left.
 
 use std::process::Command;
@@ -18,6 +19,7 @@ const LONG: Duration = Duration::from_secs(60);
 const EXECUTE: &str = r#"#!/bin/busybox sh
 body=$(/bin/busybox head -c "$CONTENT_LENGTH")
 printf 'Content-Type: application/json\r\n\r\n'
+case "$body" in *'"slow"'*) exec sleep 120;; esac
 case "$body" in *'"fail"'*)
   printf '{"success":false,"error":"asked to fail by %s"}' "$GREETING"; exit 0;;
 esac
@@ -134,6 +136,26 @@ fn last_response(dir: &TestDir) -> Value {
         .text("SELECT result FROM job_log ORDER BY completed_at DESC, attempt DESC LIMIT 1")
         .unwrap_or_default();
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Enqueues one `handle` job of `greeter` carrying `payload`; its id.
+fn enqueue_handle(dir: &TestDir, payload: Value) -> String {
+    use ductile::store::queue::{self, Enqueued, NewJob, SubmittedBy};
+    let mut conn =
+        ductile::store::open(&dir.db_path(), ductile::config::Synchronous::Normal).unwrap();
+    let event = json!({"type": "api.trigger", "payload": payload});
+    let job = NewJob::new("greeter", "handle", event, SubmittedBy::Cli, 1);
+    match queue::enqueue(
+        &mut conn,
+        &job,
+        Duration::from_secs(3600),
+        chrono::Utc::now(),
+    )
+    .unwrap()
+    {
+        Enqueued::Created(id) => id,
+        other => panic!("{other:?}"),
+    }
 }
 
 fn job_field(dir: &TestDir, field: &str) -> Option<String> {
@@ -314,4 +336,40 @@ fn a_stage7_plugin_runs_in_a_pipeline_next_to_a_local_plugin() {
     dir.wait_until(LONG, "no container is left", || {
         containers_of_jobs(&dir).is_empty()
     });
+}
+
+#[test]
+fn a_timeout_and_a_shutdown_remove_the_container() {
+    let dir = TestDir::new("s7-stop");
+    let image = Image::build(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &manifest("greeter", &image.id, "/health"),
+    );
+    dir.config(
+        "service:\n  shutdown_timeout: 1s\nplugins:\n  greeter:\n    enabled: true\n    max_attempts: 1\n    timeouts:\n      handle: 2s\n",
+    );
+    let started = Instant::now();
+    let (code, all) = run(
+        &dir,
+        &["run", "greeter", "handle", "--payload", r#"{"slow":true}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains("timed out after 2"), "{all}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{all}");
+    assert_eq!(job_field(&dir, "status").as_deref(), Some("timed_out"));
+    assert!(containers_of_jobs(&dir).is_empty());
+
+    // A daemon stopped while the service works on a request removes its
+    // container; the job stays running for the next start's recovery.
+    dir.config("service:\n  shutdown_timeout: 1s\nplugins:\n  greeter:\n    enabled: true\n");
+    let job = enqueue_handle(&dir, json!({"slow": true}));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    dir.wait_until(LONG, "its container serves", || {
+        containers_of_jobs(&dir) == [format!("ductile-{job}")]
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(containers_of_jobs(&dir).is_empty());
+    assert_eq!(job_field(&dir, "status").as_deref(), Some("running"));
 }
