@@ -39,5 +39,6 @@ mod relay_send;
 mod replication;
 mod scheduler;
 mod schedules;
+mod stage7;
 mod support;
 mod tools;

@@ -166,7 +166,7 @@ pub(super) fn current(config: &Config) -> Result<Current, IntegrityError> {
         if !state.configured.contains(&name) || state.plugins.contains_key(&name) {
             continue;
         }
-        let manifest = hash(&read_bytes(&found.dir.join(discovery::MANIFEST_FILE))?);
+        let manifest = hash(&read_bytes(&discovery::manifest_path(&found.dir))?);
         // A container plugin's code is its image: pin the ID it resolves to.
         let entrypoint = match &found.manifest.container {
             Some(c) => {

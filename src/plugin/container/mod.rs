@@ -14,6 +14,7 @@ pub mod d6e;
 pub mod engine;
 pub mod processor;
 pub mod spec;
+pub mod stage7;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -138,8 +139,18 @@ pub fn run(
         Ok(e) => e,
         Err(msg) => return not_run(OutcomeKind::SpawnFailed(msg)),
     };
+    if spec.envelope == Envelope::Stage7 {
+        return match &spec.stage7 {
+            Some(s7) => stage7::run(spec, s7, &engine, inv, cancel),
+            None => not_run(OutcomeKind::SpawnFailed(
+                "a stage7 container block needs its plugin's manifest.json".to_string(),
+            )),
+        };
+    }
     let foreign = match spec.envelope {
         Envelope::ProtocolV2 => Foreign::None,
+        // Served above, by its own lifecycle.
+        Envelope::Stage7 => Foreign::None,
         Envelope::ProcessorV1 => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
             match processor::prepare(inv.request, inv.job_id, &host.artifacts_root(), ci) {

@@ -25,6 +25,8 @@ pub struct ContainerSpec {
     pub pinning: Pinning,
     /// The wire contract the image speaks.
     pub envelope: Envelope,
+    /// What a Stage7 manifest adds (port, health check, API), for [`Envelope::Stage7`].
+    pub stage7: Option<Box<super::stage7::Stage7>>,
     /// Engine forced by the manifest (`podman` or `docker`).
     pub engine: Option<String>,
     /// Memory limit, as the engine spells it (`256m`).
@@ -67,6 +69,8 @@ pub enum Envelope {
     ProcessorV1,
     /// The D6E "Docker STF" envelope ([`super::d6e`]).
     D6eStf,
+    /// A Stage7 HTTP plugin, declared by its `manifest.json` ([`super::stage7`]).
+    Stage7,
 }
 
 impl Envelope {
@@ -76,6 +80,7 @@ impl Envelope {
             Envelope::ProtocolV2 => "protocol-v2",
             Envelope::ProcessorV1 => "processor-v1",
             Envelope::D6eStf => "d6e-stf",
+            Envelope::Stage7 => "stage7",
         }
     }
 }
@@ -127,7 +132,6 @@ const KEYS: &[&str] = &[
     "allow_mutable_tag",
     "args",
 ];
-const ENVELOPES_PLANNED: &[&str] = &["stage7"];
 
 /// Validates a `container:` value.
 pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
@@ -164,12 +168,10 @@ pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
         None | Some("protocol-v2") => Envelope::ProtocolV2,
         Some("processor-v1") => Envelope::ProcessorV1,
         Some("d6e-stf") => Envelope::D6eStf,
-        Some(e) if ENVELOPES_PLANNED.contains(&e) => {
+        Some("stage7") => {
             return Err((
                 "envelope".into(),
-                format!(
-                    "`{e}` is not supported by this ductile yet (supported: protocol-v2, processor-v1, d6e-stf)"
-                ),
+                "`stage7` is declared by a Stage7 manifest.json in the plugin directory, not in container: (remove manifest.yaml to load the directory as a Stage7 plugin)".into(),
             ));
         }
         Some(e) => {
@@ -231,6 +233,7 @@ pub fn parse(v: &Value) -> Result<ContainerSpec, SpecError> {
         image,
         pinning,
         envelope,
+        stage7: None,
         engine,
         memory,
         cpus,

@@ -2,7 +2,8 @@
 //! ductile is willing to run.
 //!
 //! Owns: scanning roots in order (every directory, or only those named after the
-//! plugins asked for), reading each `manifest.yaml` within bounds (a regular
+//! plugins asked for), reading each `manifest.yaml` (or, without one, a Stage7
+//! `manifest.json`) within bounds (a regular
 //! file of at most [`MAX_MANIFEST_BYTES`]) and validating it, deciding which of
 //! several same-named manifests wins, and the trust checks (entrypoint exists, is
 //! a regular executable file resolving inside its plugin dir and an approved
@@ -15,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::plugin::Skipped;
+use crate::plugin::container::stage7;
 use crate::plugin::manifest::{self, Manifest};
 
 mod read;
@@ -25,6 +27,27 @@ use trust::{entrypoint_like, trust};
 
 /// The file that makes a directory a plugin candidate.
 pub const MANIFEST_FILE: &str = "manifest.yaml";
+
+/// The manifest a plugin directory is read from: its `manifest.yaml`, else a
+/// Stage7 `manifest.json` (a directory with both is a ductile plugin).
+pub fn manifest_path(dir: &Path) -> PathBuf {
+    let yaml = dir.join(MANIFEST_FILE);
+    let json = dir.join(stage7::MANIFEST_FILE);
+    if !yaml.exists() && json.exists() {
+        json
+    } else {
+        yaml
+    }
+}
+
+/// Validates manifest `text` read from `path`, by the format its name says.
+fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, manifest::ManifestError> {
+    if path.file_name().is_some_and(|n| n == stage7::MANIFEST_FILE) {
+        stage7::manifest::parse(path, text)
+    } else {
+        manifest::parse(path, text)
+    }
+}
 
 /// A plugin directory whose manifest is valid and which passed every trust check.
 #[derive(Debug, Clone)]
@@ -179,7 +202,7 @@ impl<'a> Scanner<'a> {
         if !self.seen.insert(dir.clone()) || !dir.is_dir() {
             return;
         }
-        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_path = manifest_path(&dir);
         if !manifest_path.exists() {
             if self.wanted.is_none() {
                 if let Some(file) = entrypoint_like(&dir) {
@@ -196,7 +219,7 @@ impl<'a> Scanner<'a> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let manifest = read_manifest(&manifest_path)
-            .and_then(|text| manifest::parse(&manifest_path, &text).map_err(|e| e.to_string()))
+            .and_then(|text| parse_manifest(&manifest_path, &text).map_err(|e| e.to_string()))
             .map_err(|reason| Skipped {
                 name: dir_name.clone(),
                 path: manifest_path,
@@ -310,7 +333,7 @@ pub enum Inspected {
 /// the directory's parent as the only approved root: the verdict a scan of that
 /// parent would reach for this directory, without reading its siblings.
 pub fn inspect(dir: &Path, allow_symlinks: bool) -> Inspected {
-    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest_path = manifest_path(dir);
     if !manifest_path.exists() {
         return Inspected::NoManifest;
     }
@@ -318,7 +341,7 @@ pub fn inspect(dir: &Path, allow_symlinks: bool) -> Inspected {
         Ok(text) => text,
         Err(reason) => return Inspected::Unreadable(reason),
     };
-    let manifest = match manifest::parse(&manifest_path, &text) {
+    let manifest = match parse_manifest(&manifest_path, &text) {
         Ok(m) => m,
         Err(e) => return Inspected::Invalid(e),
     };

@@ -62,6 +62,42 @@ pub(super) fn spawn_registered(cmd: &mut Command, job_id: &str) -> std::io::Resu
     Ok(child)
 }
 
+/// Keeps the processes of `job_id` that an engine CLI leaves running on
+/// purpose (the monitor of a detached container) from being swept as strays
+/// while the guard lives; the job removes its container itself before
+/// dropping it, and the drop sweeps whatever is left. Crash recovery still
+/// finds them by their job id.
+pub fn hold(job_id: &str) -> Held {
+    running().push((HELD, job_id.to_string()));
+    Held {
+        job_id: job_id.to_string(),
+    }
+}
+
+/// The leader pid of a held job's entry: no orphan has pid 0.
+const HELD: i32 = 0;
+
+/// See [`hold`].
+#[derive(Debug)]
+pub struct Held {
+    job_id: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        {
+            let mut live = running();
+            if let Some(i) = live
+                .iter()
+                .position(|(p, j)| *p == HELD && *j == self.job_id)
+            {
+                live.remove(i);
+            }
+        }
+        sweep();
+    }
+}
+
 /// The spawned leader: signals its group, reaps it, and on every path out (even a
 /// panic) kills the group, makes sure the leader is reaped and sweeps orphans.
 pub(super) struct Group<'c> {
