@@ -20,6 +20,7 @@ mod containers;
 mod http;
 mod pipelines;
 mod replication;
+mod stage7;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -213,6 +214,9 @@ fn main() {
     }
     if want("containers") {
         containers::run(&bench, &exe, &noop_dir.join("noop"));
+    }
+    if want("stage7") {
+        stage7::run(&bench, &exe);
     }
 }
 
