@@ -21,6 +21,7 @@ mod http;
 mod pipelines;
 mod relay;
 mod replication;
+mod stage7;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -217,6 +218,9 @@ fn main() {
     }
     if want("containers") {
         containers::run(&bench, &exe, &noop_dir.join("noop"));
+    }
+    if want("stage7") {
+        stage7::run(&bench, &exe);
     }
 }
 
