@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::v2::response;
 use super::{ContainerSpec, Engine, Network};
 use crate::http::d6e::{Grant, Session};
 
-use crate::plugin::protocol::{Event, Response, ResponseStatus};
+use crate::plugin::protocol::{Event, Response};
 use crate::plugin::spawn::{EXIT_CONFIG, OutcomeKind};
 
 /// The namespace of every UUIDv5 this envelope derives (itself the v5 of
@@ -279,50 +280,6 @@ pub fn translate(stdout: &[u8], exit_code: Option<i32>, prep: &Prepared) -> Outc
     OutcomeKind::ProtocolError(format!(
         "d6e-stf output has neither `output` with exit 0 nor `error` with a non-zero exit (exit {exit})"
     ))
-}
-
-/// The v2 response as the ledger records it.
-pub fn v2_bytes(kind: &OutcomeKind) -> Option<Vec<u8>> {
-    let r = match kind {
-        OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => r,
-        OutcomeKind::ConfigError {
-            response: Some(r), ..
-        } => r,
-        _ => return None,
-    };
-    let status = match r.status {
-        ResponseStatus::Ok => "ok",
-        ResponseStatus::Error => "error",
-    };
-    let events: Vec<Value> = r
-        .events
-        .iter()
-        .map(|e| json!({"type": e.event_type, "payload": e.payload}))
-        .collect();
-    serde_json::to_vec(&json!({"status": status, "result": r.result, "error": r.error, "retry": r.retry, "events": events})).ok()
-}
-
-fn response(
-    result: Option<Value>,
-    error: Option<String>,
-    retry: bool,
-    events: Vec<Event>,
-) -> Response {
-    Response {
-        status: if error.is_some() {
-            ResponseStatus::Error
-        } else {
-            ResponseStatus::Ok
-        },
-        result,
-        error,
-        retry,
-        events,
-        state_updates: None,
-        logs: Vec::new(),
-        stopwatch_subs: Vec::new(),
-        subs_dropped: 0,
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod processor;
 pub mod spec;
 pub mod stage7;
+pub mod v2;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -243,14 +244,14 @@ pub fn run(
                         &spec.image,
                         outcome.duration.as_millis(),
                     );
-                    if let Some(bytes) = processor::v2_bytes(&outcome.kind) {
+                    if let Some(bytes) = v2::bytes(&outcome.kind) {
                         outcome.stdout = bytes;
                     }
                 }
             }
             Foreign::D6e(p) => {
                 outcome.kind = d6e::translate(&outcome.stdout, outcome.exit_code, p);
-                if let Some(bytes) = d6e::v2_bytes(&outcome.kind) {
+                if let Some(bytes) = v2::bytes(&outcome.kind) {
                     outcome.stdout = bytes;
                 }
             }

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::plugin::protocol::{Response, ResponseStatus};
+use crate::plugin::protocol::Response;
 use crate::plugin::spawn::OutcomeKind;
 
 /// Where the job's artifacts directory appears inside the container.
@@ -106,23 +106,6 @@ pub fn prepare(
         mode,
         inputs_hash,
     })
-}
-
-/// The v2 response as the ledger records it (its `result` holds the
-/// translated outputs and the receipt).
-pub fn v2_bytes(kind: &OutcomeKind) -> Option<Vec<u8>> {
-    let r = match kind {
-        OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => r,
-        _ => return None,
-    };
-    let status = match r.status {
-        ResponseStatus::Ok => "ok",
-        ResponseStatus::Error => "error",
-    };
-    serde_json::to_vec(
-        &json!({"status": status, "result": r.result, "error": r.error, "retry": r.retry}),
-    )
-    .ok()
 }
 
 /// The v2 outcome of the processor's stdout.
@@ -296,22 +279,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A processor answer never carries events.
 fn response(result: Option<Value>, error: Option<String>, retry: bool) -> Response {
-    Response {
-        status: if error.is_some() {
-            ResponseStatus::Error
-        } else {
-            ResponseStatus::Ok
-        },
-        result,
-        error,
-        retry,
-        events: Vec::new(),
-        state_updates: None,
-        logs: Vec::new(),
-        stopwatch_subs: Vec::new(),
-        subs_dropped: 0,
-    }
+    super::v2::response(result, error, retry, Vec::new())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::engine::{self, Engine};
 use super::spec::ContainerSpec;
-use crate::plugin::protocol::{Event, Response, ResponseStatus};
+use crate::plugin::protocol::{Event, Response};
 use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
 
 /// The file that makes a directory (without `manifest.yaml`) a Stage7 plugin.
@@ -119,7 +119,7 @@ pub fn run(
         job.warnings.push(e);
     }
     drop(held);
-    let stdout = v2_bytes(&kind).unwrap_or_default();
+    let stdout = super::v2::bytes(&kind).unwrap_or_default();
     Outcome {
         kind,
         exit_code: None,
@@ -553,47 +553,9 @@ fn translate(status: u16, bytes: &[u8], plugin: &str, endpoint: &str) -> Outcome
     }
 }
 
+/// A Stage7 failure may pass on a later attempt: every answer is retryable.
 fn response(result: Option<Value>, error: Option<String>, events: Vec<Event>) -> Response {
-    Response {
-        status: if error.is_some() {
-            ResponseStatus::Error
-        } else {
-            ResponseStatus::Ok
-        },
-        result,
-        error,
-        retry: true,
-        events,
-        state_updates: None,
-        logs: Vec::new(),
-        stopwatch_subs: Vec::new(),
-        subs_dropped: 0,
-    }
-}
-
-/// The v2 response as the ledger records it.
-fn v2_bytes(kind: &OutcomeKind) -> Option<Vec<u8>> {
-    let r = match kind {
-        OutcomeKind::Succeeded(r) | OutcomeKind::Failed(r) => r,
-        _ => return None,
-    };
-    let status = match r.status {
-        ResponseStatus::Ok => "ok",
-        ResponseStatus::Error => "error",
-    };
-    let events: Vec<Value> = r
-        .events
-        .iter()
-        .map(|e| json!({"type": e.event_type, "payload": e.payload}))
-        .collect();
-    serde_json::to_vec(&json!({
-        "status": status,
-        "result": r.result,
-        "error": r.error,
-        "retry": r.retry,
-        "events": events,
-    }))
-    .ok()
+    super::v2::response(result, error, true, events)
 }
 
 #[cfg(test)]
