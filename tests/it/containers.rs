@@ -13,21 +13,34 @@ use crate::support::{TestDir, wait_until};
 const LONG: Duration = Duration::from_secs(60);
 
 /// A test image; removed (by ID, which is unique to the test) on drop.
-struct Image {
-    id: String,
+pub(crate) struct Image {
+    pub(crate) id: String,
 }
 
 impl Image {
     fn build(dir: &TestDir) -> Image {
+        Image::build_with(dir, |_| {}, "", r#"["/bin/busybox"]"#)
+    }
+
+    /// Builds `FROM scratch` with the host's static busybox at `/bin/busybox`;
+    /// `fill` adds files to the build context, `copy` the Dockerfile lines that
+    /// take them in, `entrypoint` the JSON exec form.
+    pub(crate) fn build_with(
+        dir: &TestDir,
+        fill: impl FnOnce(&std::path::Path),
+        copy: &str,
+        entrypoint: &str,
+    ) -> Image {
         let ctx = dir.path.join("image");
         std::fs::create_dir_all(&ctx).unwrap();
         std::fs::copy("/bin/busybox", ctx.join("busybox"))
             .expect("/bin/busybox (busybox-static) is needed to build test images");
+        fill(&ctx);
         let label = dir.path.file_name().unwrap().to_string_lossy().to_string();
         std::fs::write(
             ctx.join("Dockerfile"),
             format!(
-                "FROM scratch\nLABEL ductile.test={label}\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n"
+                "FROM scratch\nLABEL ductile.test={label}\nCOPY busybox /bin/busybox\n{copy}ENTRYPOINT {entrypoint}\n"
             ),
         )
         .unwrap();
@@ -56,7 +69,7 @@ impl Drop for Image {
 }
 
 /// Containers (any state) named after one of the ledger's jobs.
-fn containers_of_jobs(dir: &TestDir) -> Vec<String> {
+pub(crate) fn containers_of_jobs(dir: &TestDir) -> Vec<String> {
     let ids: Vec<String> = dir
         .texts("SELECT id FROM job_queue")
         .into_iter()

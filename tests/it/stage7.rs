@@ -7,11 +7,11 @@
 //! never answers when one is called `slow`).
 //! Every test checks that no `ductile-<job_id>` container is left.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::containers::{Image, containers_of_jobs};
 use crate::support::TestDir;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -26,70 +26,21 @@ esac
 printf '{"success":true,"outputs":{"greeting":"%s","method":"%s","request":%s}}' "$GREETING" "$REQUEST_METHOD" "$body"
 "#;
 
-/// The test image; removed (by ID, unique to the test) on drop.
-struct Image {
-    id: String,
-}
-
-impl Image {
-    fn build(dir: &TestDir) -> Image {
-        let ctx = dir.path.join("image");
-        std::fs::create_dir_all(ctx.join("www/cgi-bin")).unwrap();
-        std::fs::copy("/bin/busybox", ctx.join("busybox"))
-            .expect("/bin/busybox (busybox-static) is needed to build test images");
-        std::fs::write(ctx.join("www/health"), "ok\n").unwrap();
-        let execute = ctx.join("www/cgi-bin/execute");
-        std::fs::write(&execute, EXECUTE).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&execute, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let label = dir.path.file_name().unwrap().to_string_lossy().to_string();
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!(
-                "FROM scratch\nLABEL ductile.test={label}\nCOPY busybox /bin/busybox\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-            ),
-        )
-        .unwrap();
-        let out = Command::new("podman")
-            .args(["build", "-q", "--layers=false"])
-            .arg(&ctx)
-            .output()
-            .expect("podman is needed (run the container engine setup)");
-        assert!(
-            out.status.success(),
-            "podman build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(id.len(), 64, "image id: {id:?}");
-        Image { id }
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rmi", "-f", &self.id])
-            .output();
-    }
-}
-
-/// Containers (any state) named after one of the ledger's jobs.
-fn containers_of_jobs(dir: &TestDir) -> Vec<String> {
-    let ids: Vec<String> = dir
-        .texts("SELECT id FROM job_queue")
-        .into_iter()
-        .flatten()
-        .collect();
-    let out = Command::new("podman")
-        .args(["ps", "-a", "--format", "{{.Names}}"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|n| ids.iter().any(|id| *n == format!("ductile-{id}")))
-        .map(str::to_string)
-        .collect()
+/// The test image: busybox httpd serving `/www`.
+fn build_image(dir: &TestDir) -> Image {
+    Image::build_with(
+        dir,
+        |ctx| {
+            std::fs::create_dir_all(ctx.join("www/cgi-bin")).unwrap();
+            std::fs::write(ctx.join("www/health"), "ok\n").unwrap();
+            let execute = ctx.join("www/cgi-bin/execute");
+            std::fs::write(&execute, EXECUTE).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&execute, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+        "COPY www /www\n",
+        r#"["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+    )
 }
 
 /// A Stage7 manifest for `id` running `image`, its health check at `health`.
@@ -167,7 +118,7 @@ fn job_field(dir: &TestDir, field: &str) -> Option<String> {
 #[test]
 fn a_stage7_plugin_dir_runs_as_it_is_and_its_container_is_removed() {
     let dir = TestDir::new("s7-ok");
-    let image = Image::build(&dir);
+    let image = build_image(&dir);
     dir.write(
         "plugins/greeter/manifest.json",
         &manifest("greeter", &image.id, "/health"),
@@ -219,7 +170,7 @@ fn a_stage7_plugin_dir_runs_as_it_is_and_its_container_is_removed() {
 #[test]
 fn success_false_fails_the_job_and_a_health_check_that_never_passes_gives_up() {
     let dir = TestDir::new("s7-fail");
-    let image = Image::build(&dir);
+    let image = build_image(&dir);
     dir.write(
         "plugins/greeter/manifest.json",
         &manifest("greeter", &image.id, "/health"),
@@ -297,7 +248,7 @@ fn a_bad_stage7_manifest_is_refused_naming_the_file_and_field() {
 #[test]
 fn a_stage7_plugin_runs_in_a_pipeline_next_to_a_local_plugin() {
     let dir = TestDir::new("s7-pipe");
-    let image = Image::build(&dir);
+    let image = build_image(&dir);
     dir.fixture("ok_basic");
     dir.write(
         "plugins/greeter/manifest.json",
@@ -341,7 +292,7 @@ fn a_stage7_plugin_runs_in_a_pipeline_next_to_a_local_plugin() {
 #[test]
 fn a_timeout_and_a_shutdown_remove_the_container() {
     let dir = TestDir::new("s7-stop");
-    let image = Image::build(&dir);
+    let image = build_image(&dir);
     dir.write(
         "plugins/greeter/manifest.json",
         &manifest("greeter", &image.id, "/health"),
