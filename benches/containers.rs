@@ -41,14 +41,7 @@ pub(super) fn run(bench: &Bench, exe: &Path, noop: &Path) {
         "FROM scratch\nCOPY noop /noop\nENTRYPOINT [\"/noop\"]\n",
     )
     .unwrap();
-    let out = Command::new("podman")
-        .args(["build", "-q", "--layers=false"])
-        .arg(&ctx)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "podman build failed");
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let _image = Remove(id.clone());
+    let (id, _image) = build_image(&ctx);
     let p = bench.dir.join("plugins/boxed");
     std::fs::create_dir_all(&p).unwrap();
     std::fs::write(
@@ -138,8 +131,21 @@ pub(super) fn run(bench: &Bench, exe: &Path, noop: &Path) {
     );
 }
 
+/// Builds the image of the context `ctx` (its Dockerfile): its ID, and the
+/// guard that removes it.
+pub(super) fn build_image(ctx: &Path) -> (String, Remove) {
+    let out = Command::new("podman")
+        .args(["build", "-q", "--layers=false"])
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman build failed");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (id.clone(), Remove(id))
+}
+
 /// Removes an image on drop.
-struct Remove(String);
+pub(super) struct Remove(String);
 
 impl Drop for Remove {
     fn drop(&mut self) {

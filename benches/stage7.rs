@@ -52,14 +52,7 @@ pub(super) fn run(bench: &Bench, exe: &std::path::Path) {
         "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
     )
     .unwrap();
-    let out = Command::new("podman")
-        .args(["build", "-q", "--layers=false"])
-        .arg(&ctx)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "podman build failed");
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let _image = Remove(id.clone());
+    let (id, _image) = super::containers::build_image(&ctx);
     let p = bench.dir.join("plugins/s7bench");
     std::fs::create_dir_all(&p).unwrap();
     std::fs::write(
@@ -170,13 +163,4 @@ pub(super) fn run(bench: &Bench, exe: &std::path::Path) {
         format!("{:+.1} % ({:+.1} ms)", (a - b) / b * 100.0, a - b),
         "<= 10 %",
     );
-}
-
-/// Removes an image on drop.
-struct Remove(String);
-
-impl Drop for Remove {
-    fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rmi", "-f", &self.0]).output();
-    }
 }
