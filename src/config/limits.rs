@@ -117,6 +117,11 @@ pub(super) const API_MAX_SYNC_TIMEOUT: Span = Span {
     min: secs(1),
     max: secs(HOUR),
 };
+/// `api.session_lifetime`: a dashboard sign-in, from minutes to a month.
+pub(super) const API_SESSION_LIFETIME: Span = Span {
+    min: secs(5 * 60),
+    max: secs(30 * 24 * HOUR),
+};
 /// `api.max_event_streams`: 0 turns the event stream off.
 pub(super) const API_MAX_EVENT_STREAMS: Counts = Counts { min: 0, max: 1024 };
 /// `api.max_body_size` and `webhooks.endpoints[].max_body_size`: a body is

@@ -186,6 +186,11 @@ pub struct Api {
     /// `api.ui`: serve the dashboard at `/ui/`; unset means "on for a
     /// loopback listener" (`http::ui::served`).
     pub ui: Option<bool>,
+    /// `api.base_path`: the prefix every API route is served under behind a
+    /// reverse proxy (`/ductile`), empty for none; no trailing slash.
+    pub base_path: String,
+    /// `api.session_lifetime`: how long a dashboard sign-in lasts (default 12h).
+    pub session_lifetime: Duration,
     /// Keys under `api:` no capability reads, kept uninterpreted.
     pub extra: serde_json::Value,
 }
@@ -208,6 +213,8 @@ impl Default for Api {
             max_concurrent_sync: 10,
             max_sync_timeout: Duration::from_secs(300),
             ui: None,
+            base_path: String::new(),
+            session_lifetime: Duration::from_secs(12 * 3600),
             extra: serde_json::Value::Object(serde_json::Map::new()),
         }
     }

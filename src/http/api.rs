@@ -6,11 +6,11 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::auth::{Area, AuthError, Level, Need};
+use super::auth::{self, Area, AuthError, Level, Need};
 use super::intake::{Work, Written};
 use super::request::Outcome;
 use super::settings::Settings;
-use super::{Db, Reply, Req, Services, openapi};
+use super::{Db, Reply, Req, Services, openapi, session, ui};
 use crate::clock::{format_ts, parse_ts};
 use crate::plugin::manifest::CommandKind;
 use crate::runtime::Runtime;
@@ -19,7 +19,7 @@ use crate::scheduler::{manage, preview};
 use crate::store::decisions::{Decision, Kind};
 use crate::store::jobs::{self, JobQuery, LogQuery};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
-use crate::store::{StoreError, schedules};
+use crate::store::{StoreError, schedules, sessions};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +166,9 @@ const ROUTES: &[Route] = &[
     route("GET", "/topology", Scope(Area::Plugin, Level::Ro), topology),
     route("GET", "/events", Scope(Area::Events, Level::Ro), events),
     route("GET", "/metrics", Metrics, metrics),
+    route("POST", "/session", Public, session_open),
+    route("GET", "/session", ByHandler, session_show),
+    route("DELETE", "/session", ByHandler, session_close),
 ];
 
 /// What a handler works with.
@@ -183,12 +186,56 @@ impl Ctx<'_> {
         self.params.get(i).copied().unwrap_or("")
     }
 
-    fn authorize(&self, need: &Need) -> Result<(), Reply> {
+    fn authorize(&mut self, need: &Need) -> Result<(), Reply> {
+        if *need == Need::Public {
+            return Ok(());
+        }
+        let presented = self.credential()?;
         self.rt
             .tokens
-            .authorize(self.req.header("authorization"), need)
+            .find(&presented)
+            .and_then(|id| id.allows(need))
             .map(|_| ())
             .map_err(|e| auth_reply(&e))
+    }
+
+    /// The BLAKE3 of the token the request acts with: its bearer header's,
+    /// else (with the dashboard on) that of the token its session cookie was
+    /// opened with, once the session is found live and, for a mutation, the
+    /// CSRF token checked. A bearer header wins over a cookie.
+    fn credential(&mut self) -> Result<blake3::Hash, Reply> {
+        if let Some(header) = self.req.header("authorization") {
+            return auth::presented(header).map_err(|e| auth_reply(&e));
+        }
+        let Some((cookie, found)) = self.session()? else {
+            return Err(auth_reply(&AuthError::Missing));
+        };
+        if session::mutating(&self.req.method) && !session::csrf_ok(self.req, &cookie) {
+            return Err(auth_reply(&AuthError::Csrf));
+        }
+        blake3::Hash::from_hex(&found.token_hash).map_err(|_| auth_reply(&AuthError::SessionEnded))
+    }
+
+    /// The request's session cookie and its live session; `None` without a
+    /// cookie or with the dashboard off (a cookie is then no credential), 401
+    /// for a cookie whose session ended.
+    fn session(&mut self) -> Result<Option<(String, sessions::Session)>, Reply> {
+        if !ui::served(&self.rt.config.api) {
+            return Ok(None);
+        }
+        let Some(cookie) = session::presented(self.req).map(str::to_string) else {
+            return Ok(None);
+        };
+        let now = self.svc.clock.now();
+        let found = match self.conn() {
+            Ok(conn) => sessions::find(conn, &session::id_hash(&cookie), now),
+            Err(reply) => return Err(reply),
+        };
+        match found {
+            Ok(Some(found)) => Ok(Some((cookie, found))),
+            Ok(None) => Err(auth_reply(&AuthError::SessionEnded)),
+            Err(e) => Err(store_reply(self.db, &e)),
+        }
     }
 
     fn conn(&mut self) -> Result<&mut Connection, Reply> {
@@ -223,6 +270,9 @@ fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
 
 /// Routes one API request.
 pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
+    if let Err(reply) = strip_base_path(&svc.cell.current().config.api.base_path, req) {
+        return reply.into();
+    }
     // The dashboard's static files are not API routes: no scope, no OpenAPI entry.
     if let Some(page) = super::ui::handle(&svc.cell.current().config.api, req) {
         return page;
@@ -294,6 +344,34 @@ pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
     }
 }
 
+/// Takes `api.base_path` off the front of the request's path, so routing
+/// sees `/jobs` for `/ductile/jobs`; a path outside the prefix is 404.
+fn strip_base_path(base: &str, req: &mut Req) -> Result<(), Reply> {
+    if base.is_empty() {
+        return Ok(());
+    }
+    let prefix: Vec<&str> = base.split('/').filter(|s| !s.is_empty()).collect();
+    let inside = req.segments.len() >= prefix.len()
+        && req.segments.iter().zip(&prefix).all(|(s, p)| s == p)
+        && req.path.starts_with(base)
+        && matches!(req.path.as_bytes().get(base.len()), None | Some(b'/'));
+    if !inside {
+        return Err(Reply::error(
+            404,
+            &format!(
+                "no route for {} {} (the API is served under api.base_path `{base}`)",
+                req.method, req.path
+            ),
+        ));
+    }
+    req.segments.drain(..prefix.len());
+    req.path = match &req.path[base.len()..] {
+        "" => "/".to_string(),
+        rest => rest.to_string(),
+    };
+    Ok(())
+}
+
 /// The parameters of `segs` under `template`, or None when it does not match.
 fn matches<'s>(template: &str, segs: &[&'s str]) -> Option<Vec<&'s str>> {
     let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
@@ -317,6 +395,128 @@ fn ok(value: Value) -> Result<Outcome, Reply> {
 
 fn sql_err(db: &mut Db, what: &'static str, e: rusqlite::Error) -> Reply {
     store_reply(db, &StoreError::sqlite(what, e))
+}
+
+// ------------------------------------------------------------------ session
+
+/// The dashboard's session routes exist only while the dashboard is served.
+fn dashboard_on(c: &Ctx<'_>) -> Result<(), Reply> {
+    if ui::served(&c.rt.config.api) {
+        Ok(())
+    } else {
+        Err(Reply::error(
+            404,
+            &format!("no route for {} {}", c.req.method, c.req.path),
+        ))
+    }
+}
+
+/// `POST /session {"token": ...}`: signs the dashboard in. The body must be
+/// sent as `application/json`, which a cross-site form cannot do, so no other
+/// site can sign a browser in with a token of its choosing.
+fn session_open(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    dashboard_on(c)?;
+    let json_body = c
+        .req
+        .header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body {
+        return Err(Reply::error(
+            415,
+            "sign in with a JSON body {\"token\": \"...\"} sent as Content-Type: application/json",
+        ));
+    }
+    let token = match c.req.json()? {
+        Some(Value::Object(body)) => match body.get("token") {
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => return Err(Reply::error(400, "`token` must be a non-empty string")),
+        },
+        _ => return Err(Reply::error(400, "the body must be {\"token\": \"...\"}")),
+    };
+    let presented = blake3::hash(token.as_bytes());
+    let rt = c.rt.clone();
+    let identity = rt
+        .tokens
+        .find(&presented)
+        .map_err(|_| auth_reply(&AuthError::Unknown))?;
+    let lifetime = rt.config.api.session_lifetime;
+    let now = c.svc.clock.now();
+    let expires = now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(12));
+    let value = session::new_value();
+    let record = sessions::Session {
+        token_hash: presented.to_hex().to_string(),
+        token_name: identity.name().to_string(),
+        expires_at: format_ts(expires),
+    };
+    let opened = match c.conn() {
+        Ok(conn) => sessions::open(conn, &session::id_hash(&value), &record, now),
+        Err(reply) => return Err(reply),
+    };
+    opened.map_err(|e| store_reply(c.db, &e))?;
+    log::info!(target: "http", "dashboard session opened with token `{}`", identity.name());
+    let body = json!({
+        "name": identity.name(),
+        "scopes": identity.scopes(),
+        "csrf_token": session::csrf_token(&value),
+        "expires_at": record.expires_at,
+    });
+    let cookie = session::set_cookie(
+        &value,
+        &rt.config.api.base_path,
+        lifetime.as_secs(),
+        session::over_tls(c.req),
+    );
+    Ok(Reply::json(201, &body)
+        .with("Set-Cookie", cookie)
+        .with("Cache-Control", "no-store".into())
+        .into())
+}
+
+/// `GET /session`: who the session cookie signs in as, and its CSRF token.
+fn session_show(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    dashboard_on(c)?;
+    let Some((cookie, found)) = c.session()? else {
+        return Err(auth_reply(&AuthError::Missing));
+    };
+    let rt = c.rt.clone();
+    let identity = blake3::Hash::from_hex(&found.token_hash)
+        .map_err(|_| AuthError::SessionEnded)
+        .and_then(|h| rt.tokens.find(&h).map_err(|_| AuthError::SessionEnded))
+        .map_err(|e| auth_reply(&e))?;
+    let body = json!({
+        "name": identity.name(),
+        "scopes": identity.scopes(),
+        "csrf_token": session::csrf_token(&cookie),
+        "expires_at": found.expires_at,
+    });
+    Ok(Reply::json(200, &body)
+        .with("Cache-Control", "no-store".into())
+        .into())
+}
+
+/// `DELETE /session`: signs out (the CSRF token is required, as for any
+/// change made with the cookie).
+fn session_close(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
+    dashboard_on(c)?;
+    let Some((cookie, found)) = c.session()? else {
+        return Err(auth_reply(&AuthError::Missing));
+    };
+    if !session::csrf_ok(c.req, &cookie) {
+        return Err(auth_reply(&AuthError::Csrf));
+    }
+    let closed = match c.conn() {
+        Ok(conn) => sessions::close(conn, &session::id_hash(&cookie)),
+        Err(reply) => return Err(reply),
+    };
+    closed.map_err(|e| store_reply(c.db, &e))?;
+    log::info!(target: "http", "dashboard session of token `{}` signed out", found.token_name);
+    let clear = session::clear_cookie(&c.rt.config.api.base_path, session::over_tls(c.req));
+    Ok(Reply::json(200, &json!({"signed_out": true}))
+        .with("Set-Cookie", clear)
+        .with("Cache-Control", "no-store".into())
+        .into())
 }
 
 // ------------------------------------------------------------------ discovery
@@ -430,10 +630,8 @@ const STANDARD_COMMANDS: &[&str] = &["poll", "handle", "health", "init"];
 fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     // Who asks comes first: an anonymous caller learns nothing about plugins.
     let rt = c.rt.clone();
-    let caller = rt
-        .tokens
-        .identify(c.req.header("authorization"))
-        .map_err(|e| auth_reply(&e))?;
+    let presented = c.credential()?;
+    let caller = rt.tokens.find(&presented).map_err(|e| auth_reply(&e))?;
     let name = c.param(0).to_string();
     let command = c.param(1).to_string();
     let Some(p) = rt.registry.get(&name) else {

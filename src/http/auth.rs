@@ -170,14 +170,19 @@ pub enum AuthError {
     Unknown,
     /// A known token without the scope the request needs.
     Forbidden,
+    /// A dashboard session cookie that is unknown, expired or signed out,
+    /// or whose token is no longer configured.
+    SessionEnded,
+    /// A mutation with the session cookie but without its CSRF token.
+    Csrf,
 }
 
 impl AuthError {
     /// The HTTP status: 401 for a missing or unknown token, 403 for a missing scope.
     pub fn status(&self) -> u16 {
         match self {
-            AuthError::Missing | AuthError::Unknown => 401,
-            AuthError::Forbidden => 403,
+            AuthError::Missing | AuthError::Unknown | AuthError::SessionEnded => 401,
+            AuthError::Forbidden | AuthError::Csrf => 403,
         }
     }
 
@@ -187,6 +192,12 @@ impl AuthError {
             AuthError::Missing => "missing bearer token",
             AuthError::Unknown => "invalid bearer token",
             AuthError::Forbidden => "token lacks the scope for this request",
+            AuthError::SessionEnded => {
+                "the dashboard session has expired or was signed out; sign in again"
+            }
+            AuthError::Csrf => {
+                "a request with the session cookie that changes anything must carry the X-CSRF-Token header (GET /session returns it)"
+            }
         }
     }
 }
@@ -217,6 +228,16 @@ pub struct Identity<'t> {
 }
 
 impl Identity<'_> {
+    /// The token's display name (never its value).
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The token's scopes, normalised (`jobs:ro`, `*`).
+    pub fn scopes(&self) -> Vec<String> {
+        self.entry.scopes.iter().map(Scope::spell).collect()
+    }
+
     /// The caller when one of the token's scopes grants `need`, else 403.
     pub fn allows(&self, need: &Need) -> Result<Caller, AuthError> {
         if self.entry.scopes.iter().any(|scope| scope.grants(need)) {
@@ -340,8 +361,13 @@ impl Tokens {
     /// handler that learns what it needs only after looking the request up.
     pub fn identify(&self, authorization_header: Option<&[u8]>) -> Result<Identity<'_>, AuthError> {
         let header = authorization_header.ok_or(AuthError::Missing)?;
-        let token = bearer(header).ok_or(AuthError::Unknown)?;
-        let presented = blake3::hash(token);
+        self.find(&presented(header)?)
+    }
+
+    /// The token whose BLAKE3 is `presented` (401 when none is): a bearer
+    /// header's, a sign-in body's, or the one a dashboard session was opened with.
+    pub fn find(&self, presented: &blake3::Hash) -> Result<Identity<'_>, AuthError> {
+        let presented = *presented;
         let mut found = None;
         // Every entry is compared, match or not, so the time taken does not
         // say where (or whether) a token matched.
@@ -355,6 +381,14 @@ impl Tokens {
             .map(|entry| Identity { entry })
             .ok_or(AuthError::Unknown)
     }
+}
+
+/// The BLAKE3 of the token an `Authorization` header value presents; 401
+/// for anything but `Bearer <token>`.
+pub fn presented(authorization_header: &[u8]) -> Result<blake3::Hash, AuthError> {
+    bearer(authorization_header)
+        .map(blake3::hash)
+        .ok_or(AuthError::Unknown)
 }
 
 /// The token of a `Bearer <token>` header value; `None` for anything else.

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod relay;
 mod request;
+pub mod session;
 pub mod settings;
 pub mod ui;
 pub mod webhooks;

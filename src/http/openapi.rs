@@ -50,7 +50,13 @@ fn entries(rt: &Runtime) -> Vec<Entry<'_>> {
 /// The OpenAPI 3.1 document of the whole API: every route of [`ROUTES`] and one
 /// operation per command of every loaded plugin.
 pub fn document(rt: &Runtime) -> Value {
-    document_of(&entries(rt))
+    let mut doc = document_of(&entries(rt));
+    // Behind a proxy prefix every path is relative to it.
+    let base = &rt.config.api.base_path;
+    if !base.is_empty() {
+        doc["servers"] = json!([{ "url": base }]);
+    }
+    doc
 }
 
 /// The OpenAPI 3.1 document scoped to `plugin`'s commands; None when no loaded
@@ -127,13 +133,17 @@ fn plugin_document_of(p: Entry<'_>) -> Value {
 }
 
 fn security_schemes() -> Value {
-    json!({ "BearerAuth": { "type": "http", "scheme": "bearer" } })
+    json!({
+        "BearerAuth": { "type": "http", "scheme": "bearer" },
+        "SessionCookie": { "type": "apiKey", "in": "cookie", "name": super::session::COOKIE },
+    })
 }
 
 fn security(access: Access) -> Value {
     match access {
         Access::Public => json!([]),
-        Access::Bearer => json!([{ "BearerAuth": [] }]),
+        Access::Bearer => json!([{ "BearerAuth": [] }, { "SessionCookie": [] }]),
+        Access::Session => json!([{ "SessionCookie": [] }]),
     }
 }
 
@@ -203,15 +213,18 @@ fn parameter(p: &Param) -> Value {
 /// A response object; a 200 is described by `summary`, the operation's own line.
 fn response(reply: &Reply, summary: &str) -> Value {
     let description = match reply.status {
-        200 => summary,
+        200 | 201 => summary,
         202 => "Job queued",
         400 => "Bad request",
-        401 => "Missing or invalid bearer token",
-        403 => "The token lacks the scope this needs",
+        401 => "Missing or invalid bearer token, or an ended session",
+        403 => {
+            "The token lacks the scope this needs, or a change made with the session cookie lacks X-CSRF-Token"
+        }
         404 => "Not found",
         405 => "Method not allowed on this path (see `Allow`)",
         409 => "The job is not in a state that allows this",
         413 => "Request body too large",
+        415 => "The body is not sent as application/json",
         503 => "Unavailable for now (the ledger is busy, or too many streams are open); retry",
         _ => "See the status",
     };

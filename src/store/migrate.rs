@@ -85,6 +85,18 @@ CREATE INDEX idx_decisions_last_at ON decisions(last_at);",
         sql: "CREATE INDEX idx_job_queue_created_at ON job_queue(created_at);
 CREATE INDEX idx_job_log_completed_at ON job_log(completed_at);",
     },
+    Step {
+        from: 6,
+        summary: "add ui_sessions (the dashboard's sign-in sessions: hashes of the cookie and of the token it was opened with, and its expiry)",
+        sql: "CREATE TABLE ui_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    token_name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX idx_ui_sessions_expires_at ON ui_sessions(expires_at);",
+    },
 ];
 
 /// What a migration would do.
@@ -209,6 +221,7 @@ mod tests {
         (3, include_str!("../../tests/fixtures/ledgers/v3.sql")),
         (4, include_str!("../../tests/fixtures/ledgers/v4.sql")),
         (5, include_str!("../../tests/fixtures/ledgers/v5.sql")),
+        (6, include_str!("../../tests/fixtures/ledgers/v6.sql")),
     ];
 
     fn load(tmp: &TempDir, version: i64, sql: &str) -> (std::path::PathBuf, Connection) {

@@ -24,6 +24,7 @@ pub mod replication;
 pub mod retention;
 pub mod schedules;
 pub mod schema;
+pub mod sessions;
 pub mod snapshots;
 
 use std::fmt;

@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// `PRAGMA application_id` of a ductile ledger: "Duct" in ASCII. Version 1
 /// ledgers predate it and carry 0.
@@ -241,6 +241,14 @@ CREATE TABLE decisions (
 CREATE INDEX idx_decisions_subject ON decisions(plugin, scope, id);
 CREATE INDEX idx_decisions_job ON decisions(job_id) WHERE job_id IS NOT NULL;
 CREATE INDEX idx_decisions_last_at ON decisions(last_at);
+CREATE TABLE ui_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    token_name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX idx_ui_sessions_expires_at ON ui_sessions(expires_at);
 "#;
 
 /// How much a validation checks.
@@ -686,7 +694,7 @@ mod tests {
         let err = verify(&conn, "x.db", Depth::Fast).unwrap_err().to_string();
         assert_eq!(
             err,
-            "x.db: the ledger is at schema version 1 and this ductile needs version 6; run `ductile system migrate` (it backs the file up first), then start again"
+            "x.db: the ledger is at schema version 1 and this ductile needs version 7; run `ductile system migrate` (it backs the file up first), then start again"
         );
     }
 

@@ -577,7 +577,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
     }
     let shown = dir.db_path().display().to_string();
     let refused = format!(
-        "{shown}: the ledger is at schema version 1 and this ductile needs version 6; run `ductile system migrate` (it backs the file up first), then start again"
+        "{shown}: the ledger is at schema version 1 and this ductile needs version 7; run `ductile system migrate` (it backs the file up first), then start again"
     );
     assert_eq!(dir.run(&["run", "echo"]).code(78).error(), refused);
     assert_eq!(dir.run(&["system", "start"]).code(78).error(), refused);
@@ -620,7 +620,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
         dir.run(&["system", "migrate"])
             .code(0)
             .stdout
-            .contains("already at schema version 6"),
+            .contains("already at schema version 7"),
     );
 }
 

@@ -22,6 +22,8 @@ pub(super) const API_KEYS: &[&str] = &[
     "max_concurrent_sync",
     "max_sync_timeout",
     "ui",
+    "base_path",
+    "session_lifetime",
 ];
 
 const AUTH_KEYS: &[&str] = &["tokens"];
@@ -59,6 +61,10 @@ pub(super) fn build_api(ctx: &mut Ctx, value: Option<&Value>) -> Result<Api, Con
                 api.max_sync_timeout = read_span(ctx, value, &path, limits::API_MAX_SYNC_TIMEOUT)?;
             }
             "ui" => api.ui = Some(read_flag(ctx, value, &path)?),
+            "base_path" => api.base_path = read_base_path(ctx, value, &path)?,
+            "session_lifetime" => {
+                api.session_lifetime = read_span(ctx, value, &path, limits::API_SESSION_LIFETIME)?;
+            }
             _ => {
                 ctx.note_inactive(&path);
                 extra.insert(key, to_json(ctx, value, &path)?);
@@ -77,6 +83,34 @@ pub(super) fn read_listen(ctx: &Ctx, value: &Value, path: &str) -> Result<String
         return Err(ctx.error(path, "must not be empty"));
     }
     Ok(listen)
+}
+
+/// `api.base_path`: `/` or empty for none, else `/seg[/seg...]` of URL-safe
+/// characters; a trailing slash is dropped (`/ductile/` is `/ductile`).
+fn read_base_path(ctx: &Ctx, value: &Value, path: &str) -> Result<String, ConfigError> {
+    let text = read_text(ctx, value, path)?;
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return Err(ctx.error(path, "must start with `/` (for example `/ductile`)"));
+    };
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    };
+    if !rest.split('/').all(segment_ok) {
+        return Err(ctx.error(
+            path,
+            "must be `/` followed by path segments of letters, digits, `-`, `_`, `.` or `~` (no empty, `.` or `..` segment)",
+        ));
+    }
+    Ok(trimmed.to_string())
 }
 
 fn build_auth(ctx: &mut Ctx, value: &Value, prefix: &str) -> Result<Vec<ApiToken>, ConfigError> {

@@ -8,8 +8,11 @@
 pub enum Access {
     /// Served to anyone (discovery and health).
     Public,
-    /// Needs `Authorization: Bearer <token>` with a fitting scope.
+    /// Needs `Authorization: Bearer <token>` with a fitting scope, or the
+    /// dashboard's session cookie opened with such a token.
     Bearer,
+    /// Needs the dashboard's session cookie.
+    Session,
 }
 
 /// Where a parameter travels.
@@ -673,6 +676,42 @@ pub static ROUTES: &[Route] = &[
         },
         errors: &[E401, E403, E503],
     },
+    Route {
+        method: "POST",
+        path: "/session",
+        operation_id: "sign_in",
+        summary: "Sign the dashboard in: exchange a token for an HttpOnly, SameSite=Strict session cookie (sent as application/json); 404 while api.ui is off",
+        tag: "session",
+        access: Access::Public,
+        params: &[],
+        request: Some("SignIn"),
+        ok: json_reply(201, "Session"),
+        errors: &[E400, E401, E404, json_reply(415, "Error"), E503],
+    },
+    Route {
+        method: "GET",
+        path: "/session",
+        operation_id: "show_session",
+        summary: "The session the cookie opens: token name, scopes, CSRF token (for X-CSRF-Token) and expiry",
+        tag: "session",
+        access: Access::Session,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "Session"),
+        errors: &[E401, E404, E503],
+    },
+    Route {
+        method: "DELETE",
+        path: "/session",
+        operation_id: "sign_out",
+        summary: "Sign out: end the session and clear its cookie (needs X-CSRF-Token)",
+        tag: "session",
+        access: Access::Session,
+        params: &[],
+        request: None,
+        ok: json_reply(200, "SignedOut"),
+        errors: &[E401, E403, E404, E503],
+    },
 ];
 
 /// The core tags, with what they group.
@@ -691,4 +730,8 @@ pub(super) const TAGS: &[(&str, &str)] = &[
     ),
     ("analytics", "Queue, outcome and latency figures."),
     ("events", "Live event stream."),
+    (
+        "session",
+        "Dashboard sign-in: a session cookie in place of the bearer header, with a CSRF token for changes.",
+    ),
 ];

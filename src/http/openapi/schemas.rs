@@ -348,6 +348,32 @@ pub(super) fn all() -> Map<String, Value> {
             }),
         ),
     );
+    add(
+        "SignIn",
+        object(
+            &["token"],
+            json!({ "token": { "type": "string", "minLength": 1, "description": "An API token (api.auth.tokens or tokens.yaml)." } }),
+        ),
+    );
+    add(
+        "Session",
+        object(
+            &["name", "scopes", "csrf_token", "expires_at"],
+            json!({
+                "name": { "type": "string", "description": "The token's name, never its value." },
+                "scopes": { "type": "array", "items": { "type": "string" } },
+                "csrf_token": { "type": "string", "description": "Send as X-CSRF-Token with every request that changes anything." },
+                "expires_at": { "type": "string", "format": "date-time" },
+            }),
+        ),
+    );
+    add(
+        "SignedOut",
+        object(
+            &["signed_out"],
+            json!({ "signed_out": { "type": "boolean", "enum": [true] } }),
+        ),
+    );
     let schedule = object(
         &["plugin", "schedule", "name", "command", "trigger", "status"],
         json!({

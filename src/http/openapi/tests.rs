@@ -108,7 +108,8 @@ fn only_the_discovery_routes_and_health_are_public() {
             "/plugin/{name}/openapi.json",
             "/openapi.json",
             "/skills",
-            "/.well-known/ai-plugin.json"
+            "/.well-known/ai-plugin.json",
+            "/session"
         ]
     );
     let doc = document_of(&[]);
@@ -116,12 +117,15 @@ fn only_the_discovery_routes_and_health_are_public() {
         let op = &doc["paths"][route.path][route.method.to_ascii_lowercase()];
         let expected = match route.access {
             Access::Public => json!([]),
-            Access::Bearer => json!([{ "BearerAuth": [] }]),
+            Access::Bearer => json!([{ "BearerAuth": [] }, { "SessionCookie": [] }]),
+            Access::Session => json!([{ "SessionCookie": [] }]),
         };
         assert_eq!(op["security"], expected, "{}", route.path);
         // A route with a token can always be refused for it.
-        if route.access == Access::Bearer {
+        if route.access != Access::Public {
             assert!(op["responses"].get("401").is_some(), "{}", route.path);
+        }
+        if route.access == Access::Bearer {
             assert!(op["responses"].get("403").is_some(), "{}", route.path);
         }
     }
@@ -248,16 +252,16 @@ fn a_command_without_input_schema_has_no_request_body() {
                 "202": { "description": "Job queued", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobAccepted" } } } },
                 "400": { "description": "Bad request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "401": {
-                    "description": "Missing or invalid bearer token",
+                    "description": "Missing or invalid bearer token, or an ended session",
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
                     "headers": { "WWW-Authenticate": { "description": "`Bearer`", "required": true, "schema": { "type": "string" } } }
                 },
-                "403": { "description": "The token lacks the scope this needs", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "403": { "description": "The token lacks the scope this needs, or a change made with the session cookie lacks X-CSRF-Token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "404": { "description": "Not found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "413": { "description": "Request body too large", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "503": { "description": "Unavailable for now (the ledger is busy, or too many streams are open); retry", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
             },
-            "security": [{ "BearerAuth": [] }]
+            "security": [{ "BearerAuth": [] }, { "SessionCookie": [] }]
         } })
     );
     // The generic route stays beside the concrete ones.
@@ -314,7 +318,10 @@ fn whole_document_lists_core_and_plugin_tags_and_resolves_every_ref() {
     assert_eq!(doc["info"]["title"], "Ductile Gateway");
     assert_eq!(
         doc["components"]["securitySchemes"],
-        json!({ "BearerAuth": { "type": "http", "scheme": "bearer" } })
+        json!({
+            "BearerAuth": { "type": "http", "scheme": "bearer" },
+            "SessionCookie": { "type": "apiKey", "in": "cookie", "name": "ductile_session" }
+        })
     );
     let tags: Vec<&str> = match doc["tags"].as_array() {
         Some(tags) => tags.iter().filter_map(|t| t["name"].as_str()).collect(),
@@ -332,6 +339,7 @@ fn whole_document_lists_core_and_plugin_tags_and_resolves_every_ref() {
             "schedules",
             "analytics",
             "events",
+            "session",
             "echo"
         ]
     );
