@@ -493,12 +493,33 @@ fn browser_signs_in_watches_a_job_live_retries_sees_a_graph_and_is_refused_witho
         assert!(!html.contains(secret));
     }
 
-    // Signing out forgets the token.
+    // The session cookie is out of the page's reach, and the token is kept nowhere.
+    assert_eq!(
+        b.run(
+            "return document.cookie.includes('ductile_session')",
+            json!([])
+        ),
+        json!(false)
+    );
+    assert_eq!(
+        b.run(
+            "return sessionStorage.length + localStorage.length",
+            json!([])
+        ),
+        json!(0)
+    );
+    assert_eq!(api.dir.count("SELECT COUNT(*) FROM ui_sessions"), 1);
+
+    // Signing out ends the session on the daemon: the cookie opens nothing.
     b.click("#logout");
     b.wait("#login-error", "Signed out");
+    assert_eq!(api.dir.count("SELECT COUNT(*) FROM ui_sessions"), 0);
     assert_eq!(
-        b.run("return sessionStorage.getItem('ductile.token')", json!([])),
-        Value::Null
+        b.run(
+            "return fetch('../session', {cache: 'no-store'}).then((r) => r.status)",
+            json!([])
+        ),
+        json!(401)
     );
 
     // A read-only token sees jobs, not the admin views, and is refused a retry.

@@ -628,6 +628,8 @@ fn every_route_checks_its_scope() {
     };
     let job = format!("/job/{id}");
     let tree = format!("/job/{id}/tree");
+    let cancel = format!("/job/{id}/cancel");
+    let retry = format!("/job/{id}/retry");
     // (method, path, body, [admin, plugin_rw, plugin_ro, jobs_ro, events_ro, none])
     let public = [200; 6];
     let rows: Vec<(&str, &str, Option<&str>, [u16; 6])> = vec![
@@ -676,6 +678,64 @@ fn every_route_checks_its_scope() {
             None,
             [200, 403, 403, 403, 403, 401],
         ),
+        // The job succeeded: nothing to cancel, nothing to retry.
+        ("POST", &cancel, None, [409, 403, 403, 403, 403, 401]),
+        ("POST", &retry, None, [409, 403, 403, 403, 403, 401]),
+        (
+            "POST",
+            "/plugin/echo/breaker/reset",
+            None,
+            [200, 200, 403, 403, 403, 401],
+        ),
+        ("GET", "/schedules", None, [200, 403, 403, 200, 403, 401]),
+        (
+            "GET",
+            "/schedule/echo:none/preview",
+            None,
+            [404, 403, 403, 404, 403, 401],
+        ),
+        (
+            "GET",
+            "/schedule/echo:none/explain",
+            None,
+            [404, 403, 403, 404, 403, 401],
+        ),
+        (
+            "POST",
+            "/schedule/echo:none/pause",
+            None,
+            [404, 403, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/schedule/echo:none/resume",
+            None,
+            [404, 403, 403, 403, 403, 401],
+        ),
+        (
+            "GET",
+            "/system/doctor",
+            None,
+            [200, 403, 403, 200, 403, 401],
+        ),
+        (
+            "GET",
+            "/system/selfcheck",
+            None,
+            [200, 403, 403, 200, 403, 401],
+        ),
+        ("HEAD", "/events", None, [200, 403, 403, 403, 200, 401]),
+        (
+            "POST",
+            "/pipeline/none",
+            Some("{}"),
+            [404, 404, 403, 403, 403, 401],
+        ),
+        // The dashboard's session: a bearer token is no session, and signing
+        // in takes a JSON body sent as such.
+        ("GET", "/session", None, [401; 6]),
+        ("DELETE", "/session", None, [401; 6]),
+        ("POST", "/session", Some("{}"), [415; 6]),
     ];
     let tokens = [
         Some(ADMIN),

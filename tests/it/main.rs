@@ -42,3 +42,4 @@ mod schedules;
 mod stage7;
 mod support;
 mod tools;
+mod ui_sessions;

@@ -1,14 +1,17 @@
 // The ductile dashboard: plain DOM over the daemon's own API. Text reaches
 // the page only through textContent (never innerHTML), so nothing a plugin
-// writes can become markup. Live updates come from GET /events read as a
-// fetch stream (an EventSource cannot send the bearer header).
+// writes can become markup. Signing in trades the token for an HttpOnly
+// session cookie (POST /session): the page never keeps the token, and every
+// request that changes anything carries the session's CSRF token. Live
+// updates come from GET /events read as a fetch stream, which resumes with
+// Last-Event-ID after a drop.
 'use strict';
 
 // The API root, relative to this page: `/ui/` under any proxy prefix.
 const BASE = new URL('../', location.href);
-const KEY = 'ductile.token';
 const $ = (sel) => document.querySelector(sel);
-let token = sessionStorage.getItem(KEY);
+// The session's CSRF token (from POST or GET /session); null when signed out.
+let csrf = null;
 let scopes = {};
 let stream = null;
 let lastEventId = null;
@@ -36,7 +39,9 @@ function svgEl(tag, attrs) {
 }
 
 async function api(path, opts = {}) {
-  const headers = { Authorization: 'Bearer ' + token };
+  const method = opts.method || 'GET';
+  const headers = {};
+  if (csrf && !['GET', 'HEAD'].includes(method)) headers['X-CSRF-Token'] = csrf;
   let body;
   if (opts.body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -45,14 +50,14 @@ async function api(path, opts = {}) {
   let r;
   try {
     r = await fetch(new URL(path.replace(/^\//, ''), BASE), {
-      method: opts.method || 'GET', headers, body, cache: 'no-store', credentials: 'omit',
+      method, headers, body, cache: 'no-store', credentials: 'same-origin',
     });
   } catch (e) {
     return { status: 0, ok: false, data: { error: 'the daemon cannot be reached' } };
   }
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
-  if (r.status === 401 && token) signOut('The token was refused (401); sign in again.');
+  if (r.status === 401 && csrf && !opts.quiet) signedOut('The session has ended (401); sign in again.');
   return { status: r.status, ok: r.ok, data };
 }
 
@@ -70,8 +75,28 @@ function refusal(r) {
 
 // ------------------------------------------------------------------ session
 
+// Trades the token for the session cookie; the token is not kept anywhere.
 async function signIn(candidate) {
-  token = candidate;
+  const r = await api('/session', { method: 'POST', body: { token: candidate }, quiet: true });
+  $('#token').value = '';
+  if (r.status !== 201) {
+    $('#login-error').textContent = r.status === 0
+      ? 'The daemon cannot be reached.'
+      : r.status === 401 ? 'That token is not accepted by this daemon.' : refusal(r);
+    return;
+  }
+  await enter(r.data);
+}
+
+// Resumes the session the cookie holds (a reload, a new tab), if any.
+async function resume() {
+  const r = await api('/session', { quiet: true });
+  if (r.status === 200) await enter(r.data);
+}
+
+// Shows what the session's scopes allow, probing the routes each view reads.
+async function enter(session) {
+  csrf = session.csrf_token;
   const probes = {
     // Filtered on status, so the probe reads an index, not the whole queue.
     jobs: api('/jobs?status=running&limit=1'),
@@ -79,22 +104,12 @@ async function signIn(candidate) {
     plugin: api('/topology'),
     admin: api('/analytics/queue'),
   };
-  const got = {};
-  for (const [k, p] of Object.entries(probes)) got[k] = await p;
-  if (Object.values(got).every((r) => r.status === 401 || r.status === 0)) {
-    token = null;
-    $('#login-error').textContent = got.jobs.status === 0
-      ? 'The daemon cannot be reached.'
-      : 'That token is not accepted by this daemon.';
-    return;
-  }
-  sessionStorage.setItem(KEY, candidate);
   scopes = {};
-  for (const [k, r] of Object.entries(got)) scopes[k] = r.ok;
+  for (const [k, p] of Object.entries(probes)) scopes[k] = (await p).ok;
   $('#login-error').textContent = '';
-  $('#token').value = '';
   $('#login').hidden = true;
   $('#nav').hidden = false;
+  $('#who').textContent = session.name;
   document.body.dataset.scopes = Object.keys(scopes).filter((k) => scopes[k]).join(' ');
   $('[data-view="jobs"]').hidden = !scopes.jobs;
   $('[data-view="schedules"]').hidden = !scopes.jobs;
@@ -103,15 +118,21 @@ async function signIn(candidate) {
   if (scopes.events) connect();
 }
 
-function signOut(why) {
-  token = null;
+// Ends the session on the daemon (the cookie is cleared by its answer).
+async function signOut() {
+  if (csrf) await api('/session', { method: 'DELETE', quiet: true });
+  signedOut('Signed out.');
+}
+
+function signedOut(why) {
+  csrf = null;
   scopes = {};
-  sessionStorage.removeItem(KEY);
   if (stream) stream.abort();
   stream = null;
   lastEventId = null;
   for (const s of document.querySelectorAll('main > section')) s.hidden = s.id !== 'login';
   $('#nav').hidden = true;
+  $('#who').textContent = '';
   $('#live').textContent = 'offline';
   delete document.body.dataset.scopes;
   history.replaceState(null, '', '#');
@@ -467,10 +488,10 @@ function drawGraph(name) {
 async function connect(delay = 1000) {
   const ctl = new AbortController();
   stream = ctl;
-  const headers = { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' };
+  const headers = { Accept: 'text/event-stream' };
   if (lastEventId) headers['Last-Event-ID'] = lastEventId;
   try {
-    const r = await fetch(new URL('events', BASE), { headers, signal: ctl.signal, cache: 'no-store', credentials: 'omit' });
+    const r = await fetch(new URL('events', BASE), { headers, signal: ctl.signal, cache: 'no-store', credentials: 'same-origin' });
     if (!r.ok || !r.body) throw new Error('HTTP ' + r.status);
     $('#live').textContent = 'live';
     delay = 1000;
@@ -489,9 +510,9 @@ async function connect(delay = 1000) {
   } catch (e) {
     if (ctl.signal.aborted) return;
   }
-  if (stream !== ctl || !token) return;
+  if (stream !== ctl || !csrf) return;
   $('#live').textContent = 'reconnecting';
-  setTimeout(() => { if (stream === ctl && token) connect(Math.min(delay * 2, 15000)); }, delay);
+  setTimeout(() => { if (stream === ctl && csrf) connect(Math.min(delay * 2, 15000)); }, delay);
 }
 
 function frame(text) {
@@ -529,7 +550,7 @@ document.addEventListener('DOMContentLoaded', () => {
     e.preventDefault();
     signIn($('#token').value.trim());
   });
-  $('#logout').addEventListener('click', () => signOut('Signed out.'));
+  $('#logout').addEventListener('click', signOut);
   for (const b of document.querySelectorAll('#nav [data-view]')) b.addEventListener('click', () => show(b.dataset.view));
   $('#jobs-filter').addEventListener('submit', (e) => { e.preventDefault(); openJob = null; $('#job-detail').hidden = true; loadJobs(); });
   $('#jd-retry').addEventListener('click', retry);
@@ -543,5 +564,5 @@ document.addEventListener('DOMContentLoaded', () => {
     }
   });
   $('#pipeline-pick').addEventListener('change', (e) => drawGraph(e.target.value));
-  if (token) signIn(token);
+  resume();
 });
