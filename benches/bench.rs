@@ -1,7 +1,7 @@
 //! `make bench`: throughput, latency and footprint figures for the runner and the
 //! daemon, printed as a table. Not a test: a figure is never asserted; the
 //! targets are printed beside each figure so a reader can compare. The `http`,
-//! `pipelines` and `relay` sections (benches/http.rs, benches/pipelines.rs,
+//! `pipelines`, `relay` and `dashboard` sections (benches/http.rs, benches/pipelines.rs,
 //! benches/relay.rs) do panic when a correctness check fails.
 //!
 //! Plugins: a no-op compiled from C at start (the "compiled plugin"), the same
@@ -17,6 +17,7 @@
 )]
 
 mod containers;
+mod dashboard;
 mod http;
 mod pipelines;
 mod relay;
@@ -221,6 +222,9 @@ fn main() {
     }
     if want("stage7") {
         stage7::run(&bench, &exe);
+    }
+    if want("dashboard") {
+        dashboard::run(&bench, &exe);
     }
 }
 

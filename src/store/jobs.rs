@@ -380,38 +380,61 @@ impl Where {
     }
 }
 
-/// `{"jobs": [...], "total": n, "next_cursor": id|null}`, newest first;
-/// `total` counts every job the filters match, whatever the cursor, and
-/// `next_cursor` is set when older matching jobs follow this page.
-pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
+/// The statements of one list: the count (with the first `count_params` of
+/// `params`), and the page (with all of them).
+struct Statements {
+    count: String,
+    page: String,
+    params: Vec<SqlValue>,
+    count_params: usize,
+}
+
+/// What [`list`] runs for `q`.
+fn list_statements(q: &JobQuery) -> Statements {
     let mut w = Where::default();
     w.push("plugin", "=", q.plugin.as_deref());
     w.push("command", "=", q.command.as_deref());
     w.push("status", "=", q.status);
+    let count = format!("SELECT COUNT(*) FROM job_queue {}", w.sql());
+    let count_params = w.params.len();
+    if let Some(id) = &q.before {
+        // Keyset pagination in the list's own order: stable while new
+        // jobs arrive, and it reads the created_at index from the cursor on.
+        w.params.push(SqlValue::Text(id.clone()));
+        let n = w.params.len();
+        w.clauses.push(format!(
+            "(created_at, rowid) < (SELECT created_at, rowid FROM job_queue WHERE id = ?{n})"
+        ));
+    }
+    // One row more than asked tells whether another page follows.
+    let page = format!(
+        "SELECT {JOB_COLUMNS} FROM job_queue {} ORDER BY created_at DESC, rowid DESC LIMIT {}",
+        w.sql(),
+        q.limit.clamp(1, MAX_LIMIT) + 1
+    );
+    Statements {
+        count,
+        page,
+        params: w.params,
+        count_params,
+    }
+}
+
+/// `{"jobs": [...], "total": n, "next_cursor": id|null}`, newest first;
+/// `total` counts every job the filters match, whatever the cursor, and
+/// `next_cursor` is set when older matching jobs follow this page.
+pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
+    let st = list_statements(q);
     (|| {
         let total: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM job_queue {}", w.sql()),
-            params_from_iter(w.params.iter()),
+            &st.count,
+            params_from_iter(st.params[..st.count_params].iter()),
             |r| r.get(0),
         )?;
-        if let Some(id) = &q.before {
-            // Keyset pagination in the list's own order: stable while new
-            // jobs arrive, and it reads the created_at index from the cursor on.
-            w.params.push(SqlValue::Text(id.clone()));
-            let n = w.params.len();
-            w.clauses.push(format!(
-                "(created_at, rowid) < (SELECT created_at, rowid FROM job_queue WHERE id = ?{n})"
-            ));
-        }
         let limit = q.limit.clamp(1, MAX_LIMIT);
-        // One row more than asked tells whether another page follows.
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM job_queue {} ORDER BY created_at DESC, rowid DESC LIMIT {}",
-            w.sql(),
-            limit + 1
-        ))?;
+        let mut stmt = conn.prepare(&st.page)?;
         let mut rows = stmt
-            .query_map(params_from_iter(w.params.iter()), job_row)?
+            .query_map(params_from_iter(st.params.iter()), job_row)?
             .map(|r| r.map(Value::Object))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let more = rows.len() as i64 > limit;
@@ -426,8 +449,8 @@ pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
     .map_err(|e| StoreError::sqlite("list jobs", e))
 }
 
-/// `{"logs": [...], "total": n}`, most recently completed first.
-pub fn logs(conn: &Connection, q: &LogQuery) -> Result<Value, StoreError> {
+/// What [`logs`] runs for `q`.
+fn log_statements(q: &LogQuery) -> Statements {
     let mut w = Where::default();
     w.push("job_id", "=", q.job_id.as_deref());
     w.push("plugin", "=", q.plugin.as_deref());
@@ -449,29 +472,31 @@ pub fn logs(conn: &Connection, q: &LogQuery) -> Result<Value, StoreError> {
             "(last_error LIKE ?{n} ESCAPE '\\' OR stderr LIKE ?{n} ESCAPE '\\' OR result LIKE ?{n} ESCAPE '\\')"
         ));
     }
-    (|| {
-        let total: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM job_log {}", w.sql()),
-            params_from_iter(w.params.iter()),
-            |r| r.get(0),
-        )?;
-        let mut stmt = conn.prepare(&format!(
+    Statements {
+        count: format!("SELECT COUNT(*) FROM job_log {}", w.sql()),
+        page: format!(
             "SELECT job_id, id, plugin, command, status, attempt, submitted_by, created_at, completed_at, last_error, stderr, warnings, result FROM job_log {} ORDER BY completed_at DESC, rowid DESC LIMIT {}",
             w.sql(),
             q.limit.clamp(1, MAX_LIMIT)
-        ))?;
+        ),
+        count_params: w.params.len(),
+        params: w.params,
+    }
+}
+
+/// `{"logs": [...], "total": n}`, most recently completed first.
+pub fn logs(conn: &Connection, q: &LogQuery) -> Result<Value, StoreError> {
+    let st = log_statements(q);
+    (|| {
+        let total: i64 =
+            conn.query_row(&st.count, params_from_iter(st.params.iter()), |r| r.get(0))?;
+        let mut stmt = conn.prepare(&st.page)?;
         let rows = stmt
-            .query_map(params_from_iter(w.params.iter()), |r| {
+            .query_map(params_from_iter(st.params.iter()), |r| {
                 let mut m = Map::new();
-                for (i, key) in [
-                    "job_id",
-                    "log_id",
-                    "plugin",
-                    "command",
-                    "status",
-                ]
-                .iter()
-                .enumerate()
+                for (i, key) in ["job_id", "log_id", "plugin", "command", "status"]
+                    .iter()
+                    .enumerate()
                 {
                     m.insert((*key).into(), text(r, i)?);
                 }
@@ -527,4 +552,152 @@ pub fn settled(conn: &Connection, root: &str) -> Result<Option<Value>, StoreErro
         "result": result,
         "tree": tree,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TempDir;
+
+    /// The plan SQLite picks for `sql`, one detail line per step.
+    fn plan(conn: &Connection, sql: &str, params: &[SqlValue]) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    /// A step that reads a whole table row by row: no index at all.
+    fn full_scan(step: &str) -> bool {
+        (step.starts_with("SCAN job_queue") || step.starts_with("SCAN job_log"))
+            && !step.contains("INDEX")
+    }
+
+    /// Every list the API, the dashboard and `system watch` read: each
+    /// reads an index, and the pages of the unfiltered and time-ranged lists
+    /// (the ones that grow with the ledger) come in index order, with no sort.
+    #[test]
+    fn every_list_query_reads_an_index() {
+        let tmp = TempDir::new("plans");
+        let conn =
+            crate::store::open(&tmp.0.join("l.db"), crate::config::Synchronous::Normal).unwrap();
+        let some = |s: &str| Some(s.to_string());
+        let jobs = [
+            (
+                "unfiltered",
+                JobQuery {
+                    limit: 50,
+                    ..JobQuery::default()
+                },
+                true,
+            ),
+            (
+                "next page",
+                JobQuery {
+                    limit: 50,
+                    before: some("j"),
+                    ..JobQuery::default()
+                },
+                true,
+            ),
+            (
+                "running",
+                JobQuery {
+                    limit: 200,
+                    status: Some("running"),
+                    ..JobQuery::default()
+                },
+                false,
+            ),
+            (
+                "plugin",
+                JobQuery {
+                    limit: 50,
+                    plugin: some("echo"),
+                    ..JobQuery::default()
+                },
+                false,
+            ),
+        ];
+        let ts = "2026-12-01T00:00:00.000000Z";
+        let logs = [
+            (
+                "last hour",
+                LogQuery {
+                    limit: 200,
+                    from: some(ts),
+                    ..LogQuery::default()
+                },
+                true,
+            ),
+            (
+                "failures, 24 h",
+                LogQuery {
+                    limit: 1,
+                    status: Some("failed"),
+                    from: some(ts),
+                    ..LogQuery::default()
+                },
+                false,
+            ),
+            (
+                "range",
+                LogQuery {
+                    limit: 50,
+                    from: some(ts),
+                    to: some(ts),
+                    ..LogQuery::default()
+                },
+                true,
+            ),
+            (
+                "plugin",
+                LogQuery {
+                    limit: 50,
+                    plugin: some("echo"),
+                    ..LogQuery::default()
+                },
+                true,
+            ),
+            (
+                "one job",
+                LogQuery {
+                    limit: 50,
+                    job_id: some("j"),
+                    ..LogQuery::default()
+                },
+                false,
+            ),
+            (
+                "text, last hour",
+                LogQuery {
+                    limit: 50,
+                    from: some(ts),
+                    query: some("boom"),
+                    ..LogQuery::default()
+                },
+                true,
+            ),
+        ];
+        let statements =
+            jobs.iter()
+                .map(|(name, q, ordered)| (format!("jobs {name}"), list_statements(q), *ordered))
+                .chain(logs.iter().map(|(name, q, ordered)| {
+                    (format!("logs {name}"), log_statements(q), *ordered)
+                }));
+        for (name, st, ordered) in statements {
+            let count = plan(&conn, &st.count, &st.params[..st.count_params]);
+            let page = plan(&conn, &st.page, &st.params);
+            for step in count.iter().chain(&page) {
+                assert!(!full_scan(step), "{name}: {step} in {count:?} / {page:?}");
+            }
+            if ordered {
+                assert!(
+                    !page.iter().any(|s| s.contains("TEMP B-TREE")),
+                    "{name}: the page is sorted, not read in index order: {page:?}"
+                );
+            }
+        }
+    }
 }

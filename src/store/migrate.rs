@@ -87,7 +87,7 @@ CREATE INDEX idx_job_log_completed_at ON job_log(completed_at);",
     },
     Step {
         from: 6,
-        summary: "add ui_sessions (the dashboard's sign-in sessions: hashes of the cookie and of the token it was opened with, and its expiry)",
+        summary: "add ui_sessions (the dashboard's sign-in sessions: hashes of the cookie and of the token it was opened with, and its expiry) and index job_queue by plugin and creation time (the job list filtered by plugin, and its total)",
         sql: "CREATE TABLE ui_sessions (
     id_hash    TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL,
@@ -95,7 +95,8 @@ CREATE INDEX idx_job_log_completed_at ON job_log(completed_at);",
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
-CREATE INDEX idx_ui_sessions_expires_at ON ui_sessions(expires_at);",
+CREATE INDEX idx_ui_sessions_expires_at ON ui_sessions(expires_at);
+CREATE INDEX idx_job_queue_plugin_created_at ON job_queue(plugin, created_at);",
     },
 ];
 

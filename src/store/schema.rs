@@ -249,6 +249,7 @@ CREATE TABLE ui_sessions (
     expires_at TEXT NOT NULL
 );
 CREATE INDEX idx_ui_sessions_expires_at ON ui_sessions(expires_at);
+CREATE INDEX idx_job_queue_plugin_created_at ON job_queue(plugin, created_at);
 "#;
 
 /// How much a validation checks.
