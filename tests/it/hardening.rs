@@ -590,7 +590,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
     );
     assert!(
         dry.stdout
-            .contains("from schema version 1 to 6 in one transaction"),
+            .contains("from schema version 1 to 7 in one transaction"),
         "{dry:#?}"
     );
     assert!(
@@ -604,7 +604,7 @@ fn item_14_an_older_ledger_is_refused_until_migrated_then_works() {
     );
     let done = dir.run(&["system", "migrate", "--json"]).code(0);
     let v = done.json();
-    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(1), Some(6)));
+    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(1), Some(7)));
     let backup = PathBuf::from(v["backup"].as_str().unwrap());
     assert!(backup.exists(), "{backup:?}");
     let old = rusqlite::Connection::open(&backup).unwrap();
