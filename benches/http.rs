@@ -890,7 +890,7 @@ fn own_cpu_ns() -> u64 {
 }
 
 /// Time on a CPU (ns) of `pid`'s threads whose name starts with `prefix`.
-fn thread_cpu_ns(pid: u32, prefix: &str) -> u64 {
+pub(super) fn thread_cpu_ns(pid: u32, prefix: &str) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };

@@ -33,7 +33,14 @@ use crate::store::{self, StoreError};
 
 /// How often the hub looks for new rows while it has subscribers, for writers
 /// that do not call [`Hub::notify`] (another process, a missed notification).
+/// Each look that finds nothing doubles the pause, up to [`QUIET_POLL`], so
+/// open but idle streams (dashboard tabs left open) cost next to nothing;
+/// any event brings it back to this.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// The longest pause between two looks of a hub that keeps finding nothing:
+/// how late, at worst, an event written by another process reaches a stream.
+pub const QUIET_POLL: Duration = Duration::from_secs(1);
 
 /// A comment is sent after this much silence, so proxies and clients keep an
 /// idle stream open and a vanished client is noticed.
@@ -159,6 +166,7 @@ impl Hub {
             count: subscribers.clone(),
             last_error: None,
             behind: false,
+            quiet: 0,
         };
         let (hub_stop, hub_control) = (stop_rx.clone(), control_rx);
         let thread = thread::Builder::new()
@@ -290,6 +298,8 @@ struct HubLoop {
     last_error: Option<String>,
     /// A backlog was paused: read on after [`PACE`] instead of [`POLL`].
     behind: bool,
+    /// Looks in a row that found nothing (the pause doubles with each).
+    quiet: u32,
 }
 
 impl HubLoop {
@@ -306,7 +316,7 @@ impl HubLoop {
             } else if self.behind {
                 crossbeam_channel::after(PACE)
             } else {
-                crossbeam_channel::after(POLL)
+                crossbeam_channel::after(pause(self.quiet))
             };
             select! {
                 recv(stop_rx) -> _ => break,
@@ -349,6 +359,16 @@ impl HubLoop {
     /// full, so streams that are merely busy are not dropped as slow; a client
     /// that does not drain at all still fills its buffer and is dropped.
     fn poll(&mut self) {
+        let before = self.cursor;
+        self.read_on();
+        self.quiet = if self.cursor == before {
+            self.quiet.saturating_add(1)
+        } else {
+            0
+        };
+    }
+
+    fn read_on(&mut self) {
         self.behind = false;
         while !self.subscribers.is_empty() {
             let batch = match events::since(&self.conn, self.cursor, HUB_BATCH) {
@@ -397,6 +417,11 @@ impl HubLoop {
             self.count.store(self.subscribers.len(), Ordering::SeqCst);
         }
     }
+}
+
+/// The pause before the next look after `quiet` looks that found nothing.
+fn pause(quiet: u32) -> Duration {
+    POLL.saturating_mul(1 << quiet.min(8)).min(QUIET_POLL)
 }
 
 /// An event as an SSE frame: its cursor as the id (none for an event without

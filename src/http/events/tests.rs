@@ -509,3 +509,12 @@ fn an_id_from_beyond_this_ledger_replays_nothing_and_gets_new_events() {
     assert_eq!(c.take(4), expected(&conn)[4..].to_vec());
     served.shutdown();
 }
+
+#[test]
+fn an_idle_hub_looks_less_and_less_often_up_to_the_quiet_pause() {
+    assert_eq!(super::pause(0), POLL);
+    assert_eq!(super::pause(1), POLL * 2);
+    assert_eq!(super::pause(2), Duration::from_secs(1));
+    assert_eq!(super::pause(3), super::QUIET_POLL);
+    assert_eq!(super::pause(u32::MAX), super::QUIET_POLL);
+}
