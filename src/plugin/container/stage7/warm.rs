@@ -639,6 +639,8 @@ impl Owner {
                 continue;
             }
             let Some(hc) = c.setup.parts().map(|(_, s7)| s7.health.clone()) else {
+                // Not reached: only a Stage7 instance gets a warm container.
+                *next_probe = now + Duration::from_secs(3600);
                 continue;
             };
             let url = format!("http://{addr}{}", hc.path);
