@@ -576,3 +576,24 @@ fn a_warm_container_left_by_a_killed_daemon_is_removed_at_the_next_start() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), 0);
 }
+
+#[test]
+fn keep_warm_on_a_plugin_that_is_not_stage7_refuses_the_instance() {
+    let dir = TestDir::new("s7-warm-refused");
+    dir.fixture("ok_basic");
+    dir.config("plugins:\n  ok_basic:\n    keep_warm: 5m\n");
+    let (code, all) = run(&dir, &["plugin", "list", "--json"]);
+    assert_eq!(code, 0, "{all}");
+    let v: Value = serde_json::from_str(&all).unwrap_or(Value::Null);
+    let reason = v["skipped"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "ok_basic"))
+        .and_then(|s| s["reason"].as_str())
+        .unwrap_or_else(|| panic!("ok_basic not refused: {all}"));
+    assert_eq!(
+        reason,
+        "plugins.ok_basic.keep_warm: only a Stage7 plugin (a directory with manifest.json) keeps a warm container; `ok_basic` is a local plugin (remove keep_warm)"
+    );
+    let (code, all) = run(&dir, &["run", "ok_basic"]);
+    assert_ne!(code, 0, "{all}");
+}
