@@ -597,3 +597,34 @@ fn keep_warm_on_a_plugin_that_is_not_stage7_refuses_the_instance() {
     let (code, all) = run(&dir, &["run", "ok_basic"]);
     assert_ne!(code, 0, "{all}");
 }
+
+#[test]
+fn a_warm_job_whose_request_times_out_retires_the_container() {
+    let dir = TestDir::new("s7-warm-slow");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&format!(
+        "{}    max_attempts: 1\n    timeouts:\n      handle: 3s\n",
+        warm_config("10m")
+    ));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    greet(&dir, r#"{"text":"warm it"}"#);
+    let (name, _) = the_warm_one(&dir, "greeter");
+    // The service would go on with the abandoned request: the container goes.
+    let (code, all) = run(
+        &dir,
+        &["run", "greeter", "handle", "--payload", r#"{"slow":true}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    assert_eq!(job_field(&dir, "status").as_deref(), Some("timed_out"));
+    daemon.wait_log(LONG, &format!("removed warm container {name}: a "));
+    let after = greet(&dir, r#"{"text":"fresh"}"#);
+    assert_eq!(after["greeting"], "hello", "{after}");
+    assert_ne!(the_warm_one(&dir, "greeter").0, name);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+}

@@ -322,6 +322,8 @@ struct Container {
     idle_since: Instant,
     /// Keeps the engine's monitor of the container from the orphan sweep.
     held: Option<spawn::group::Held>,
+    /// Why it was taken out of service, once it was.
+    retired_for: Option<String>,
 }
 
 impl Container {
@@ -393,8 +395,16 @@ impl Owner {
             let _ = reply.send(Acquired::NotServed);
             return;
         }
+        // `service.container_engine` is not part of the instance's entry.
+        if self
+            .serving
+            .get(&instance)
+            .is_some_and(|c| c.setup.engine != setup.engine)
+        {
+            self.retire(&instance, "the container engine changed");
+        }
         if !self.serving.contains_key(&instance) {
-            if let Err(stop) = self.start(setup) {
+            if let Err(stop) = self.start(setup, Instant::now()) {
                 let _ = reply.send(Acquired::Stopped(stop));
                 return;
             }
@@ -420,8 +430,10 @@ impl Owner {
     }
 
     /// Records the marker and starts a container for `setup`'s instance on a
-    /// helper thread; it serves once the helper reports it up.
-    fn start(&mut self, setup: Setup) -> Result<(), Stop> {
+    /// helper thread; it serves once the helper reports it up. `idle_since`
+    /// is when its instance's last job ended (now for a first start), which
+    /// a restart carries over so that it never extends `keep_warm`.
+    fn start(&mut self, setup: Setup, idle_since: Instant) -> Result<(), Stop> {
         let instance = setup.plugin.name.clone();
         self.next_serial += 1;
         let serial = self.next_serial;
@@ -471,8 +483,9 @@ impl Owner {
                 waiters: Vec::new(),
             },
             leases: 0,
-            idle_since: Instant::now(),
+            idle_since,
             held: Some(held),
+            retired_for: None,
         };
         self.serving.insert(instance, c);
         Ok(())
@@ -482,7 +495,8 @@ impl Owner {
         if let Some(i) = self.draining.iter().position(|c| c.serial == serial) {
             let mut c = self.draining.swap_remove(i);
             join_helper(&mut c);
-            self.remove(c, "it was retired while starting");
+            let why = c.retired_for.take().unwrap_or_default();
+            self.remove(c, &why);
             return;
         }
         let Some(instance) = self.instance_of(serial) else {
@@ -508,7 +522,6 @@ impl Owner {
                     next_probe: now + interval,
                     probing: false,
                 };
-                c.idle_since = now;
                 for reply in waiters {
                     c.leases += 1;
                     let _ = reply.send(Acquired::Lease(Lease {
@@ -537,8 +550,9 @@ impl Owner {
             let c = &mut self.draining[i];
             c.leases = c.leases.saturating_sub(1);
             if c.leases == 0 && matches!(c.phase, Phase::Ready { .. }) {
-                let c = self.draining.swap_remove(i);
-                self.remove(c, "it was retired and its last job ended");
+                let mut c = self.draining.swap_remove(i);
+                let why = c.retired_for.take().unwrap_or_default();
+                self.remove(c, &why);
             }
             return;
         }
@@ -600,6 +614,7 @@ impl Owner {
                 let Some(old) = self.serving.remove(&instance) else {
                     return;
                 };
+                let idle_since = old.idle_since;
                 let setup = Setup {
                     plugin: Arc::clone(&old.setup.plugin),
                     engine: old.setup.engine.clone(),
@@ -608,7 +623,7 @@ impl Owner {
                     fingerprint: old.setup.fingerprint.clone(),
                 };
                 self.drain_or_remove(old, &reason);
-                if let Err(stop) = self.start(setup) {
+                if let Err(stop) = self.start(setup, idle_since) {
                     log::warn!(plugin = instance.as_str(); "cannot restart the warm container: {}", describe(&stop));
                 }
             }
@@ -710,7 +725,8 @@ impl Owner {
 
     /// Removes `c` now when nothing uses it, else once its jobs end (or its
     /// start returns).
-    fn drain_or_remove(&mut self, c: Container, why: &str) {
+    fn drain_or_remove(&mut self, mut c: Container, why: &str) {
+        c.retired_for = Some(why.to_string());
         match &c.phase {
             Phase::Ready { .. } if c.leases == 0 => self.remove(c, why),
             Phase::Starting { cancel, .. } => {
