@@ -1,5 +1,6 @@
 //! Container plugins: a manifest's `container:` block turns the plugin into an
-//! image run by the docker-compatible engine CLI, one container per job.
+//! image run by the docker-compatible engine CLI, one container per job (the
+//! exception: a Stage7 instance with `keep_warm`, [`stage7::warm`]).
 //!
 //! Owns: the block's rules ([`spec`]), finding and calling the engine
 //! ([`engine`]), the locked-down `run` argv, and the container's end: every

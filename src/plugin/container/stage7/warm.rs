@@ -3,7 +3,7 @@
 //!
 //! Owns: every resident container, in one thread ("stage7-warm") that is the
 //! only holder of their state. Workers ask it for a lease over a channel and
-//! get the container's address; a [`Lease`] gives itself back when dropped,
+//! get the container's address; a `Lease` gives itself back when dropped,
 //! so a lease cannot leak. Engine calls and health probes run on short-lived
 //! helper threads that report back as messages, so one slow start never
 //! holds up another instance's jobs.
