@@ -631,6 +631,7 @@ fn latency(bench: &Bench) {
         fatal_tx,
         committed: Arc::new(|_: Option<&str>| {}),
         beat: None,
+        warm: None,
     })
     .unwrap();
     let mut lat = Vec::new();

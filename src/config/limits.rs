@@ -71,6 +71,12 @@ pub(super) const TIMEOUT: Span = Span {
     min: secs(1),
     max: secs(24 * HOUR),
 };
+/// `plugins.*.keep_warm`: a resident container is the bounded exception to
+/// a container per job, so it lapses within a day of the last job.
+pub(super) const KEEP_WARM: Span = Span {
+    min: secs(1),
+    max: secs(24 * HOUR),
+};
 /// `plugins.*.retry.max_attempts` and `plugins.*.max_attempts`.
 pub(super) const MAX_ATTEMPTS: Counts = Counts { min: 1, max: 100 };
 /// `plugins.*.retry.backoff_base`.
@@ -255,6 +261,7 @@ mod tests {
             ("service.shutdown_timeout", SHUTDOWN_TIMEOUT),
             ("plugins.<name>.timeout", TIMEOUT),
             ("plugins.<name>.timeouts.<command>", TIMEOUT),
+            ("plugins.<name>.keep_warm", KEEP_WARM),
             ("plugins.<name>.retry.backoff_base", BACKOFF_BASE),
             (
                 "plugins.<name>.circuit_breaker.reset_after",

@@ -326,6 +326,9 @@ pub struct PluginConf {
     pub config: serde_json::Value,
     /// `container:`: run this instance as that image, whatever its manifest says.
     pub container: Option<crate::plugin::container::ContainerSpec>,
+    /// `keep_warm:`: a Stage7 instance keeps one resident container for this
+    /// long after its last job (daemon only).
+    pub keep_warm: Option<Duration>,
 }
 
 impl PluginConf {
@@ -344,6 +347,7 @@ impl PluginConf {
             schedules: Vec::new(),
             config: serde_json::Value::Object(serde_json::Map::new()),
             container: None,
+            keep_warm: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::dispatch::pool::{Pool, PoolConfig, RunningJobs};
 use crate::dispatch::{self, SHUTDOWN_REASON};
 use crate::lock::{self, InstanceLock, StartIntent};
+use crate::plugin::container::stage7::warm::Warm;
 use crate::runtime::{Runtime, RuntimeCell};
 use crate::scheduler::heartbeat::{self, Heartbeat};
 use crate::store::queue::{self, Enqueued, NewJob, SubmittedBy};
@@ -152,6 +153,12 @@ pub fn run_with_clock(
     }
     let files = integrity::FileIdentity::of(&db);
     dispatch::recover(&mut conn, clock.as_ref())?;
+    // Also removes the warm containers a killed daemon left.
+    let warm = Arc::new(
+        Warm::start(crate::disk::ledger_dir(&db), &rt.registry).map_err(|e| {
+            DaemonError::Failed(format!("cannot start the stage7-warm thread: {e}"))
+        })?,
+    );
     snapshot(&conn, &rt, "start", clock.as_ref())?;
     run_inits(&mut conn, &rt, clock.as_ref())?;
 
@@ -218,6 +225,7 @@ pub fn run_with_clock(
         fatal_tx: fatal_tx.clone(),
         committed,
         beat: beats.dispatch.clone(),
+        warm: Some(warm.clone()),
     })?;
     let hb = Heartbeat::start(
         store::open(&db, sync)?,
@@ -306,6 +314,7 @@ pub fn run_with_clock(
         clock: clock.as_ref(),
         notify: &notify,
         listening: listeners.addresses(),
+        warm: &warm,
     };
     let mut guard = Guard {
         lock: &mut lock,
@@ -353,6 +362,8 @@ pub fn run_with_clock(
         log::warn!("shutdown: killed {n} running job(s); they will be recovered at the next start");
     }
     pool.join();
+    // No job runs any more: the warm containers go, before the lock.
+    drop(warm);
     signal_handle.close();
     let _ = signal_thread.join();
     drop(watcher);
@@ -491,6 +502,8 @@ struct Reloader<'a> {
     clock: &'a dyn Clock,
     /// Told `RELOADING=1` before a reload and `READY=1` after it.
     notify: &'a notify::Notify,
+    /// The warm containers, told which instances keep one after a reload.
+    warm: &'a Warm,
     /// The listeners' addresses, for the status line after a reload.
     listening: Vec<String>,
 }
@@ -575,6 +588,7 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
         reload_tx,
         wake_tx,
         clock,
+        warm,
         ..
     } = *r;
     let old = cell.current();
@@ -641,6 +655,7 @@ fn reload(r: &Reloader<'_>, conn: &mut Connection) -> Result<(), String> {
         log::warn!(target: "config", "{w}");
     }
     cell.swap(new.clone());
+    warm.reconcile(&new.registry);
     crate::log::set_level(&new.config.service.log_level);
     let result = (|| -> Result<(), StoreError> {
         let now = clock.now();

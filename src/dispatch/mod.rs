@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::clock::{Clock, random_below};
 use crate::plugin::Plugin;
 use crate::plugin::container;
+use crate::plugin::container::stage7::warm::{Resident, Warm};
 use crate::plugin::protocol::{self, Request, Response};
 use crate::plugin::spawn::{self, CancelToken, Invocation, Limits, Outcome, OutcomeKind};
 use crate::runtime::Runtime;
@@ -100,11 +101,12 @@ pub fn execute(
     cancel: &CancelToken,
     clock: &dyn Clock,
 ) -> Result<Executed, StoreError> {
-    execute_then_claim(conn, rt, job, cancel, clock, None)
+    execute_then_claim(conn, rt, job, cancel, clock, None, None)
 }
 
 /// [`execute`], and when `next` gives the parallelism caps, the worker's next
-/// job is claimed in the completion's own transaction.
+/// job is claimed in the completion's own transaction. With `warm` (the
+/// daemon's), a Stage7 instance with `keep_warm` runs in its resident container.
 pub fn execute_then_claim(
     conn: &mut Connection,
     rt: &Arc<Runtime>,
@@ -112,6 +114,7 @@ pub fn execute_then_claim(
     cancel: &CancelToken,
     clock: &dyn Clock,
     next: Option<&dyn Fn(&str) -> usize>,
+    warm: Option<&Warm>,
 ) -> Result<Executed, StoreError> {
     let pre_start = Instant::now();
     if job.plugin == crate::relay::outbox::PLUGIN && job.command == crate::relay::outbox::SEND {
@@ -203,10 +206,12 @@ pub fn execute_then_claim(
     log::debug!(plugin = job.plugin.as_str(), job_id = job.id.as_str(); "spawning {} {}", job.plugin, job.command);
     let outcome = match &plugin.manifest.container {
         Some(spec) => {
+            let resident = warm.and_then(|w| Resident::of(w, &plugin));
             let host = container::Host {
                 engine: rt.config.service.container_engine.as_deref(),
                 state_dir: crate::disk::ledger_dir(&rt.config.state.path),
                 instance: &rt.config.service.name,
+                resident: resident.as_ref(),
             };
             container::run(spec, &inv, &host, cancel)
         }

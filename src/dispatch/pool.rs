@@ -21,6 +21,7 @@ use super::{Executed, execute_then_claim};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::daemon::notify::Beat;
+use crate::plugin::container::stage7::warm::Warm;
 use crate::plugin::spawn::CancelToken;
 use crate::runtime::{Runtime, RuntimeCell};
 use crate::store::completion;
@@ -126,6 +127,9 @@ pub struct PoolConfig {
     /// Bumped each time the dispatcher's loop comes round, when a watchdog
     /// watches it (its sleeps are then capped at [`Beat::every`]).
     pub beat: Option<Arc<Beat>>,
+    /// The warm containers of `keep_warm` instances; without it every Stage7
+    /// job runs in a container of its own.
+    pub warm: Option<Arc<Warm>>,
 }
 
 /// Told after each commit that changed a job's status; names the root of the
@@ -166,6 +170,7 @@ impl Pool {
                 claiming: claiming.clone(),
                 fatal: cfg.fatal_tx.clone(),
                 committed: cfg.committed.clone(),
+                warm: cfg.warm.clone(),
             };
             let h = thread::Builder::new()
                 .name(format!("worker-{n}"))
@@ -383,6 +388,7 @@ struct WorkerContext {
     claiming: Arc<AtomicBool>,
     fatal: Sender<String>,
     committed: Committed,
+    warm: Option<Arc<Warm>>,
 }
 
 /// Runs jobs from the dispatcher; after each, claims the next eligible job in
@@ -417,6 +423,7 @@ fn run_one(conn: &mut Connection, work: Work, ctx: &WorkerContext) -> Option<Wor
             &work.token,
             ctx.clock.as_ref(),
             claim_next,
+            ctx.warm.as_deref(),
         )
     }));
     ctx.running.remove(&work.job.id);

@@ -171,6 +171,8 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
                 engine: rt.config.service.container_engine.as_deref(),
                 state_dir: disk::ledger_dir(&rt.config.state.path),
                 instance: &rt.config.service.name,
+                // Outside the queue: a container of its own, never the daemon's.
+                resident: None,
             };
             crate::plugin::container::run(spec, &inv, &host, &CancelToken::new())
         }

@@ -136,7 +136,12 @@ impl Registry {
                     .container
                     .as_ref()
                     .or(found[i].manifest.container.as_ref());
-                match spec.and_then(|s| container::d6e::load_problem(name, s, &conf.config)) {
+                let problem = spec
+                    .and_then(|s| container::d6e::load_problem(name, s, &conf.config))
+                    .or_else(|| {
+                        container::stage7::warm::load_problem(name, spec, conf.keep_warm.is_some())
+                    });
+                match problem {
                     Some(why) => Err((config.dir.clone(), why)),
                     None => Ok(i),
                 }

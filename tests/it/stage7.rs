@@ -4,8 +4,10 @@
 //! `busybox httpd -f -p 8080 -h /www`: `/www/health` is a file, and
 //! `/www/cgi-bin/execute` a sh CGI script answering the Stage7 JSON (it
 //! echoes the request it got, fails when an input is called `fail` and
-//! never answers when one is called `slow`).
-//! Every test checks that no `ductile-<job_id>` container is left.
+//! never answers when one is called `slow`); `/www/cgi-bin/health` answers
+//! 503 once `/tmp/sick` exists (a tmpfs under `--read-only`).
+//! Every test checks that no `ductile-<job_id>` container is left; the
+//! `keep_warm` tests, that no container of the test's image is left at all.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,11 @@ esac
 printf '{"success":true,"outputs":{"greeting":"%s","method":"%s","request":%s}}' "$GREETING" "$REQUEST_METHOD" "$body"
 "#;
 
+const HEALTH: &str = r#"#!/bin/busybox sh
+if [ -e /tmp/sick ]; then printf 'Status: 503 Sick\r\nContent-Type: text/plain\r\n\r\nsick\n'; exit 0; fi
+printf 'Content-Type: text/plain\r\n\r\nok\n'
+"#;
+
 /// The test image: busybox httpd serving `/www`.
 fn build_image(dir: &TestDir) -> Image {
     Image::build_with(
@@ -33,10 +40,12 @@ fn build_image(dir: &TestDir) -> Image {
         |ctx| {
             std::fs::create_dir_all(ctx.join("www/cgi-bin")).unwrap();
             std::fs::write(ctx.join("www/health"), "ok\n").unwrap();
-            let execute = ctx.join("www/cgi-bin/execute");
-            std::fs::write(&execute, EXECUTE).unwrap();
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&execute, std::fs::Permissions::from_mode(0o755)).unwrap();
+            for (name, script) in [("execute", EXECUTE), ("health", HEALTH)] {
+                let path = ctx.join("www/cgi-bin").join(name);
+                std::fs::write(&path, script).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
         },
         "COPY www /www\n",
         r#"["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#,
@@ -323,4 +332,299 @@ fn a_timeout_and_a_shutdown_remove_the_container() {
     assert_eq!(daemon.wait_exit(LONG), 0);
     assert!(containers_of_jobs(&dir).is_empty());
     assert_eq!(job_field(&dir, "status").as_deref(), Some("running"));
+}
+
+// ------------------------------------------------------------- keep_warm
+
+/// A Stage7 manifest for a warm instance `id`: its health check is the CGI
+/// that `/tmp/sick` turns unhealthy, and it declares a second port.
+fn warm_manifest(id: &str, image: &str) -> String {
+    let mut m: Value = serde_json::from_str(&manifest(id, image, "/cgi-bin/health")).unwrap();
+    m["container"]["ports"] = json!([{"container": 8080, "host": 8080}, 9090]);
+    m.to_string()
+}
+
+/// Every container (any state) of this test's image, as (name, ID).
+fn ours(dir: &TestDir) -> Vec<(String, String)> {
+    let label = dir.path.file_name().unwrap().to_string_lossy().to_string();
+    let out = std::process::Command::new("podman")
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &format!("label=ductile.test={label}"),
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, id)| (n.to_string(), id.to_string()))
+        .collect()
+}
+
+/// The one container of this test's image, which must be `greeter`'s warm one.
+fn the_warm_one(dir: &TestDir, instance: &str) -> (String, String) {
+    let all = ours(dir);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let (name, id) = all.into_iter().next().unwrap();
+    assert!(
+        name.starts_with(&format!("ductile-warm-{instance}-")),
+        "{name}"
+    );
+    (name, id)
+}
+
+/// `ductile run greeter handle` with `payload` (handed to the daemon when one
+/// runs); the job's `result`.
+fn greet(dir: &TestDir, payload: &str) -> Value {
+    let (code, all) = run(dir, &["run", "greeter", "handle", "--payload", payload]);
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(job_field(dir, "status").as_deref(), Some("succeeded"));
+    last_response(dir)["result"].clone()
+}
+
+fn count_lines(daemon: &crate::support::Daemon, needle: &str) -> usize {
+    daemon.log().iter().filter(|l| l.contains(needle)).count()
+}
+
+fn warm_config(keep_warm: &str) -> String {
+    format!(
+        "service:\n  shutdown_timeout: 5s\nplugins:\n  greeter:\n    enabled: true\n    keep_warm: {keep_warm}\n"
+    )
+}
+
+#[test]
+fn keep_warm_jobs_share_one_container_published_on_every_port_until_the_daemon_stops() {
+    let dir = TestDir::new("s7-warm-reuse");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&warm_config("10m"));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    // Started on first use, not before.
+    assert!(ours(&dir).is_empty());
+
+    let first = greet(&dir, r#"{"text":"one"}"#);
+    assert_eq!(first["greeting"], "hello", "{first}");
+    let job1 = job_field(&dir, "id").unwrap();
+    assert_eq!(first["request"]["context"]["trace_id"], job1.as_str());
+    let (name, id) = the_warm_one(&dir, "greeter");
+    // Every declared port, each on loopback only.
+    let out = std::process::Command::new("podman")
+        .args(["port", &name])
+        .output()
+        .unwrap();
+    let ports = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = ports.lines().collect();
+    assert_eq!(lines.len(), 2, "{ports}");
+    for (line, port) in lines.iter().zip(["8080/tcp", "9090/tcp"]) {
+        assert!(
+            line.starts_with(&format!("{port} -> 127.0.0.1:")),
+            "{ports}"
+        );
+    }
+
+    let second = greet(&dir, r#"{"text":"two"}"#);
+    let job2 = job_field(&dir, "id").unwrap();
+    assert_ne!(job1, job2);
+    assert_eq!(
+        second["request"]["inputs"]["text"]["value"], "two",
+        "{second}"
+    );
+    assert_eq!(second["request"]["context"]["trace_id"], job2.as_str());
+    // The same container served it: no second start.
+    assert_eq!(the_warm_one(&dir, "greeter"), (name.clone(), id));
+    assert_eq!(count_lines(&daemon, "started warm container"), 1);
+    assert!(containers_of_jobs(&dir).is_empty());
+
+    // A stop removes it before the daemon exits.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+    assert!(!dir.path.join("state/warm").join(&name).exists());
+}
+
+#[test]
+fn a_warm_container_failing_its_health_check_is_replaced_and_the_next_job_succeeds() {
+    let dir = TestDir::new("s7-warm-sick");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&warm_config("10m"));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    greet(&dir, r#"{"text":"before"}"#);
+    let (sick, sick_id) = the_warm_one(&dir, "greeter");
+
+    // The service turns unhealthy while it idles: 3 probes 200 ms apart fail.
+    let st = std::process::Command::new("podman")
+        .args(["exec", &sick, "/bin/busybox", "touch", "/tmp/sick"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    daemon.wait_log(LONG, "3 health checks in a row failed (last: answered 503)");
+    daemon.wait_log(LONG, &format!("removed warm container {sick}"));
+    crate::support::wait_until(LONG, "a fresh warm container", || {
+        count_lines(&daemon, "started warm container") == 2
+    });
+    let (fresh, fresh_id) = the_warm_one(&dir, "greeter");
+    assert_ne!((&fresh, &fresh_id), (&sick, &sick_id));
+
+    let after = greet(&dir, r#"{"text":"after"}"#);
+    assert_eq!(after["greeting"], "hello", "{after}");
+    assert_eq!(the_warm_one(&dir, "greeter"), (fresh, fresh_id));
+    assert_eq!(count_lines(&daemon, "started warm container"), 2);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+}
+
+#[test]
+fn a_warm_container_goes_when_keep_warm_lapses_and_when_a_reload_removes_its_plugin() {
+    let dir = TestDir::new("s7-warm-lapse");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&warm_config("1s"));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    greet(&dir, r#"{"text":"x"}"#);
+    let (name, _) = the_warm_one(&dir, "greeter");
+    daemon.wait_log(
+        LONG,
+        &format!("removed warm container {name}: keep_warm 1s lapsed after its last job"),
+    );
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+    assert!(!dir.path.join("state/warm").join(&name).exists());
+
+    // A reload that removes the plugin removes its container.
+    dir.config(&warm_config("10m"));
+    dir.run(&["system", "reload"]).code(0);
+    greet(&dir, r#"{"text":"y"}"#);
+    let warm = the_warm_one(&dir, "greeter");
+    // A reload that leaves its entry and manifest alone keeps it.
+    dir.config(&warm_config("10m").replace("shutdown_timeout: 5s", "shutdown_timeout: 6s"));
+    dir.run(&["system", "reload"]).code(0);
+    greet(&dir, r#"{"text":"z"}"#);
+    assert_eq!(the_warm_one(&dir, "greeter"), warm);
+    let name = warm.0;
+    dir.config("plugins: {}\n");
+    dir.run(&["system", "reload"]).code(0);
+    daemon.wait_log(
+        LONG,
+        &format!(
+            "removed warm container {name}: a reload removed the plugin or changed its config"
+        ),
+    );
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+}
+
+#[test]
+fn a_one_shot_run_ignores_keep_warm_and_leaves_no_container() {
+    let dir = TestDir::new("s7-warm-oneshot");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&warm_config("10m"));
+    let result = greet(&dir, r#"{"text":"once"}"#);
+    assert_eq!(result["greeting"], "hello", "{result}");
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+    assert!(!dir.path.join("state/warm").exists());
+}
+
+#[test]
+fn a_warm_container_left_by_a_killed_daemon_is_removed_at_the_next_start() {
+    let dir = TestDir::new("s7-warm-crash");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&warm_config("10m"));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    greet(&dir, r#"{"text":"x"}"#);
+    let (name, _) = the_warm_one(&dir, "greeter");
+    daemon.crash();
+    // The engine keeps it running without its daemon.
+    assert_eq!(the_warm_one(&dir, "greeter").0, name);
+    assert!(dir.path.join("state/warm").join(&name).exists());
+
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    // Removed before the daemon calls itself running.
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
+    assert!(
+        daemon.log().iter().any(|l| l
+            .contains("removed 1 warm container(s) a previous daemon left")
+            && l.contains(&name)),
+        "{:#?}",
+        daemon.log()
+    );
+    assert!(!dir.path.join("state/warm").join(&name).exists());
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+}
+
+#[test]
+fn keep_warm_on_a_plugin_that_is_not_stage7_refuses_the_instance() {
+    let dir = TestDir::new("s7-warm-refused");
+    dir.fixture("ok_basic");
+    dir.config("plugins:\n  ok_basic:\n    keep_warm: 5m\n");
+    let (code, all) = run(&dir, &["plugin", "list", "--json"]);
+    assert_eq!(code, 0, "{all}");
+    let v: Value = serde_json::from_str(&all).unwrap_or(Value::Null);
+    let reason = v["skipped"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "ok_basic"))
+        .and_then(|s| s["reason"].as_str())
+        .unwrap_or_else(|| panic!("ok_basic not refused: {all}"));
+    assert_eq!(
+        reason,
+        "plugins.ok_basic.keep_warm: only a Stage7 plugin (a directory with manifest.json) keeps a warm container; `ok_basic` is a local plugin (remove keep_warm)"
+    );
+    let (code, all) = run(&dir, &["run", "ok_basic"]);
+    assert_ne!(code, 0, "{all}");
+}
+
+#[test]
+fn a_warm_job_whose_request_times_out_retires_the_container() {
+    let dir = TestDir::new("s7-warm-slow");
+    let image = build_image(&dir);
+    dir.write(
+        "plugins/greeter/manifest.json",
+        &warm_manifest("greeter", &image.id),
+    );
+    dir.config(&format!(
+        "{}    max_attempts: 1\n    timeouts:\n      handle: 3s\n",
+        warm_config("10m")
+    ));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    greet(&dir, r#"{"text":"warm it"}"#);
+    let (name, _) = the_warm_one(&dir, "greeter");
+    // The service would go on with the abandoned request: the container goes.
+    let (code, all) = run(
+        &dir,
+        &["run", "greeter", "handle", "--payload", r#"{"slow":true}"#],
+    );
+    assert_eq!(code, 1, "{all}");
+    assert_eq!(job_field(&dir, "status").as_deref(), Some("timed_out"));
+    daemon.wait_log(LONG, &format!("removed warm container {name}: a "));
+    let after = greet(&dir, r#"{"text":"fresh"}"#);
+    assert_eq!(after["greeting"], "hello", "{after}");
+    assert_ne!(the_warm_one(&dir, "greeter").0, name);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), 0);
+    assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
 }

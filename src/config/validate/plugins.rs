@@ -28,6 +28,7 @@ pub(crate) const PLUGIN_KEYS: &[&str] = &[
     "schedules",
     "config",
     "container",
+    "keep_warm",
 ];
 
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff_base"];
@@ -160,6 +161,7 @@ fn build_plugin(
                 })?;
                 conf.container = Some(spec);
             }
+            "keep_warm" => conf.keep_warm = Some(read_span(ctx, value, &path, limits::KEEP_WARM)?),
             _ => {
                 expect_mapping(ctx, value, &path)?;
                 conf.config = to_json(ctx, value, &path)?;

@@ -1,5 +1,6 @@
 //! Container plugins: a manifest's `container:` block turns the plugin into an
-//! image run by the docker-compatible engine CLI, one container per job.
+//! image run by the docker-compatible engine CLI, one container per job (the
+//! exception: a Stage7 instance with `keep_warm`, [`stage7::warm`]).
 //!
 //! Owns: the block's rules ([`spec`]), finding and calling the engine
 //! ([`engine`]), the locked-down `run` argv, and the container's end: every
@@ -111,6 +112,9 @@ pub struct Host<'a> {
     pub state_dir: &'a Path,
     /// `service.name`: the default D6E workspace derives from it.
     pub instance: &'a str,
+    /// The warm container registry, for a Stage7 instance with `keep_warm`
+    /// run by the daemon; `None` runs every job in a container of its own.
+    pub resident: Option<&'a stage7::warm::Resident<'a>>,
 }
 
 /// A foreign envelope's translated request.
@@ -142,7 +146,7 @@ pub fn run(
     };
     if spec.envelope == Envelope::Stage7 {
         return match &spec.stage7 {
-            Some(s7) => stage7::run(spec, s7, &engine, inv, cancel),
+            Some(s7) => stage7::run(spec, s7, &engine, inv, cancel, host.resident),
             None => not_run(OutcomeKind::SpawnFailed(
                 "a stage7 container block needs its plugin's manifest.json".to_string(),
             )),

@@ -1,16 +1,19 @@
 //! The `stage7` envelope: a Stage7 "container plugin" (an HTTP service in an
 //! image, described by its own `manifest.json`) run unchanged, one container
-//! per job.
+//! per job, or one resident container per instance under `keep_warm` ([`warm`]).
 //!
 //! Per job: `ENGINE run -d` with the locked-down flags of [`super::run_args`]
-//! and the API port published on 127.0.0.1 only, `ENGINE port` to learn the
-//! host port, `GET healthCheck.path` until it answers 2xx, one request to
-//! `api.endpoint` with the Stage7 body, then `ENGINE rm -f` by name, whatever
-//! happened (answer, error, timeout, cancel, shutdown). The answer becomes a
-//! protocol v2 [`Outcome`], so retries, logs and events are those of any plugin.
+//! and every declared port published on 127.0.0.1 only, `ENGINE port` to learn
+//! the API's host port, `GET healthCheck.path` until it answers 2xx, one
+//! request to `api.endpoint` with the Stage7 body, then `ENGINE rm -f` by name,
+//! whatever happened (answer, error, timeout, cancel, shutdown). With a warm
+//! container the job borrows its address from [`warm`] and only sends the
+//! request. The answer becomes a protocol v2 [`Outcome`], so retries, logs
+//! and events are those of any plugin.
 //! Must not: leave a container behind, or listen on anything but loopback.
 
 pub mod manifest;
+pub mod warm;
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -43,6 +46,9 @@ pub struct Stage7 {
     pub version: String,
     /// The container port the API is served on.
     pub port: u16,
+    /// Every port of `container.ports`, `port` first; each is published on
+    /// loopback.
+    pub ports: Vec<u16>,
     /// `container.healthCheck`.
     pub health: HealthCheck,
     /// `api`.
@@ -88,19 +94,21 @@ fn agent() -> &'static ureq::Agent {
     })
 }
 
-/// Runs one job of a Stage7 plugin in its own container and removes the
-/// container afterwards, in every case.
+/// Runs one job of a Stage7 plugin: in the instance's warm container when
+/// `resident` is given and the registry serves it, else in a container of its
+/// own that is removed afterwards, in every case.
 pub fn run(
     spec: &ContainerSpec,
     s7: &Stage7,
     engine: &Engine,
     inv: &Invocation<'_>,
     cancel: &CancelToken,
+    resident: Option<&warm::Resident<'_>>,
 ) -> Outcome {
     let started_at = Utc::now();
     let start = Instant::now();
     let env = engine::passthrough(inv.env_passthrough);
-    let job = Job {
+    let mut job = Job {
         engine,
         env: &env,
         job_id: inv.job_id,
@@ -109,16 +117,11 @@ pub fn run(
         cancel,
         warnings: Vec::new(),
     };
-    let mut job = job;
-    // The engine's monitor of the detached container is our orphan and
-    // carries the job id: it must outlive the `run -d` that started it.
-    let held = spawn::group::hold(inv.job_id);
-    let kind = job.attempt(spec, s7, inv);
-    // `--rm` removes a container that stops, but this one serves until stopped.
-    if let Err(e) = engine::remove(engine, std::slice::from_ref(&job.name)) {
-        job.warnings.push(e);
-    }
-    drop(held);
+    let warm = resident.and_then(|r| job.in_warm(r, s7, inv));
+    let kind = match warm {
+        Some(kind) => kind,
+        None => job.in_own(spec, s7, inv),
+    };
     let stdout = super::v2::bytes(&kind).unwrap_or_default();
     Outcome {
         kind,
@@ -147,10 +150,65 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// The job in a container of its own, removed afterwards.
+    fn in_own(&mut self, spec: &ContainerSpec, s7: &Stage7, inv: &Invocation<'_>) -> OutcomeKind {
+        // The engine's monitor of the detached container is our orphan and
+        // carries the job id: it must outlive the `run -d` that started it.
+        let held = spawn::group::hold(inv.job_id);
+        let kind = self.attempt(spec, s7, inv);
+        // `--rm` removes a container that stops, but this one serves until stopped.
+        if let Err(e) = engine::remove(self.engine, std::slice::from_ref(&self.name)) {
+            self.warnings.push(e);
+        }
+        drop(held);
+        kind
+    }
+
+    /// The job in the instance's warm container; `None` when the registry
+    /// does not serve it (the job was claimed under another config).
+    fn in_warm(
+        &mut self,
+        resident: &warm::Resident<'_>,
+        s7: &Stage7,
+        inv: &Invocation<'_>,
+    ) -> Option<OutcomeKind> {
+        let mut lease = match resident.acquire(self.engine, self.env, &|| self.interrupted()) {
+            warm::Acquired::Lease(l) => l,
+            warm::Acquired::NotServed => return None,
+            warm::Acquired::Stopped(stop) => return Some(stop.into_kind()),
+        };
+        let request: Value = serde_json::from_slice(inv.request).unwrap_or(Value::Null);
+        if request.get("command").and_then(Value::as_str) == Some("health") {
+            let url = format!("http://{}{}", lease.addr(), s7.health.path);
+            return Some(match probe(&url, s7.health.timeout.min(self.remaining())) {
+                Ok(()) => {
+                    OutcomeKind::Succeeded(response(Some(json!("healthy")), None, Vec::new()))
+                }
+                Err(why) => {
+                    let msg = format!(
+                        "stage7: health check GET {} of warm container {}: {why}",
+                        s7.health.path,
+                        lease.name()
+                    );
+                    lease.spoil(msg.clone());
+                    OutcomeKind::Failed(response(None, Some(msg), Vec::new()))
+                }
+            });
+        }
+        let (kind, suspect) = self.exchange(lease.addr(), s7, inv, &request);
+        if let Some(why) = suspect {
+            // The service may still be working on the request, or be gone:
+            // the next job gets a fresh container.
+            lease.spoil(why);
+        }
+        Some(kind)
+    }
+
     fn attempt(&mut self, spec: &ContainerSpec, s7: &Stage7, inv: &Invocation<'_>) -> OutcomeKind {
         let request: Value = serde_json::from_slice(inv.request).unwrap_or(Value::Null);
-        let addr = match self.start(spec, s7) {
-            Ok(a) => a,
+        let args = start_args(spec, s7, self.job_id);
+        let addr = match self.start(&args, spec, s7) {
+            Ok((a, _id)) => a,
             Err(k) => return k.into_kind(),
         };
         if let Err(k) = self.wait_healthy(&addr, &s7.health) {
@@ -159,12 +217,28 @@ impl Job<'_> {
         if request.get("command").and_then(Value::as_str) == Some("health") {
             return OutcomeKind::Succeeded(response(Some(json!("healthy")), None, Vec::new()));
         }
-        let body = body(&request, s7, self.job_id);
+        self.exchange(&addr, s7, inv, &request).0
+    }
+
+    /// Sends the Stage7 request to the service at `addr` and translates its
+    /// answer; also says why the service is suspect when the request did not
+    /// come back whole (lost, timed out, abandoned).
+    fn exchange(
+        &mut self,
+        addr: &str,
+        s7: &Stage7,
+        inv: &Invocation<'_>,
+        request: &Value,
+    ) -> (OutcomeKind, Option<String>) {
+        let body = body(request, s7, self.job_id);
         let url = format!("http://{addr}{}", s7.api.endpoint);
         let budget = s7.api.timeout.min(self.remaining());
         let answer = match self.call(&s7.api.method, url, body, budget, inv.limits.stdout_cap) {
             Ok(a) => a,
-            Err(k) => return k.into_kind(),
+            Err(k) => {
+                let why = format!("a job's request was abandoned ({})", k.label());
+                return (k.into_kind(), Some(why));
+            }
         };
         let plugin = request
             .get("context")
@@ -172,13 +246,16 @@ impl Job<'_> {
             .and_then(Value::as_str)
             .unwrap_or(&s7.id);
         match answer {
-            Answer::TooLarge => OutcomeKind::OutputTooLarge,
+            Answer::TooLarge => (OutcomeKind::OutputTooLarge, None),
             Answer::Lost(why) if self.remaining().is_zero() => {
                 self.warnings.push(format!(
                     "stage7: {} {}: {why}",
                     s7.api.method, s7.api.endpoint
                 ));
-                OutcomeKind::TimedOut
+                (
+                    OutcomeKind::TimedOut,
+                    Some(format!("a request got no answer: {why}")),
+                )
             }
             Answer::TimedOut => {
                 self.warnings.push(format!(
@@ -187,17 +264,24 @@ impl Job<'_> {
                     s7.api.endpoint,
                     crate::config::duration::format(s7.api.timeout)
                 ));
-                OutcomeKind::TimedOut
+                (
+                    OutcomeKind::TimedOut,
+                    Some("a request got no answer in time".to_string()),
+                )
             }
-            Answer::Lost(why) => OutcomeKind::Failed(response(
-                None,
-                Some(format!(
+            Answer::Lost(why) => {
+                let msg = format!(
                     "stage7: {} {} failed: {why}",
                     s7.api.method, s7.api.endpoint
-                )),
-                Vec::new(),
-            )),
-            Answer::Status(status, bytes) => translate(status, &bytes, plugin, &s7.api.endpoint),
+                );
+                (
+                    OutcomeKind::Failed(response(None, Some(msg.clone()), Vec::new())),
+                    Some(msg),
+                )
+            }
+            Answer::Status(status, bytes) => {
+                (translate(status, &bytes, plugin, &s7.api.endpoint), None)
+            }
         }
     }
 
@@ -217,11 +301,18 @@ impl Job<'_> {
         self.remaining().is_zero().then_some(Stop::TimedOut)
     }
 
-    /// Starts the container detached and returns `127.0.0.1:<host port>`.
-    fn start(&self, spec: &ContainerSpec, s7: &Stage7) -> Result<String, Stop> {
-        let args = start_args(spec, s7, self.job_id);
-        let out = self.engine_call(&args, "start")?;
-        if out.is_empty() {
+    /// Starts the container detached with `args` (which name it
+    /// `self.name`); returns `127.0.0.1:<host port of the API>` and the
+    /// container's ID.
+    fn start(
+        &self,
+        args: &[OsString],
+        spec: &ContainerSpec,
+        s7: &Stage7,
+    ) -> Result<(String, String), Stop> {
+        let out = self.engine_call(args, "start")?;
+        let id = out.trim().to_string();
+        if id.is_empty() {
             return Err(Stop::SpawnFailed(format!(
                 "{} did not start image {}",
                 self.engine.name, spec.image
@@ -233,7 +324,7 @@ impl Job<'_> {
             OsString::from(format!("{}/tcp", s7.port)),
         ];
         let text = self.engine_call(&port_args, "port")?;
-        host_port(&text)
+        let addr = host_port(&text)
             .map(|p| format!("127.0.0.1:{p}"))
             .ok_or_else(|| {
                 Stop::SpawnFailed(format!(
@@ -243,7 +334,8 @@ impl Job<'_> {
                     s7.port,
                     text.trim()
                 ))
-            })
+            })?;
+        Ok((addr, id))
     }
 
     /// Runs `ENGINE args` within what is left of the deadline; its stdout when
@@ -376,8 +468,8 @@ impl Job<'_> {
 }
 
 /// The engine argv that starts a job's container: the locked-down flags of
-/// every container job, detached rather than attached to stdin, with the API
-/// port published on loopback only, on a port the engine picks.
+/// every container job, detached rather than attached to stdin, with every
+/// declared port published on loopback only, each on a port the engine picks.
 pub fn start_args(spec: &ContainerSpec, s7: &Stage7, job_id: &str) -> Vec<OsString> {
     let mut args = super::run_args(spec, job_id, &[]);
     for a in args.iter_mut() {
@@ -385,15 +477,17 @@ pub fn start_args(spec: &ContainerSpec, s7: &Stage7, job_id: &str) -> Vec<OsStri
             *a = OsString::from("-d");
         }
     }
-    args.insert(
-        1,
-        OsString::from(format!("--publish=127.0.0.1::{}", s7.port)),
-    );
+    for (i, port) in s7.ports.iter().enumerate() {
+        args.insert(
+            1 + i,
+            OsString::from(format!("--publish=127.0.0.1::{port}")),
+        );
+    }
     args
 }
 
 /// Why a job ended before the endpoint answered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Stop {
     /// The job's deadline passed.
     TimedOut,
@@ -406,6 +500,16 @@ enum Stop {
 }
 
 impl Stop {
+    /// A few words for a log line.
+    fn label(&self) -> &'static str {
+        match self {
+            Stop::TimedOut => "timed out",
+            Stop::Cancelled(_) => "cancelled",
+            Stop::SpawnFailed(_) => "engine failure",
+            Stop::Unhealthy(_) => "unhealthy",
+        }
+    }
+
     fn into_kind(self) -> OutcomeKind {
         match self {
             Stop::TimedOut => OutcomeKind::TimedOut,
@@ -567,6 +671,7 @@ mod tests {
             id: "wc".into(),
             version: "1.0".into(),
             port: 8080,
+            ports: vec![8080],
             health: HealthCheck {
                 path: "/health".into(),
                 interval: Duration::from_secs(1),
@@ -636,7 +741,7 @@ mod tests {
     #[test]
     fn the_container_is_detached_locked_down_and_published_on_loopback() {
         let text = r#"{"id": "x", "verb": "X", "name": "X", "inputDefinitions": [], "outputDefinitions": [],
-            "container": {"image": "x:1", "ports": [9000]}, "api": {}}"#;
+            "container": {"image": "x:1", "ports": [9000, {"container": 9100}]}, "api": {}}"#;
         let m = manifest::parse(std::path::Path::new("manifest.json"), text).unwrap();
         let spec = m.container.unwrap();
         let argv: Vec<String> = start_args(&spec, spec.stage7.as_ref().unwrap(), "j1")
@@ -647,6 +752,7 @@ mod tests {
             "-d",
             "--rm",
             "--publish=127.0.0.1::9000",
+            "--publish=127.0.0.1::9100",
             "--network=bridge",
             "--name=ductile-j1",
             "--read-only",

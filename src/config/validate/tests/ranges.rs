@@ -98,6 +98,15 @@ const BOUNDED: &[Bounded] = &[
         above: "86401",
     },
     Bounded {
+        path: "plugins.p.keep_warm",
+        yaml: "plugins: {p: {keep_warm: {}}}",
+        range: "1s and 1d",
+        lowest: "1s",
+        highest: "24h",
+        below: Some("500ms"),
+        above: "1d1s",
+    },
+    Bounded {
         path: "plugins.p.timeouts.poll",
         yaml: "plugins: {p: {timeouts: {poll: {}}}}",
         range: "1s and 1d",

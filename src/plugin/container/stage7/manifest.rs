@@ -148,13 +148,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let api = r
         .object(top.get("api"), "api")?
         .ok_or_else(|| r.err("api", "is required"))?;
-    let (mut spec, port, health) = container_block(&r, container)?;
+    let (mut spec, ports, health) = container_block(&r, container)?;
     let api = api_block(&r, api)?;
     spec.envelope = Envelope::Stage7;
     spec.stage7 = Some(Box::new(Stage7 {
         id: id.clone(),
         version: version.clone(),
-        port,
+        port: ports.first().copied().unwrap_or(DEFAULT_PORT),
+        ports,
         health,
         api,
         inputs,
@@ -261,7 +262,7 @@ fn definitions(
 fn container_block(
     r: &Rules<'_>,
     c: &Map<String, Value>,
-) -> Result<(spec::ContainerSpec, u16, HealthCheck), ManifestError> {
+) -> Result<(spec::ContainerSpec, Vec<u16>, HealthCheck), ManifestError> {
     let image = r.required(c.get("image"), "container.image")?;
     r.string(c.get("dockerfile"), "container.dockerfile")?;
     let mut block = serde_yaml::Mapping::new();
@@ -328,7 +329,7 @@ fn container_block(
         };
         r.err(&field, msg)
     })?;
-    let port = port(r, c.get("ports"))?;
+    let ports = ports(r, c.get("ports"))?;
     let health = match r.object(c.get("healthCheck"), "container.healthCheck")? {
         None => HealthCheck {
             path: DEFAULT_HEALTH_PATH.to_string(),
@@ -369,15 +370,15 @@ fn container_block(
             }
         }
     };
-    Ok((spec, port, health))
+    Ok((spec, ports, health))
 }
 
-/// The container port of the first `ports` entry: `8080`, `"8080"` or
-/// `{container: 8080, host: ...}` (the host port is not used: ductile
-/// publishes on an ephemeral loopback port).
-fn port(r: &Rules<'_>, v: Option<&Value>) -> Result<u16, ManifestError> {
+/// The container ports of every `ports` entry, never empty: `8080`, `"8080"`
+/// or `{container: 8080, host: ...}` each (the host port is not used: ductile
+/// publishes each on an ephemeral loopback port). The first is the API port.
+fn ports(r: &Rules<'_>, v: Option<&Value>) -> Result<Vec<u16>, ManifestError> {
     let items = match v {
-        None | Some(Value::Null) => return Ok(DEFAULT_PORT),
+        None | Some(Value::Null) => return Ok(vec![DEFAULT_PORT]),
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(r.err(
@@ -386,28 +387,41 @@ fn port(r: &Rules<'_>, v: Option<&Value>) -> Result<u16, ManifestError> {
             ));
         }
     };
-    let Some(first) = items.first() else {
-        return Ok(DEFAULT_PORT);
-    };
-    let field = "container.ports[0]";
-    let value = match first {
-        Value::Object(m) => m
-            .get("container")
-            .ok_or_else(|| r.err(field, "has no `container` port"))?,
-        other => other,
-    };
-    let n = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().trim_end_matches("/tcp").parse::<u64>().ok(),
-        _ => None,
-    };
-    match n {
-        Some(p @ 1..=65535) => Ok(p as u16),
-        _ => Err(r.err(
-            field,
-            format!("must be a TCP port from 1 to 65535, got {value}"),
-        )),
+    if items.is_empty() {
+        return Ok(vec![DEFAULT_PORT]);
     }
+    let mut out: Vec<u16> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("container.ports[{i}]");
+        let value = match item {
+            Value::Object(m) => m
+                .get("container")
+                .ok_or_else(|| r.err(&field, "has no `container` port"))?,
+            other => other,
+        };
+        let n = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().trim_end_matches("/tcp").parse::<u64>().ok(),
+            _ => None,
+        };
+        let port = match n {
+            Some(p @ 1..=65535) => p as u16,
+            _ => {
+                return Err(r.err(
+                    &field,
+                    format!("must be a TCP port from 1 to 65535, got {value}"),
+                ));
+            }
+        };
+        if let Some(first) = out.iter().position(|p| *p == port) {
+            return Err(r.err(
+                &field,
+                format!("port {port} is already listed as container.ports[{first}]"),
+            ));
+        }
+        out.push(port);
+    }
+    Ok(out)
 }
 
 fn api_block(r: &Rules<'_>, a: &Map<String, Value>) -> Result<Api, ManifestError> {
@@ -517,6 +531,7 @@ mod tests {
         assert_eq!(c.env.get("N").map(String::as_str), Some("3"));
         let s = c.stage7.unwrap();
         assert_eq!(s.port, 9000);
+        assert_eq!(s.ports, [9000]);
         assert_eq!(s.inputs, ["text", "mode"]);
         assert_eq!(
             s.health,
@@ -545,6 +560,7 @@ mod tests {
         assert_eq!(m.version, UNVERSIONED);
         let s = m.container.unwrap().stage7.unwrap();
         assert_eq!(s.port, DEFAULT_PORT);
+        assert_eq!(s.ports, [DEFAULT_PORT]);
         assert_eq!(s.health.path, "/health");
         assert_eq!(s.api.endpoint, "/execute");
         assert_eq!(s.api.timeout, DEFAULT_API_TIMEOUT);
@@ -582,6 +598,14 @@ mod tests {
             &manifest("").replace(r#""container": 9000,"#, r#""container": 70000,"#),
             "container.ports[0]",
             "must be a TCP port from 1 to 65535, got 70000",
+        );
+        check_err(
+            &manifest("").replace(
+                r#"{"container": 9000, "host": 9000}"#,
+                r#"{"container": 9000, "host": 9000}, "9100/tcp", 9000"#,
+            ),
+            "container.ports[2]",
+            "port 9000 is already listed as container.ports[0]",
         );
         check_err(
             &manifest("").replace(r#""endpoint": "/run""#, r#""endpoint": "run""#),
