@@ -369,7 +369,7 @@ fn system_migrate_upgrades_a_v4_ledger_and_explain_reads_it() {
     }
     dir.run(&["explain", "echo"]).code(78);
     let v = dir.run(&["system", "migrate", "--json"]).code(0).json();
-    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(4), Some(6)));
+    assert_eq!((v["from"].as_i64(), v["to"].as_i64()), (Some(4), Some(7)));
     assert_eq!(dir.count("SELECT COUNT(*) FROM decisions"), 0);
     assert_eq!(
         dir.count("SELECT COUNT(*) FROM job_queue"),

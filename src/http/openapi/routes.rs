@@ -559,7 +559,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "DiagnosticReport"),
-        errors: &[E401, E403, E503],
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -571,7 +571,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "DiagnosticReport"),
-        errors: &[E401, E403],
+        errors: &[E400, E401, E403],
     },
     Route {
         method: "GET",
@@ -583,7 +583,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "QueueAnalytics"),
-        errors: &[E401, E403, E503],
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -595,7 +595,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "SummaryAnalytics"),
-        errors: &[E401, E403, E503],
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "GET",
@@ -607,7 +607,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "ConfigView"),
-        errors: &[E401, E403],
+        errors: &[E400, E401, E403],
     },
     Route {
         method: "GET",
@@ -638,7 +638,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "Topology"),
-        errors: &[E401, E403],
+        errors: &[E400, E401, E403],
     },
     Route {
         method: "GET",
@@ -674,7 +674,7 @@ pub static ROUTES: &[Route] = &[
             status: 200,
             body: Body::Text("text/plain"),
         },
-        errors: &[E401, E403, E503],
+        errors: &[E400, E401, E403, E503],
     },
     Route {
         method: "POST",
@@ -698,7 +698,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "Session"),
-        errors: &[E401, E404, E503],
+        errors: &[E400, E401, E404, E503],
     },
     Route {
         method: "DELETE",
@@ -710,7 +710,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         request: None,
         ok: json_reply(200, "SignedOut"),
-        errors: &[E401, E403, E404, E503],
+        errors: &[E400, E401, E403, E404, E503],
     },
 ];
 
