@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 
 pub use tls::Trust;

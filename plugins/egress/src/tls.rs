@@ -272,3 +272,79 @@ impl KeyProvider for NoClientKeys {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Server, certs};
+    use crate::{Cidr, Policy};
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    fn policy(trust: Trust) -> Policy {
+        Policy {
+            allow: vec![Cidr::parse("127.0.0.1/32").unwrap()],
+            trust,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn https_is_checked_against_the_trust_store() {
+        let server = Server::start("hello over TLS");
+        let p = policy(Trust::Certificates(certs("ca.pem")));
+        let r = p
+            .agent(Duration::from_secs(10), 0)
+            .get(&server.url())
+            .call()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut body = String::new();
+        r.into_reader().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "hello over TLS");
+        assert_eq!(server.handshakes.load(Ordering::SeqCst), 1);
+
+        // A server the store does not vouch for: a network failure (retried),
+        // not a refusal, and no request was sent.
+        let p = policy(Trust::Certificates(certs("other-ca.pem")));
+        let e = p
+            .agent(Duration::from_secs(10), 0)
+            .get(&server.url())
+            .call()
+            .unwrap_err();
+        assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+        assert_eq!(p.refusal(), None);
+        assert_eq!(server.handshakes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn no_trust_store_is_a_refusal_that_says_where_to_put_one() {
+        let server = Server::start("unreachable");
+        let p = policy(Trust::Certificates(Vec::new()));
+        let e = p
+            .agent(Duration::from_secs(10), 0)
+            .get(&server.url())
+            .call()
+            .unwrap_err();
+        let refusal = p.refusal().unwrap();
+        assert!(refusal.contains("no trusted root certificates"), "{refusal}");
+        assert!(refusal.contains("SSL_CERT_FILE"), "{refusal}");
+        assert!(e.to_string().contains("no trusted root certificates"), "{e}");
+        assert_eq!(server.handshakes.load(Ordering::SeqCst), 0);
+        // A bundle that holds no certificate is refused the same way.
+        assert!(roots(&Trust::Certificates(Vec::new())).is_err());
+        assert_eq!(roots(&Trust::Certificates(certs("ca.pem"))).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_provider_offers_aes_gcm_only() {
+        let p = provider();
+        assert_eq!(p.cipher_suites.len(), 6);
+        for s in &p.cipher_suites {
+            let name = format!("{:?}", s.suite());
+            assert!(name.contains("AES_") && name.contains("GCM"), "{name}");
+        }
+        assert_eq!(p.kx_groups.len(), 3);
+    }
+}
