@@ -328,13 +328,22 @@ mod tests {
             .call()
             .unwrap_err();
         let refusal = p.refusal().unwrap();
-        assert!(refusal.contains("no trusted root certificates"), "{refusal}");
+        assert!(
+            refusal.contains("no trusted root certificates"),
+            "{refusal}"
+        );
         assert!(refusal.contains("SSL_CERT_FILE"), "{refusal}");
-        assert!(e.to_string().contains("no trusted root certificates"), "{e}");
+        assert!(
+            e.to_string().contains("no trusted root certificates"),
+            "{e}"
+        );
         assert_eq!(server.handshakes.load(Ordering::SeqCst), 0);
         // A bundle that holds no certificate is refused the same way.
         assert!(roots(&Trust::Certificates(Vec::new())).is_err());
-        assert_eq!(roots(&Trust::Certificates(certs("ca.pem"))).unwrap().len(), 1);
+        assert_eq!(
+            roots(&Trust::Certificates(certs("ca.pem"))).unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@ fn https_trusts_the_bundle_named_by_ssl_cert_file() {
     let other = fixture("other-ca.pem");
     let v = fetch(&server.url(), &[("SSL_CERT_FILE", other.to_str().unwrap())]);
     assert_eq!(v["status"], "error", "{v:#}");
-    assert!(v["error"].as_str().unwrap().contains("UnknownIssuer"), "{v:#}");
+    assert!(
+        v["error"].as_str().unwrap().contains("UnknownIssuer"),
+        "{v:#}"
+    );
     assert_ne!(v["retry"], false, "{v:#}");
 }
 
@@ -57,7 +60,10 @@ fn https_trusts_the_bundle_named_by_ssl_cert_file() {
 fn a_missing_trust_store_is_permanent_and_named() {
     let server = Server::start("never sent");
     let missing = fixture("no-such-bundle.pem");
-    let v = fetch(&server.url(), &[("SSL_CERT_FILE", missing.to_str().unwrap())]);
+    let v = fetch(
+        &server.url(),
+        &[("SSL_CERT_FILE", missing.to_str().unwrap())],
+    );
     assert_eq!(v["status"], "error", "{v:#}");
     assert_eq!(v["retry"], false, "{v:#}");
     let msg = v["error"].as_str().unwrap();
