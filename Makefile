@@ -35,8 +35,13 @@ PLUGIN_SQLITE_FLAGS ?= -USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -US
 	-USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 \
 	-USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED \
 	-DSQLITE_OMIT_SHARED_CACHE
+# The plugins link without .eh_frame_hdr, the lookup index of the unwind
+# tables: a panic=abort binary unwinds only to print a backtrace, which the
+# static C runtime still finds through its registered frames (GNU ld and lld
+# both take the flag). About 30 KB off each plugin.
+PLUGIN_LINK_FLAGS ?= -C link-arg=-Wl,--no-eh-frame-hdr
 plugins:
-	LIBSQLITE3_FLAGS="$(PLUGIN_SQLITE_FLAGS)" RUSTFLAGS="$(RELEASE_FLAGS)" $(CARGO) build --release --target $(TARGET) --manifest-path plugins/Cargo.toml --bins
+	LIBSQLITE3_FLAGS="$(PLUGIN_SQLITE_FLAGS)" RUSTFLAGS="$(RELEASE_FLAGS) $(PLUGIN_LINK_FLAGS)" $(CARGO) build --release --target $(TARGET) --manifest-path plugins/Cargo.toml --bins
 	@for p in $(PLUGIN_CRATES); do \
 		cp -f $(PLUGIN_OUT)/ductile-$$p plugins/$$p/run.new && mv -f plugins/$$p/run.new plugins/$$p/run || exit 1; \
 		echo "plugins/$$p/run"; \
@@ -102,14 +107,18 @@ dist: build
 
 ## The container image's build context (docs/container/Containerfile):
 ## target/image/ with the static binary, a static busybox (BUSYBOX, from
-## Debian's busybox-static), the bundled plugins and the container's starter config.
+## Debian's busybox-static), the CA bundle fetch and notify trust for HTTPS
+## (CA_BUNDLE, from Debian's ca-certificates), the bundled plugins and the
+## container's starter config.
 BUSYBOX ?= /bin/busybox
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 ENGINE ?= podman
 IMAGE ?= ductile:$(VERSION)
 image-context: build
 	rm -rf target/image && mkdir -p target/image
 	install -m 0755 $(BIN) target/image/ductile
 	install -m 0755 $(BUSYBOX) target/image/busybox
+	install -m 0644 $(CA_BUNDLE) target/image/ca-certificates.crt
 	git ls-files -z plugins | xargs -0 cp --parents -p -t target/image
 	for p in $(PLUGIN_CRATES); do install -m 0755 plugins/$$p/run target/image/plugins/$$p/run || exit 1; done
 	cp -R docs/container/config target/image/config

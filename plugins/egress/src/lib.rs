@@ -5,6 +5,13 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod tls;
+
+pub use tls::Trust;
 
 /// One allow-listed network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,11 +143,27 @@ fn restricted_v6(a: Ipv6Addr) -> Option<&'static str> {
 pub struct Policy {
     /// Networks allowed although restricted.
     pub allow: Vec<Cidr>,
-    /// The last refusal, if any.
+    /// The certificates HTTPS servers are checked against.
+    pub trust: Trust,
+    /// The last refusal (or missing trust store), if any.
     pub refused: Arc<Mutex<Option<String>>>,
 }
 
 impl Policy {
+    /// An agent that connects only through this policy (every connection,
+    /// redirects included, resolves through [`Policy::resolve`]) and speaks
+    /// HTTPS with [`tls::Connector`].
+    pub fn agent(&self, timeout: Duration, redirects: u32) -> ureq::Agent {
+        let resolver = self.clone();
+        let connector = tls::Connector::new(self.trust.clone(), self.refused.clone());
+        ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .redirects(redirects)
+            .resolver(move |netloc: &str| resolver.resolve(netloc))
+            .tls_connector(Arc::new(connector))
+            .build()
+    }
+
     /// Checks every address of `netloc` (`host:port`); all must pass, so a
     /// name that resolves to both public and private addresses is refused.
     pub fn check(&self, netloc: &str, addrs: Vec<SocketAddr>) -> io::Result<Vec<SocketAddr>> {

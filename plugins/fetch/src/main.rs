@@ -133,13 +133,8 @@ fn fetch(cfg: &Config, url: &str) -> Response {
         allow: cfg.allow.clone(),
         ..Policy::default()
     };
-    let resolver = policy.clone();
-    let agent = ureq::AgentBuilder::new()
-        .timeout(cfg.timeout)
-        .redirects(cfg.max_redirects)
-        // Every connection, redirects included, resolves through the policy.
-        .resolver(move |netloc: &str| resolver.resolve(netloc))
-        .build();
+    // Every connection, redirects included, resolves through the policy.
+    let agent = policy.agent(cfg.timeout, cfg.max_redirects);
     let mut request = agent.request(&cfg.method, url);
     for (k, v) in &cfg.headers {
         request = request.set(k, v);

@@ -161,12 +161,7 @@ fn send(cfg: &Config, message: &str, title: Option<&str>) -> Response {
         allow: cfg.allow.clone(),
         ..Policy::default()
     };
-    let resolver = policy.clone();
-    let agent = ureq::AgentBuilder::new()
-        .timeout(cfg.timeout)
-        .redirects(0)
-        .resolver(move |netloc: &str| resolver.resolve(netloc))
-        .build();
+    let agent = policy.agent(cfg.timeout, 0);
     let (content_type, text) = body(cfg, message, title);
     let mut request = agent
         .post(&cfg.webhook_url)
