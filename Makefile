@@ -28,7 +28,15 @@ build: plugins
 ## is built as `ductile-<name>` and copied next to its manifest as `run`, the
 ## entrypoint the manifest names (renamed into place, so a running job keeps its file).
 PLUGIN_CRATES := $(filter $(patsubst plugins/%/manifest.yaml,%,$(wildcard plugins/*/manifest.yaml)),$(patsubst plugins/%/Cargo.toml,%,$(wildcard plugins/*/Cargo.toml)))
-PLUGIN_OUT := plugins/target/$(TARGET)/release
+# The plugins link statically against musl when its Rust target and C
+# compiler are installed (scripts/bootstrap installs both): each is about
+# 0.8 MB smaller than with static glibc, which keeps fetch and notify under
+# 2 MB. Without them they are static glibc binaries, like the daemon (which
+# stays on glibc: its SQLite work is faster with glibc's allocator).
+MUSL_TARGET := $(subst -gnu,-musl,$(TARGET))
+MUSL_CC := $(firstword $(subst -, ,$(TARGET)))-linux-musl-gcc
+PLUGIN_TARGET ?= $(if $(and $(filter $(MUSL_TARGET),$(shell rustup target list --installed 2>/dev/null)),$(shell command -v $(MUSL_CC) 2>/dev/null)),$(MUSL_TARGET),$(TARGET))
+PLUGIN_OUT := plugins/target/$(PLUGIN_TARGET)/release
 # sqlite_change reads plain tables: SQLite's full-text, R-tree, dbstat and
 # extension loading stay out of its build, which keeps it under 2 MB.
 PLUGIN_SQLITE_FLAGS ?= -USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 \
@@ -41,7 +49,7 @@ PLUGIN_SQLITE_FLAGS ?= -USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -US
 # both take the flag). About 30 KB off each plugin.
 PLUGIN_LINK_FLAGS ?= -C link-arg=-Wl,--no-eh-frame-hdr
 plugins:
-	LIBSQLITE3_FLAGS="$(PLUGIN_SQLITE_FLAGS)" RUSTFLAGS="$(RELEASE_FLAGS) $(PLUGIN_LINK_FLAGS)" $(CARGO) build --release --target $(TARGET) --manifest-path plugins/Cargo.toml --bins
+	LIBSQLITE3_FLAGS="$(PLUGIN_SQLITE_FLAGS)" RUSTFLAGS="$(RELEASE_FLAGS) $(PLUGIN_LINK_FLAGS)" $(CARGO) build --release --target $(PLUGIN_TARGET) --manifest-path plugins/Cargo.toml --bins
 	@for p in $(PLUGIN_CRATES); do \
 		cp -f $(PLUGIN_OUT)/ductile-$$p plugins/$$p/run.new && mv -f plugins/$$p/run.new plugins/$$p/run || exit 1; \
 		echo "plugins/$$p/run"; \
