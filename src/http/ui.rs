@@ -1,8 +1,8 @@
 //! The web dashboard at `/ui/` on the API listener: three static files built
 //! into the binary, no templating and no data. Everything the page shows it
-//! reads from the API itself with the token its user pasted (kept in the
-//! tab's `sessionStorage`, sent as `Authorization: Bearer`), so the page can
-//! do exactly what that token can do over the API and nothing more.
+//! reads from the API itself, signed in with a session cookie it traded its
+//! user's token for (`http::session`), so the page can do exactly what that
+//! token can do over the API and nothing more.
 //!
 //! Owns: the assets, their `ETag`s and gzip bodies, the `api.ui` decision.
 //! Must not: read the ledger, the config's secrets, or any credential; every
