@@ -82,7 +82,9 @@ async function signIn(candidate) {
   if (r.status !== 201) {
     $('#login-error').textContent = r.status === 0
       ? 'The daemon cannot be reached.'
-      : r.status === 401 ? 'That token is not accepted by this daemon.' : refusal(r);
+      : r.status === 401
+        ? 'That token is not accepted by this daemon (tokens come from api.auth.tokens or tokens.yaml; see docs/UI.md).'
+        : refusal(r);
     return;
   }
   await enter(r.data);
