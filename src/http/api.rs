@@ -437,10 +437,10 @@ fn session_open(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     };
     let presented = blake3::hash(token.as_bytes());
     let rt = c.rt.clone();
-    let identity = rt
-        .tokens
-        .find(&presented)
-        .map_err(|_| auth_reply(&AuthError::Unknown))?;
+    let Ok(identity) = rt.tokens.find(&presented) else {
+        log::info!(target: "http", "dashboard sign-in refused: the token is not one of this daemon's");
+        return Err(auth_reply(&AuthError::Unknown));
+    };
     let lifetime = rt.config.api.session_lifetime;
     let now = c.svc.clock.now();
     let expires = now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(12));
