@@ -207,11 +207,18 @@ pub fn execute_then_claim(
     let outcome = match &plugin.manifest.container {
         Some(spec) => {
             let resident = warm.and_then(|w| Resident::of(w, &plugin));
+            let sources = match spec.envelope {
+                container::Envelope::D6eStf => {
+                    Some(crate::store::context::step_outputs(conn, &job.id)?)
+                }
+                _ => None,
+            };
             let host = container::Host {
                 engine: rt.config.service.container_engine.as_deref(),
                 state_dir: crate::disk::ledger_dir(&rt.config.state.path),
                 instance: &rt.config.service.name,
                 resident: resident.as_ref(),
+                sources: sources.as_ref(),
             };
             container::run(spec, &inv, &host, cancel)
         }

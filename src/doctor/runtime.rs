@@ -173,6 +173,7 @@ fn probe(rt: &Runtime, p: &Plugin, now: DateTime<Utc>, name: String) -> Check {
                 instance: &rt.config.service.name,
                 // Outside the queue: a container of its own, never the daemon's.
                 resident: None,
+                sources: None,
             };
             crate::plugin::container::run(spec, &inv, &host, &CancelToken::new())
         }

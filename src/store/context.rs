@@ -100,3 +100,49 @@ pub fn insert(
     .map(|_| ())
     .map_err(|e| StoreError::sqlite(format!("insert event_context {}", row.id), e))
 }
+/// How many jobs up the tree [`step_outputs`] looks: past the route depth's
+/// hard cap, with room for the `core.switch` rows between steps.
+const MAX_ANCESTORS: i64 = 64;
+
+/// The outputs of the steps that ran before `job_id` in its tree, nearest
+/// first: step id (`ductile_step_id` of each ancestor's context) → its
+/// succeeded attempt's `result`, for envelopes that name earlier steps (D6E's
+/// `sources`). Jobs without a step id (the tree's root, `core.switch` rows)
+/// and steps without a succeeded attempt are left out; of two ancestors with
+/// one step id, the nearer counts.
+pub fn step_outputs(conn: &Connection, job_id: &str) -> Result<Map<String, Value>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "WITH RECURSIVE up(id, parent, depth) AS (
+                 SELECT id, parent_job_id, 0 FROM job_queue WHERE id = ?1
+                 UNION ALL
+                 SELECT q.id, q.parent_job_id, up.depth + 1 FROM job_queue q JOIN up ON q.id = up.parent
+                 WHERE up.depth < ?2
+             )
+             SELECT json_extract(c.accumulated_json, '$.ductile_step_id'),
+                    (SELECT l.result FROM job_log l WHERE l.job_id = up.id AND l.status = 'succeeded' ORDER BY l.attempt DESC LIMIT 1)
+             FROM up JOIN job_queue q ON q.id = up.id JOIN event_context c ON c.id = q.event_context_id
+             WHERE up.depth > 0 AND q.plugin != 'core.switch'
+             ORDER BY up.depth",
+        )
+        .and_then(|mut s| {
+            s.query_map(rusqlite::params![job_id, MAX_ANCESTORS], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| StoreError::sqlite(format!("read the step outputs before job {job_id}"), e))?;
+    let mut out = Map::new();
+    for (step, response) in rows {
+        let (Some(step), Some(response)) = (step, response) else {
+            continue;
+        };
+        // The stored response is the plugin's whole answer; its `result` is the output.
+        let result = serde_json::from_str::<Value>(&response)
+            .ok()
+            .and_then(|mut v| v.get_mut("result").map(Value::take))
+            .unwrap_or(Value::Null);
+        out.entry(step).or_insert(result);
+    }
+    Ok(out)
+}

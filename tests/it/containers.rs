@@ -763,7 +763,7 @@ fn a_d6e_stf_in_a_pipeline_names_its_caller_and_chains_on_its_completed_event() 
     dir.fixture("ok_basic");
     plugin(&dir, "stf", &image.id, STF, "  envelope: d6e-stf\n");
     dir.config(
-        "plugins:\n  stf:\n    enabled: true\n  ok_basic:\n    enabled: true\npipelines:\n  - name: books\n    on: go\n    steps:\n      - uses: stf\n      - uses: ok_basic\n",
+        "plugins:\n  stf:\n    enabled: true\n  ok_basic:\n    enabled: true\npipelines:\n  - name: books\n    on: go\n    steps:\n      - uses: stf\n      - uses: ok_basic\n  - name: sourced\n    on: go-sourced\n    steps:\n      - id: prep\n        uses: ok_basic\n      - id: book\n        uses: stf\n",
     );
     let daemon = dir.start_with_env(&[("CI", "")]);
     let (code, v, all) = run(&dir, &["pipeline", "run", "books", "--wait", "--json"]);
@@ -784,5 +784,30 @@ fn a_d6e_stf_in_a_pipeline_names_its_caller_and_chains_on_its_completed_event() 
         .unwrap();
     assert_eq!(sent["caller"], Value::String(instance), "{text}");
     assert_eq!(sent["input"]["operation"], "handle", "{text}");
+    // The STF as the first step has no earlier step to name.
+    assert_eq!(sent["sources"], serde_json::json!({}), "{text}");
+
+    // As a later step, `sources` names each earlier step with its output.
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    let (code, v, all) = run(&dir, &["pipeline", "run", "sourced", "--wait", "--json"]);
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        v["tree"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "succeeded"),
+        "{all}"
+    );
+    drop(daemon);
+    let text = dir
+        .text("SELECT l.result FROM job_log l JOIN job_queue q ON q.id = l.job_id WHERE q.plugin = 'stf' ORDER BY l.completed_at DESC LIMIT 1")
+        .unwrap();
+    let sent = &serde_json::from_str::<Value>(&text).unwrap()["result"]["request"];
+    assert_eq!(
+        sent["sources"],
+        serde_json::json!({"prep": {"output": "ok_basic done"}}),
+        "{text}"
+    );
     assert!(containers_of_jobs(&dir).is_empty());
 }

@@ -73,7 +73,11 @@ impl Refused {
 
 /// Reads what the envelope needs from the v2 request of a job of the
 /// instance named `instance`; the stdin is built by [`Prepared::with_callback`].
-pub fn prepare(v2_request: &[u8], instance: &str) -> Result<Prepared, Refused> {
+pub fn prepare(
+    v2_request: &[u8],
+    instance: &str,
+    steps: Option<&Map<String, Value>>,
+) -> Result<Prepared, Refused> {
     let req: Value = serde_json::from_slice(v2_request)
         .map_err(|e| Refused(format!("d6e-stf: the request cannot be read: {e}")))?;
     let context = req.get("context").cloned().unwrap_or(Value::Null);
@@ -128,9 +132,7 @@ pub fn prepare(v2_request: &[u8], instance: &str) -> Result<Prepared, Refused> {
         "api_url": Value::Null,
         "api_token": Value::Null,
         "input": Value::Object(input),
-        // The tree's context holds no step outputs (only baggage and
-        // control fields), so there is nothing to name here yet.
-        "sources": Value::Object(Map::new()),
+        "sources": sources(steps),
     });
     let request = serde_json::to_vec(&body)
         .map_err(|e| Refused(format!("d6e-stf: cannot encode the request: {e}")))?;
@@ -211,6 +213,17 @@ pub fn serve_callback(
     Ok((session, cb, add_host))
 }
 
+/// `sources`: each earlier step of the tree as `{step id: {output: result}}`.
+fn sources(steps: Option<&Map<String, Value>>) -> Value {
+    Value::Object(
+        steps
+            .into_iter()
+            .flatten()
+            .map(|(step, result)| (step.clone(), json!({ "output": result })))
+            .collect(),
+    )
+}
+
 /// The gateway address of the engine's default bridge network.
 fn gateway(engine: &Engine) -> Option<IpAddr> {
     let args: &[&str] = if engine.name == "docker" {
@@ -287,7 +300,20 @@ mod tests {
     use super::*;
 
     fn prep(req: Value) -> Prepared {
-        prepare(&serde_json::to_vec(&req).unwrap(), "home").unwrap()
+        prepare(&serde_json::to_vec(&req).unwrap(), "home", None).unwrap()
+    }
+
+    #[test]
+    fn sources_name_each_earlier_step_with_its_output() {
+        let steps: Map<String, Value> =
+            serde_json::from_value(json!({"fetch": {"rows": 3}, "clean": "done"})).unwrap();
+        let req = json!({"command": "handle", "config": {}, "event": {"payload": {}}});
+        let p = prepare(&serde_json::to_vec(&req).unwrap(), "home", Some(&steps)).unwrap();
+        let sent: Value = serde_json::from_slice(&p.request).unwrap();
+        assert_eq!(
+            sent["sources"],
+            json!({"fetch": {"output": {"rows": 3}}, "clean": {"output": "done"}})
+        );
     }
 
     #[test]

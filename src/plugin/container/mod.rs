@@ -115,6 +115,9 @@ pub struct Host<'a> {
     /// The warm container registry, for a Stage7 instance with `keep_warm`
     /// run by the daemon; `None` runs every job in a container of its own.
     pub resident: Option<&'a stage7::warm::Resident<'a>>,
+    /// The outputs of the steps before this job in its tree, step id →
+    /// result (`store::context::step_outputs`), for `d6e-stf`'s `sources`.
+    pub sources: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A foreign envelope's translated request.
@@ -164,7 +167,7 @@ pub fn run(
                 Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
             }
         }
-        Envelope::D6eStf => match d6e::prepare(inv.request, host.instance) {
+        Envelope::D6eStf => match d6e::prepare(inv.request, host.instance, host.sources) {
             Ok(p) => Foreign::D6e(p),
             Err(refused) => return not_run(OutcomeKind::Failed(refused.into_response())),
         },
