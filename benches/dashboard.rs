@@ -110,7 +110,8 @@ fn seed(conn: &mut rusqlite::Connection) {
                     id, plugin, status, created, completed, error
                 ])
                 .unwrap();
-            let log_status = if failed { "error" } else { "ok" };
+            // `job_log` stores the native statuses; `ok`/`error` are API aliases.
+            let log_status = status;
             log.execute(rusqlite::params![
                 uuid::Uuid::now_v7().to_string(),
                 id,
