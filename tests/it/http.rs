@@ -505,6 +505,21 @@ fn limits_refuse_oversized_bodies_and_headers_without_harm() {
     bad.extend_from_slice(&[0xff, 0xfe]);
     bad.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(raw(&a.api, &bad).status, 400);
+    // A header that is not ASCII is refused before routing, and the answer
+    // says the connection closes, so a keep-alive client does not send its
+    // next request into a closed socket.
+    let mut cookie = b"GET /jobs HTTP/1.1\r\nHost: x\r\nCookie: ductile_session=".to_vec();
+    cookie.extend_from_slice("caf\u{e9}".as_bytes());
+    cookie.extend_from_slice(b"\r\n\r\n");
+    let refused = raw(&a.api, &cookie);
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.header("Connection"), Some("close"));
+    assert_eq!(
+        refused.json()["error"],
+        "request line or header is not ASCII"
+    );
+    let r = raw(&a.api, many.as_bytes());
+    assert_eq!((r.status, r.header("Connection")), (431, Some("close")));
     assert_eq!(
         jobs_count(&a.dir),
         before + 2,

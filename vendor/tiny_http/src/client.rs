@@ -231,6 +231,7 @@ impl ClientConnection {
                 response.add_header(h);
             }
             response
+                .closing()
                 .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                 .ok();
         }

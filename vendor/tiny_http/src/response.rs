@@ -247,6 +247,16 @@ where
     }
 
     /// Adds a header to the list.
+    /// Says the server closes the connection after this response, which
+    /// `add_header` refuses to set: a client that is not told reuses the
+    /// connection and loses its next request.
+    pub(crate) fn closing(mut self) -> Self {
+        if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+            self.headers.push(h);
+        }
+        self
+    }
+
     /// Does all the checks.
     pub fn add_header<H>(&mut self, header: H)
     where
