@@ -452,12 +452,28 @@ fn keep_warm_jobs_share_one_container_published_on_every_port_until_the_daemon_s
     assert_eq!(the_warm_one(&dir, "greeter"), (name.clone(), id));
     assert_eq!(count_lines(&daemon, "started warm container"), 1);
     assert!(containers_of_jobs(&dir).is_empty());
+    // `plugin list` names it, and the window it is kept for.
+    let listed = |dir: &TestDir| {
+        let out = dir.command(&["plugin", "list", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let entry = v["plugins"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "greeter"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no greeter in {v}"));
+        entry["container"].clone()
+    };
+    let c = listed(&dir);
+    assert_eq!(c["keep_warm"], 600, "{c}");
+    assert_eq!(c["resident"], serde_json::json!([name.clone()]), "{c}");
 
     // A stop removes it before the daemon exits.
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), 0);
     assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
     assert!(!dir.path.join("state/warm").join(&name).exists());
+    assert_eq!(listed(&dir)["resident"], serde_json::json!([]));
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod new;
 use serde_json::json;
 
 use super::{Args, CliError, output};
+use crate::plugin::Plugin;
 use crate::plugin::container::{self, ContainerSpec};
 use crate::runtime::Runtime;
 
@@ -30,7 +31,7 @@ pub fn list(args: &Args) -> Result<(), CliError> {
                 "concurrency_safe": p.manifest.concurrency_safe,
                 "parallelism": rt.parallelism(&p.name),
                 "schedules": p.conf.schedules.len(),
-                "container": p.manifest.container.as_ref().map(|c| container_json(&rt, &p.name, c)),
+                "container": p.manifest.container.as_ref().map(|c| container_json(&rt, &p, c)),
             })
         })
         .collect();
@@ -94,13 +95,28 @@ pub fn list(args: &Args) -> Result<(), CliError> {
             continue;
         };
         match container::readiness(&p.name, c, rt.config.service.container_engine.as_deref()) {
-            Ok((engine, id)) => out.push_str(&format!(
-                "  {}: container image {} ({}), id {}\n",
-                p.name,
-                c.image,
-                engine.name,
-                short(&id)
-            )),
+            Ok((engine, id)) => {
+                out.push_str(&format!(
+                    "  {}: container image {} ({}), id {}\n",
+                    p.name,
+                    c.image,
+                    engine.name,
+                    short(&id)
+                ));
+                if let Some(keep) = p.conf.keep_warm {
+                    let names = container::stage7::warm::resident(&engine, &p.name);
+                    let now = if names.is_empty() {
+                        "none running".to_string()
+                    } else {
+                        names.join(", ")
+                    };
+                    out.push_str(&format!(
+                        "  {}: keep_warm {}s, resident container: {now}\n",
+                        p.name,
+                        keep.as_secs()
+                    ));
+                }
+            }
             Err(nr) => out.push_str(&format!(
                 "  {}: NOT RUNNABLE: {}\n    fix: {}\n",
                 p.name, nr.problem, nr.fix
@@ -132,13 +148,21 @@ pub fn list(args: &Args) -> Result<(), CliError> {
 }
 
 /// A container plugin's entry in `plugin list --json`.
-fn container_json(rt: &Runtime, name: &str, c: &ContainerSpec) -> serde_json::Value {
-    let ready = container::readiness(name, c, rt.config.service.container_engine.as_deref());
-    let (engine, id, problem, fix) = match ready {
-        Ok((e, id)) => (Some(e.name), Some(id), None, None),
-        Err(nr) => (None, None, Some(nr.problem), Some(nr.fix)),
+fn container_json(rt: &Runtime, p: &Plugin, c: &ContainerSpec) -> serde_json::Value {
+    let ready = container::readiness(&p.name, c, rt.config.service.container_engine.as_deref());
+    let (engine, id, problem, fix, resident) = match ready {
+        Ok((e, id)) => {
+            let resident = p
+                .conf
+                .keep_warm
+                .map(|_| container::stage7::warm::resident(&e, &p.name));
+            (Some(e.name), Some(id), None, None, resident)
+        }
+        Err(nr) => (None, None, Some(nr.problem), Some(nr.fix), None),
     };
     json!({
+        "keep_warm": p.conf.keep_warm.map(|d| d.as_secs()),
+        "resident": resident,
         "image": c.image,
         "envelope": c.envelope.as_str(),
         "network": c.network.as_str(),

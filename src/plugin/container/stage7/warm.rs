@@ -871,6 +871,26 @@ fn bring_up(
     Ok(Up { addr, id })
 }
 
+/// The names of the resident containers of `instance` the engine runs now
+/// (whoever started them), for `plugin list`; empty when the engine cannot say.
+pub fn resident(engine: &Engine, instance: &str) -> Vec<String> {
+    let filter = format!("label={LABEL}={instance}");
+    let o = engine::call(
+        engine,
+        &["ps", "--filter", &filter, "--format", "{{.Names}}"],
+        "container-ps",
+    );
+    if o.exit_code != Some(0) {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The argv of a warm container: a Stage7 job's, named after `tag`, labelled
 /// with its instance and without a job id of its own (it serves many jobs).
 pub fn warm_args(spec: &ContainerSpec, s7: &Stage7, tag: &str, instance: &str) -> Vec<OsString> {
