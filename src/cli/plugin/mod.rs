@@ -31,7 +31,7 @@ pub fn list(args: &Args) -> Result<(), CliError> {
                 "concurrency_safe": p.manifest.concurrency_safe,
                 "parallelism": rt.parallelism(&p.name),
                 "schedules": p.conf.schedules.len(),
-                "container": p.manifest.container.as_ref().map(|c| container_json(&rt, &p, c)),
+                "container": p.manifest.container.as_ref().map(|c| container_json(&rt, p, c)),
             })
         })
         .collect();
