@@ -219,6 +219,15 @@ fn serve(
         .map_err(|e| bind_error(std::io::Error::other(e.to_string())))?;
     let server = Arc::new(server);
     log::info!(target: "http", "{} listening on http://{}", key, server.server_addr());
+    let rt = svc.cell.current();
+    if surface == Surface::Api && ui::served(&rt.config.api) {
+        let base = &rt.config.api.base_path;
+        if rt.tokens.is_empty() {
+            log::info!(target: "http", "dashboard at http://{}{base}/ui/ (add a token to api.auth.tokens or tokens.yaml to sign in)", server.server_addr());
+        } else {
+            log::info!(target: "http", "dashboard at http://{}{base}/ui/ (sign in with an API token)", server.server_addr());
+        }
+    }
     let mut threads = Vec::new();
     for n in 0..settings.api.threads {
         let server = server.clone();
