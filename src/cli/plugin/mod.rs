@@ -104,7 +104,7 @@ pub fn list(args: &Args) -> Result<(), CliError> {
                     short(&id)
                 ));
                 if let Some(keep) = p.conf.keep_warm {
-                    let names = container::stage7::warm::resident(&engine, &p.name);
+                    let names = container::stage7::warm::resident(&engine, &p.name, state_dir(&rt));
                     let now = if names.is_empty() {
                         "none running".to_string()
                     } else {
@@ -155,7 +155,7 @@ fn container_json(rt: &Runtime, p: &Plugin, c: &ContainerSpec) -> serde_json::Va
             let resident = p
                 .conf
                 .keep_warm
-                .map(|_| container::stage7::warm::resident(&e, &p.name));
+                .map(|_| container::stage7::warm::resident(&e, &p.name, state_dir(rt)));
             (Some(e.name), Some(id), None, None, resident)
         }
         Err(nr) => (None, None, Some(nr.problem), Some(nr.fix), None),
@@ -172,6 +172,11 @@ fn container_json(rt: &Runtime, p: &Plugin, c: &ContainerSpec) -> serde_json::Va
         "problem": problem,
         "fix": fix,
     })
+}
+
+/// The directory of the ledger, where the daemon keeps its warm markers.
+fn state_dir(rt: &Runtime) -> &std::path::Path {
+    crate::disk::ledger_dir(&rt.config.state.path)
 }
 
 fn short(id: &str) -> &str {

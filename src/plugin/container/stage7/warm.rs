@@ -872,8 +872,10 @@ fn bring_up(
 }
 
 /// The names of the resident containers of `instance` the engine runs now
-/// (whoever started them), for `plugin list`; empty when the engine cannot say.
-pub fn resident(engine: &Engine, instance: &str) -> Vec<String> {
+/// for the daemon whose state directory is `state_dir` (the ones it left a
+/// marker for: another daemon on the host may run an instance of the same
+/// name), for `plugin list`; empty when the engine cannot say.
+pub fn resident(engine: &Engine, instance: &str, state_dir: &Path) -> Vec<String> {
     let filter = format!("label={LABEL}={instance}");
     let o = engine::call(
         engine,
@@ -886,7 +888,7 @@ pub fn resident(engine: &Engine, instance: &str) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(str::trim)
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && state_dir.join(MARKER_DIR).join(n).exists())
         .map(str::to_string)
         .collect()
 }
