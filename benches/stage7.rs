@@ -58,19 +58,7 @@ pub(super) fn run(bench: &Bench, exe: &std::path::Path) {
     )
     .unwrap();
     let (id, _image) = super::containers::build_image(&ctx);
-    let p = bench.dir.join("plugins/s7bench");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::write(
-        p.join("manifest.json"),
-        serde_json::json!({
-            "id": "s7bench", "verb": "BENCH", "name": "bench",
-            "inputDefinitions": [], "outputDefinitions": [],
-            "container": {"image": id, "healthCheck": {"path": "/health", "interval": "1s", "retries": 10}},
-            "api": {"endpoint": "/cgi-bin/execute", "timeout": "10s"}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    stage7_plugin(bench, "s7bench", &id, "1s", 10);
     let root = bench.config("stage7", "plugins:\n  s7bench: {}\n");
     let ductile = || {
         let t = Instant::now();
@@ -178,19 +166,7 @@ fn warm(bench: &Bench, image: &str) {
     use ductile::plugin::container::stage7::warm::{LABEL, Warm};
     use ductile::store::queue::{self, NewJob, SubmittedBy};
 
-    let p = bench.dir.join("plugins/s7warm");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::write(
-        p.join("manifest.json"),
-        serde_json::json!({
-            "id": "s7warm", "verb": "BENCH", "name": "bench",
-            "inputDefinitions": [], "outputDefinitions": [],
-            "container": {"image": image, "healthCheck": {"path": "/health", "interval": "30s", "retries": 3}},
-            "api": {"endpoint": "/cgi-bin/execute", "timeout": "10s"}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    stage7_plugin(bench, "s7warm", image, "30s", 3);
     let root = bench.config(
         "stage7-warm",
         "service:\n  max_workers: 2\nplugins:\n  s7warm:\n    keep_warm: 10m\n",
@@ -370,4 +346,22 @@ fn warm(bench: &Bench, image: &str) {
     pool.join();
     // The last handle on the registry: the container goes now.
     drop(warm);
+}
+
+/// Installs a Stage7 plugin `id` serving the bench image's CGI endpoint,
+/// health-checked every `interval` with `retries`.
+fn stage7_plugin(bench: &Bench, id: &str, image: &str, interval: &str, retries: u32) {
+    let p = bench.dir.join("plugins").join(id);
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("manifest.json"),
+        serde_json::json!({
+            "id": id, "verb": "BENCH", "name": "bench",
+            "inputDefinitions": [], "outputDefinitions": [],
+            "container": {"image": image, "healthCheck": {"path": "/health", "interval": interval, "retries": retries}},
+            "api": {"endpoint": "/cgi-bin/execute", "timeout": "10s"}
+        })
+        .to_string(),
+    )
+    .unwrap();
 }
