@@ -474,12 +474,16 @@ fn session_open(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         .into())
 }
 
+/// The request's cookie and its live session, for the routes that act on
+/// the session itself (404 with the dashboard off, 401 without one).
+fn live_session(c: &mut Ctx<'_>) -> Result<(String, sessions::Session), Reply> {
+    dashboard_on(c)?;
+    c.session()?.ok_or_else(|| auth_reply(&AuthError::Missing))
+}
+
 /// `GET /session`: who the session cookie signs in as, and its CSRF token.
 fn session_show(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    dashboard_on(c)?;
-    let Some((cookie, found)) = c.session()? else {
-        return Err(auth_reply(&AuthError::Missing));
-    };
+    let (cookie, found) = live_session(c)?;
     let rt = c.rt.clone();
     let identity = blake3::Hash::from_hex(&found.token_hash)
         .map_err(|_| AuthError::SessionEnded)
@@ -499,10 +503,7 @@ fn session_show(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
 /// `DELETE /session`: signs out (the CSRF token is required, as for any
 /// change made with the cookie).
 fn session_close(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
-    dashboard_on(c)?;
-    let Some((cookie, found)) = c.session()? else {
-        return Err(auth_reply(&AuthError::Missing));
-    };
+    let (cookie, found) = live_session(c)?;
     if !session::csrf_ok(c.req, &cookie) {
         return Err(auth_reply(&AuthError::Csrf));
     }
