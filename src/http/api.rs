@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::auth::{self, Area, AuthError, Level, Need};
+use super::auth::{Area, AuthError, Credential, Level, Need};
 use super::intake::{Work, Written};
 use super::request::Outcome;
 use super::settings::Settings;
@@ -181,39 +181,38 @@ pub struct Ctx<'a> {
     settings: Arc<Settings>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn param(&self, i: usize) -> &str {
         self.params.get(i).copied().unwrap_or("")
     }
 
     fn authorize(&mut self, need: &Need) -> Result<(), Reply> {
-        if *need == Need::Public {
-            return Ok(());
-        }
-        let presented = self.credential()?;
+        let credential = self.credential()?;
         self.rt
             .tokens
-            .find(&presented)
-            .and_then(|id| id.allows(need))
+            .authorize(credential, need)
             .map(|_| ())
             .map_err(|e| auth_reply(&e))
     }
 
-    /// The BLAKE3 of the token the request acts with: its bearer header's,
-    /// else (with the dashboard on) that of the token its session cookie was
-    /// opened with, once the session is found live and, for a mutation, the
-    /// CSRF token checked. A bearer header wins over a cookie.
-    fn credential(&mut self) -> Result<blake3::Hash, Reply> {
-        if let Some(header) = self.req.header("authorization") {
-            return auth::presented(header).map_err(|e| auth_reply(&e));
+    /// What the request acts with: its bearer header, else (with the
+    /// dashboard on) the token its session cookie was opened with, once the
+    /// session is found live and, for a mutation, the CSRF token checked. A
+    /// bearer header wins over a cookie.
+    fn credential(&mut self) -> Result<Credential<'a>, Reply> {
+        let req: &'a Req = self.req;
+        if let Some(header) = req.header("authorization") {
+            return Ok(Credential::Header(header));
         }
         let Some((cookie, found)) = self.session()? else {
-            return Err(auth_reply(&AuthError::Missing));
+            return Ok(Credential::None);
         };
-        if session::mutating(&self.req.method) && !session::csrf_ok(self.req, &cookie) {
+        if session::mutating(&req.method) && !session::csrf_ok(req, &cookie) {
             return Err(auth_reply(&AuthError::Csrf));
         }
-        blake3::Hash::from_hex(&found.token_hash).map_err(|_| auth_reply(&AuthError::SessionEnded))
+        blake3::Hash::from_hex(&found.token_hash)
+            .map(Credential::Token)
+            .map_err(|_| auth_reply(&AuthError::SessionEnded))
     }
 
     /// The request's session cookie and its live session; `None` without a
@@ -437,7 +436,7 @@ fn session_open(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     };
     let presented = blake3::hash(token.as_bytes());
     let rt = c.rt.clone();
-    let Ok(identity) = rt.tokens.find(&presented) else {
+    let Ok(identity) = rt.tokens.identify(Credential::Token(presented)) else {
         log::info!(target: "http", "dashboard sign-in refused: the token is not one of this daemon's");
         return Err(auth_reply(&AuthError::Unknown));
     };
@@ -487,7 +486,11 @@ fn session_show(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let rt = c.rt.clone();
     let identity = blake3::Hash::from_hex(&found.token_hash)
         .map_err(|_| AuthError::SessionEnded)
-        .and_then(|h| rt.tokens.find(&h).map_err(|_| AuthError::SessionEnded))
+        .and_then(|h| {
+            rt.tokens
+                .identify(Credential::Token(h))
+                .map_err(|_| AuthError::SessionEnded)
+        })
         .map_err(|e| auth_reply(&e))?;
     let body = json!({
         "name": identity.name(),
@@ -631,8 +634,8 @@ const STANDARD_COMMANDS: &[&str] = &["poll", "handle", "health", "init"];
 fn trigger(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     // Who asks comes first: an anonymous caller learns nothing about plugins.
     let rt = c.rt.clone();
-    let presented = c.credential()?;
-    let caller = rt.tokens.find(&presented).map_err(|e| auth_reply(&e))?;
+    let credential = c.credential()?;
+    let caller = rt.tokens.identify(credential).map_err(|e| auth_reply(&e))?;
     let name = c.param(0).to_string();
     let command = c.param(1).to_string();
     let Some(p) = rt.registry.get(&name) else {

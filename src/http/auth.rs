@@ -153,6 +153,18 @@ fn is_plugin_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// What a request presents to be authorised.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'r> {
+    /// Nothing.
+    None,
+    /// An `Authorization` header value.
+    Header(&'r [u8]),
+    /// A token already known by its BLAKE3: a sign-in body's, or the one a
+    /// dashboard session was opened with.
+    Token(blake3::Hash),
+}
+
 /// The caller a request was authorised as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -341,32 +353,32 @@ impl Tokens {
             .map(|s| s.expose().as_bytes())
     }
 
-    /// Decides a request from its `Authorization` header value. Public needs
-    /// no header; anything else needs `Bearer <token>` exactly: the scheme in
-    /// any case, one space, the token, nothing around it.
-    pub fn authorize(
-        &self,
-        authorization_header: Option<&[u8]>,
-        need: &Need,
-    ) -> Result<Caller, AuthError> {
+    /// Decides a request from what it presents. Public needs nothing;
+    /// anything else needs a credential naming a known token with a scope
+    /// that grants `need`.
+    pub fn authorize(&self, credential: Credential<'_>, need: &Need) -> Result<Caller, AuthError> {
         if *need == Need::Public {
             return Ok(Caller {
                 name: "anonymous".to_string(),
             });
         }
-        self.identify(authorization_header)?.allows(need)
+        self.identify(credential)?.allows(need)
     }
 
-    /// The token a request presents (401 when missing or unknown), for a
-    /// handler that learns what it needs only after looking the request up.
-    pub fn identify(&self, authorization_header: Option<&[u8]>) -> Result<Identity<'_>, AuthError> {
-        let header = authorization_header.ok_or(AuthError::Missing)?;
-        self.find(&presented(header)?)
+    /// The token a request presents (401 when there is none or it is
+    /// unknown), for a handler that learns what it needs only after looking
+    /// the request up. A header must be `Bearer <token>` exactly: the scheme
+    /// in any case, one space, the token, nothing around it.
+    pub fn identify(&self, credential: Credential<'_>) -> Result<Identity<'_>, AuthError> {
+        match credential {
+            Credential::None => Err(AuthError::Missing),
+            Credential::Header(header) => self.find(&presented(header)?),
+            Credential::Token(hash) => self.find(&hash),
+        }
     }
 
-    /// The token whose BLAKE3 is `presented` (401 when none is): a bearer
-    /// header's, a sign-in body's, or the one a dashboard session was opened with.
-    pub fn find(&self, presented: &blake3::Hash) -> Result<Identity<'_>, AuthError> {
+    /// The token whose BLAKE3 is `presented` (401 when none is).
+    fn find(&self, presented: &blake3::Hash) -> Result<Identity<'_>, AuthError> {
         let presented = *presented;
         let mut found = None;
         // Every entry is compared, match or not, so the time taken does not
@@ -385,7 +397,7 @@ impl Tokens {
 
 /// The BLAKE3 of the token an `Authorization` header value presents; 401
 /// for anything but `Bearer <token>`.
-pub fn presented(authorization_header: &[u8]) -> Result<blake3::Hash, AuthError> {
+fn presented(authorization_header: &[u8]) -> Result<blake3::Hash, AuthError> {
     bearer(authorization_header)
         .map(blake3::hash)
         .ok_or(AuthError::Unknown)

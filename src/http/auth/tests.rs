@@ -2,6 +2,11 @@ use super::*;
 use crate::config::{ApiToken, NamedToken, Webhooks};
 use std::path::PathBuf;
 
+/// The credential of a request with this `Authorization` header, or none.
+fn bearer_header(value: Option<&[u8]>) -> Credential<'_> {
+    value.map_or(Credential::None, Credential::Header)
+}
+
 /// A config whose `api.auth.tokens` hold `api` (token, scopes) and whose
 /// `tokens:` hold `named` (name, key, scopes).
 fn config(api: &[(&str, &[&str])], named: &[(&str, &str, &[&str])]) -> Config {
@@ -71,7 +76,7 @@ fn test_service() -> crate::config::Service {
 /// The decision for a token holding `scope` alone, asking for `need`.
 fn decide(scope: &str, need: &Need) -> Result<Caller, AuthError> {
     let (tokens, _) = Tokens::build(&config(&[("tok", &[scope])], &[]));
-    tokens.authorize(Some(b"Bearer tok"), need)
+    tokens.authorize(bearer_header(Some(b"Bearer tok")), need)
 }
 
 fn plugin(name: &str, write: bool) -> Need {
@@ -153,7 +158,11 @@ fn every_scope_against_every_need() {
 #[test]
 fn scopes_add_up() {
     let (tokens, _) = Tokens::build(&config(&[("tok", &["jobs:ro", "withings:rw"])], &[]));
-    let ask = |need: &Need| tokens.authorize(Some(b"Bearer tok"), need).is_ok();
+    let ask = |need: &Need| {
+        tokens
+            .authorize(bearer_header(Some(b"Bearer tok")), need)
+            .is_ok()
+    };
     assert!(ask(&Need::Area(Area::Jobs, Level::Ro)));
     assert!(ask(&plugin("withings", true)));
     assert!(!ask(&Need::Area(Area::Jobs, Level::Rw)));
@@ -178,7 +187,10 @@ fn unknown_scopes_are_named_and_grant_nothing() {
         ]
     );
     assert_eq!(
-        tokens.authorize(Some(b"Bearer t1"), &Need::Area(Area::Jobs, Level::Rw)),
+        tokens.authorize(
+            bearer_header(Some(b"Bearer t1")),
+            &Need::Area(Area::Jobs, Level::Rw)
+        ),
         Err(AuthError::Forbidden)
     );
 }
@@ -189,7 +201,7 @@ fn unknown_scopes_are_named_and_grant_nothing() {
 fn only_an_exact_bearer_header_is_read() {
     let (tokens, _) = Tokens::build(&config(&[("x", &["*"])], &[]));
     let need = Need::Admin;
-    let ask = |header: Option<&[u8]>| tokens.authorize(header, &need);
+    let ask = |header: Option<&[u8]>| tokens.authorize(bearer_header(header), &need);
     for ok in [&b"Bearer x"[..], b"bearer x", b"BEARER x", b"bEaReR x"] {
         assert!(ask(Some(ok)).is_ok(), "{}", String::from_utf8_lossy(ok));
     }
@@ -222,13 +234,16 @@ fn public_needs_no_header() {
     let (tokens, _) = Tokens::build(&config(&[], &[]));
     assert!(tokens.is_empty());
     assert_eq!(
-        tokens.authorize(None, &Need::Public),
+        tokens.authorize(bearer_header(None), &Need::Public),
         Ok(Caller {
             name: "anonymous".to_string()
         })
     );
     assert_eq!(
-        tokens.authorize(Some(b"Bearer x"), &Need::Area(Area::Jobs, Level::Ro)),
+        tokens.authorize(
+            bearer_header(Some(b"Bearer x")),
+            &Need::Area(Area::Jobs, Level::Ro)
+        ),
         Err(AuthError::Unknown)
     );
 }
@@ -240,7 +255,11 @@ fn the_caller_is_named_after_its_token_never_its_secret() {
         &[("admin-cli", "third", &["jobs:ro"])],
     ));
     let need = Need::Area(Area::Jobs, Level::Ro);
-    let name = |header: &[u8]| tokens.authorize(Some(header), &need).map(|c| c.name);
+    let name = |header: &[u8]| {
+        tokens
+            .authorize(bearer_header(Some(header)), &need)
+            .map(|c| c.name)
+    };
     assert_eq!(name(b"Bearer first"), Ok("api.auth.tokens[0]".to_string()));
     assert_eq!(name(b"Bearer second"), Ok("api.auth.tokens[1]".to_string()));
     assert_eq!(name(b"Bearer third"), Ok("admin-cli".to_string()));
