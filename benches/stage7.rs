@@ -95,16 +95,7 @@ pub(super) fn run(bench: &Bench, exe: &std::path::Path) {
             .status()
             .unwrap();
         assert!(st.success());
-        let port = Command::new("podman")
-            .args(["port", &name, "8080/tcp"])
-            .output()
-            .unwrap();
-        let addr = String::from_utf8_lossy(&port.stdout)
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .to_string();
+        let addr = api_addr(&name);
         // The same backoff as ductile's: 10 ms doubling.
         let mut pause = Duration::from_millis(10);
         while !agent
@@ -263,16 +254,7 @@ fn warm(bench: &Bench, image: &str) {
         !names.is_empty() && !names.contains('\n'),
         "warm containers: {names:?}"
     );
-    let port = Command::new("podman")
-        .args(["port", &names, "8080/tcp"])
-        .output()
-        .unwrap();
-    let addr = String::from_utf8_lossy(&port.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let addr = api_addr(&names);
     let agent = ureq::AgentBuilder::new().max_idle_connections(0).build();
     let url = format!("http://{addr}/cgi-bin/execute");
     let body = r#"{"inputs":{"x":{"value":1,"args":{}}},"context":{"trace_id":"bench","plugin_id":"s7warm","version":"0.0.0"}}"#;
@@ -364,4 +346,18 @@ fn stage7_plugin(bench: &Bench, id: &str, image: &str, interval: &str, retries: 
         .to_string(),
     )
     .unwrap();
+}
+
+/// The host address the container `name` publishes its API port on.
+fn api_addr(name: &str) -> String {
+    let port = Command::new("podman")
+        .args(["port", name, "8080/tcp"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&port.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
 }

@@ -82,13 +82,18 @@ fn the_live_api_conforms_to_its_openapi_document() {
 
 /// The served OpenAPI document. It is large enough that the listener sends it
 /// chunked, so it is read to the end of the connection and de-chunked here.
-fn served_document(addr: &str) -> Value {
+pub(crate) fn served_document(addr: &str) -> Value {
+    served_document_at(addr, "/openapi.json")
+}
+
+/// The OpenAPI document served at `path` (under a base path).
+pub(crate) fn served_document_at(addr: &str, path: &str) -> Value {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(LONG)).unwrap();
     write!(
         s,
-        "GET /openapi.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut bytes = Vec::new();

@@ -397,6 +397,13 @@ fn count_lines(daemon: &crate::support::Daemon, needle: &str) -> usize {
 /// A daemon serving the `greeter` Stage7 plugin with `keep_warm`, in a new
 /// test dir; the image lives as long as the returned value.
 fn warm_daemon(tag: &str, keep_warm: &str) -> (TestDir, Image, crate::support::Daemon) {
+    let (dir, image) = warm_dir(tag, keep_warm);
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    (dir, image, daemon)
+}
+
+/// A new test dir configured with the `greeter` Stage7 plugin and `keep_warm`.
+fn warm_dir(tag: &str, keep_warm: &str) -> (TestDir, Image) {
     let dir = TestDir::new(tag);
     let image = build_image(&dir);
     dir.write(
@@ -404,8 +411,7 @@ fn warm_daemon(tag: &str, keep_warm: &str) -> (TestDir, Image, crate::support::D
         &warm_manifest("greeter", &image.id),
     );
     dir.config(&warm_config(keep_warm));
-    let daemon = dir.start_with_env(&[("CI", "")]);
-    (dir, image, daemon)
+    (dir, image)
 }
 
 fn warm_config(keep_warm: &str) -> String {
@@ -543,13 +549,7 @@ fn a_warm_container_goes_when_keep_warm_lapses_and_when_a_reload_removes_its_plu
 
 #[test]
 fn a_one_shot_run_ignores_keep_warm_and_leaves_no_container() {
-    let dir = TestDir::new("s7-warm-oneshot");
-    let image = build_image(&dir);
-    dir.write(
-        "plugins/greeter/manifest.json",
-        &warm_manifest("greeter", &image.id),
-    );
-    dir.config(&warm_config("10m"));
+    let (dir, _image) = warm_dir("s7-warm-oneshot", "10m");
     let result = greet(&dir, r#"{"text":"once"}"#);
     assert_eq!(result["greeting"], "hello", "{result}");
     assert!(ours(&dir).is_empty(), "{:?}", ours(&dir));
@@ -604,12 +604,7 @@ fn keep_warm_on_a_plugin_that_is_not_stage7_refuses_the_instance() {
 
 #[test]
 fn a_warm_job_whose_request_times_out_retires_the_container() {
-    let dir = TestDir::new("s7-warm-slow");
-    let image = build_image(&dir);
-    dir.write(
-        "plugins/greeter/manifest.json",
-        &warm_manifest("greeter", &image.id),
-    );
+    let (dir, _image) = warm_dir("s7-warm-slow", "10m");
     dir.config(&format!(
         "{}    max_attempts: 1\n    timeouts:\n      handle: 3s\n",
         warm_config("10m")

@@ -285,13 +285,7 @@ fn under_a_base_path_every_route_and_the_cookie_live_below_the_prefix() {
     for secret in [ADMIN, JOBS_RO, HOOK_SECRET] {
         assert!(!page.text().contains(secret));
     }
-    // A large answer, sent chunked: read with a full client.
-    let doc = ureq::get(&format!("http://{}/ductile/openapi.json", api.api))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let doc = crate::contract::served_document_at(&api.api, "/ductile/openapi.json");
     assert_eq!(doc["servers"], serde_json::json!([{ "url": "/ductile" }]));
 
     let s = sign_in_at(&api.api, "/ductile/session", ADMIN, &[]);
@@ -310,12 +304,7 @@ fn under_a_base_path_every_route_and_the_cookie_live_below_the_prefix() {
 #[test]
 fn every_private_route_needs_a_credential_and_every_change_the_csrf_token() {
     let api = Api::start_with("sess-sweep", "", crate::http::WEBHOOKS);
-    let doc = ureq::get(&format!("http://{}/openapi.json", api.api))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let doc = crate::contract::served_document_at(&api.api, "/openapi.json");
     let admin = sign_in(&api, ADMIN);
     let jobs_before = api.dir.count("SELECT COUNT(*) FROM job_queue");
     let mut checked = 0;
