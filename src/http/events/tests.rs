@@ -510,6 +510,45 @@ fn an_id_from_beyond_this_ledger_replays_nothing_and_gets_new_events() {
     served.shutdown();
 }
 
+/// The hub counts the looks that found nothing (which lengthens its pause)
+/// and starts over at the first event.
+#[test]
+fn each_empty_look_lengthens_the_hubs_pause_and_an_event_resets_it() {
+    let tmp = TempDir::new("hub-quiet");
+    let db = tmp.0.join("l.db");
+    let conn = store::open(&db, Synchronous::Normal).unwrap();
+    let (tx, rx) = bounded::<Frame>(BUFFER);
+    let mut hub = HubLoop {
+        conn: store::open(&db, Synchronous::Normal).unwrap(),
+        cursor: Cursor::default(),
+        subscribers: vec![tx],
+        count: Arc::new(AtomicUsize::new(1)),
+        last_error: None,
+        behind: false,
+        quiet: 0,
+    };
+    hub.poll();
+    hub.poll();
+    assert_eq!(hub.quiet, 2);
+    assert_eq!(pause(hub.quiet), Duration::from_secs(1));
+    events::record(
+        &conn,
+        "scheduler.fired",
+        Some("echo"),
+        Some("poll"),
+        None,
+        &json!({"schedule": "default"}),
+        Utc::now(),
+    )
+    .unwrap();
+    hub.poll();
+    assert_eq!(hub.quiet, 0, "an event resets the pause");
+    assert_eq!(pause(hub.quiet), POLL);
+    assert_eq!(rx.len(), 1, "the event was offered");
+    hub.poll();
+    assert_eq!(hub.quiet, 1);
+}
+
 #[test]
 fn an_idle_hub_looks_less_and_less_often_up_to_the_quiet_pause() {
     assert_eq!(super::pause(0), POLL);
