@@ -269,11 +269,14 @@ fn store_reply(db: &mut Db, e: &StoreError) -> Reply {
 
 /// Routes one API request.
 pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
-    if let Err(reply) = strip_base_path(&svc.cell.current().config.api.base_path, req) {
+    // One look at the snapshot in force per request (it is behind a lock
+    // every request thread takes).
+    let rt = svc.cell.current();
+    if let Err(reply) = strip_base_path(&rt.config.api.base_path, req) {
         return reply.into();
     }
     // The dashboard's static files are not API routes: no scope, no OpenAPI entry.
-    if let Some(page) = super::ui::handle(&svc.cell.current().config.api, req) {
+    if let Some(page) = super::ui::handle(&rt.config.api, req) {
         return page;
     }
     if let Some(answer) = super::relay::ingress(svc, req) {
@@ -320,7 +323,6 @@ pub fn handle(svc: &Services, db: &mut Db, req: &mut Req) -> Outcome {
         .into();
     };
     req.route = r.template;
-    let rt = svc.cell.current();
     let settings = Settings::of(&rt);
     let mut ctx = Ctx {
         svc,

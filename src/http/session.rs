@@ -18,7 +18,7 @@ use super::auth::constant_time_eq;
 pub const COOKIE: &str = "ductile_session";
 
 /// The header a mutation with the cookie carries the CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Separates the CSRF derivation from every other use of a cookie value.
 const CSRF_CONTEXT: &str = "ductile dashboard session 2026-12 CSRF token";
