@@ -264,6 +264,16 @@ impl Browser {
         )
     }
 
+    /// Runs `script` as an asynchronous script: it answers by calling its
+    /// last argument.
+    fn run_async(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "execute/async",
+            json!({"script": script, "args": []}),
+        )
+    }
+
     fn element(&self, css: &str) -> String {
         let v = self.cmd(
             "POST",
@@ -273,10 +283,40 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the element matching `css` once it is shown. A live list may
+    /// replace its rows between the look-up and the click (the page re-reads
+    /// lists as events arrive); WebDriver then refuses the click as stale,
+    /// which means it did not happen, so the element is looked up again.
     fn click(&self, css: &str) {
-        self.wait(css, "");
-        let id = self.element(css);
-        self.cmd("POST", &format!("element/{id}/click"), json!({}));
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            self.wait(css, "");
+            let find = json!({"using": "css selector", "value": css});
+            let found = self.wd(
+                "POST",
+                &format!("/session/{}/element", self.session),
+                Some(find),
+            );
+            let clicked = found.and_then(|v| {
+                let id = v["value"][ELEMENT].as_str().unwrap_or_default().to_string();
+                let path = format!("/session/{}/element/{id}/click", self.session);
+                self.wd("POST", &path, Some(json!({})))
+            });
+            let e = match clicked {
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            let kind = e["error"].as_str().unwrap_or_default();
+            let again = [
+                "stale element reference",
+                "no such element",
+                "element click intercepted",
+                "element not interactable",
+            ];
+            if !again.contains(&kind) || std::time::Instant::now() > deadline {
+                panic!("WebDriver click {css:?}: {e}");
+            }
+        }
     }
 
     fn fill(&self, css: &str, text: &str) {
@@ -551,6 +591,21 @@ fn browser_signs_in_watches_a_job_live_retries_sees_a_graph_and_is_refused_witho
         )),
         1
     );
+    // Once the ledger is still, a refresh keeps the very rows it shows, so a
+    // click in flight lands on the row that was meant.
+    api.dir.wait_until(LONG, "every job finished", || {
+        api.dir
+            .count("SELECT COUNT(*) FROM job_queue WHERE status IN ('queued', 'running')")
+            == 0
+    });
+    let kept = b.run_async(&format!(
+        "const [done] = arguments;
+             loadJobs().then(() => {{
+               const row = document.querySelector(\"#jobs-table tr[data-job-id='{failed}']\");
+               return loadJobs().then(() => done(row.isConnected));
+             }});"
+    ));
+    assert_eq!(kept, json!(true));
     // A reload keeps the session of this tab.
     b.open(&format!("http://{}/ui/#jobs", api.api));
     b.wait(&format!("#jobs-table tr[data-job-id='{failed}']"), "");

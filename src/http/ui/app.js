@@ -244,6 +244,7 @@ const LOG_FILTERS = ['submitted_by', 'from', 'to', 'query'];
 // The queue list pages with the API's cursor (`before`); **Show more**
 // appends the next page. Job-log filters raise the limit instead.
 let nextCursor = null;
+let jobsSeen = '';
 
 async function loadJobs(more) {
   if (!scopes.jobs) return;
@@ -263,7 +264,11 @@ async function loadJobs(more) {
     el('td', {}, el('span', { class: 'status ' + j.status, text: j.status })),
     el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' })));
   const body = $('#jobs-table tbody');
-  if (paging) body.append(...trs); else body.replaceChildren(...trs);
+  // A refresh that changes nothing keeps the rows, so focus, hover and a
+  // click in flight stay on the row the user meant.
+  const seen = JSON.stringify(rows.map((j) => [j.job_id, j.status, j.attempt, logs ? j.completed_at : j.created_at]));
+  if (paging) { body.append(...trs); jobsSeen = ''; }
+  else if (jobsSeen !== seen) { body.replaceChildren(...trs); jobsSeen = seen; }
   const shown = body.children.length;
   $('#jobs-total').textContent = shown + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
   if (logs) {
