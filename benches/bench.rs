@@ -391,6 +391,17 @@ fn unsafe_free_kill(pid: u32, sig: &str) {
         .status();
 }
 
+/// Seals `root` as an operator would before the first start.
+fn lock(exe: &Path, root: &Path) {
+    let st = Command::new(exe)
+        .args(["config", "lock", "--config"])
+        .arg(root)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "config lock failed for {}", root.display());
+}
+
 fn open_rw(root: &Path) -> rusqlite::Connection {
     let rt = Runtime::load(root).unwrap();
     ductile::store::open(&rt.config.state.path, Synchronous::Normal).unwrap()

@@ -406,6 +406,7 @@ fn held_daemon(bench: &Bench, exe: &Path, sync: Synchronous) -> Daemon {
     )
     .unwrap();
     std::fs::write(dir.join("webhooks.yaml"), WEBHOOKS_YAML).unwrap();
+    super::lock(exe, &root);
     let mut conn = super::open_rw(&root);
     let tx = queue::begin(&mut conn).unwrap();
     let job = NewJob::new("sleeper", "poll", Value::Null, SubmittedBy::Cli, 1);

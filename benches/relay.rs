@@ -45,10 +45,10 @@ pub(super) fn run(bench: &Bench, noop: &Path, exe: &Path) {
     std::fs::copy(noop, hop.join("noop")).unwrap();
 
     let b_root = receiver(bench);
-    lock(exe, &b_root);
+    super::lock(exe, &b_root);
     let b = Daemon::start(exe, &b_root, false);
     let a_root = sender(bench, &b.api);
-    lock(exe, &a_root);
+    super::lock(exe, &a_root);
     let a_conn = fill_outbox(&a_root);
     let b_conn = b.ledger();
 
@@ -127,17 +127,6 @@ fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// Seals `root` as an operator would before the first start.
-fn lock(exe: &Path, root: &Path) {
-    let st = std::process::Command::new(exe)
-        .args(["config", "lock", "--config"])
-        .arg(root)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "config lock failed for {}", root.display());
 }
 
 fn api() -> String {

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded, never, select};
 use rusqlite::Connection;
@@ -51,6 +51,13 @@ pub const BUFFER: usize = 1024;
 
 /// Rows the hub reads per query.
 const HUB_BATCH: usize = 256;
+
+/// The shortest time between two looks that find events: a notification
+/// within it is kept for the end of it. A burst of jobs then reaches each
+/// stream as a few frames per wake and write instead of one wake and write
+/// per job per stream (which, with 16 streams on two cores, took the
+/// workers' CPU); the first event after a quiet spell goes out at once.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// How soon the hub reads on when it paused a backlog for its streams to
 /// catch up (see [`HubLoop::poll`]).
@@ -159,15 +166,7 @@ impl Hub {
         let (notify_tx, notify_rx) = bounded(1);
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let subscribers = Arc::new(AtomicUsize::new(0));
-        let mut hub = HubLoop {
-            conn,
-            cursor: Cursor::default(),
-            subscribers: Vec::new(),
-            count: subscribers.clone(),
-            last_error: None,
-            behind: false,
-            quiet: 0,
-        };
+        let mut hub = HubLoop::new(conn, Vec::new(), subscribers.clone());
         let (hub_stop, hub_control) = (stop_rx.clone(), control_rx);
         let thread = thread::Builder::new()
             .name("events".into())
@@ -300,9 +299,30 @@ struct HubLoop {
     behind: bool,
     /// Looks in a row that found nothing (the pause doubles with each).
     quiet: u32,
+    /// When the last look that found events was made.
+    found_at: Option<Instant>,
+    /// A notification came within `gather` of `found_at`: look when it ends.
+    owed: bool,
+    /// [`GATHER`], but for tests.
+    gather: Duration,
 }
 
 impl HubLoop {
+    fn new(conn: Connection, subscribers: Vec<Sender<Frame>>, count: Arc<AtomicUsize>) -> HubLoop {
+        HubLoop {
+            conn,
+            cursor: Cursor::default(),
+            subscribers,
+            count,
+            last_error: None,
+            behind: false,
+            quiet: 0,
+            found_at: None,
+            owed: false,
+            gather: GATHER,
+        }
+    }
+
     fn run(
         &mut self,
         stop_rx: &Receiver<()>,
@@ -315,6 +335,8 @@ impl HubLoop {
                 never()
             } else if self.behind {
                 crossbeam_channel::after(PACE)
+            } else if self.owed {
+                crossbeam_channel::after(self.gathering().unwrap_or_default())
             } else {
                 crossbeam_channel::after(pause(self.quiet))
             };
@@ -324,7 +346,7 @@ impl HubLoop {
                     Ok(Control::Subscribe { frames_tx, reply_tx }) => self.subscribe(frames_tx, &reply_tx),
                     Err(_) => break,
                 },
-                recv(notify_rx) -> _ => self.poll(),
+                recv(notify_rx) -> _ => self.notified(),
                 recv(timer) -> _ => self.poll(),
             }
         }
@@ -360,12 +382,32 @@ impl HubLoop {
     /// that does not drain at all still fills its buffer and is dropped.
     fn poll(&mut self) {
         let before = self.cursor;
+        self.owed = false;
         self.read_on();
-        self.quiet = if self.cursor == before {
-            self.quiet.saturating_add(1)
+        if self.cursor == before {
+            self.quiet = self.quiet.saturating_add(1);
         } else {
-            0
-        };
+            self.quiet = 0;
+            self.found_at = Some(Instant::now());
+        }
+    }
+
+    /// A writer says there are events: look now, or at the end of the
+    /// [`GATHER`] window a recent look opened.
+    fn notified(&mut self) {
+        if self.gathering().is_some() {
+            self.owed = true;
+        } else {
+            self.poll();
+        }
+    }
+
+    /// What is left of the window after the last look that found events.
+    fn gathering(&self) -> Option<Duration> {
+        let since = self.found_at?.elapsed();
+        self.gather
+            .checked_sub(since)
+            .filter(|left| !left.is_zero())
     }
 
     fn read_on(&mut self) {

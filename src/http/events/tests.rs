@@ -518,15 +518,11 @@ fn each_empty_look_lengthens_the_hubs_pause_and_an_event_resets_it() {
     let db = tmp.0.join("l.db");
     let conn = store::open(&db, Synchronous::Normal).unwrap();
     let (tx, rx) = bounded::<Frame>(BUFFER);
-    let mut hub = HubLoop {
-        conn: store::open(&db, Synchronous::Normal).unwrap(),
-        cursor: Cursor::default(),
-        subscribers: vec![tx],
-        count: Arc::new(AtomicUsize::new(1)),
-        last_error: None,
-        behind: false,
-        quiet: 0,
-    };
+    let mut hub = HubLoop::new(
+        store::open(&db, Synchronous::Normal).unwrap(),
+        vec![tx],
+        Arc::new(AtomicUsize::new(1)),
+    );
     hub.poll();
     hub.poll();
     assert_eq!(hub.quiet, 2);
@@ -547,6 +543,56 @@ fn each_empty_look_lengthens_the_hubs_pause_and_an_event_resets_it() {
     assert_eq!(rx.len(), 1, "the event was offered");
     hub.poll();
     assert_eq!(hub.quiet, 1);
+}
+
+/// A notification soon after a look that found events waits for the end of
+/// the gathering window (the run loop's timer), so a burst goes out in a few
+/// batches; the first one after a quiet spell is looked at once.
+#[test]
+fn notifications_in_a_burst_are_gathered_into_one_look() {
+    let tmp = TempDir::new("hub-gather");
+    let db = tmp.0.join("l.db");
+    let conn = store::open(&db, Synchronous::Normal).unwrap();
+    let (tx, rx) = bounded::<Frame>(BUFFER);
+    let mut hub = HubLoop::new(
+        store::open(&db, Synchronous::Normal).unwrap(),
+        vec![tx],
+        Arc::new(AtomicUsize::new(1)),
+    );
+    hub.gather = Duration::from_secs(3600);
+    let fire = || {
+        events::record(
+            &conn,
+            "scheduler.fired",
+            Some("echo"),
+            Some("poll"),
+            None,
+            &json!({}),
+            Utc::now(),
+        )
+        .unwrap();
+    };
+    fire();
+    hub.notified();
+    assert_eq!(rx.len(), 1, "the first event goes out at once");
+    assert!(!hub.owed);
+    fire();
+    hub.notified();
+    fire();
+    hub.notified();
+    assert_eq!(rx.len(), 1, "later ones wait for the window to end");
+    assert!(hub.owed && hub.gathering().is_some());
+    hub.poll();
+    assert_eq!(rx.len(), 3, "the window's look offers both");
+    assert!(!hub.owed);
+    hub.gather = Duration::ZERO;
+    fire();
+    hub.notified();
+    assert_eq!(
+        rx.len(),
+        4,
+        "after the window a notification is looked at once"
+    );
 }
 
 #[test]
