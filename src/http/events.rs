@@ -57,7 +57,7 @@ const HUB_BATCH: usize = 256;
 /// stream as a few frames per wake and write instead of one wake and write
 /// per job per stream (which, with 16 streams on two cores, took the
 /// workers' CPU); the first event after a quiet spell goes out at once.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(25);
 
 /// How soon the hub reads on when it paused a backlog for its streams to
 /// catch up (see [`HubLoop::poll`]).
