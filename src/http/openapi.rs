@@ -360,10 +360,27 @@ fn catalog_of(plugins: &[Entry<'_>]) -> Value {
 /// None when no loaded plugin instance has that name.
 pub fn plugin_detail(rt: &Runtime, name: &str) -> Option<Value> {
     let p = rt.registry.get(name)?;
-    Some(detail_of(Entry {
+    let mut detail = detail_of(Entry {
         name: &p.name,
         manifest: &p.manifest,
-    }))
+    });
+    if let (Some(c), Value::Object(fields)) = (&p.manifest.container, &mut detail) {
+        let held = p.conf.keep_warm.map(|_| {
+            let state = crate::disk::ledger_dir(&rt.config.state.path);
+            crate::plugin::container::stage7::warm::held(state, &p.name)
+        });
+        fields.insert(
+            "container".into(),
+            json!({
+                "image": c.image,
+                "envelope": c.envelope.as_str(),
+                "network": c.network.as_str(),
+                "keep_warm": p.conf.keep_warm.map(|d| d.as_secs()),
+                "resident": held,
+            }),
+        );
+    }
+    Some(detail)
 }
 
 fn detail_of(p: Entry<'_>) -> Value {

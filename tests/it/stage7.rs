@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::containers::{Image, containers_of_jobs};
+use crate::http::ADMIN;
 use crate::support::TestDir;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -422,7 +423,14 @@ fn warm_config(keep_warm: &str) -> String {
 
 #[test]
 fn keep_warm_jobs_share_one_container_published_on_every_port_until_the_daemon_stops() {
-    let (dir, _image, daemon) = warm_daemon("s7-warm-reuse", "10m");
+    let (dir, _image) = warm_dir("s7-warm-reuse", "10m");
+    // With the API, which reports the resident container too.
+    dir.config(&format!(
+        "{}api:\n  enabled: true\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - token: {ADMIN}\n        scopes: [\"plugin:ro\"]\n",
+        warm_config("10m")
+    ));
+    let daemon = dir.start_with_env(&[("CI", "")]);
+    let api = crate::http::listening(&daemon, "api.listen");
     // Started on first use, not before.
     assert!(ours(&dir).is_empty());
 
@@ -471,6 +479,13 @@ fn keep_warm_jobs_share_one_container_published_on_every_port_until_the_daemon_s
         entry["container"].clone()
     };
     let c = listed(&dir);
+    assert_eq!(c["keep_warm"], 600, "{c}");
+    assert_eq!(c["resident"], serde_json::json!([name.clone()]), "{c}");
+    // So does the API, from the daemon's own record of what it holds.
+    let detail = crate::http::get(&api, "/plugin/greeter", Some(ADMIN));
+    assert_eq!(detail.status, 200, "{}", detail.json());
+    let c = &detail.json()["container"];
+    assert_eq!(c["envelope"], "stage7", "{c}");
     assert_eq!(c["keep_warm"], 600, "{c}");
     assert_eq!(c["resident"], serde_json::json!([name.clone()]), "{c}");
 

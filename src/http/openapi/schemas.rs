@@ -159,6 +159,23 @@ fn plugin_detail() -> Value {
             "values": values(),
         }),
     );
+    let container = object(
+        &["image", "envelope", "network", "keep_warm", "resident"],
+        json!({
+            "image": { "type": "string" },
+            "envelope": { "type": "string", "enum": ["protocol-v2", "d6e-stf", "stage7", "processor-v1"] },
+            "network": { "type": "string", "enum": ["none", "bridge"] },
+            "keep_warm": {
+                "type": ["integer", "null"],
+                "description": "Seconds a Stage7 instance keeps its container after its last job; null without keep_warm.",
+            },
+            "resident": {
+                "type": ["array", "null"],
+                "items": { "type": "string" },
+                "description": "The warm containers the daemon holds for this instance now (starting or up); null without keep_warm.",
+            },
+        }),
+    );
     object(
         &["name", "version", "protocol", "commands"],
         json!({
@@ -167,6 +184,7 @@ fn plugin_detail() -> Value {
             "description": nullable("string"),
             "protocol": { "type": "integer" },
             "commands": { "type": "array", "items": command },
+            "container": container,
         }),
     )
 }

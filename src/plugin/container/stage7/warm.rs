@@ -893,6 +893,26 @@ pub fn resident(engine: &Engine, instance: &str, state_dir: &Path) -> Vec<String
         .collect()
 }
 
+/// The warm containers a daemon holds for `instance` now (starting or up),
+/// read from its markers under `state_dir`: no engine call, so the API can
+/// answer it on a request thread.
+pub fn held(state_dir: &Path, instance: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join(MARKER_DIR)) else {
+        return Vec::new();
+    };
+    let prefix = format!("{WARM_PREFIX}{instance}-");
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            // The suffix is 8 hex digits, so instance `a` never claims `a-b`'s.
+            n.strip_prefix(&prefix)
+                .is_some_and(|s| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// The argv of a warm container: a Stage7 job's, named after `tag`, labelled
 /// with its instance and without a job id of its own (it serves many jobs).
 pub fn warm_args(spec: &ContainerSpec, s7: &Stage7, tag: &str, instance: &str) -> Vec<OsString> {
@@ -949,6 +969,28 @@ fn remove_leftovers(markers: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_names_only_this_instances_markers() {
+        let tmp = crate::store::testing::TempDir::new("warm-held");
+        assert!(held(&tmp.0, "a").is_empty(), "no marker directory yet");
+        let markers = tmp.0.join(MARKER_DIR);
+        std::fs::create_dir_all(&markers).unwrap();
+        for n in [
+            "ductile-warm-a-0123abcd",
+            "ductile-warm-a-b-89abcdef",
+            "ductile-warm-a-not-hex!",
+            "ductile-warm-ab-01234567",
+            "ductile-warm-a-00000000",
+        ] {
+            std::fs::write(markers.join(n), "podman").unwrap();
+        }
+        assert_eq!(
+            held(&tmp.0, "a"),
+            ["ductile-warm-a-00000000", "ductile-warm-a-0123abcd"]
+        );
+        assert_eq!(held(&tmp.0, "a-b"), ["ductile-warm-a-b-89abcdef"]);
+    }
 
     #[test]
     fn a_warm_container_is_labelled_and_carries_no_job_id() {
