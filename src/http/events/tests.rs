@@ -510,33 +510,46 @@ fn an_id_from_beyond_this_ledger_replays_nothing_and_gets_new_events() {
     served.shutdown();
 }
 
-/// The hub counts the looks that found nothing (which lengthens its pause)
-/// and starts over at the first event.
-#[test]
-fn each_empty_look_lengthens_the_hubs_pause_and_an_event_resets_it() {
-    let tmp = TempDir::new("hub-quiet");
+/// A hub loop (not its thread) over a new ledger with one subscriber, and a
+/// connection of the test's own to write events with.
+fn lone_hub(tag: &str) -> (TempDir, Connection, Receiver<Frame>, HubLoop) {
+    let tmp = TempDir::new(tag);
     let db = tmp.0.join("l.db");
     let conn = store::open(&db, Synchronous::Normal).unwrap();
     let (tx, rx) = bounded::<Frame>(BUFFER);
-    let mut hub = HubLoop::new(
+    let hub = HubLoop::new(
         store::open(&db, Synchronous::Normal).unwrap(),
         vec![tx],
         Arc::new(AtomicUsize::new(1)),
     );
-    hub.poll();
-    hub.poll();
-    assert_eq!(hub.quiet, 2);
-    assert_eq!(pause(hub.quiet), Duration::from_secs(1));
+    (tmp, conn, rx, hub)
+}
+
+/// Records one scheduler event, as the scheduler would.
+fn fire(conn: &Connection) {
+    let at = Utc::now();
     events::record(
-        &conn,
+        conn,
         "scheduler.fired",
         Some("echo"),
         Some("poll"),
         None,
-        &json!({"schedule": "default"}),
-        Utc::now(),
+        &json!({}),
+        at,
     )
     .unwrap();
+}
+
+/// The hub counts the looks that found nothing (which lengthens its pause)
+/// and starts over at the first event.
+#[test]
+fn each_empty_look_lengthens_the_hubs_pause_and_an_event_resets_it() {
+    let (_tmp, conn, rx, mut hub) = lone_hub("hub-quiet");
+    hub.poll();
+    hub.poll();
+    assert_eq!(hub.quiet, 2);
+    assert_eq!(pause(hub.quiet), Duration::from_secs(1));
+    fire(&conn);
     hub.poll();
     assert_eq!(hub.quiet, 0, "an event resets the pause");
     assert_eq!(pause(hub.quiet), POLL);
@@ -550,35 +563,15 @@ fn each_empty_look_lengthens_the_hubs_pause_and_an_event_resets_it() {
 /// batches; the first one after a quiet spell is looked at once.
 #[test]
 fn notifications_in_a_burst_are_gathered_into_one_look() {
-    let tmp = TempDir::new("hub-gather");
-    let db = tmp.0.join("l.db");
-    let conn = store::open(&db, Synchronous::Normal).unwrap();
-    let (tx, rx) = bounded::<Frame>(BUFFER);
-    let mut hub = HubLoop::new(
-        store::open(&db, Synchronous::Normal).unwrap(),
-        vec![tx],
-        Arc::new(AtomicUsize::new(1)),
-    );
+    let (_tmp, conn, rx, mut hub) = lone_hub("hub-gather");
     hub.gather = Duration::from_secs(3600);
-    let fire = || {
-        events::record(
-            &conn,
-            "scheduler.fired",
-            Some("echo"),
-            Some("poll"),
-            None,
-            &json!({}),
-            Utc::now(),
-        )
-        .unwrap();
-    };
-    fire();
+    fire(&conn);
     hub.notified();
     assert_eq!(rx.len(), 1, "the first event goes out at once");
     assert!(!hub.owed);
-    fire();
+    fire(&conn);
     hub.notified();
-    fire();
+    fire(&conn);
     hub.notified();
     assert_eq!(rx.len(), 1, "later ones wait for the window to end");
     assert!(hub.owed && hub.gathering().is_some());
@@ -586,7 +579,7 @@ fn notifications_in_a_burst_are_gathered_into_one_look() {
     assert_eq!(rx.len(), 3, "the window's look offers both");
     assert!(!hub.owed);
     hub.gather = Duration::ZERO;
-    fire();
+    fire(&conn);
     hub.notified();
     assert_eq!(
         rx.len(),
