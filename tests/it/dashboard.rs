@@ -652,6 +652,13 @@ fn browser_pauses_a_schedule_cancels_a_running_job_and_a_read_only_token_is_refu
     assert_eq!(api.dir.text(stored).as_deref(), Some("paused_manual"));
     b.click(&format!("{row} button.explain"));
     b.wait("#se-sentences li", "Schedule `echo:nightly` is paused");
+    // A refresh with nothing changed keeps the row it shows.
+    let kept = b.run_async(&format!(
+        "const [done] = arguments;
+         const row = document.querySelector(\"{row}\");
+         loadSchedules().then(() => done(row.isConnected));"
+    ));
+    assert_eq!(kept, json!(true));
     b.screenshots(&shots, "schedules");
 
     // A running job is cancelled from its detail: its process ends, it is dead.

@@ -345,10 +345,16 @@ async function cancelJob() {
   }
 }
 
+let schedulesSeen = '';
+
 async function loadSchedules() {
   if (!scopes.jobs) return;
   const r = await api('/schedules');
   if (!r.ok) { notice(refusal(r)); return; }
+  // As with jobs: an unchanged list keeps its rows (and a click in flight).
+  const seen = JSON.stringify(r.data.schedules);
+  if (seen === schedulesSeen) return;
+  schedulesSeen = seen;
   const rows = r.data.schedules.map((s) => {
     const paused = s.status === 'paused_manual';
     const act = (verb) => async () => {
