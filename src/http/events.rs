@@ -1,8 +1,9 @@
 //! `GET /events`: the ledger's events as Server-Sent Events, resumable.
 //!
 //! One `events` thread (the [`Hub`]) owns a connection, reads the rows after
-//! its cursor when a writer calls [`Hub::notify`] (or every [`POLL`] while
-//! anyone listens, which also catches writers in other processes), formats
+//! its cursor when a writer calls [`Hub::notify`] (a burst gathered for
+//! [`GATHER`]; or every [`POLL`] while anyone listens, which also catches
+//! writers in other processes), formats
 //! each event once and offers the frame to every subscriber's bounded channel
 //! without waiting. A subscriber whose channel is full is too slow: it is
 //! dropped, and resumes with `Last-Event-ID` when it reconnects.
