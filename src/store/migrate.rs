@@ -59,7 +59,8 @@ CREATE TABLE job_cancel_requests (
         summary: "add job_queue.hop (the route-graph hop a routed job runs) and a unique index on (parent_job_id, source_event_id, hop, plugin, command), so an event reaches each hop once per upstream job; rows written before keep no hop and are not constrained",
         sql: "ALTER TABLE job_queue ADD COLUMN hop TEXT;
 CREATE UNIQUE INDEX idx_job_queue_routed_child ON job_queue(parent_job_id, source_event_id, hop, plugin, command) WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL AND hop IS NOT NULL;",
-    },    Step {
+    },
+    Step {
         from: 4,
         summary: "add decisions (why due or submitted work did not run: scheduler skips, pauses, duplicates, refused webhooks; repeats coalesced into one row with a count)",
         sql: "CREATE TABLE decisions (

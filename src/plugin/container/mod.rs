@@ -361,6 +361,20 @@ fn not_run(kind: OutcomeKind) -> Outcome {
     }
 }
 
+/// The argv as strings, after checking that it holds every one of `flags`
+/// (the runners' argv tests).
+#[cfg(test)]
+pub(crate) fn assert_flags(argv: Vec<OsString>, flags: &[&str]) -> Vec<String> {
+    let argv: Vec<String> = argv.into_iter().map(|a| a.into_string().unwrap()).collect();
+    for flag in flags {
+        assert!(
+            argv.iter().any(|a| a == flag),
+            "{flag} missing from {argv:?}"
+        );
+    }
+    argv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,30 +394,24 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let argv: Vec<String> = run_args(&spec, "j1", &[])
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
-        for flag in [
-            "--rm",
-            "-i",
-            "--name=ductile-j1",
-            "--network=none",
-            "--read-only",
-            "--cap-drop=ALL",
-            "--security-opt=no-new-privileges",
-            "--memory=256m",
-            "--pids-limit=128",
-            "--pull=never",
-            "DUCTILE_JOB_ID=j1",
-            "A=b",
-            "--volume=/srv:/data:ro",
-        ] {
-            assert!(
-                argv.iter().any(|a| a == flag),
-                "{flag} missing from {argv:?}"
-            );
-        }
+        let argv = super::assert_flags(
+            run_args(&spec, "j1", &[]),
+            &[
+                "--rm",
+                "-i",
+                "--name=ductile-j1",
+                "--network=none",
+                "--read-only",
+                "--cap-drop=ALL",
+                "--security-opt=no-new-privileges",
+                "--memory=256m",
+                "--pids-limit=128",
+                "--pull=never",
+                "DUCTILE_JOB_ID=j1",
+                "A=b",
+                "--volume=/srv:/data:ro",
+            ],
+        );
         let image_at = argv.iter().position(|a| a == &spec.image).unwrap();
         assert_eq!(argv[image_at + 1..], ["x".to_string()]);
     }

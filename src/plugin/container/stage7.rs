@@ -744,27 +744,21 @@ mod tests {
             "container": {"image": "x:1", "ports": [9000, {"container": 9100}]}, "api": {}}"#;
         let m = manifest::parse(std::path::Path::new("manifest.json"), text).unwrap();
         let spec = m.container.unwrap();
-        let argv: Vec<String> = start_args(&spec, spec.stage7.as_ref().unwrap(), "j1")
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        for flag in [
-            "-d",
-            "--rm",
-            "--publish=127.0.0.1::9000",
-            "--publish=127.0.0.1::9100",
-            "--network=bridge",
-            "--name=ductile-j1",
-            "--read-only",
-            "--cap-drop=ALL",
-            "--security-opt=no-new-privileges",
-            "--pull=never",
-        ] {
-            assert!(
-                argv.iter().any(|a| a == flag),
-                "{flag} missing from {argv:?}"
-            );
-        }
+        let argv = crate::plugin::container::assert_flags(
+            start_args(&spec, spec.stage7.as_ref().unwrap(), "j1"),
+            &[
+                "-d",
+                "--rm",
+                "--publish=127.0.0.1::9000",
+                "--publish=127.0.0.1::9100",
+                "--network=bridge",
+                "--name=ductile-j1",
+                "--read-only",
+                "--cap-drop=ALL",
+                "--security-opt=no-new-privileges",
+                "--pull=never",
+            ],
+        );
         assert!(!argv.iter().any(|a| a == "-i"), "{argv:?}");
         assert_eq!(argv.last().map(String::as_str), Some("x:1"));
     }

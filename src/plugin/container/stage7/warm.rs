@@ -998,25 +998,18 @@ mod tests {
             "container": {"image": "x:1", "ports": [9000, 9100]}, "api": {}}"#;
         let m = super::super::manifest::parse(Path::new("manifest.json"), text).unwrap();
         let spec = m.container.unwrap();
-        let argv: Vec<String> =
-            warm_args(&spec, spec.stage7.as_ref().unwrap(), "warm-x-0123abcd", "x")
-                .into_iter()
-                .map(|a| a.into_string().unwrap())
-                .collect();
-        for flag in [
-            "-d",
-            "--label=ductile.warm=x",
-            "--name=ductile-warm-x-0123abcd",
-            "--publish=127.0.0.1::9000",
-            "--publish=127.0.0.1::9100",
-            "--read-only",
-            "--cap-drop=ALL",
-        ] {
-            assert!(
-                argv.iter().any(|a| a == flag),
-                "{flag} missing from {argv:?}"
-            );
-        }
+        let argv = crate::plugin::container::assert_flags(
+            warm_args(&spec, spec.stage7.as_ref().unwrap(), "warm-x-0123abcd", "x"),
+            &[
+                "-d",
+                "--label=ductile.warm=x",
+                "--name=ductile-warm-x-0123abcd",
+                "--publish=127.0.0.1::9000",
+                "--publish=127.0.0.1::9100",
+                "--read-only",
+                "--cap-drop=ALL",
+            ],
+        );
         assert!(
             !argv.iter().any(|a| a.starts_with("DUCTILE_JOB_ID=")),
             "{argv:?}"
