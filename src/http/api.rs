@@ -210,9 +210,7 @@ impl<'a> Ctx<'a> {
         if session::mutating(&req.method) && !session::csrf_ok(req, &cookie) {
             return Err(auth_reply(&AuthError::Csrf));
         }
-        blake3::Hash::from_hex(&found.token_hash)
-            .map(Credential::Token)
-            .map_err(|_| auth_reply(&AuthError::SessionEnded))
+        opened_with(&found).map_err(|e| auth_reply(&e))
     }
 
     /// The request's session cookie and its live session; `None` without a
@@ -475,6 +473,13 @@ fn session_open(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
         .into())
 }
 
+/// The token a session was opened with, as a credential.
+fn opened_with(found: &sessions::Session) -> Result<Credential<'static>, AuthError> {
+    blake3::Hash::from_hex(&found.token_hash)
+        .map(Credential::Token)
+        .map_err(|_| AuthError::SessionEnded)
+}
+
 /// The request's cookie and its live session, for the routes that act on
 /// the session itself (404 with the dashboard off, 401 without one).
 fn live_session(c: &mut Ctx<'_>) -> Result<(String, sessions::Session), Reply> {
@@ -486,13 +491,8 @@ fn live_session(c: &mut Ctx<'_>) -> Result<(String, sessions::Session), Reply> {
 fn session_show(c: &mut Ctx<'_>) -> Result<Outcome, Reply> {
     let (cookie, found) = live_session(c)?;
     let rt = c.rt.clone();
-    let identity = blake3::Hash::from_hex(&found.token_hash)
-        .map_err(|_| AuthError::SessionEnded)
-        .and_then(|h| {
-            rt.tokens
-                .identify(Credential::Token(h))
-                .map_err(|_| AuthError::SessionEnded)
-        })
+    let identity = opened_with(&found)
+        .and_then(|h| rt.tokens.identify(h).map_err(|_| AuthError::SessionEnded))
         .map_err(|e| auth_reply(&e))?;
     let body = json!({
         "name": identity.name(),

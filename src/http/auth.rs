@@ -395,6 +395,16 @@ impl Tokens {
     }
 }
 
+/// A new secret the daemon hands out (a session cookie, a job's callback
+/// token): 244 random bits from the OS generator (two UUIDv4s), 64 hex digits.
+pub fn new_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// The BLAKE3 of the token an `Authorization` header value presents; 401
 /// for anything but `Bearer <token>`.
 fn presented(authorization_header: &[u8]) -> Result<blake3::Hash, AuthError> {

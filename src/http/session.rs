@@ -36,13 +36,9 @@ pub fn presented(req: &Req) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-/// A new cookie value: 244 random bits (two UUIDv4s) as 64 hex digits.
+/// A new cookie value (see [`super::auth::new_secret`]).
 pub fn new_value() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    super::auth::new_secret()
 }
 
 /// The ledger's key of a session: the BLAKE3 of its cookie value.

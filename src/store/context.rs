@@ -100,6 +100,7 @@ pub fn insert(
     .map(|_| ())
     .map_err(|e| StoreError::sqlite(format!("insert event_context {}", row.id), e))
 }
+
 /// How many jobs up the tree [`step_outputs`] looks: past the route depth's
 /// hard cap, with room for the `core.switch` rows between steps.
 const MAX_ANCESTORS: i64 = 64;
@@ -122,11 +123,11 @@ pub fn step_outputs(conn: &Connection, job_id: &str) -> Result<Map<String, Value
              SELECT json_extract(c.accumulated_json, '$.ductile_step_id'),
                     (SELECT l.result FROM job_log l WHERE l.job_id = up.id AND l.status = 'succeeded' ORDER BY l.attempt DESC LIMIT 1)
              FROM up JOIN job_queue q ON q.id = up.id JOIN event_context c ON c.id = q.event_context_id
-             WHERE up.depth > 0 AND q.plugin != 'core.switch'
+             WHERE up.depth > 0 AND q.plugin != ?3
              ORDER BY up.depth",
         )
         .and_then(|mut s| {
-            s.query_map(rusqlite::params![job_id, MAX_ANCESTORS], |r| {
+            s.query_map(rusqlite::params![job_id, MAX_ANCESTORS, crate::router::graph::SWITCH], |r| {
                 Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()

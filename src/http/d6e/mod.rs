@@ -52,7 +52,7 @@ impl Session {
             .to_ip()
             .ok_or_else(|| "the SQL callback listener has no IP address".to_string())?;
         let server = Arc::new(server);
-        let token = new_token();
+        let token = crate::http::auth::new_secret();
         let closed = Arc::new(AtomicBool::new(false));
         let thread = {
             let (server, closed, token) = (Arc::clone(&server), Arc::clone(&closed), token.clone());
@@ -89,15 +89,6 @@ impl Drop for Session {
             let _ = t.join();
         }
     }
-}
-
-fn new_token() -> String {
-    // Two v4 UUIDs: 244 random bits from the OS generator.
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
 }
 
 fn serve(server: &Server, closed: &AtomicBool, token: &str, grant: &Grant) {
