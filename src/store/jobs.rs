@@ -387,6 +387,8 @@ struct Statements {
     page: String,
     params: Vec<SqlValue>,
     count_params: usize,
+    /// Rows asked for (the job list's page reads one more).
+    limit: i64,
 }
 
 /// What [`list`] runs for `q`.
@@ -406,17 +408,19 @@ fn list_statements(q: &JobQuery) -> Statements {
             "(created_at, rowid) < (SELECT created_at, rowid FROM job_queue WHERE id = ?{n})"
         ));
     }
+    let limit = q.limit.clamp(1, MAX_LIMIT);
     // One row more than asked tells whether another page follows.
     let page = format!(
         "SELECT {JOB_COLUMNS} FROM job_queue {} ORDER BY created_at DESC, rowid DESC LIMIT {}",
         w.sql(),
-        q.limit.clamp(1, MAX_LIMIT) + 1
+        limit + 1
     );
     Statements {
         count,
         page,
         params: w.params,
         count_params,
+        limit,
     }
 }
 
@@ -431,7 +435,7 @@ pub fn list(conn: &Connection, q: &JobQuery) -> Result<Value, StoreError> {
             params_from_iter(st.params[..st.count_params].iter()),
             |r| r.get(0),
         )?;
-        let limit = q.limit.clamp(1, MAX_LIMIT);
+        let limit = st.limit;
         let mut stmt = conn.prepare(&st.page)?;
         let mut rows = stmt
             .query_map(params_from_iter(st.params.iter()), job_row)?
@@ -472,15 +476,17 @@ fn log_statements(q: &LogQuery) -> Statements {
             "(last_error LIKE ?{n} ESCAPE '\\' OR stderr LIKE ?{n} ESCAPE '\\' OR result LIKE ?{n} ESCAPE '\\')"
         ));
     }
+    let limit = q.limit.clamp(1, MAX_LIMIT);
     Statements {
         count: format!("SELECT COUNT(*) FROM job_log {}", w.sql()),
         page: format!(
             "SELECT job_id, id, plugin, command, status, attempt, submitted_by, created_at, completed_at, last_error, stderr, warnings, result FROM job_log {} ORDER BY completed_at DESC, rowid DESC LIMIT {}",
             w.sql(),
-            q.limit.clamp(1, MAX_LIMIT)
+            limit
         ),
         count_params: w.params.len(),
         params: w.params,
+        limit,
     }
 }
 
