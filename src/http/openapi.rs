@@ -369,16 +369,8 @@ pub fn plugin_detail(rt: &Runtime, name: &str) -> Option<Value> {
             let state = crate::disk::ledger_dir(&rt.config.state.path);
             crate::plugin::container::stage7::warm::held(state, &p.name)
         });
-        fields.insert(
-            "container".into(),
-            json!({
-                "image": c.image,
-                "envelope": c.envelope.as_str(),
-                "network": c.network.as_str(),
-                "keep_warm": p.conf.keep_warm.map(|d| d.as_secs()),
-                "resident": held,
-            }),
-        );
+        let summary = crate::plugin::container::summary(c, p.conf.keep_warm, held);
+        fields.insert("container".into(), Value::Object(summary));
     }
     Some(detail)
 }

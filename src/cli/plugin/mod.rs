@@ -160,18 +160,13 @@ fn container_json(rt: &Runtime, p: &Plugin, c: &ContainerSpec) -> serde_json::Va
         }
         Err(nr) => (None, None, Some(nr.problem), Some(nr.fix), None),
     };
-    json!({
-        "keep_warm": p.conf.keep_warm.map(|d| d.as_secs()),
-        "resident": resident,
-        "image": c.image,
-        "envelope": c.envelope.as_str(),
-        "network": c.network.as_str(),
-        "engine": engine,
-        "image_id": id,
-        "runnable": problem.is_none(),
-        "problem": problem,
-        "fix": fix,
-    })
+    let mut entry = container::summary(c, p.conf.keep_warm, resident);
+    entry.insert("engine".into(), json!(engine));
+    entry.insert("image_id".into(), json!(id));
+    entry.insert("runnable".into(), json!(problem.is_none()));
+    entry.insert("problem".into(), json!(problem));
+    entry.insert("fix".into(), json!(fix));
+    serde_json::Value::Object(entry)
 }
 
 /// The directory of the ledger, where the daemon keeps its warm markers.

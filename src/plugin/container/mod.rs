@@ -361,6 +361,22 @@ fn not_run(kind: OutcomeKind) -> Outcome {
     }
 }
 
+/// A container plugin as `plugin list --json` and `GET /plugin/{name}` show
+/// it: `resident` names its warm containers (null without `keep_warm`).
+pub fn summary(
+    spec: &ContainerSpec,
+    keep_warm: Option<std::time::Duration>,
+    resident: Option<Vec<String>>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("image".into(), spec.image.clone().into());
+    m.insert("envelope".into(), spec.envelope.as_str().into());
+    m.insert("network".into(), spec.network.as_str().into());
+    m.insert("keep_warm".into(), keep_warm.map(|d| d.as_secs()).into());
+    m.insert("resident".into(), resident.into());
+    m
+}
+
 /// The argv as strings, after checking that it holds every one of `flags`
 /// (the runners' argv tests).
 #[cfg(test)]
