@@ -244,7 +244,17 @@ const LOG_FILTERS = ['submitted_by', 'from', 'to', 'query'];
 // The queue list pages with the API's cursor (`before`); **Show more**
 // appends the next page. Job-log filters raise the limit instead.
 let nextCursor = null;
-let jobsSeen = '';
+
+// The data each live list was last drawn from. A refresh that brings the same
+// data keeps the rows, so focus, hover and a click in flight stay on the row
+// the user meant.
+const drawn = {};
+function sameAsDrawn(list, data) {
+  const now = JSON.stringify(data);
+  if (drawn[list] === now) return true;
+  drawn[list] = now;
+  return false;
+}
 
 async function loadJobs(more) {
   if (!scopes.jobs) return;
@@ -259,16 +269,16 @@ async function loadJobs(more) {
   const r = await api((logs ? '/job-logs?' : '/jobs?') + q);
   if (!r.ok) { notice(refusal(r)); return; }
   const rows = logs ? r.data.logs : r.data.jobs;
-  const trs = rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
-    el('td', {}, jobLink(j.job_id)), el('td', { text: j.plugin }), el('td', { text: j.command }),
-    el('td', {}, el('span', { class: 'status ' + j.status, text: j.status })),
-    el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' })));
   const body = $('#jobs-table tbody');
-  // A refresh that changes nothing keeps the rows, so focus, hover and a
-  // click in flight stay on the row the user meant.
-  const seen = JSON.stringify(rows.map((j) => [j.job_id, j.status, j.attempt, logs ? j.completed_at : j.created_at]));
-  if (paging) { body.append(...trs); jobsSeen = ''; }
-  else if (jobsSeen !== seen) { body.replaceChildren(...trs); jobsSeen = seen; }
+  const keep = !paging && sameAsDrawn('jobs', [logs, rows]);
+  if (paging) drawn.jobs = null;
+  if (!keep) {
+    const trs = rows.map((j) => el('tr', { 'data-job-id': j.job_id, 'data-status': j.status },
+      el('td', {}, jobLink(j.job_id)), el('td', { text: j.plugin }), el('td', { text: j.command }),
+      el('td', {}, el('span', { class: 'status ' + j.status, text: j.status })),
+      el('td', { text: String(j.attempt) }), el('td', { text: (logs ? j.completed_at : j.created_at) || '' })));
+    if (paging) body.append(...trs); else body.replaceChildren(...trs);
+  }
   const shown = body.children.length;
   $('#jobs-total').textContent = shown + ' of ' + r.data.total + (logs ? ' attempts' : ' jobs');
   if (logs) {
@@ -345,16 +355,11 @@ async function cancelJob() {
   }
 }
 
-let schedulesSeen = '';
-
 async function loadSchedules() {
   if (!scopes.jobs) return;
   const r = await api('/schedules');
   if (!r.ok) { notice(refusal(r)); return; }
-  // As with jobs: an unchanged list keeps its rows (and a click in flight).
-  const seen = JSON.stringify(r.data.schedules);
-  if (seen === schedulesSeen) return;
-  schedulesSeen = seen;
+  if (sameAsDrawn('schedules', r.data.schedules)) return;
   const rows = r.data.schedules.map((s) => {
     const paused = s.status === 'paused_manual';
     const act = (verb) => async () => {
