@@ -331,16 +331,9 @@ impl HubLoop {
         notify_rx: &Receiver<()>,
     ) {
         loop {
-            // The timer runs only while someone listens: an idle hub sleeps.
-            let timer = if self.subscribers.is_empty() {
-                never()
-            } else if self.behind {
-                crossbeam_channel::after(PACE)
-            } else if self.owed {
-                crossbeam_channel::after(self.gathering().unwrap_or_default())
-            } else {
-                crossbeam_channel::after(pause(self.quiet))
-            };
+            let timer = self
+                .next_look()
+                .map_or_else(never, crossbeam_channel::after);
             select! {
                 recv(stop_rx) -> _ => break,
                 recv(control_rx) -> msg => match msg {
@@ -354,6 +347,20 @@ impl HubLoop {
         // Dropping the senders ends every stream.
         self.subscribers.clear();
         self.count.store(0, Ordering::SeqCst);
+    }
+
+    /// How long until the hub looks unasked; `None` while nobody listens
+    /// (an idle hub sleeps on its channels).
+    fn next_look(&self) -> Option<Duration> {
+        if self.subscribers.is_empty() {
+            None
+        } else if self.behind {
+            Some(PACE)
+        } else if self.owed {
+            Some(self.gathering().unwrap_or_default())
+        } else {
+            Some(pause(self.quiet))
+        }
     }
 
     fn subscribe(&mut self, frames_tx: Sender<Frame>, reply_tx: &Sender<Result<Cursor, String>>) {

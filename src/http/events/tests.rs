@@ -575,9 +575,15 @@ fn notifications_in_a_burst_are_gathered_into_one_look() {
     hub.notified();
     assert_eq!(rx.len(), 1, "later ones wait for the window to end");
     assert!(hub.owed && hub.gathering().is_some());
+    let left = hub.next_look().unwrap();
+    assert!(
+        left <= hub.gather && left > POLL,
+        "the loop's next look is the window's end: {left:?}"
+    );
     hub.poll();
     assert_eq!(rx.len(), 3, "the window's look offers both");
     assert!(!hub.owed);
+    assert_eq!(hub.next_look(), Some(POLL), "then the usual fallback look");
     hub.gather = Duration::ZERO;
     fire(&conn);
     hub.notified();
