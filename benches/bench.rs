@@ -240,17 +240,7 @@ fn runner_overhead(bench: &Bench) {
     for i in 0..2_000 {
         let t0 = Instant::now();
         let job = NewJob::new("noop", "poll", Value::Null, SubmittedBy::Cli, 1);
-        let id = match queue::enqueue(
-            &mut conn,
-            &job,
-            Duration::from_secs(86_400),
-            chrono::Utc::now(),
-        )
-        .unwrap()
-        {
-            queue::Enqueued::Created(id) => id,
-            _ => unreachable!(),
-        };
+        let id = enqueue_new(&mut conn, &job, chrono::Utc::now());
         let claimed = queue::claim_job(&mut conn, &id, chrono::Utc::now())
             .unwrap()
             .unwrap();
@@ -389,6 +379,19 @@ fn unsafe_free_kill(pid: u32, sig: &str) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
+}
+
+/// Enqueues `job` as created at `now` (a day's dedupe window) and returns
+/// the new row's id.
+fn enqueue_new(
+    conn: &mut rusqlite::Connection,
+    job: &NewJob,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    match queue::enqueue(conn, job, Duration::from_secs(86_400), now).unwrap() {
+        queue::Enqueued::Created(id) => id,
+        other => panic!("not enqueued: {other:?}"),
+    }
 }
 
 /// Seals `root` as an operator would before the first start.
@@ -649,10 +652,7 @@ fn latency(bench: &Bench) {
     for _ in 0..300 {
         let job = NewJob::new("noop", "poll", Value::Null, SubmittedBy::Cli, 1);
         let now = chrono::Utc::now();
-        let id = match queue::enqueue(&mut conn, &job, Duration::from_secs(86_400), now).unwrap() {
-            queue::Enqueued::Created(id) => id,
-            _ => unreachable!(),
-        };
+        let id = enqueue_new(&mut conn, &job, now);
         let _ = wake_tx.try_send(());
         let enter: i64 = loop {
             let r: Option<i64> = conn

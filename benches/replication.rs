@@ -210,19 +210,9 @@ fn lag(bench: &Bench, exe: &Path, ls: &Path) {
     let t = Instant::now();
     loop {
         let id = {
-            use ductile::store::queue::{self, Enqueued, NewJob, SubmittedBy};
+            use ductile::store::queue::{NewJob, SubmittedBy};
             let job = NewJob::new("noop", "poll", serde_json::Value::Null, SubmittedBy::Cli, 1);
-            match queue::enqueue(
-                &mut conn,
-                &job,
-                Duration::from_secs(86_400),
-                chrono::Utc::now(),
-            )
-            .unwrap()
-            {
-                Enqueued::Created(id) => id,
-                other => panic!("{other:?}"),
-            }
+            super::enqueue_new(&mut conn, &job, chrono::Utc::now())
         };
         probes.lock().unwrap().push((id, Instant::now()));
         let busy: i64 = conn

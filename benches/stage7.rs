@@ -155,7 +155,7 @@ pub(super) fn run(bench: &Bench, exe: &std::path::Path) {
 fn warm(bench: &Bench, image: &str) {
     use ductile::dispatch::pool::{Pool, PoolConfig, RunningJobs};
     use ductile::plugin::container::stage7::warm::{LABEL, Warm};
-    use ductile::store::queue::{self, NewJob, SubmittedBy};
+    use ductile::store::queue::{NewJob, SubmittedBy};
 
     stage7_plugin(bench, "s7warm", image, "30s", 3);
     let root = bench.config(
@@ -200,17 +200,7 @@ fn warm(bench: &Bench, image: &str) {
             1,
         );
         let t = Instant::now();
-        let id = match queue::enqueue(
-            &mut conn,
-            &new,
-            Duration::from_secs(86_400),
-            chrono::Utc::now(),
-        )
-        .unwrap()
-        {
-            queue::Enqueued::Created(id) => id,
-            _ => unreachable!(),
-        };
+        let id = super::enqueue_new(&mut conn, &new, chrono::Utc::now());
         let _ = wake_tx.try_send(());
         loop {
             commit_rx.recv_timeout(Duration::from_secs(30)).unwrap();
