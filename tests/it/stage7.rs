@@ -548,7 +548,25 @@ fn a_warm_container_goes_when_keep_warm_lapses_and_when_a_reload_removes_its_plu
     dir.run(&["system", "reload"]).code(0);
     greet(&dir, r#"{"text":"z"}"#);
     assert_eq!(the_warm_one(&dir, "greeter"), warm);
-    let name = warm.0;
+    // So does one that changes only what the container is not built from
+    // (retries, schedules, the request's config).
+    dir.config(&format!("{}    max_attempts: 2\n", warm_config("10m")));
+    dir.run(&["system", "reload"]).code(0);
+    greet(&dir, r#"{"text":"z2"}"#);
+    assert_eq!(the_warm_one(&dir, "greeter"), warm);
+    // A new keep_warm window replaces it.
+    dir.config(&warm_config("20m"));
+    dir.run(&["system", "reload"]).code(0);
+    daemon.wait_log(
+        LONG,
+        &format!(
+            "removed warm container {}: a reload removed the plugin or changed its config",
+            warm.0
+        ),
+    );
+    greet(&dir, r#"{"text":"z3"}"#);
+    let (name, _) = the_warm_one(&dir, "greeter");
+    assert_ne!(name, warm.0);
     dir.config("plugins: {}\n");
     dir.run(&["system", "reload"]).code(0);
     daemon.wait_log(

@@ -14,10 +14,11 @@
 //! `healthCheck.interval` while no job uses it, and removed (`rm -f`) when
 //! `retries` probes in a row fail (a fresh one is started at once), when
 //! `keep_warm` passes after its last job, when a job's request did not come
-//! back whole, when a reload removes the instance or changes its entry or
-//! manifest, and on shutdown. Before each start a marker file named after the
-//! container is written under `<state dir>/warm/`; it goes after the removal,
-//! so the next daemon start removes whatever a killed daemon left.
+//! back whole, when a reload removes the instance or changes its container
+//! block or `keep_warm`, and on shutdown. Before each start a marker file
+//! named after the container is written under `<state dir>/warm/`; it goes
+//! after the removal, so the next daemon start removes whatever a killed
+//! daemon left.
 //! Must not: share its state, or run an engine call on its own thread while
 //! it has jobs to answer (the shutdown's removal excepted).
 
@@ -154,16 +155,18 @@ impl<'a> Resident<'a> {
     }
 }
 
-/// What `plugin`'s warm container depends on, as a short digest: its config
-/// entry and its container block (manifest or entry), so a reload that
-/// changes either replaces the container. `None` when it keeps none.
+/// What `plugin`'s warm container is built from, as a short digest: its
+/// container block (manifest or entry, the Stage7 health check and ports
+/// included) and its `keep_warm` window, so a reload that changes either
+/// replaces the container while one that changes only what each request
+/// carries (its config, retries, schedules) keeps it. `None` when it keeps none.
 pub fn fingerprint(plugin: &Plugin) -> Option<String> {
-    plugin.conf.keep_warm?;
+    let keep_warm = plugin.conf.keep_warm?;
     let spec = plugin.manifest.container.as_ref()?;
     if spec.envelope != Envelope::Stage7 || spec.stage7.is_none() {
         return None;
     }
-    let text = format!("{:?}\n{:?}", plugin.conf, spec);
+    let text = format!("{keep_warm:?}\n{spec:?}");
     let hex = blake3::hash(text.as_bytes()).to_hex();
     Some(hex.as_str()[..16].to_string())
 }
@@ -231,7 +234,7 @@ impl Warm {
     }
 
     /// A reload's new registry: containers of instances it removed, or whose
-    /// entry or manifest changed, are removed (once their jobs end).
+    /// container block or `keep_warm` changed, are removed (once their jobs end).
     pub fn reconcile(&self, registry: &Registry) {
         let _ = self.tx.send(Msg::Reconcile(wanted(registry)));
     }
@@ -994,10 +997,7 @@ mod tests {
 
     #[test]
     fn a_warm_container_is_labelled_and_carries_no_job_id() {
-        let text = r#"{"id": "x", "verb": "X", "name": "X", "inputDefinitions": [], "outputDefinitions": [],
-            "container": {"image": "x:1", "ports": [9000, 9100]}, "api": {}}"#;
-        let m = super::super::manifest::parse(Path::new("manifest.json"), text).unwrap();
-        let spec = m.container.unwrap();
+        let spec = stage7_spec();
         let argv = crate::plugin::container::assert_flags(
             warm_args(&spec, spec.stage7.as_ref().unwrap(), "warm-x-0123abcd", "x"),
             &[
@@ -1015,6 +1015,22 @@ mod tests {
             "{argv:?}"
         );
         assert_eq!(argv.last().map(String::as_str), Some("x:1"));
+        // Exactly the job id's `-e` pair went, nothing around it.
+        let own: Vec<String> = super::super::start_args(&spec, spec.stage7.as_ref().unwrap(), "j")
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let flags = |v: &[String]| v.iter().filter(|a| *a == "-e").count();
+        assert_eq!(flags(&argv), flags(&own) - 1, "{argv:?}");
+        assert_eq!(argv.len(), own.len() - 1, "{argv:?} / {own:?}");
+    }
+
+    /// A Stage7 plugin's container block, from its manifest.
+    fn stage7_spec() -> ContainerSpec {
+        let text = r#"{"id": "x", "verb": "X", "name": "X", "inputDefinitions": [], "outputDefinitions": [],
+            "container": {"image": "x:1", "ports": [9000, 9100]}, "api": {}}"#;
+        let m = super::super::manifest::parse(Path::new("manifest.json"), text).unwrap();
+        m.container.unwrap()
     }
 
     #[test]
@@ -1038,5 +1054,6 @@ mod tests {
                 .unwrap()
                 .contains("`a` is a container plugin with envelope protocol-v2")
         );
+        assert_eq!(load_problem("a", Some(&stage7_spec()), true), None);
     }
 }
