@@ -44,10 +44,8 @@ pub struct Stage7 {
     pub id: String,
     /// `version`, sent as `context.version`.
     pub version: String,
-    /// The container port the API is served on.
-    pub port: u16,
-    /// Every port of `container.ports`, `port` first; each is published on
-    /// loopback.
+    /// Every port of `container.ports` (never empty: the default port when
+    /// none is declared), the API's first; each is published on loopback.
     pub ports: Vec<u16>,
     /// `container.healthCheck`.
     pub health: HealthCheck,
@@ -55,6 +53,16 @@ pub struct Stage7 {
     pub api: Api,
     /// Names declared by `inputDefinitions`, in order.
     pub inputs: Vec<String>,
+}
+
+impl Stage7 {
+    /// The container port the API is served on: the first of `ports`.
+    pub fn port(&self) -> u16 {
+        self.ports
+            .first()
+            .copied()
+            .unwrap_or(manifest::DEFAULT_PORT)
+    }
 }
 
 /// `container.healthCheck`.
@@ -321,7 +329,7 @@ impl Job<'_> {
         let port_args = [
             OsString::from("port"),
             OsString::from(&self.name),
-            OsString::from(format!("{}/tcp", s7.port)),
+            OsString::from(format!("{}/tcp", s7.port())),
         ];
         let text = self.engine_call(&port_args, "port")?;
         let addr = host_port(&text)
@@ -331,7 +339,7 @@ impl Job<'_> {
                     "{} port {} {} printed no loopback port: {}",
                     self.engine.name,
                     self.name,
-                    s7.port,
+                    s7.port(),
                     text.trim()
                 ))
             })?;
@@ -670,7 +678,6 @@ mod tests {
         Stage7 {
             id: "wc".into(),
             version: "1.0".into(),
-            port: 8080,
             ports: vec![8080],
             health: HealthCheck {
                 path: "/health".into(),

@@ -154,7 +154,6 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     spec.stage7 = Some(Box::new(Stage7 {
         id: id.clone(),
         version: version.clone(),
-        port: ports.first().copied().unwrap_or(DEFAULT_PORT),
         ports,
         health,
         api,
@@ -530,7 +529,7 @@ mod tests {
         assert_eq!((c.memory.as_str(), c.cpus.as_str()), ("64m", "0.5"));
         assert_eq!(c.env.get("N").map(String::as_str), Some("3"));
         let s = c.stage7.unwrap();
-        assert_eq!(s.port, 9000);
+        assert_eq!(s.port(), 9000);
         assert_eq!(s.ports, [9000]);
         assert_eq!(s.inputs, ["text", "mode"]);
         assert_eq!(
@@ -559,7 +558,7 @@ mod tests {
         let m = parse(Path::new(FILE), text).unwrap();
         assert_eq!(m.version, UNVERSIONED);
         let s = m.container.unwrap().stage7.unwrap();
-        assert_eq!(s.port, DEFAULT_PORT);
+        assert_eq!(s.port(), DEFAULT_PORT);
         assert_eq!(s.ports, [DEFAULT_PORT]);
         assert_eq!(s.health.path, "/health");
         assert_eq!(s.api.endpoint, "/execute");
