@@ -803,11 +803,8 @@ impl Owner {
                 .push(c.name.clone());
         }
         for (engine, names) in by_engine.values() {
-            match engine::remove(engine, names) {
+            match remove_marked(engine, names, &self.markers) {
                 Ok(()) => {
-                    for n in names {
-                        let _ = std::fs::remove_file(self.markers.join(n));
-                    }
                     log::info!(
                         "removed {} warm container(s) on shutdown: {}",
                         names.len(),
@@ -888,10 +885,11 @@ pub fn resident(engine: &Engine, instance: &str, state_dir: &Path) -> Vec<String
     if o.exit_code != Some(0) {
         return Vec::new();
     }
+    let held = held(state_dir, instance);
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(str::trim)
-        .filter(|n| !n.is_empty() && state_dir.join(MARKER_DIR).join(n).exists())
+        .filter(|n| held.iter().any(|h| h == n))
         .map(str::to_string)
         .collect()
 }
@@ -929,6 +927,16 @@ pub fn warm_args(spec: &ContainerSpec, s7: &Stage7, tag: &str, instance: &str) -
     args
 }
 
+/// Removes containers `names` with `engine`, then their markers under
+/// `markers` (kept when the removal fails, so a later start tries again).
+fn remove_marked(engine: &Engine, names: &[String], markers: &Path) -> Result<(), String> {
+    engine::remove(engine, names)?;
+    for n in names {
+        let _ = std::fs::remove_file(markers.join(n));
+    }
+    Ok(())
+}
+
 /// Removes the containers named by the markers in `markers` (a killed
 /// daemon's), then the markers of those that are gone.
 fn remove_leftovers(markers: &Path) {
@@ -949,12 +957,10 @@ fn remove_leftovers(markers: &Path) {
     }
     for (engine_name, names) in by_engine {
         let wanted = (!engine_name.is_empty()).then_some(engine_name.as_str());
-        let removed = engine::resolve(wanted, None).and_then(|e| engine::remove(&e, &names));
+        let removed =
+            engine::resolve(wanted, None).and_then(|e| remove_marked(&e, &names, markers));
         match removed {
             Ok(()) => {
-                for n in &names {
-                    let _ = std::fs::remove_file(markers.join(n));
-                }
                 log::warn!(
                     "removed {} warm container(s) a previous daemon left: {}",
                     names.len(),
