@@ -186,12 +186,10 @@ impl Job<'_> {
             warm::Acquired::Stopped(stop) => return Some(stop.into_kind()),
         };
         let request: Value = serde_json::from_slice(inv.request).unwrap_or(Value::Null);
-        if request.get("command").and_then(Value::as_str) == Some("health") {
+        if is_health(&request) {
             let url = format!("http://{}{}", lease.addr(), s7.health.path);
             return Some(match probe(&url, s7.health.timeout.min(self.remaining())) {
-                Ok(()) => {
-                    OutcomeKind::Succeeded(response(Some(json!("healthy")), None, Vec::new()))
-                }
+                Ok(()) => healthy(),
                 Err(why) => {
                     let msg = format!(
                         "stage7: health check GET {} of warm container {}: {why}",
@@ -222,8 +220,8 @@ impl Job<'_> {
         if let Err(k) = self.wait_healthy(&addr, &s7.health) {
             return k.into_kind();
         }
-        if request.get("command").and_then(Value::as_str) == Some("health") {
-            return OutcomeKind::Succeeded(response(Some(json!("healthy")), None, Vec::new()));
+        if is_health(&request) {
+            return healthy();
         }
         self.exchange(&addr, s7, inv, &request).0
     }
@@ -590,6 +588,17 @@ fn host_port(text: &str) -> Option<u16> {
 
 /// The Stage7 request: every field of the event payload (and each declared
 /// input the payload lacks but the plugin's config has) as `{value, args}`.
+/// Whether `request` is the `health` command, which the health check alone
+/// answers.
+fn is_health(request: &Value) -> bool {
+    request.get("command").and_then(Value::as_str) == Some("health")
+}
+
+/// The answer to a `health` command whose check passed.
+fn healthy() -> OutcomeKind {
+    OutcomeKind::Succeeded(response(Some(json!("healthy")), None, Vec::new()))
+}
+
 fn body(request: &Value, s7: &Stage7, job_id: &str) -> Vec<u8> {
     let mut inputs = Map::new();
     let payload = request
