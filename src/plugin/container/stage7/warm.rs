@@ -106,17 +106,20 @@ pub struct Resident<'a> {
     plugin: &'a Arc<Plugin>,
     keep_warm: Duration,
     fingerprint: String,
+    health: super::HealthCheck,
 }
 
 impl<'a> Resident<'a> {
     /// The resident side of `plugin`'s jobs: `None` unless it is a Stage7
     /// instance with `keep_warm`.
     pub fn of(warm: &'a Warm, plugin: &'a Arc<Plugin>) -> Option<Resident<'a>> {
+        let s7 = plugin.manifest.container.as_ref()?.stage7.as_deref()?;
         Some(Resident {
             warm,
             plugin,
             keep_warm: plugin.conf.keep_warm?,
             fingerprint: fingerprint(plugin)?,
+            health: s7.health.clone(),
         })
     }
 
@@ -135,6 +138,7 @@ impl<'a> Resident<'a> {
             env: env.to_vec(),
             keep_warm: self.keep_warm,
             fingerprint: self.fingerprint.clone(),
+            health: self.health.clone(),
         };
         if self.warm.tx.send(Msg::Acquire { setup, reply }).is_err() {
             return Acquired::NotServed;
@@ -252,19 +256,15 @@ impl Drop for Warm {
 }
 
 /// What it takes to start an instance's container.
+#[derive(Clone)]
 struct Setup {
     plugin: Arc<Plugin>,
     engine: Engine,
     env: Vec<String>,
     keep_warm: Duration,
     fingerprint: String,
-}
-
-impl Setup {
-    fn parts(&self) -> Option<(&ContainerSpec, &Stage7)> {
-        let spec = self.plugin.manifest.container.as_ref()?;
-        Some((spec, spec.stage7.as_deref()?))
-    }
+    /// Its Stage7 health check (the plugin is known to be Stage7).
+    health: super::HealthCheck,
 }
 
 /// What reaches the owner thread.
@@ -327,12 +327,6 @@ struct Container {
     held: Option<spawn::group::Held>,
     /// Why it was taken out of service, once it was.
     retired_for: Option<String>,
-}
-
-impl Container {
-    fn health(&self) -> Option<&super::HealthCheck> {
-        self.setup.parts().map(|(_, s7)| &s7.health)
-    }
 }
 
 struct Owner {
@@ -515,7 +509,7 @@ impl Owner {
         };
         match result {
             Ok(up) => {
-                let interval = c.health().map_or(Duration::from_secs(1), |h| h.interval);
+                let interval = c.setup.health.interval;
                 let short = up.id.get(..12).unwrap_or(&up.id);
                 log::info!(plugin = instance.as_str(); "started warm container {} ({short}) on {}", c.name, up.addr);
                 let now = Instant::now();
@@ -566,7 +560,7 @@ impl Owner {
             c.leases = c.leases.saturating_sub(1);
             if c.leases == 0 {
                 c.idle_since = now;
-                let interval = c.health().map_or(Duration::from_secs(1), |h| h.interval);
+                let interval = c.setup.health.interval;
                 if let Phase::Ready { next_probe, .. } = &mut c.phase {
                     *next_probe = now + interval;
                 }
@@ -584,9 +578,7 @@ impl Owner {
         let Some(c) = self.serving.get_mut(&instance) else {
             return;
         };
-        let (interval, retries) = c
-            .health()
-            .map_or((Duration::from_secs(1), 3), |h| (h.interval, h.retries));
+        let (interval, retries) = (c.setup.health.interval, c.setup.health.retries);
         let busy = c.leases > 0;
         let Phase::Ready {
             failures,
@@ -618,13 +610,7 @@ impl Owner {
                     return;
                 };
                 let idle_since = old.idle_since;
-                let setup = Setup {
-                    plugin: Arc::clone(&old.setup.plugin),
-                    engine: old.setup.engine.clone(),
-                    env: old.setup.env.clone(),
-                    keep_warm: old.setup.keep_warm,
-                    fingerprint: old.setup.fingerprint.clone(),
-                };
+                let setup = old.setup.clone();
                 self.drain_or_remove(old, &reason);
                 if let Err(stop) = self.start(setup, idle_since) {
                     log::warn!(plugin = instance.as_str(); "cannot restart the warm container: {}", describe(&stop));
@@ -656,11 +642,7 @@ impl Owner {
             if *probing || now < *next_probe {
                 continue;
             }
-            let Some(hc) = c.setup.parts().map(|(_, s7)| s7.health.clone()) else {
-                // Not reached: only a Stage7 instance gets a warm container.
-                *next_probe = now + Duration::from_secs(3600);
-                continue;
-            };
+            let hc = c.setup.health.clone();
             let url = format!("http://{addr}{}", hc.path);
             let (tx, serial) = (self.tx.clone(), c.serial);
             let spawned = std::thread::Builder::new()
